@@ -1,0 +1,125 @@
+//! Memory architectures behind one interface.
+//!
+//! A [`Network`] maps a task's inputs to per-step outputs: `[B, T, width]` floats (or `[B, T]`
+//! token ids, embedded first) → `[B, T, out]` logits or values. Each family lives in its own file
+//! and implements [`Core`], which maps `[B, T, d_in]` → `[B, T, core.out_width()]`; the network adds
+//! the token embedding and the linear read-out so that every family is scored the same way. Which
+//! positions count is the task's business (its mask), never the model's.
+
+pub mod rnn;
+
+use membench_tasks::{InputKind, TaskIo};
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Tensor};
+
+/// A sequence model without its input embedding and read-out.
+pub trait Core: Send {
+    /// xs: [B, T, d_in] → [B, T, out_width]
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
+    fn out_width(&self) -> i64;
+    /// Floats carried from one time step to the next when the model runs over `seq_len` steps
+    /// (for attention: the KV cache at that length).
+    fn state_size(&self, seq_len: i64) -> i64;
+    /// Forward FLOPs per token (a multiply-add counts 2) at `seq_len`.
+    fn flops_per_token(&self, seq_len: i64) -> f64;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    #[error("architecture {arch}: `{field}` = {value}: {expected}")]
+    Invalid { arch: &'static str, field: &'static str, value: String, expected: String },
+}
+
+impl ArchError {
+    pub fn invalid(arch: &'static str, field: &'static str, value: impl ToString, expected: impl Into<String>) -> Self {
+        ArchError::Invalid { arch, field, value: value.to_string(), expected: expected.into() }
+    }
+}
+
+/// The `arch:` section of the YAML; `name` selects the family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum ArchConfig {
+    Lstm(rnn::RnnConfig),
+    Gru(rnn::RnnConfig),
+}
+
+impl ArchConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArchConfig::Lstm(_) => "lstm",
+            ArchConfig::Gru(_) => "gru",
+        }
+    }
+
+    /// Width of the token embedding when the task's inputs are token ids.
+    fn embed_width(&self) -> i64 {
+        match self {
+            ArchConfig::Lstm(c) | ArchConfig::Gru(c) => c.hidden_size,
+        }
+    }
+
+    fn build_core(&self, vs: &nn::Path, d_in: i64) -> Result<Box<dyn Core>, ArchError> {
+        Ok(match self {
+            ArchConfig::Lstm(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Lstm, d_in)?),
+            ArchConfig::Gru(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Gru, d_in)?),
+        })
+    }
+}
+
+/// Embedding (for token inputs) → core → linear read-out.
+pub struct Network {
+    embed: Option<nn::Embedding>,
+    core: Box<dyn Core>,
+    head: nn::Linear,
+    d_in: i64,
+    d_out: i64,
+    params: i64,
+}
+
+impl Network {
+    /// Builds the network's parameters in `store`, which must hold nothing else (so that the
+    /// parameter count is this network's).
+    pub fn new(store: &nn::VarStore, cfg: &ArchConfig, io: TaskIo) -> Result<Self, ArchError> {
+        let vs = &store.root();
+        let (embed, d_in) = match io.input {
+            InputKind::Dense { width } => (None, width as i64),
+            InputKind::Tokens { vocab } => {
+                let d = cfg.embed_width();
+                (Some(nn::embedding(vs / "embed", vocab as i64, d, Default::default())), d)
+            }
+        };
+        let core = cfg.build_core(&(vs / "core"), d_in)?;
+        let d_out = io.output.width() as i64;
+        let head = nn::linear(vs / "head", core.out_width(), d_out, Default::default());
+        let params = store.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        Ok(Network { embed, core, head, d_in, d_out, params })
+    }
+
+    /// inputs: [B, T, width] float or [B, T] int64 → [B, T, out]
+    pub fn forward_t(&self, inputs: &Tensor, train: bool) -> Tensor {
+        let xs = match &self.embed {
+            Some(e) => e.forward(inputs),
+            None => inputs.shallow_clone(),
+        };
+        self.head.forward(&self.core.forward_t(&xs, train))
+    }
+
+    /// Trainable parameters, counted when the network was built.
+    pub fn param_count(&self) -> i64 {
+        self.params
+    }
+
+    pub fn state_size(&self, seq_len: i64) -> i64 {
+        self.core.state_size(seq_len)
+    }
+
+    /// Forward FLOPs per token, read-out included (the embedding is a lookup: 0).
+    pub fn flops_per_token(&self, seq_len: i64) -> f64 {
+        self.core.flops_per_token(seq_len) + 2.0 * (self.core.out_width() * self.d_out) as f64
+    }
+
+    pub fn d_in(&self) -> i64 {
+        self.d_in
+    }
+}

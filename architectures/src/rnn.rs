@@ -1,0 +1,135 @@
+//! Gated recurrent networks: LSTM (Hochreiter & Schmidhuber 1997) and GRU (Cho et al. 2014).
+//!
+//! LSTM: c_t = f⊙c_{t-1} + i⊙g, h_t = o⊙tanh(c_t); GRU: h_t = (1−z)⊙n + z⊙h_{t−1}.
+//! Whole sequences go through libtorch's fused `lstm` / `gru` kernels (one call per forward, not a
+//! Rust loop over steps). Weights use PyTorch's layout and gate order (i, f, g, o for the LSTM), so
+//! a PyTorch `nn.LSTM` with the same shapes computes the same function.
+
+use crate::{ArchError, Core};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnnConfig {
+    /// Units per layer.
+    pub hidden_size: i64,
+    /// Stacked layers.
+    #[serde(default = "one")]
+    pub layers: i64,
+    /// Dropout between layers (training only); PyTorch applies it to all but the last layer.
+    #[serde(default)]
+    pub dropout: f64,
+    /// LSTM only: initial bias of the forget gate (Jozefowicz et al. 2015 recommend 1.0), so the
+    /// cell keeps its memory at the start of training. Must be 0 for a GRU.
+    #[serde(default)]
+    pub forget_bias: f64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    fn gates(self) -> i64 {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+}
+
+pub struct Rnn {
+    cell: Cell,
+    weights: Vec<Tensor>,
+    cfg: RnnConfig,
+    d_in: i64,
+}
+
+impl Rnn {
+    pub fn new(vs: &nn::Path, cfg: &RnnConfig, cell: Cell, d_in: i64) -> Result<Self, ArchError> {
+        let arch = cell.name();
+        if cfg.hidden_size < 1 || cfg.hidden_size > 65_536 {
+            return Err(ArchError::invalid(arch, "hidden_size", cfg.hidden_size, "expected 1..=65536"));
+        }
+        if cfg.layers < 1 || cfg.layers > 64 {
+            return Err(ArchError::invalid(arch, "layers", cfg.layers, "expected 1..=64"));
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(ArchError::invalid(arch, "dropout", cfg.dropout, "expected 0 <= dropout < 1"));
+        }
+        if !cfg.forget_bias.is_finite() || (cell == Cell::Gru && cfg.forget_bias != 0.0) {
+            return Err(ArchError::invalid(arch, "forget_bias", cfg.forget_bias, "expected a finite number, and 0 for a GRU"));
+        }
+        let h = cfg.hidden_size;
+        let gate_dim = cell.gates() * h;
+        // PyTorch's nn.LSTM/nn.GRU initialisation: U(−1/√h, 1/√h) for every weight and bias.
+        let bound = 1.0 / (h as f64).sqrt();
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        let mut weights = Vec::with_capacity(4 * cfg.layers as usize);
+        for layer in 0..cfg.layers {
+            let inp = if layer == 0 { d_in } else { h };
+            weights.push(vs.var(&format!("weight_ih_l{layer}"), &[gate_dim, inp], init));
+            weights.push(vs.var(&format!("weight_hh_l{layer}"), &[gate_dim, h], init));
+            let b_ih = vs.var(&format!("bias_ih_l{layer}"), &[gate_dim], init);
+            if cell == Cell::Lstm && cfg.forget_bias != 0.0 {
+                tch::no_grad(|| {
+                    let _ = b_ih.narrow(0, h, h).fill_(cfg.forget_bias);
+                });
+            }
+            weights.push(b_ih);
+            weights.push(vs.var(&format!("bias_hh_l{layer}"), &[gate_dim], init));
+        }
+        Ok(Rnn { cell, weights, cfg: cfg.clone(), d_in })
+    }
+}
+
+impl Core for Rnn {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let (b, h, layers) = (xs.size()[0], self.cfg.hidden_size, self.cfg.layers);
+        let h0 = Tensor::zeros([layers, b, h], (xs.kind(), xs.device()));
+        let w: Vec<&Tensor> = self.weights.iter().collect();
+        let dropout = if train { self.cfg.dropout } else { 0.0 };
+        // [B, T, d_in] → [B, T, h], batch_first.
+        match self.cell {
+            Cell::Lstm => xs.lstm(&[&h0, &h0], &w, true, layers, dropout, train, false, true).0,
+            Cell::Gru => xs.gru(&h0, &w, true, layers, dropout, train, false, true).0,
+        }
+    }
+
+    fn out_width(&self) -> i64 {
+        self.cfg.hidden_size
+    }
+
+    /// LSTM carries h and c per layer; GRU carries h.
+    fn state_size(&self, _seq_len: i64) -> i64 {
+        let per_layer = match self.cell {
+            Cell::Lstm => 2,
+            Cell::Gru => 1,
+        };
+        per_layer * self.cfg.hidden_size * self.cfg.layers
+    }
+
+    /// Per layer: gates·h·(inp + h) multiply-adds, plus the elementwise gate arithmetic (~10·h).
+    fn flops_per_token(&self, _seq_len: i64) -> f64 {
+        let (h, g) = (self.cfg.hidden_size as f64, self.cell.gates() as f64);
+        (0..self.cfg.layers)
+            .map(|layer| {
+                let inp = if layer == 0 { self.d_in as f64 } else { h };
+                2.0 * g * h * (inp + h) + 10.0 * h
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,194 @@
+//! The typed, fully resolved configuration of one run, and the training section of the YAML.
+//!
+//! A [`RunConfig`] is what a child process receives and what `results/runs/<run_id>/config.yaml`
+//! stores: everything needed to redo the run, nothing that only describes where it ran. Its
+//! canonical YAML plus the seed hash to the run id.
+
+use membench_architectures::ArchConfig;
+use membench_tasks::TaskConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    Adam,
+    Adamw,
+    Rmsprop,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// lr throughout (after warm-up).
+    Constant,
+    /// Cosine decay from lr to 0 over the steps after warm-up.
+    Cosine,
+    /// Linear decay from lr to 0 over the steps after warm-up.
+    Linear,
+}
+
+/// Which checkpoint a run reports: the last one, or the one with the best validation score
+/// (selected on the valid split, reported on the test split — never selected on test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    Last,
+    BestValid,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Last => "last",
+            Selection::BestValid => "best_valid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: u64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_optimizer")]
+    pub optimizer: Optimizer,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// SGD and RMSprop momentum.
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Linear warm-up from 0 to lr over this many steps.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this value; none when absent.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Validate every this many steps (and at the last step).
+    #[serde(default = "default_eval_interval")]
+    pub eval_interval: u64,
+    /// Batches per validation.
+    #[serde(default = "default_valid_batches")]
+    pub valid_batches: u64,
+    /// Batches per test condition at the end.
+    #[serde(default = "default_test_batches")]
+    pub test_batches: u64,
+    /// Stop once the validation score crosses the task's success threshold.
+    #[serde(default)]
+    pub early_stop: bool,
+    /// Overrides the task's success threshold (for early stop and steps_to_threshold).
+    #[serde(default)]
+    pub success_threshold: Option<f64>,
+    #[serde(default = "default_selection")]
+    pub selection: Selection,
+}
+
+fn default_batch_size() -> usize {
+    32
+}
+fn default_optimizer() -> Optimizer {
+    Optimizer::Adam
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_schedule() -> Schedule {
+    Schedule::Constant
+}
+fn default_eval_interval() -> u64 {
+    100
+}
+fn default_valid_batches() -> u64 {
+    4
+}
+fn default_test_batches() -> u64 {
+    16
+}
+fn default_selection() -> Selection {
+    Selection::BestValid
+}
+
+impl TrainConfig {
+    /// Learning rate at `step` (1-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step <= self.warmup_steps && self.warmup_steps > 0 {
+            return self.lr * step as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps.min(step)) as f64 / span).min(1.0);
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine => self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            Schedule::Linear => self.lr * (1.0 - progress),
+        }
+    }
+
+    /// Impossible values, named by key; serde has already checked names and types.
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |key: &str, value: String, expected: &str| Err(format!("train.{key} = {value}: {expected}"));
+        if self.steps == 0 || self.steps > 100_000_000 {
+            return bad("steps", self.steps.to_string(), "expected 1..=100000000");
+        }
+        if self.batch_size == 0 || self.batch_size > 65_536 {
+            return bad("batch_size", self.batch_size.to_string(), "expected 1..=65536");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", self.lr.to_string(), "expected a finite number > 0");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight_decay", self.weight_decay.to_string(), "expected a finite number >= 0");
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad("momentum", self.momentum.to_string(), "expected 0 <= momentum < 1");
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return bad("grad_clip", c.to_string(), "expected a finite number > 0");
+            }
+        }
+        if self.eval_interval == 0 {
+            return bad("eval_interval", "0".into(), "expected >= 1");
+        }
+        if self.valid_batches == 0 || self.test_batches == 0 {
+            return bad("valid_batches/test_batches", "0".into(), "expected >= 1");
+        }
+        if self.warmup_steps > self.steps {
+            return bad("warmup_steps", self.warmup_steps.to_string(), "expected <= steps");
+        }
+        Ok(())
+    }
+}
+
+/// Everything one run needs. Serialized canonically (fields in this order, maps sorted) for the id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub experiment: String,
+    pub task: TaskConfig,
+    pub arch: ArchConfig,
+    pub train: TrainConfig,
+    /// Seed of the model initialisation and of the training data stream.
+    pub seed: u64,
+    /// Seed of the validation and test data: the same for every architecture and model seed of an
+    /// experiment, so all of them are scored on identical examples.
+    #[serde(default)]
+    pub data_seed: u64,
+    /// The swept keys of this run and their values, for the runs.csv columns.
+    #[serde(default)]
+    pub swept: BTreeMap<String, serde_yaml::Value>,
+}
+
+impl RunConfig {
+    /// Short blake3 of the canonical YAML of the resolved config (which includes the seed).
+    pub fn run_id(&self) -> String {
+        let canonical = serde_yaml::to_string(self).expect("a RunConfig always serializes");
+        blake3::hash(canonical.as_bytes()).to_hex()[..12].to_string()
+    }
+}

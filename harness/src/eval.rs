@@ -1,0 +1,197 @@
+//! Loss and metrics from a task's batch and a model's outputs.
+//!
+//! Every sum runs over scored positions only (mask = 1). Definitions:
+//! * `loss`: the training loss averaged over scored positions (bits: BCE summed over the bits of a
+//!   position; classes: cross-entropy; real: squared error averaged over the output width);
+//! * `token_acc`: share of scored positions whose whole output is right (every bit, or the argmax);
+//! * `seq_acc`: share of sequences with every scored position right;
+//! * `bit_errors_per_seq` (bits): wrong bits per sequence, summed over its scored positions;
+//! * `mse` and `within_tol` (real): mean squared error, and the share of values within the task's
+//!   tolerance (0.04 for the adding problem).
+
+use membench_tasks::{Batch, Inputs, OutputKind, Targets};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// A batch moved into tensors: x [B, T, W] f32 or [B, T] i64, y likewise, mask [B, T] f32.
+pub struct BatchTensors {
+    pub x: Tensor,
+    pub y: Tensor,
+    pub mask: Tensor,
+}
+
+impl BatchTensors {
+    pub fn new(b: &Batch, device: Device) -> Self {
+        let (bt, t) = (b.batch as i64, b.time as i64);
+        let shaped = |flat: Tensor| {
+            let n = flat.size()[0];
+            if n == bt * t {
+                flat.view([bt, t])
+            } else {
+                flat.view([bt, t, n / (bt * t).max(1)])
+            }
+        };
+        let x = match &b.inputs {
+            Inputs::Dense(v) => shaped(Tensor::from_slice(v)),
+            Inputs::Tokens(v) => shaped(Tensor::from_slice(v)),
+        };
+        let y = match &b.targets {
+            Targets::Bits(v) | Targets::Real(v) => {
+                let w = v.len() as i64 / (bt * t).max(1);
+                Tensor::from_slice(v).view([bt, t, w])
+            }
+            Targets::Classes(v) => Tensor::from_slice(v).view([bt, t]),
+        };
+        let mask = Tensor::from_slice(&b.mask).view([bt, t]);
+        BatchTensors { x: x.to_device(device), y: y.to_device(device), mask: mask.to_device(device) }
+    }
+}
+
+/// Scalar training loss, averaged over scored positions.
+pub fn loss(kind: OutputKind, out: &Tensor, bt: &BatchTensors) -> Tensor {
+    let positions = bt.mask.sum(Kind::Float).clamp_min(1.0);
+    let per_position = match kind {
+        OutputKind::Bits { .. } => out
+            .binary_cross_entropy_with_logits::<Tensor>(&bt.y, None, None, tch::Reduction::None)
+            .sum_dim_intlist(-1, false, Kind::Float),
+        OutputKind::Classes { n } => out
+            .view([-1, n as i64])
+            .cross_entropy_loss::<Tensor>(&bt.y.view([-1]), None, tch::Reduction::None, -100, 0.0)
+            .view_as(&bt.mask),
+        OutputKind::Real { .. } => (out - &bt.y).square().mean_dim(-1, false, Kind::Float),
+    };
+    (per_position * &bt.mask).sum(Kind::Float) / positions
+}
+
+/// Running sums over evaluation batches; [`MetricSums::finish`] turns them into [`Metrics`].
+#[derive(Debug, Default, Clone)]
+pub struct MetricSums {
+    loss: f64,
+    positions: f64,
+    sequences: f64,
+    correct_positions: f64,
+    correct_sequences: f64,
+    bit_errors: f64,
+    squared_error: f64,
+    within_tol: f64,
+    values: f64,
+}
+
+impl MetricSums {
+    pub fn add(&mut self, kind: OutputKind, out: &Tensor, bt: &BatchTensors) {
+        let _guard = tch::no_grad_guard();
+        let mask = &bt.mask;
+        let positions = mask.sum(Kind::Float).double_value(&[]);
+        self.loss += loss(kind, out, bt).double_value(&[]) * positions;
+        self.positions += positions;
+        self.sequences += mask.size()[0] as f64;
+        let wrong_per_position = match kind {
+            OutputKind::Bits { .. } => {
+                let wrong_bits = out.gt(0.0).ne_tensor(&bt.y.gt(0.5)).to_kind(Kind::Float) * mask.unsqueeze(-1);
+                self.bit_errors += wrong_bits.sum(Kind::Float).double_value(&[]);
+                wrong_bits.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).to_kind(Kind::Float)
+            }
+            OutputKind::Classes { .. } => out.argmax(-1, false).ne_tensor(&bt.y).to_kind(Kind::Float) * mask,
+            OutputKind::Real { width, tolerance } => {
+                let diff = out - &bt.y;
+                let m3 = mask.unsqueeze(-1);
+                self.squared_error += (diff.square() * &m3).sum(Kind::Float).double_value(&[]);
+                let within = diff.abs().le(tolerance as f64).to_kind(Kind::Float) * &m3;
+                self.within_tol += within.sum(Kind::Float).double_value(&[]);
+                self.values += positions * width as f64;
+                within.sum_dim_intlist(-1, false, Kind::Float).lt(width as f64).to_kind(Kind::Float) * mask
+            }
+        };
+        let wrong_per_position = wrong_per_position * mask;
+        self.correct_positions += positions - wrong_per_position.sum(Kind::Float).double_value(&[]);
+        let wrong_seqs = wrong_per_position.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).sum(Kind::Float);
+        self.correct_sequences += mask.size()[0] as f64 - wrong_seqs.double_value(&[]);
+    }
+
+    pub fn finish(&self, kind: OutputKind) -> Metrics {
+        let per = |num: f64, den: f64| if den > 0.0 { num / den } else { f64::NAN };
+        let (bits, real) = (matches!(kind, OutputKind::Bits { .. }), matches!(kind, OutputKind::Real { .. }));
+        Metrics {
+            loss: per(self.loss, self.positions),
+            token_acc: per(self.correct_positions, self.positions),
+            seq_acc: per(self.correct_sequences, self.sequences),
+            bit_errors_per_seq: bits.then(|| per(self.bit_errors, self.sequences)),
+            mse: real.then(|| per(self.squared_error, self.values)),
+            within_tol: real.then(|| per(self.within_tol, self.values)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub loss: f64,
+    pub token_acc: f64,
+    pub seq_acc: f64,
+    pub bit_errors_per_seq: Option<f64>,
+    pub mse: Option<f64>,
+    pub within_tol: Option<f64>,
+}
+
+impl Metrics {
+    /// Names of the metric columns, in CSV order.
+    pub const NAMES: [&'static str; 6] = ["loss", "token_acc", "seq_acc", "bit_errors_per_seq", "mse", "within_tol"];
+
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "loss" => Some(self.loss),
+            "token_acc" => Some(self.token_acc),
+            "seq_acc" => Some(self.seq_acc),
+            "bit_errors_per_seq" => self.bit_errors_per_seq,
+            "mse" => self.mse,
+            "within_tol" => self.within_tol,
+            _ => None,
+        }
+    }
+
+    /// The values in [`Metrics::NAMES`] order, missing ones as None.
+    pub fn values(&self) -> [Option<f64>; 6] {
+        Self::NAMES.map(|n| self.get(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(targets: Targets, mask: Vec<f32>) -> Batch {
+        Batch { batch: 2, time: 2, inputs: Inputs::Tokens(vec![0; 4]), targets, mask }
+    }
+
+    #[test]
+    fn bit_metrics_count_only_scored_positions() {
+        // Two sequences of two steps, 2 bits; second step of each scored.
+        let b = batch(Targets::Bits(vec![1., 1., 1., 0., 0., 0., 1., 1.]), vec![0., 1., 0., 1.]);
+        let bt = BatchTensors::new(&b, Device::Cpu);
+        // Predictions: seq 0 step 1 → (1, 1) one bit wrong; seq 1 step 1 → (1, 1) right.
+        // Unscored step 0 predictions are all wrong and must not count.
+        let out = Tensor::from_slice(&[-5f32, -5., 5., 5., 5., 5., 5., 5.]).view([2, 2, 2]);
+        let kind = OutputKind::Bits { width: 2 };
+        let mut sums = MetricSums::default();
+        sums.add(kind, &out, &bt);
+        let m = sums.finish(kind);
+        assert_eq!(m.bit_errors_per_seq, Some(0.5));
+        assert_eq!(m.token_acc, 0.5);
+        assert_eq!(m.seq_acc, 0.5);
+    }
+
+    #[test]
+    fn class_metrics_and_loss() {
+        let b = batch(Targets::Classes(vec![0, 1, 2, 2]), vec![1., 1., 0., 1.]);
+        let bt = BatchTensors::new(&b, Device::Cpu);
+        // argmax: [0, 1, 0, 0] → seq 0 fully right, seq 1: scored step 1 wrong.
+        let logits = Tensor::from_slice(&[9f32, 0., 0., 0., 9., 0., 9., 0., 0., 9., 0., 0.]).view([2, 2, 3]);
+        let kind = OutputKind::Classes { n: 3 };
+        let mut sums = MetricSums::default();
+        sums.add(kind, &logits, &bt);
+        let m = sums.finish(kind);
+        assert!((m.token_acc - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(m.seq_acc, 0.5);
+        // Two near-certain right answers (~0) and one confident wrong one (~9 nats), over 3.
+        assert!((m.loss - 3.0).abs() < 0.01, "{}", m.loss);
+    }
+}

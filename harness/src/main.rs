@@ -1,0 +1,74 @@
+//! `membench`: parse the command line, run one command, map errors to exit codes
+//! (0 ok, 1 runtime failure, 2 bad input).
+
+mod config;
+mod eval;
+mod grid;
+mod record;
+mod runner;
+mod sys;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "membench", about = "Reproducible benchmark harness for memory architectures", disable_version_flag = true)]
+struct Cli {
+    /// Print membench, tch and torch versions and whether CUDA is usable.
+    #[arg(long, short = 'V')]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train every run of an experiments file that has not finished yet.
+    Sweep {
+        #[arg(default_value = "experiments.yaml")]
+        file: PathBuf,
+        /// Runs at once (child processes); default: number of cores.
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// LibTorch intra-op threads per run.
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
+    /// Train one resolved run config (what a sweep's child process does), writing beside it.
+    Run {
+        config: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    if cli.version {
+        println!("{}", sys::version_text());
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command {
+        None => {
+            eprintln!("membench: no command; see `membench --help`");
+            return ExitCode::from(2);
+        }
+        Some(Cmd::Sweep { file, jobs, threads, out }) => {
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            runner::sweep(&runner::SweepOptions { file, out, jobs, threads })
+        }
+        Some(Cmd::Run { config, threads }) => runner::run_one(&config, threads).map(|_| ()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("membench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Copy (Graves, Wayne & Danihelka 2014, "Neural Turing Machines", §4.1).
+//!
+//! The model reads L random `bits`-wide vectors, then a delimiter (an extra input channel set to 1),
+//! and must then write the L vectors back, in order, while its input is blank.
+//!
+//! * inputs: Dense [B, T, bits + 1], T = 2·L_max + 1 over the batch;
+//! * targets: Bits [B, T, bits], the pattern placed in the output phase;
+//! * mask: 1 on the L output steps of each example (after its delimiter), 0 elsewhere.
+//!
+//! Training lengths are uniform in `min_len..=max_len`; each `eval_lengths` entry is evaluated at
+//! exactly that length. Chance: a predictor that ignores its input gets each bit right half the
+//! time, so `bits / 2` bit errors per vector, `bits / 2 · L` per sequence (4·L for 8 bits).
+
+use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyConfig {
+    /// Width of each random vector.
+    #[serde(default = "default_bits")]
+    pub bits: usize,
+    /// Shortest training sequence (vectors before the delimiter).
+    #[serde(default = "default_min_len")]
+    pub min_len: usize,
+    /// Longest training sequence.
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    /// Lengths evaluated at the end of training; empty means `[max_len]`.
+    #[serde(default)]
+    pub eval_lengths: Vec<usize>,
+}
+
+fn default_bits() -> usize {
+    8
+}
+fn default_min_len() -> usize {
+    1
+}
+fn default_max_len() -> usize {
+    20
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig { bits: default_bits(), min_len: default_min_len(), max_len: default_max_len(), eval_lengths: vec![] }
+    }
+}
+
+pub struct Copy {
+    cfg: CopyConfig,
+}
+
+impl Copy {
+    pub fn new(cfg: CopyConfig) -> Result<Self, TaskError> {
+        if cfg.bits == 0 || cfg.bits > 1024 {
+            return Err(TaskError::new("copy", "bits", cfg.bits, "expected 1..=1024"));
+        }
+        if cfg.min_len == 0 {
+            return Err(TaskError::new("copy", "min_len", cfg.min_len, "expected >= 1"));
+        }
+        if cfg.max_len < cfg.min_len || cfg.max_len > 100_000 {
+            return Err(TaskError::new(
+                "copy",
+                "max_len",
+                cfg.max_len,
+                format!("expected min_len ({})..=100000", cfg.min_len),
+            ));
+        }
+        if let Some(&bad) = cfg.eval_lengths.iter().find(|&&l| l == 0 || l > 100_000) {
+            return Err(TaskError::new("copy", "eval_lengths", bad, "each expected 1..=100000"));
+        }
+        Ok(Copy { cfg })
+    }
+}
+
+impl Task for Copy {
+    fn io(&self) -> TaskIo {
+        TaskIo { input: InputKind::Dense { width: self.cfg.bits + 1 }, output: OutputKind::Bits { width: self.cfg.bits } }
+    }
+
+    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+        let bits = self.cfg.bits;
+        let lengths: Vec<usize> = (0..batch_size)
+            .map(|i| match point {
+                Some(p) => p.length,
+                None => crate::example_rng(seed, split, index, i).random_range(self.cfg.min_len..=self.cfg.max_len),
+            })
+            .collect();
+        let l_max = lengths.iter().copied().max().unwrap_or(0);
+        let time = 2 * l_max + 1;
+        let (in_w, out_w) = (bits + 1, bits);
+        let mut inputs = vec![0f32; batch_size * time * in_w];
+        let mut targets = vec![0f32; batch_size * time * out_w];
+        let mut mask = vec![0f32; batch_size * time];
+        for (b, &len) in lengths.iter().enumerate() {
+            // A second stream for the content, so lengths and contents stay independent draws.
+            let mut rng = crate::example_rng(seed ^ 0x9e37_79b9_7f4a_7c15, split, index, b);
+            for t in 0..len {
+                for k in 0..bits {
+                    let bit = if rng.random::<bool>() { 1.0 } else { 0.0 };
+                    inputs[(b * time + t) * in_w + k] = bit;
+                    targets[(b * time + len + 1 + t) * out_w + k] = bit;
+                }
+                mask[b * time + len + 1 + t] = 1.0;
+            }
+            inputs[(b * time + len) * in_w + bits] = 1.0;
+        }
+        Batch { batch: batch_size, time, inputs: Inputs::Dense(inputs), targets: Targets::Bits(targets), mask }
+    }
+
+    fn eval_points(&self) -> Vec<EvalPoint> {
+        let lengths = if self.cfg.eval_lengths.is_empty() { vec![self.cfg.max_len] } else { self.cfg.eval_lengths.clone() };
+        lengths.into_iter().map(|length| EvalPoint { length, depth: None }).collect()
+    }
+
+    fn success(&self) -> SuccessCriterion {
+        // Graves et al. report copy as solved when the cost falls to ~0; 0.1 bit errors per sequence
+        // is "one wrong bit in ten sequences".
+        SuccessCriterion { metric: "bit_errors_per_seq".into(), threshold: 0.1, lower_is_better: true }
+    }
+
+    fn chance(&self) -> f64 {
+        let mean_len = (self.cfg.min_len + self.cfg.max_len) as f64 / 2.0;
+        self.cfg.bits as f64 / 2.0 * mean_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Copy {
+        Copy::new(CopyConfig { bits: 8, min_len: 1, max_len: 20, eval_lengths: vec![40] }).unwrap()
+    }
+
+    /// The oracle: read the pattern before the delimiter and write it after. It must score every
+    /// masked position exactly.
+    #[test]
+    fn oracle_solves_every_batch() {
+        let t = task();
+        for index in 0..20 {
+            let b = t.batch(Split::Train, 7, index, 16, None);
+            let (Inputs::Dense(x), Targets::Bits(y)) = (&b.inputs, &b.targets) else { panic!("kinds") };
+            for e in 0..b.batch {
+                let delim = (0..b.time).find(|&s| x[(e * b.time + s) * 9 + 8] == 1.0).expect("delimiter");
+                for s in 0..b.time {
+                    let scored = b.mask[e * b.time + s] == 1.0;
+                    assert_eq!(scored, s > delim && s <= 2 * delim, "mask at {s}, delimiter {delim}");
+                    if scored {
+                        for k in 0..8 {
+                            assert_eq!(y[(e * b.time + s) * 8 + k], x[(e * b.time + s - delim - 1) * 9 + k]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_arguments_same_bytes_other_split_other_data() {
+        let t = task();
+        assert_eq!(t.batch(Split::Train, 1, 3, 8, None), t.batch(Split::Train, 1, 3, 8, None));
+        assert_ne!(t.batch(Split::Train, 1, 3, 8, None), t.batch(Split::Test, 1, 3, 8, None));
+        assert_ne!(t.batch(Split::Train, 1, 3, 8, None), t.batch(Split::Train, 2, 3, 8, None));
+    }
+
+    #[test]
+    fn eval_point_fixes_the_length() {
+        let b = task().batch(Split::Test, 1, 0, 4, Some(EvalPoint { length: 40, depth: None }));
+        assert_eq!(b.time, 81);
+        assert_eq!(b.mask.iter().sum::<f32>(), 4.0 * 40.0);
+    }
+
+    #[test]
+    fn bad_lengths_name_the_field() {
+        let err = Copy::new(CopyConfig { min_len: 5, max_len: 2, ..Default::default() }).err().unwrap();
+        assert_eq!(err.field, "max_len");
+        assert!(err.to_string().contains("min_len (5)"), "{err}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Synthetic memory tasks as plain arrays.
+//!
+//! A task turns (split, seed, batch index, batch size, optional eval point) into a [`Batch`]:
+//! inputs, targets and a score mask, all row-major `Vec`s. Nothing here depends on tch, so batches
+//! can be generated on rayon threads while the model trains, and the bytes are the same on every
+//! machine and thread count: every example draws from its own ChaCha8 stream seeded by
+//! `blake3(seed, split, batch index, example index)`.
+//!
+//! Shapes, with B = batch size and T = the batch's time steps (the longest example; shorter ones
+//! are padded with zeros and masked out):
+//! * inputs: `Dense` [B, T, width] floats, or `Tokens` [B, T] ids in `0..vocab`;
+//! * targets: `Bits` [B, T, width] in {0, 1}, `Classes` [B, T] ids, or `Real` [B, T, width];
+//! * mask: [B, T], 1.0 where the position is scored (and trained on), 0.0 elsewhere.
+
+pub mod copy;
+mod rng;
+
+pub use rng::example_rng;
+use serde::{Deserialize, Serialize};
+
+/// Which stream of data a batch belongs to. The splits draw from independent seeds, so the test set
+/// of a task config is the same for every architecture and every model seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+/// What the model reads at each time step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    Dense { width: usize },
+    Tokens { vocab: usize },
+}
+
+/// What the model predicts at each time step, and so which loss and metrics apply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// Independent bits: sigmoid + binary cross-entropy; bit errors per sequence.
+    Bits { width: usize },
+    /// One class per position: softmax + cross-entropy; token and sequence accuracy.
+    Classes { n: usize },
+    /// Real values: mean squared error, and the share of predictions within a tolerance.
+    Real { width: usize, tolerance: f32 },
+}
+
+impl OutputKind {
+    /// Number of output units the model must produce per time step.
+    pub fn width(&self) -> usize {
+        match *self {
+            OutputKind::Bits { width } | OutputKind::Real { width, .. } => width,
+            OutputKind::Classes { n } => n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TaskIo {
+    pub input: InputKind,
+    pub output: OutputKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inputs {
+    Dense(Vec<f32>),
+    Tokens(Vec<i64>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    Bits(Vec<f32>),
+    Classes(Vec<i64>),
+    Real(Vec<f32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub batch: usize,
+    pub time: usize,
+    pub inputs: Inputs,
+    pub targets: Targets,
+    pub mask: Vec<f32>,
+}
+
+/// A fixed evaluation condition: the task's length parameter, and for tasks with a depth (passkey)
+/// the relative depth in [0, 1] of the thing to recall.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalPoint {
+    pub length: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<f64>,
+}
+
+/// Which metric says whether a run solved the task, and the bar it must clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessCriterion {
+    pub metric: String,
+    pub threshold: f64,
+    /// true when smaller is better (bit errors, mse).
+    pub lower_is_better: bool,
+}
+
+/// Invalid task parameters, named by field with the allowed range.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("task {task}: `{field}` = {value}: {expected}")]
+pub struct TaskError {
+    pub task: &'static str,
+    pub field: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
+impl TaskError {
+    pub fn new(task: &'static str, field: &'static str, value: impl ToString, expected: impl Into<String>) -> Self {
+        TaskError { task, field, value: value.to_string(), expected: expected.into() }
+    }
+}
+
+/// One synthetic task. Implementations are pure functions of their arguments.
+pub trait Task: Send + Sync {
+    fn io(&self) -> TaskIo;
+    /// Batch of the training distribution (`point = None`) or of one evaluation condition.
+    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch;
+    /// Evaluation conditions listed in the config (length generalization).
+    fn eval_points(&self) -> Vec<EvalPoint>;
+    /// The metric and bar that count as solving the task.
+    fn success(&self) -> SuccessCriterion;
+    /// Expected value of the success metric for a predictor that ignores its input.
+    fn chance(&self) -> f64;
+}
+
+/// Every task, as the `task:` section of the YAML; `name` selects the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum TaskConfig {
+    Copy(copy::CopyConfig),
+}
+
+impl TaskConfig {
+    /// Checks the parameters and builds the task.
+    pub fn build(&self) -> Result<Box<dyn Task>, TaskError> {
+        Ok(match self {
+            TaskConfig::Copy(c) => Box::new(copy::Copy::new(c.clone())?),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskConfig::Copy(_) => "copy",
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared build script of the crates that link LibTorch (architectures, harness).
+//!
+//! torch-sys reports where it found libtorch as `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` key),
+//! visible to crates that depend on torch-sys directly. We turn that into
+//! * an rpath, so binaries, tests and benches run without LD_LIBRARY_PATH;
+//! * `--no-as-needed -ltorch`, so libtorch_cuda stays a DT_NEEDED entry on CUDA wheels even though
+//!   no symbol of ours references it (tch-rs issues #907 and #980); without it CUDA is "unavailable";
+//! * the torch version, read from `torch/version.py` beside the lib dir, for `membench --version`.
+use std::path::Path;
+
+fn main() {
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("membench") {
+        git_commit();
+    }
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=../torch-link.rs");
+    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
+        println!("cargo:rustc-env=MEMBENCH_TORCH_VERSION=unknown");
+        return;
+    };
+    let lib = Path::new(&lib);
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        for name in ["torch_cuda", "torch_cpu", "torch", "c10"] {
+            if lib.join(format!("lib{name}.so")).exists() {
+                println!("cargo:rustc-link-arg=-l{name}");
+            }
+        }
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    let version = std::fs::read_to_string(lib.join("../version.py"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=MEMBENCH_TORCH_VERSION={version}");
+}
+
+/// The commit the binary was built from (`+dirty` when the work tree differed), for runs.csv.
+fn git_commit() {
+    let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("..");
+    for f in [".git/HEAD", ".git/refs/heads", ".git/index"] {
+        if root.join(f).exists() {
+            println!("cargo:rerun-if-changed={}", root.join(f).display());
+        }
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    println!("cargo:rustc-env=MEMBENCH_GIT_COMMIT={commit}{}", if dirty { "+dirty" } else { "" });
+}
