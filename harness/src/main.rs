@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod device;
 mod eval;
 mod grid;
 mod record;
