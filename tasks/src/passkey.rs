@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn oracle_solves_every_batch() {
-        testkit::assert_oracle_solves(&Passkey::new(cfg()).unwrap(), 20, oracle);
+        testkit::assert_oracle_solves(&Passkey::new(cfg()).unwrap(), 64, oracle);
     }
 
     #[test]

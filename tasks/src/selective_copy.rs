@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn oracle_solves_every_batch() {
-        testkit::assert_oracle_solves(&task(), 20, oracle);
+        testkit::assert_oracle_solves(&task(), 64, oracle);
     }
 
     #[test]

@@ -70,23 +70,36 @@ pub(crate) fn measure(kind: OutputKind, metric: &str, chance: f64, pairs: &[(Bat
     }
 }
 
-/// The oracle's predictions equal the targets on every scored position, for `batches` training
-/// batches and one batch per evaluation point; so its success metric is perfect.
-pub(crate) fn assert_oracle_solves(task: &dyn Task, batches: u64, oracle: impl Fn(&Batch) -> Targets) {
+/// Property: for any split, data seed, batch index and batch size, in training or at any
+/// evaluation point, the oracle's predictions equal the targets on every scored position, so its
+/// success metric is perfect. `cases` random draws from a fixed-seed proptest runner (repeatable).
+pub(crate) fn assert_oracle_solves(task: &dyn Task, cases: u32, oracle: impl Fn(&Batch) -> Targets) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let io = task.io();
     let crit = task.success();
-    let mut all: Vec<Batch> = (0..batches).map(|i| task.batch(Split::Train, 11, i, 16, None)).collect();
-    all.extend(task.eval_points().into_iter().enumerate().map(|(i, p)| task.batch(Split::Test, 5, i as u64, 8, Some(p))));
-    for b in all {
-        assert!(b.mask.iter().any(|&m| m == 1.0), "a batch with nothing scored");
-        let pred = oracle(&b);
-        let (value, _) = measure(io.output, &crit.metric, 0.5, &[(b, pred)]);
-        let perfect = match crit.metric.as_str() {
-            "bit_errors_per_seq" | "mse" => 0.0,
-            _ => 1.0,
-        };
-        assert!((value - perfect).abs() < 1e-9, "oracle scores {} = {value}", crit.metric);
-    }
+    let points = task.eval_points();
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let splits = prop_oneof![Just(Split::Train), Just(Split::Valid), Just(Split::Test)];
+    let args = (splits, any::<u64>(), any::<u64>(), 1..20usize, 0..=points.len());
+    runner
+        .run(&args, |(split, seed, index, batch_size, which)| {
+            // `which == points.len()` draws from the training distribution.
+            let b = task.batch(split, seed, index, batch_size, points.get(which).copied());
+            for e in 0..b.batch {
+                prop_assert!(b.mask[e * b.time..(e + 1) * b.time].contains(&1.0), "example {} scores nothing", e);
+            }
+            let pred = oracle(&b);
+            let (value, _) = measure(io.output, &crit.metric, 0.5, &[(b, pred)]);
+            let perfect = match crit.metric.as_str() {
+                "bit_errors_per_seq" | "mse" => 0.0,
+                _ => 1.0,
+            };
+            prop_assert!((value - perfect).abs() < 1e-9, "oracle scores {} = {}", crit.metric, value);
+            Ok(())
+        })
+        .unwrap();
 }
 
 /// The documented chance level matches an input-ignoring predictor within 4 standard errors
