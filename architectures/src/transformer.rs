@@ -22,8 +22,9 @@
 //!   Llama) applied to queries and keys in every layer; nothing added to h_0;
 //! - `none`: no positional information beyond the causal mask (Haviv et al. 2022).
 //!
-//! Initialisation follows GPT-2: weights N(0, 0.02), biases 0, and the two residual projections
-//! of each block scaled by 1/√(2·layers) so the residual stream's variance does not grow with depth.
+//! Initialisation follows GPT-2 inside the blocks: weights N(0, 0.02), biases 0, and the two
+//! residual projections of each block scaled by 1/√(2·layers) so the residual stream's variance
+//! does not grow with depth. The input projection keeps PyTorch's default init (see `new`).
 //!
 //! The sinusoid table, RoPE cos/sin tables and window mask depend only on (T, device); they are
 //! computed on first use and cached in the model (a `RefCell` map keyed by (T, device)), so a
@@ -171,7 +172,10 @@ impl Transformer {
         cfg.validate()?;
         let d = cfg.d_model;
         let residual_std = 0.02 / (2.0 * cfg.layers as f64).sqrt();
-        let input = gpt2_linear(vs / "input", d_in, d, 0.02);
+        // PyTorch's default Linear init here, not N(0, 0.02): the projected inputs then have a
+        // per-unit scale near the sinusoid table's (~0.6 vs ~0.7 for unit-variance inputs); with
+        // 0.02 the fixed positional signal drowns the content and MQAR training stalls.
+        let input = nn::linear(vs / "input", d_in, d, Default::default());
         let learned_pos = (cfg.pos_encoding == PosEncoding::Learned).then(|| vs.var("pos", &[cfg.max_len, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }));
         let blocks = (0..cfg.layers)
             .map(|l| {
