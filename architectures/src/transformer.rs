@@ -258,20 +258,21 @@ impl Core for Transformer {
         let tables = cache.entry(key).or_insert_with(|| self.build_tables(t, xs.device()));
         let p = if train { self.cfg.dropout } else { 0.0 };
 
-        // [B, T, d_in] → [B, T, D]
+        // [B, T, d_in] → [B, T, D]. Residual adds are out of place (`&hs + …`): layer norms save
+        // their input for backward, so an in-place `+=` would corrupt the graph.
         let mut hs = self.input.forward(xs);
         if let Some(s) = &tables.sinusoid {
-            hs = hs + s;
+            hs = &hs + s;
         }
         if let Some(pos) = &self.learned_pos {
             assert!(t <= self.cfg.max_len, "transformer: sequence length {t} exceeds the learned positional table's max_len = {}", self.cfg.max_len);
-            hs = hs + pos.narrow(0, 0, t);
+            hs = &hs + pos.narrow(0, 0, t);
         }
         hs = hs.dropout(p, train);
         for block in &self.blocks {
             hs = &hs + self.attention(block, &block.ln1.forward(&hs), tables, train);
             let mlp = block.fc2.forward(&block.fc1.forward(&block.ln2.forward(&hs)).gelu("none")).dropout(p, train);
-            hs = hs + mlp;
+            hs = &hs + mlp;
         }
         self.ln_f.forward(&hs)
     }

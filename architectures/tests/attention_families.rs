@@ -112,7 +112,7 @@ fn outputs_never_depend_on_future_inputs() {
         let (_vs, net) = build(&cfg);
         let xs = Tensor::randn([2, t, D_IN as i64], (Kind::Float, Device::Cpu));
         let changed = xs.copy();
-        let _ = changed.narrow(1, s, 1).copy_(&Tensor::randn([2, 1, D_IN as i64], (Kind::Float, Device::Cpu)));
+        changed.narrow(1, s, 1).copy_(&Tensor::randn([2, 1, D_IN as i64], (Kind::Float, Device::Cpu)));
         let (a, b) = (net.forward_t(&xs, false), net.forward_t(&changed, false));
         let past = (a.narrow(1, 0, s) - b.narrow(1, 0, s)).abs().max();
         assert_eq!(f64::try_from(past).unwrap(), 0.0, "{cfg:?}: outputs before {s} changed");
@@ -131,7 +131,7 @@ fn windows_bound_how_far_back_an_input_reaches() {
         let (_vs, net) = build(&cfg);
         let xs = Tensor::randn([2, t, D_IN as i64], (Kind::Float, Device::Cpu));
         let changed = xs.copy();
-        let _ = changed.narrow(1, s, 1).copy_(&Tensor::randn([2, 1, D_IN as i64], (Kind::Float, Device::Cpu)));
+        changed.narrow(1, s, 1).copy_(&Tensor::randn([2, 1, D_IN as i64], (Kind::Float, Device::Cpu)));
         let (a, b) = (net.forward_t(&xs, false), net.forward_t(&changed, false));
         let beyond = (a.narrow(1, s + w, t - s - w) - b.narrow(1, s + w, t - s - w)).abs().max();
         assert_eq!(f64::try_from(beyond).unwrap(), 0.0, "{cfg:?}: input at {s} reached beyond the window");
