@@ -3,6 +3,10 @@
 //! thread keeps numbers comparable between runs).
 //!
 //! `cargo bench -p membench-architectures --bench step`
+//!
+//! The same run then prints PyTorch eager's time for the same models, shapes and step
+//! (`benches/step_pytorch.py`, one thread), when a `python3` with torch is on PATH
+//! (`source scripts/env.sh`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use membench_architectures::memn2n::{MemN2NConfig, Tying};
@@ -37,6 +41,18 @@ fn steps(c: &mut Criterion) {
     bench_step(c, "transformer d128 L2 H4 T128 B32 train step", &transformer, 32, 128);
     let memn2n = ArchConfig::Memn2n(MemN2NConfig { d_model: 64, hops: 3, memory_size: 50, tying: Tying::Adjacent });
     bench_step(c, "memn2n d64 3 hops M50 T50 B32 train step", &memn2n, 32, 50);
+    pytorch_reference();
+}
+
+/// Runs the PyTorch eager reference and passes its lines through; a missing python is reported,
+/// not fatal, so the Rust numbers still come out.
+fn pytorch_reference() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/step_pytorch.py");
+    match std::process::Command::new("python3").arg(script).output() {
+        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => println!("pytorch reference failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => println!("pytorch reference not run (python3: {e})"),
+    }
 }
 
 criterion_group! {
