@@ -6,11 +6,14 @@
 //! the token embedding and the linear read-out so that every family is scored the same way. Which
 //! positions count is the task's business (its mask), never the model's.
 
+pub mod kv_memory;
+pub mod memn2n;
 pub mod rnn;
+pub mod transformer;
 
 use membench_tasks::{InputKind, TaskIo};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, nn::Module, Device, Tensor};
 
 /// A sequence model without its input embedding and read-out.
 pub trait Core: Send {
@@ -42,6 +45,9 @@ impl ArchError {
 pub enum ArchConfig {
     Lstm(rnn::RnnConfig),
     Gru(rnn::RnnConfig),
+    Transformer(transformer::TransformerConfig),
+    Memn2n(memn2n::MemN2NConfig),
+    KvMemory(kv_memory::KvMemoryConfig),
 }
 
 impl ArchConfig {
@@ -49,6 +55,22 @@ impl ArchConfig {
         match self {
             ArchConfig::Lstm(_) => "lstm",
             ArchConfig::Gru(_) => "gru",
+            ArchConfig::Transformer(_) => "transformer",
+            ArchConfig::Memn2n(_) => "memn2n",
+            ArchConfig::KvMemory(_) => "kv_memory",
+        }
+    }
+
+    /// Validates the config against a task's io without training anything, so a sweep can reject
+    /// a bad grid before it starts. Families with a standalone validator are checked field by
+    /// field; the others are built once in a scratch CPU store (cheap at benchmark sizes).
+    pub fn check(&self, io: TaskIo) -> Result<(), ArchError> {
+        match self {
+            ArchConfig::Transformer(c) => c.validate(),
+            ArchConfig::Memn2n(c) => c.validate(),
+            ArchConfig::KvMemory(c) => c.validate(),
+            #[allow(unreachable_patterns)]
+            _ => Network::new(&nn::VarStore::new(Device::Cpu), self, io).map(|_| ()),
         }
     }
 
@@ -56,6 +78,9 @@ impl ArchConfig {
     fn embed_width(&self) -> i64 {
         match self {
             ArchConfig::Lstm(c) | ArchConfig::Gru(c) => c.hidden_size,
+            ArchConfig::Transformer(c) => c.d_model,
+            ArchConfig::Memn2n(c) => c.d_model,
+            ArchConfig::KvMemory(c) => c.d_model,
         }
     }
 
@@ -63,6 +88,9 @@ impl ArchConfig {
         Ok(match self {
             ArchConfig::Lstm(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Lstm, d_in)?),
             ArchConfig::Gru(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Gru, d_in)?),
+            ArchConfig::Transformer(c) => Box::new(transformer::Transformer::new(vs, c, d_in)?),
+            ArchConfig::Memn2n(c) => Box::new(memn2n::MemN2N::new(vs, c, d_in)?),
+            ArchConfig::KvMemory(c) => Box::new(kv_memory::KvMemory::new(vs, c, d_in)?),
         })
     }
 }

@@ -1,0 +1,163 @@
+//! Key–Value Memory Network (Miller, Fisch, Dodge, Karimi, Bordes & Weston, EMNLP 2016).
+//!
+//! **From a sequence task to memory + query.** The paper stores (key, value) pairs — e.g. a window
+//! of words around an entity as the key and the entity as the value — and answers one question.
+//! Here every position t asks a question with its own input x_t, over the slots of the
+//! `memory_size` most recent positions t − M < i ≤ t (the current one included, so the model is
+//! causal and memory is never empty). Slot i holds
+//!
+//! ```text
+//! key_i   = A_K x_i        (key_source: current, default)
+//!         = A_K x_{i−1}    (key_source: previous; x_{−1} = 0)
+//! value_i = A_V x_i
+//! ```
+//!
+//! `previous` is the sequence analogue of the paper's window-key / centre-value memories: a slot's
+//! key is the context that came before its value, so reading "the slot whose key matches x_t"
+//! returns what followed x_t last time (what associative recall needs in one hop). With `current`
+//! the key and value describe the same step and the memory is a plain content-addressed store.
+//!
+//! Reading, for hops j = 1..H:
+//!
+//! ```text
+//! q_1     = A_Q x_t
+//! a_ti    = softmax_i(q_jᵀ key_i)          over the window (unscaled dot product, as in the paper)
+//! o_t     = Σ_i a_ti value_i
+//! q_{j+1} = R_j (q_j + o_t)
+//! y_t     = q_{H+1}                        [B, T, d_model]; the network's head plays B Φ_Y
+//! ```
+//!
+//! Keys and values are shared by all hops; each hop owns its R_j (the paper's setting). There is no
+//! positional or temporal encoding: like the paper's memories, slots are unordered apart from the
+//! window that admits them. The read goes through libtorch's fused `scaled_dot_product_attention`
+//! (one head, scale 1) with `is_causal` when the window covers the whole sequence, and a cached
+//! boolean band mask per (T, device) otherwise. Weights are initialised N(0, 0.1) as in MemN2N.
+
+use crate::transformer::mean_attended;
+use crate::{ArchError, Core};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+const ARCH: &str = "kv_memory";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySource {
+    #[default]
+    Current,
+    Previous,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvMemoryConfig {
+    /// Width d of queries, keys and values.
+    pub d_model: i64,
+    /// Reading hops H. Default 2 (the paper's best on WikiMovies).
+    #[serde(default = "default_hops")]
+    pub hops: i64,
+    /// Most recent positions in memory (the current one included). Default 50.
+    #[serde(default = "default_memory_size")]
+    pub memory_size: i64,
+    /// What a slot's key embeds: its own input (`current`, default) or the one before
+    /// (`previous`).
+    #[serde(default)]
+    pub key_source: KeySource,
+}
+
+fn default_hops() -> i64 {
+    2
+}
+
+fn default_memory_size() -> i64 {
+    50
+}
+
+impl KvMemoryConfig {
+    /// Checks every field without building anything.
+    pub fn validate(&self) -> Result<(), ArchError> {
+        if !(1..=65_536).contains(&self.d_model) {
+            return Err(ArchError::invalid(ARCH, "d_model", self.d_model, "expected 1..=65536"));
+        }
+        if !(1..=64).contains(&self.hops) {
+            return Err(ArchError::invalid(ARCH, "hops", self.hops, "expected 1..=64"));
+        }
+        if !(1..=1 << 20).contains(&self.memory_size) {
+            return Err(ArchError::invalid(ARCH, "memory_size", self.memory_size, "expected 1..=1048576"));
+        }
+        Ok(())
+    }
+}
+
+pub struct KvMemory {
+    cfg: KvMemoryConfig,
+    d_in: i64,
+    /// A_Q, A_K, A_V in one matrix: [d_in, 3·d]
+    embed: Tensor,
+    /// R_1..R_H
+    hops: Vec<nn::Linear>,
+    /// Band masks [T, T] (true = may attend) for T > memory_size, keyed by (T, device).
+    masks: RefCell<HashMap<(i64, Device), Tensor>>,
+}
+
+impl KvMemory {
+    pub fn new(vs: &nn::Path, cfg: &KvMemoryConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.1 };
+        let embed = vs.var("embed", &[d_in, 3 * d], init);
+        let lin = nn::LinearConfig { ws_init: init, bs_init: None, bias: false };
+        let hops = (0..cfg.hops).map(|j| nn::linear(vs / "r" / j, d, d, lin)).collect();
+        Ok(KvMemory { cfg: cfg.clone(), d_in, embed, hops, masks: RefCell::new(HashMap::new()) })
+    }
+}
+
+impl Core for KvMemory {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        let (b, t, _) = xs.size3().unwrap();
+        let d = self.cfg.d_model;
+        // [B, T, 3, d] → three [B, 1, T, d] (one attention head)
+        let qkv = xs.matmul(&self.embed).view([b, t, 3, d]).unsqueeze(1);
+        let (mut q, mut k, v) = (qkv.select(3, 0), qkv.select(3, 1), qkv.select(3, 2));
+        if self.cfg.key_source == KeySource::Previous {
+            // key_i = A_K x_{i−1}: shift one step later along T, zero key at i = 0.
+            k = k.constant_pad_nd([0, 0, 1, 0]).narrow(2, 0, t);
+        }
+        let mut masks = self.masks.borrow_mut();
+        let mask = (t > self.cfg.memory_size).then(|| {
+            masks
+                .entry((t, xs.device()))
+                .or_insert_with(|| {
+                    let idx = Tensor::arange(t, (Kind::Int64, xs.device()));
+                    let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
+                    offset.ge(0).logical_and(&offset.lt(self.cfg.memory_size))
+                })
+                .shallow_clone()
+        });
+        for r in &self.hops {
+            // [B, 1, T, d]
+            let o = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), 1.0, false);
+            q = r.forward(&(q + o));
+        }
+        q.squeeze_dim(1)
+    }
+
+    fn out_width(&self) -> i64 {
+        self.cfg.d_model
+    }
+
+    /// Keys and values of the slots in the window: 2 · min(len, memory_size) · d_model.
+    fn state_size(&self, seq_len: i64) -> i64 {
+        2 * seq_len.min(self.cfg.memory_size) * self.cfg.d_model
+    }
+
+    /// Per token: embeddings 2·d_in·3d, then per hop, with L̄ = mean slots in the window:
+    /// scores 2d·L̄, weighted sum 2d·L̄, R_j 2d². Softmax and adds left out.
+    fn flops_per_token(&self, seq_len: i64) -> f64 {
+        let d = self.cfg.d_model as f64;
+        let mean_slots = mean_attended(seq_len, Some(self.cfg.memory_size));
+        2.0 * self.d_in as f64 * 3.0 * d + self.cfg.hops as f64 * (4.0 * d * mean_slots + 2.0 * d * d)
+    }
+}

@@ -1,0 +1,237 @@
+//! End-To-End Memory Network, MemN2N (Sukhbaatar, Szlam, Weston & Fergus, NeurIPS 2015).
+//!
+//! **From a sequence task to memory + query.** The paper reads a story of sentences into memory
+//! and answers one question. Here every position t asks a question: the query is the current
+//! input x_t and the memory holds the inputs of the `memory_size` most recent positions
+//! i with t − memory_size < i ≤ t — the current one included, so memory is never empty and the
+//! model stays causal (the temporal encoding of offset 0 lets it learn to ignore or use itself).
+//! With K hops (k = 1..K), for every t at once:
+//!
+//! ```text
+//! u¹_t   = B x_t
+//! m^k_ti = A^k x_i + T_A^k[t − i]          c^k_ti = C^k x_i + T_C^k[t − i]
+//! p^k_ti = softmax_i(u^kᵀ_t m^k_ti)        over the window t − M < i ≤ t
+//! o^k_t  = Σ_i p^k_ti c^k_ti
+//! u^{k+1}_t = u^k_t + o^k_t   (adjacent)    or   H u^k_t + o^k_t   (layer-wise)
+//! y_t    = u^{K+1}_t                        [B, T, d_model]; the network's head plays W
+//! ```
+//!
+//! Weight tying (`tying`): `adjacent` (default) sets A^{k+1} = C^k, T_A^{k+1} = T_C^k and B = A¹,
+//! so K hops own K+1 embeddings; `layerwise` shares one A, one C, one T_A, one T_C across hops, has
+//! its own B and adds the linear map H between hops. The paper's W = (C^K)ᵀ tie is not applied:
+//! the read-out belongs to the [`crate::Network`], the same for every family.
+//!
+//! **Encodings.** Each memory slot is one time step's vector (the token's embedding, or the dense
+//! input), not a bag of words, so the paper's *position encoding* (PE, weighting the words inside a
+//! sentence) has nothing to act on and is not implemented. *Temporal encoding* is kept: learned
+//! T_A, T_C rows per relative offset t − i ∈ [0, memory_size), which is what lets the model tell
+//! recent from old slots. Embeddings and temporal rows are initialised N(0, 0.1) as in the paper.
+//!
+//! **Batched.** All positions are computed together: scores are [B, T, T] with a causal band mask
+//! (no Rust loop over time). The temporal terms are u·T_Aᵀ ([B, T, M]) gathered into [B, T, T] by
+//! the offset t − i, and p gathered back from [B, T, T] to offsets [B, T, M] before multiplying
+//! T_C. Those index tensors and the mask depend only on (T, device) and are cached.
+
+use crate::transformer::mean_attended;
+use crate::{ArchError, Core};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+const ARCH: &str = "memn2n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tying {
+    #[default]
+    Adjacent,
+    Layerwise,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemN2NConfig {
+    /// Embedding width d of queries and memories.
+    pub d_model: i64,
+    /// Memory hops K. Default 3 (the paper's setting).
+    #[serde(default = "default_hops")]
+    pub hops: i64,
+    /// Most recent positions in memory (the current one included). Default 50 (the paper keeps
+    /// the 50 most recent sentences).
+    #[serde(default = "default_memory_size")]
+    pub memory_size: i64,
+    /// Default `adjacent`.
+    #[serde(default)]
+    pub tying: Tying,
+}
+
+fn default_hops() -> i64 {
+    3
+}
+
+fn default_memory_size() -> i64 {
+    50
+}
+
+impl MemN2NConfig {
+    /// Checks every field without building anything.
+    pub fn validate(&self) -> Result<(), ArchError> {
+        if !(1..=65_536).contains(&self.d_model) {
+            return Err(ArchError::invalid(ARCH, "d_model", self.d_model, "expected 1..=65536"));
+        }
+        if !(1..=64).contains(&self.hops) {
+            return Err(ArchError::invalid(ARCH, "hops", self.hops, "expected 1..=64"));
+        }
+        if !(1..=1 << 20).contains(&self.memory_size) {
+            return Err(ArchError::invalid(ARCH, "memory_size", self.memory_size, "expected 1..=1048576"));
+        }
+        Ok(())
+    }
+
+    /// Distinct input embeddings: K+1 with adjacent tying, A, C, B with layer-wise tying.
+    fn embeddings(&self) -> i64 {
+        match self.tying {
+            Tying::Adjacent => self.hops + 1,
+            Tying::Layerwise => 3,
+        }
+    }
+
+    /// Distinct temporal tables: K+1 adjacent, T_A and T_C layer-wise.
+    fn temporal_tables(&self) -> i64 {
+        match self.tying {
+            Tying::Adjacent => self.hops + 1,
+            Tying::Layerwise => 2,
+        }
+    }
+
+    /// (A^k, C^k) as indices into the embeddings and temporal tables, for hop k = 1..=K.
+    fn hop_indices(&self, k: i64) -> (i64, i64) {
+        match self.tying {
+            Tying::Adjacent => (k - 1, k),
+            Tying::Layerwise => (0, 1),
+        }
+    }
+
+    /// Index of the question embedding B.
+    fn query_index(&self) -> i64 {
+        match self.tying {
+            Tying::Adjacent => 0,
+            Tying::Layerwise => 2,
+        }
+    }
+}
+
+/// Index tensors and mask for one (T, device); M' = min(memory_size, T).
+struct Tables {
+    /// [T, T] int64: clamp(t − i, 0, M'−1), to gather u·T_Aᵀ [B, T, M'] into [B, T, T].
+    offset_of_slot: Tensor,
+    /// [T, T] bool, true outside the window (t − i < 0 or ≥ M'): filled with −∞.
+    outside: Tensor,
+    /// [T, M'] int64: clamp(t − r, 0), to gather p [B, T, T] into offsets [B, T, M'].
+    slot_of_offset: Tensor,
+    /// [T, M'] float: 1 where t − r ≥ 0.
+    offset_valid: Tensor,
+}
+
+pub struct MemN2N {
+    cfg: MemN2NConfig,
+    d_in: i64,
+    /// All input embeddings in one matrix: [d_in, n_embeddings · d].
+    embed: Tensor,
+    /// [n_tables, memory_size, d]
+    temporal: Tensor,
+    /// Layer-wise tying only: u^{k+1} = H u^k + o^k.
+    h: Option<nn::Linear>,
+    tables: RefCell<HashMap<(i64, Device), Tables>>,
+}
+
+impl MemN2N {
+    pub fn new(vs: &nn::Path, cfg: &MemN2NConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.1 };
+        let embed = vs.var("embed", &[d_in, cfg.embeddings() * d], init);
+        let temporal = vs.var("temporal", &[cfg.temporal_tables(), cfg.memory_size, d], init);
+        let h = (cfg.tying == Tying::Layerwise).then(|| {
+            let c = nn::LinearConfig { ws_init: init, bs_init: None, bias: false };
+            nn::linear(vs / "h", d, d, c)
+        });
+        Ok(MemN2N { cfg: cfg.clone(), d_in, embed, temporal, h, tables: RefCell::new(HashMap::new()) })
+    }
+
+    fn build_tables(&self, t: i64, device: Device) -> Tables {
+        let m = self.cfg.memory_size.min(t);
+        let idx = Tensor::arange(t, (Kind::Int64, device));
+        // offset[t, i] = t − i
+        let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
+        let outside = offset.lt(0).logical_or(&offset.ge(m));
+        let offset_of_slot = offset.clamp(0, m - 1);
+        // slot[t, r] = t − r
+        let slot = idx.unsqueeze(1) - Tensor::arange(m, (Kind::Int64, device)).unsqueeze(0);
+        let offset_valid = slot.ge(0).to_kind(Kind::Float);
+        let slot_of_offset = slot.clamp_min(0);
+        Tables { offset_of_slot, outside, slot_of_offset, offset_valid }
+    }
+}
+
+impl Core for MemN2N {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        let (b, t, _) = xs.size3().unwrap();
+        let (d, m) = (self.cfg.d_model, self.cfg.memory_size.min(t));
+        let mut cache = self.tables.borrow_mut();
+        let tab = cache.entry((t, xs.device())).or_insert_with(|| self.build_tables(t, xs.device()));
+        let offset_of_slot = tab.offset_of_slot.expand([b, t, t], false);
+        let slot_of_offset = tab.slot_of_offset.expand([b, t, m], false);
+
+        // Every embedding of every position in one matmul: [B, T, n_emb, d]
+        let emb = xs.matmul(&self.embed).view([b, t, self.cfg.embeddings(), d]);
+        let mut u = emb.select(2, self.cfg.query_index()); // [B, T, d]
+        for k in 1..=self.cfg.hops {
+            let (ia, ic) = self.cfg.hop_indices(k);
+            let (a, c) = (emb.select(2, ia), emb.select(2, ic)); // [B, T, d] each
+            let t_a = self.temporal.get(ia).narrow(0, 0, m); // [M', d]
+            let t_c = self.temporal.get(ic).narrow(0, 0, m);
+            // uᵀ(A x_i + T_A[t − i]): [B, T, T]
+            let content = u.matmul(&a.transpose(1, 2));
+            let temporal = u.matmul(&t_a.tr()).gather(2, &offset_of_slot, false);
+            let p = (content + temporal).masked_fill(&tab.outside, f64::NEG_INFINITY).softmax(-1, Kind::Float);
+            // Σ_i p_ti (C x_i + T_C[t − i]) = p·(C x) + p_by_offset·T_C: [B, T, d]
+            let p_by_offset = p.gather(2, &slot_of_offset, false) * &tab.offset_valid; // [B, T, M']
+            let o = p.matmul(&c) + p_by_offset.matmul(&t_c);
+            u = match &self.h {
+                Some(h) => h.forward(&u) + o,
+                None => u + o,
+            };
+        }
+        u
+    }
+
+    fn out_width(&self) -> i64 {
+        self.cfg.d_model
+    }
+
+    /// The embedded memory slots: min(len, memory_size) · d_model per distinct memory-side
+    /// embedding, K+1 with adjacent tying (A¹..A^K and C^K, since A^{k+1} = C^k), 2 (A and C)
+    /// layer-wise.
+    fn state_size(&self, seq_len: i64) -> i64 {
+        let slots = seq_len.min(self.cfg.memory_size);
+        let tables = match self.cfg.tying {
+            Tying::Adjacent => self.cfg.hops + 1,
+            Tying::Layerwise => 2,
+        };
+        tables * slots * self.cfg.d_model
+    }
+
+    /// Per token: embeddings 2·d_in·d·n_emb, then per hop, with L̄ = mean slots in the window and
+    /// M' = min(len, memory_size): content scores 2d·L̄, temporal scores 2d·M', weighted sums
+    /// 2d·L̄ + 2d·M', and H: 2d² (layer-wise only). Softmax and adds left out.
+    fn flops_per_token(&self, seq_len: i64) -> f64 {
+        let d = self.cfg.d_model as f64;
+        let mean_slots = mean_attended(seq_len, Some(self.cfg.memory_size));
+        let m = seq_len.min(self.cfg.memory_size) as f64;
+        let h = if self.h.is_some() { 2.0 * d * d } else { 0.0 };
+        let per_hop = 4.0 * d * mean_slots + 4.0 * d * m + h;
+        2.0 * self.d_in as f64 * d * self.cfg.embeddings() as f64 + self.cfg.hops as f64 * per_hop
+    }
+}

@@ -1,0 +1,312 @@
+//! Causal Transformer decoder (Vaswani et al. 2017), GPT-style pre-norm (Radford et al. 2019).
+//!
+//! A sequence task maps onto the model directly: position t attends to positions i ≤ t (or
+//! t − window < i ≤ t with a sliding window), so the "memory" is the key/value cache of the past.
+//!
+//! ```text
+//! h_0 = W_in x + p                              (p: positional encoding, if additive)
+//! a_l = h_{l-1} + Proj(MHA(LN(h_{l-1})))         MHA_h = softmax(q_h k_hᵀ / √d_head + M) v_h
+//! h_l = a_l + W_2 GELU(W_1 LN(a_l))               M: causal (or causal band) mask, −∞ outside
+//! y   = LN(h_L)                                   [B, T, d_model]
+//! ```
+//!
+//! Attention goes through libtorch's fused `scaled_dot_product_attention`: `is_causal` for full
+//! causal attention, an explicit boolean band mask for sliding-window attention.
+//!
+//! Positional encodings (`pos_encoding`):
+//! - `sinusoidal` (default): the fixed table of Vaswani et al., added after the input projection;
+//! - `learned`: a trained [max_len, d_model] table (GPT-2). A sequence longer than `max_len` has no
+//!   encoding for its tail, so forward panics with a message naming both numbers (the harness
+//!   records a child panic as a failed run);
+//! - `rope`: rotary embeddings (Su et al. 2021, base 10000, "rotate-half" layout as in GPT-NeoX /
+//!   Llama) applied to queries and keys in every layer; nothing added to h_0;
+//! - `none`: no positional information beyond the causal mask (Haviv et al. 2022).
+//!
+//! Initialisation follows GPT-2 inside the blocks: weights N(0, 0.02), biases 0, and the two
+//! residual projections of each block scaled by 1/√(2·layers) so the residual stream's variance
+//! does not grow with depth. The input projection keeps PyTorch's default init (see `new`).
+//!
+//! The sinusoid table, RoPE cos/sin tables and window mask depend only on (T, device); they are
+//! computed on first use and cached in the model (a `RefCell` map keyed by (T, device)), so a
+//! training step allocates none of them.
+
+use crate::{ArchError, Core};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tch::{nn, nn::Module, Device, Kind, Tensor};
+
+const ARCH: &str = "transformer";
+const ROPE_BASE: f64 = 10_000.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PosEncoding {
+    #[default]
+    Sinusoidal,
+    Learned,
+    Rope,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Width of the residual stream.
+    pub d_model: i64,
+    /// Decoder blocks.
+    pub layers: i64,
+    /// Attention heads; must divide `d_model`.
+    pub heads: i64,
+    /// MLP hidden width = round(mlp_ratio · d_model). Default 4.
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    /// Dropout on attention weights, residual branches and the embedding (training only). Default 0.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Default `sinusoidal`.
+    #[serde(default)]
+    pub pos_encoding: PosEncoding,
+    /// Sliding-window attention: position t sees the `window` most recent positions, itself
+    /// included. Default: none (full causal attention).
+    #[serde(default)]
+    pub window: Option<i64>,
+    /// Longest sequence a `learned` positional table covers. Default 2048. Ignored otherwise.
+    #[serde(default = "default_max_len")]
+    pub max_len: i64,
+}
+
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+
+fn default_max_len() -> i64 {
+    2048
+}
+
+impl TransformerConfig {
+    /// Checks every field without building anything.
+    pub fn validate(&self) -> Result<(), ArchError> {
+        let bad = |field, value: &dyn ToString, expected: &str| Err(ArchError::invalid(ARCH, field, value.to_string(), expected));
+        if !(1..=65_536).contains(&self.d_model) {
+            return bad("d_model", &self.d_model, "expected 1..=65536");
+        }
+        if !(1..=256).contains(&self.layers) {
+            return bad("layers", &self.layers, "expected 1..=256");
+        }
+        if self.heads < 1 || self.d_model % self.heads != 0 {
+            return bad("heads", &self.heads, &format!("expected a divisor of d_model = {}", self.d_model));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
+            return bad("mlp_ratio", &self.mlp_ratio, "expected 0 < mlp_ratio <= 64");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", &self.dropout, "expected 0 <= dropout < 1");
+        }
+        if let Some(w) = self.window {
+            if w < 1 {
+                return bad("window", &w, "expected a window of at least 1 position");
+            }
+        }
+        match self.pos_encoding {
+            PosEncoding::Sinusoidal if self.d_model % 2 != 0 => {
+                return bad("d_model", &self.d_model, "expected an even d_model for sinusoidal positions");
+            }
+            PosEncoding::Rope if (self.d_model / self.heads) % 2 != 0 => {
+                return bad("heads", &self.heads, "expected an even head width d_model / heads for rope");
+            }
+            PosEncoding::Learned if !(1..=1 << 20).contains(&self.max_len) => {
+                return bad("max_len", &self.max_len, "expected 1..=1048576");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn mlp_width(&self) -> i64 {
+        ((self.mlp_ratio * self.d_model as f64).round() as i64).max(1)
+    }
+
+    fn head_width(&self) -> i64 {
+        self.d_model / self.heads
+    }
+}
+
+struct Block {
+    ln1: nn::LayerNorm,
+    /// Fused q, k, v projection: d_model → 3·d_model.
+    qkv: nn::Linear,
+    proj: nn::Linear,
+    ln2: nn::LayerNorm,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+/// Position-dependent constants for one (T, device).
+struct Tables {
+    /// Sinusoidal encoding [T, d_model].
+    sinusoid: Option<Tensor>,
+    /// RoPE cos and sin, [T, d_head/2] each.
+    rope: Option<(Tensor, Tensor)>,
+    /// Band mask [T, T], true where position t may attend to i (t − window < i ≤ t).
+    window_mask: Option<Tensor>,
+}
+
+pub struct Transformer {
+    cfg: TransformerConfig,
+    d_in: i64,
+    input: nn::Linear,
+    learned_pos: Option<Tensor>,
+    blocks: Vec<Block>,
+    ln_f: nn::LayerNorm,
+    tables: RefCell<HashMap<(i64, Device), Tables>>,
+}
+
+fn gpt2_linear(vs: nn::Path, d_in: i64, d_out: i64, stdev: f64) -> nn::Linear {
+    let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
+    nn::linear(vs, d_in, d_out, cfg)
+}
+
+impl Transformer {
+    pub fn new(vs: &nn::Path, cfg: &TransformerConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let residual_std = 0.02 / (2.0 * cfg.layers as f64).sqrt();
+        // PyTorch's default Linear init here, not N(0, 0.02): the projected inputs then have a
+        // per-unit scale near the sinusoid table's (~0.6 vs ~0.7 for unit-variance inputs); with
+        // 0.02 the fixed positional signal drowns the content and MQAR training stalls.
+        let input = nn::linear(vs / "input", d_in, d, Default::default());
+        let learned_pos = (cfg.pos_encoding == PosEncoding::Learned).then(|| vs.var("pos", &[cfg.max_len, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }));
+        let blocks = (0..cfg.layers)
+            .map(|l| {
+                let p = vs / "blocks" / l;
+                Block {
+                    ln1: nn::layer_norm(&p / "ln1", vec![d], Default::default()),
+                    qkv: gpt2_linear(&p / "qkv", d, 3 * d, 0.02),
+                    proj: gpt2_linear(&p / "proj", d, d, residual_std),
+                    ln2: nn::layer_norm(&p / "ln2", vec![d], Default::default()),
+                    fc1: gpt2_linear(&p / "fc1", d, cfg.mlp_width(), 0.02),
+                    fc2: gpt2_linear(&p / "fc2", cfg.mlp_width(), d, residual_std),
+                }
+            })
+            .collect();
+        let ln_f = nn::layer_norm(vs / "ln_f", vec![d], Default::default());
+        Ok(Transformer { cfg: cfg.clone(), d_in, input, learned_pos, blocks, ln_f, tables: RefCell::new(HashMap::new()) })
+    }
+
+    fn build_tables(&self, t: i64, device: Device) -> Tables {
+        let opts = (Kind::Float, device);
+        // angles[t, j] = t · base^(−2j/width), j < width/2: [T, width/2]
+        let angles = |width: i64| {
+            let pos = Tensor::arange(t, opts).unsqueeze(1);
+            let inv_freq = (Tensor::arange_start_step(0, width, 2, opts) * (-ROPE_BASE.ln() / width as f64)).exp();
+            pos * inv_freq.unsqueeze(0)
+        };
+        let sinusoid = (self.cfg.pos_encoding == PosEncoding::Sinusoidal).then(|| {
+            // Interleaved [sin, cos] pairs as in Vaswani et al.: [T, d_model/2, 2] → [T, d_model]
+            let a = angles(self.cfg.d_model);
+            Tensor::stack(&[a.sin(), a.cos()], -1).reshape([t, self.cfg.d_model])
+        });
+        let rope = (self.cfg.pos_encoding == PosEncoding::Rope).then(|| {
+            let a = angles(self.cfg.head_width());
+            (a.cos(), a.sin())
+        });
+        let window_mask = self.cfg.window.map(|w| {
+            // offset[t, i] = t − i; allowed iff 0 ≤ t − i < w.
+            let idx = Tensor::arange(t, (Kind::Int64, device));
+            let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
+            offset.ge(0).logical_and(&offset.lt(w))
+        });
+        Tables { sinusoid, rope, window_mask }
+    }
+
+    /// Rotates the first two of q, k, v: qkv [3, B, H, T, d_head].
+    fn apply_rope(qk: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let half = qk.size()[qk.dim() - 1] / 2;
+        let (x1, x2) = (qk.narrow(-1, 0, half), qk.narrow(-1, half, half));
+        Tensor::cat(&[&x1 * cos - &x2 * sin, &x1 * sin + &x2 * cos], -1)
+    }
+
+    fn attention(&self, block: &Block, xs: &Tensor, tables: &Tables, train: bool) -> Tensor {
+        let (b, t, d) = xs.size3().unwrap();
+        let (h, dh) = (self.cfg.heads, self.cfg.head_width());
+        // [B, T, 3·D] → [B, T, 3, H, dh] → [3, B, H, T, dh]
+        let qkv = block.qkv.forward(xs).view([b, t, 3, h, dh]).permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = match &tables.rope {
+            Some((cos, sin)) => {
+                let qk = Self::apply_rope(&qkv.narrow(0, 0, 2), cos, sin);
+                (qk.get(0), qk.get(1), qkv.get(2))
+            }
+            None => (qkv.get(0), qkv.get(1), qkv.get(2)),
+        };
+        let p = if train { self.cfg.dropout } else { 0.0 };
+        // [B, H, T, dh]
+        let ys = match &tables.window_mask {
+            Some(mask) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false),
+            None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, p, true, None, false),
+        };
+        let ys = ys.transpose(1, 2).reshape([b, t, d]);
+        block.proj.forward(&ys).dropout(p, train)
+    }
+}
+
+impl Core for Transformer {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let (_, t, _) = xs.size3().unwrap();
+        let key = (t, xs.device());
+        let mut cache = self.tables.borrow_mut();
+        let tables = cache.entry(key).or_insert_with(|| self.build_tables(t, xs.device()));
+        let p = if train { self.cfg.dropout } else { 0.0 };
+
+        // [B, T, d_in] → [B, T, D]. Residual adds are out of place (`&hs + …`): layer norms save
+        // their input for backward, so an in-place `+=` would corrupt the graph.
+        let mut hs = self.input.forward(xs);
+        if let Some(s) = &tables.sinusoid {
+            hs = &hs + s;
+        }
+        if let Some(pos) = &self.learned_pos {
+            assert!(t <= self.cfg.max_len, "transformer: sequence length {t} exceeds the learned positional table's max_len = {}", self.cfg.max_len);
+            hs = &hs + pos.narrow(0, 0, t);
+        }
+        hs = hs.dropout(p, train);
+        for block in &self.blocks {
+            hs = &hs + self.attention(block, &block.ln1.forward(&hs), tables, train);
+            let mlp = block.fc2.forward(&block.fc1.forward(&block.ln2.forward(&hs)).gelu("none")).dropout(p, train);
+            hs = &hs + mlp;
+        }
+        self.ln_f.forward(&hs)
+    }
+
+    fn out_width(&self) -> i64 {
+        self.cfg.d_model
+    }
+
+    /// The KV cache: keys and values of every layer for the positions still visible,
+    /// 2 · layers · min(len, window) · d_model.
+    fn state_size(&self, seq_len: i64) -> i64 {
+        let visible = self.cfg.window.map_or(seq_len, |w| seq_len.min(w));
+        2 * self.cfg.layers * visible * self.cfg.d_model
+    }
+
+    /// Per token, with D = d_model, F = MLP width, L̄ = mean number of positions attended:
+    /// input 2·d_in·D + per layer [qkv 6D² + proj 2D² + MLP 4DF + scores 2D·L̄ + weighted sum 2D·L̄].
+    /// Causal: L̄ = (len+1)/2; with a window w, L̄ = (1/len)·Σ_t min(t+1, w). Norms, softmax and
+    /// GELU (O(D) per token) are left out.
+    fn flops_per_token(&self, seq_len: i64) -> f64 {
+        let (d, f) = (self.cfg.d_model as f64, self.cfg.mlp_width() as f64);
+        let mean_attended = mean_attended(seq_len, self.cfg.window);
+        let per_layer = 8.0 * d * d + 4.0 * d * f + 4.0 * d * mean_attended;
+        2.0 * self.d_in as f64 * d + self.cfg.layers as f64 * per_layer
+    }
+}
+
+/// Mean over t < len of the number of positions i ≤ t within the window: (1/len)·Σ_t min(t+1, w).
+pub(crate) fn mean_attended(len: i64, window: Option<i64>) -> f64 {
+    if len < 1 {
+        return 0.0;
+    }
+    let w = window.unwrap_or(len).min(len);
+    // Σ_{t<w} (t+1) + (len − w)·w
+    let total = w * (w + 1) / 2 + (len - w) * w;
+    total as f64 / len as f64
+}
