@@ -6,6 +6,9 @@
 //! the token embedding and the linear read-out so that every family is scored the same way. Which
 //! positions count is the task's business (its mask), never the model's.
 
+pub mod addressing;
+pub mod dnc;
+pub mod ntm;
 pub mod rnn;
 
 use membench_tasks::{InputKind, TaskIo};
@@ -42,6 +45,8 @@ impl ArchError {
 pub enum ArchConfig {
     Lstm(rnn::RnnConfig),
     Gru(rnn::RnnConfig),
+    Ntm(ntm::NtmConfig),
+    Dnc(dnc::DncConfig),
 }
 
 impl ArchConfig {
@@ -49,6 +54,8 @@ impl ArchConfig {
         match self {
             ArchConfig::Lstm(_) => "lstm",
             ArchConfig::Gru(_) => "gru",
+            ArchConfig::Ntm(_) => "ntm",
+            ArchConfig::Dnc(_) => "dnc",
         }
     }
 
@@ -56,6 +63,8 @@ impl ArchConfig {
     fn embed_width(&self) -> i64 {
         match self {
             ArchConfig::Lstm(c) | ArchConfig::Gru(c) => c.hidden_size,
+            ArchConfig::Ntm(c) => c.controller_size,
+            ArchConfig::Dnc(c) => c.controller_size,
         }
     }
 
@@ -63,6 +72,8 @@ impl ArchConfig {
         Ok(match self {
             ArchConfig::Lstm(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Lstm, d_in)?),
             ArchConfig::Gru(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Gru, d_in)?),
+            ArchConfig::Ntm(c) => Box::new(ntm::Ntm::new(vs, c, d_in)?),
+            ArchConfig::Dnc(c) => Box::new(dnc::Dnc::new(vs, c, d_in)?),
         })
     }
 }
