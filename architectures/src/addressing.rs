@@ -14,13 +14,14 @@ pub const LOG_EPS: f64 = 1e-12;
 
 /// Content weighting (Graves et al. 2014, eq. 5–6):
 /// `w[b,h,i] = softmax_i(β[b,h] · cos(k[b,h], M[b,i]))`, `cos(u, v) = u·v / ((|u|+ε)(|v|+ε))`.
+/// β/(|k|+ε) scales the key before the matmul and 1/(|M_i|+ε) the [B, H, N] scores after it, so
+/// no [B, N, M]-sized tensor is divided.
 ///
-/// mem: [B, N, M], keys: [B, H, M], beta: [B, H] (already made non-negative) → [B, H, N]
+/// mem: [B, N, M], keys: [B, H, M], beta: [B, H, 1] (already made non-negative) → [B, H, N]
 pub fn content_weights(mem: &Tensor, keys: &Tensor, beta: &Tensor) -> Tensor {
-    let mem_unit = mem / (mem.norm_scalaropt_dim(2, [-1], true) + NORM_EPS); // [B, N, M]
-    let key_unit = keys / (keys.norm_scalaropt_dim(2, [-1], true) + NORM_EPS); // [B, H, M]
-    let cos = key_unit.matmul(&mem_unit.transpose(1, 2)); // [B, H, N]
-    (cos * beta.unsqueeze(-1)).softmax(-1, Kind::Float)
+    let key_scaled = keys * (beta / (keys.norm_scalaropt_dim(2, [-1], true) + NORM_EPS)); // [B, H, M]
+    let mem_norm = mem.norm_scalaropt_dim(2, [-1], false).unsqueeze(1) + NORM_EPS; // [B, 1, N]
+    (key_scaled.bmm(&mem.transpose(1, 2)) / mem_norm).softmax(-1, Kind::Float)
 }
 
 /// Gather index for [`circular_shift`]: row k holds `(i − (k − R)) mod N` for i in 0..N, flattened
@@ -39,17 +40,17 @@ pub fn shift_index(slots: i64, shift_range: i64, device: tch::Device) -> Tensor 
 pub fn circular_shift(w: &Tensor, s: &Tensor, index: &Tensor) -> Tensor {
     let (b, h, n) = w.size3().expect("weighting [B, H, N]");
     let shifts = s.size()[2];
-    let rolled = w.index_select(2, index).view([b, h, shifts, n]); // [B, H, S, N]
-    s.unsqueeze(2).matmul(&rolled).squeeze_dim(2) // [B, H, 1, S]·[B, H, S, N] → [B, H, N]
+    let rolled = w.index_select(2, index).view([b * h, shifts, n]); // [B·H, S, N]
+    s.view([b * h, 1, shifts]).bmm(&rolled).view([b, h, n]) // [B·H, 1, S]·[B·H, S, N]
 }
 
 /// Sharpening (Graves et al. 2014, eq. 9): `w[i]^γ / Σ_j w[j]^γ`, computed as
 /// `softmax(γ · log max(w, ε))`, which equals it for w ≥ ε, sums to 1 by construction and has no
 /// `0^γ` (whose derivative in γ is NaN).
 ///
-/// w: [B, H, N], gamma: [B, H] (≥ 1) → [B, H, N]
+/// w: [B, H, N], gamma: [B, H, 1] (≥ 1) → [B, H, N]
 pub fn sharpen(w: &Tensor, gamma: &Tensor) -> Tensor {
-    (w.clamp_min(LOG_EPS).log() * gamma.unsqueeze(-1)).softmax(-1, Kind::Float)
+    (w.clamp_min(LOG_EPS).log() * gamma).softmax(-1, Kind::Float)
 }
 
 /// Erase-then-add write by H_w heads (Graves et al. 2014, eq. 3–4; erasures multiply, adds sum):
@@ -59,17 +60,18 @@ pub fn sharpen(w: &Tensor, gamma: &Tensor) -> Tensor {
 pub fn write(mem: &Tensor, w: &Tensor, erase: &Tensor, add: &Tensor) -> Tensor {
     let w_t = w.transpose(1, 2); // [B, N, H_w]
     let keep = if w.size()[1] == 1 {
-        1.0 - w_t.matmul(erase) // [B, N, 1]·[B, 1, M]
+        // 1 − w eᵀ as one baddbmm from a broadcast 1.
+        mem.ones_like().baddbmm(&w_t, erase, 1.0, -1.0) // [B, N, M]
     } else {
         let keep_each: Tensor = 1.0 - w.unsqueeze(-1) * erase.unsqueeze(2); // [B, H_w, N, M]
         keep_each.prod_dim_int(1, false, Kind::Float) // Π over heads
     };
-    mem * keep + w_t.matmul(add)
+    (mem * keep).baddbmm(&w_t, add, 1.0, 1.0)
 }
 
 /// Reads: `r[b,h] = Σ_i w[b,h,i] M[b,i]`. w: [B, H, N], mem: [B, N, M] → [B, H, M]
 pub fn read(mem: &Tensor, w: &Tensor) -> Tensor {
-    w.matmul(mem)
+    w.bmm(mem)
 }
 
 #[cfg(test)]
@@ -92,7 +94,7 @@ mod tests {
     fn content_weights_match_hand_computation() {
         let mem = t(&[2.0, 0.0, 0.0, 5.0], &[1, 2, 2]);
         let keys = t(&[1.0, 0.0, 3.0, 0.0], &[1, 2, 2]);
-        let beta = t(&[3f32.ln(), 0.0], &[1, 2]);
+        let beta = t(&[3f32.ln(), 0.0], &[1, 2, 1]);
         let w = content_weights(&mem, &keys, &beta);
         assert_close(&w, &t(&[0.75, 0.25, 0.5, 0.5], &[1, 2, 2]), 1e-6);
     }
@@ -102,7 +104,7 @@ mod tests {
     fn content_weights_use_cosine_not_dot_product() {
         let mem = t(&[10.0, 0.0, 0.0, 1.0, -1.0, -1.0], &[1, 3, 2]);
         let keys = t(&[1.0, 1.0], &[1, 1, 2]);
-        let beta = t(&[2.0], &[1, 1]);
+        let beta = t(&[2.0], &[1, 1, 1]);
         let c = 2.0f32 * 0.5f32.sqrt();
         let z = 2.0 * c.exp() + (-2.0f32).exp();
         let expected = t(&[c.exp() / z, c.exp() / z, (-2.0f32).exp() / z], &[1, 1, 3]);
@@ -113,7 +115,7 @@ mod tests {
     fn zero_memory_and_zero_key_give_uniform_finite_weights() {
         let mem = Tensor::zeros([2, 4, 3], (Kind::Float, Device::Cpu));
         let keys = Tensor::zeros([2, 2, 3], (Kind::Float, Device::Cpu));
-        let beta = Tensor::full([2, 2], 5.0, (Kind::Float, Device::Cpu));
+        let beta = Tensor::full([2, 2, 1], 5.0, (Kind::Float, Device::Cpu));
         let w = content_weights(&mem, &keys, &beta);
         assert_close(&w, &Tensor::full([2, 2, 4], 0.25, (Kind::Float, Device::Cpu)), 1e-7);
     }
@@ -141,14 +143,14 @@ mod tests {
     #[test]
     fn sharpening_matches_power_and_normalises() {
         let w = t(&[0.5, 0.3, 0.2, 0.5, 0.3, 0.2], &[1, 2, 3]);
-        let gamma = t(&[2.0, 7.5], &[1, 2]);
+        let gamma = t(&[2.0, 7.5], &[1, 2, 1]);
         let out = sharpen(&w, &gamma);
         let first = t(&[0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38], &[1, 3]);
         assert_close(&out.select(1, 0), &first, 1e-6);
         let sums = out.sum_dim_intlist(-1, false, Kind::Float);
         assert_close(&sums, &Tensor::ones([1, 2], (Kind::Float, Device::Cpu)), 1e-6);
         // Exact zeros stay finite (and get no weight against non-zero entries).
-        let z = sharpen(&t(&[0.0, 1.0], &[1, 1, 2]), &t(&[3.0], &[1, 1]));
+        let z = sharpen(&t(&[0.0, 1.0], &[1, 1, 2]), &t(&[3.0], &[1, 1, 1]));
         assert_close(&z, &t(&[0.0, 1.0], &[1, 1, 2]), 1e-12);
     }
 

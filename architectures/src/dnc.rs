@@ -152,7 +152,7 @@ impl Core for Dnc {
         let opts = (xs.kind(), xs.device());
         let off_diagonal = 1.0 - Tensor::eye(n, opts); // [N, N]
 
-        let x_proj = self.controller.project_inputs(xs); // [B, T, G]
+        let x_proj = self.controller.project_inputs(xs).unbind(1); // T × [B, G], see ntm.rs
         let mut state = self.controller.initial_state(b, opts);
         let mut mem = Tensor::full([b, n, w], MEMORY_INIT, opts); // [B, N, W]
         let mut usage = Tensor::zeros([b, n], opts);
@@ -162,8 +162,8 @@ impl Core for Dnc {
         let mut precedence = Tensor::zeros([b, n], opts);
         let mut reads = Tensor::zeros([b, r * w], opts);
         let mut outputs = Vec::with_capacity(t as usize);
-        for step in 0..t {
-            let h = self.controller.step(&x_proj.select(1, step), &reads, &mut state); // [B, C]
+        for x_t in &x_proj {
+            let h = self.controller.step(x_t, &reads, &mut state); // [B, C]
             let iface = h.linear(&self.w_iface, Some(&self.b_iface)).clamp(-c.clip, c.clip);
             let p = iface.split_with_sizes(Self::interface_sizes(c), 1);
             let read_keys = p[0].view([b, r, w]);
@@ -181,7 +181,7 @@ impl Core for Dnc {
             let alloc = allocation_weights(&usage);
 
             // Write weighting and write, on M_{t−1}.
-            let content_w = addressing::content_weights(&mem, &write_key, &strengths.narrow(1, r, 1)).squeeze_dim(1);
+            let content_w = addressing::content_weights(&mem, &write_key, &strengths.narrow(1, r, 1).unsqueeze(-1)).squeeze_dim(1);
             let (alloc_gate, write_gate) = (gates.narrow(1, r, 1), gates.narrow(1, r + 1, 1)); // [B, 1]
             write_w = write_gate * (&content_w + alloc_gate * (alloc - &content_w)); // [B, N]
             mem = addressing::write(&mem, &write_w.unsqueeze(1), &erase, &write_vec);
@@ -194,7 +194,7 @@ impl Core for Dnc {
             // Read weightings: backward, content and forward modes mixed by π. [B, R, N]
             let forward = read_w.matmul(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
             let backward = read_w.matmul(&link); // b_i[k] = Σ_j L[j, k] w[j]
-            let content_r = addressing::content_weights(&mem, &read_keys, &strengths.narrow(1, 0, r));
+            let content_r = addressing::content_weights(&mem, &read_keys, &strengths.narrow(1, 0, r).unsqueeze(-1));
             let stacked = Tensor::stack(&[backward, content_r, forward], 2); // [B, R, 3, N]
             read_w = modes.unsqueeze(2).matmul(&stacked).squeeze_dim(2);
             reads = addressing::read(&mem, &read_w).view([b, r * w]);

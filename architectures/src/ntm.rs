@@ -302,21 +302,21 @@ impl Core for Ntm {
         let opts = (xs.kind(), xs.device());
         let shift_index = addressing::shift_index(n, c.shift_range, xs.device());
 
-        let x_proj = self.controller.project_inputs(xs); // [B, T, G]
+        // Unbound once: per-step `select` would make backward zero-fill a [B, T, G] buffer per step.
+        let x_proj = self.controller.project_inputs(xs).unbind(1); // T × [B, G]
         let mut state = self.controller.initial_state(b, opts);
         let mut mem = Tensor::full([b, n, m], MEMORY_INIT, opts); // [B, N, M]
         let mut reads = self.read_init.unsqueeze(0).expand([b, hr * m], false); // [B, H_r·M]
         let mut w = self.weight_init_logits.softmax(-1, Kind::Float).unsqueeze(0).expand([b, heads, n], false); // [B, H, N]
         let mut outputs = Vec::with_capacity(t as usize);
-        for step in 0..t {
-            let h = self.controller.step(&x_proj.select(1, step), &reads, &mut state); // [B, C]
+        for x_t in &x_proj {
+            let h = self.controller.step(x_t, &reads, &mut state); // [B, C]
             let iface = h.linear(&self.w_iface, Some(&self.b_iface)).clamp(-c.clip, c.clip); // [B, P]
             let parts = iface.split_with_sizes([heads * a_w, hw * 2 * m], 1);
             let addr = parts[0].view([b, heads, a_w]);
-            let a = addr.split_with_sizes([m, 2, 1, s], 2);
-            let (key, strengths, gate, shift) = (&a[0], a[1].softplus(), a[2].sigmoid(), a[3].softmax(-1, Kind::Float));
-            let beta = strengths.select(2, 0); // [B, H]
-            let gamma = strengths.select(2, 1) + 1.0; // [B, H]
+            let a = addr.split_with_sizes([m, 1, 1, 1, s], 2);
+            let (key, beta, gamma) = (&a[0], a[1].softplus(), a[2].softplus() + 1.0); // [B, H, M|1|1]
+            let (gate, shift) = (a[3].sigmoid(), a[4].softmax(-1, Kind::Float)); // [B, H, 1|S]
 
             // Addressing, every head at once on M_{t−1}: [B, H, N].
             let wc = addressing::content_weights(&mem, key, &beta);
