@@ -2,10 +2,11 @@
 //! sizes (B 16, T 20, N 128, M 20, LSTM controller 100, one read and one write head) and of the DNC
 //! at a comparable size (N 128, W 20, one read head), on one CPU thread.
 //!
-//! Reference point: a straightforward PyTorch eager NTM on the same shapes; the speed target is
-//! ≤ 0.6× its step time (see the final report of issue #5 for the measured ratio).
+//! Reference point: `ntm_step_ref.py`, a straightforward PyTorch eager NTM on the same shapes, is
+//! run at the end and prints its median step time (skipped with a note when `python` cannot import
+//! torch; `source scripts/env.sh` puts the venv's python on PATH). Target: ≤ 0.6× its step time.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use membench_architectures::dnc::DncConfig;
 use membench_architectures::ntm::NtmConfig;
 use membench_architectures::{ArchConfig, Network};
@@ -50,4 +51,19 @@ criterion_group! {
     config = Criterion::default().sample_size(10);
     targets = steps
 }
-criterion_main!(benches);
+
+/// Runs the PyTorch eager reference on the same shapes and prints its line.
+fn pytorch_reference() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ntm_step_ref.py");
+    match std::process::Command::new("python").arg(script).output() {
+        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
+        Ok(out) => println!("pytorch reference failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")),
+        Err(e) => println!("pytorch reference not run: {e}"),
+    }
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    pytorch_reference();
+}

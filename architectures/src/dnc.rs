@@ -187,16 +187,18 @@ impl Core for Dnc {
             mem = addressing::write(&mem, &write_w.unsqueeze(1), &erase, &write_vec);
 
             // Temporal links, then precedence.
+            // L ← ((1 − w_i − w_j) L + w pᵀ) ∘ (1 − I); the outer product w pᵀ is a baddbmm.
             let (w_i, w_j) = (write_w.unsqueeze(2), write_w.unsqueeze(1)); // [B, N, 1], [B, 1, N]
-            link = ((1.0 - &w_i - &w_j) * &link + &w_i * precedence.unsqueeze(1)) * &off_diagonal;
+            let scale: Tensor = 1.0 - w_i.shallow_clone() - w_j; // [B, N, N]
+            link = (scale * &link).baddbmm(&w_i, &precedence.unsqueeze(1), 1.0, 1.0) * &off_diagonal;
             precedence = (1.0 - write_w.sum_dim_intlist(1, true, Kind::Float)) * &precedence + &write_w;
 
             // Read weightings: backward, content and forward modes mixed by π. [B, R, N]
-            let forward = read_w.matmul(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
-            let backward = read_w.matmul(&link); // b_i[k] = Σ_j L[j, k] w[j]
+            let forward = read_w.bmm(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
+            let backward = read_w.bmm(&link); // b_i[k] = Σ_j L[j, k] w[j]
             let content_r = addressing::content_weights(&mem, &read_keys, &strengths.narrow(1, 0, r).unsqueeze(-1));
-            let stacked = Tensor::stack(&[backward, content_r, forward], 2); // [B, R, 3, N]
-            read_w = modes.unsqueeze(2).matmul(&stacked).squeeze_dim(2);
+            let stacked = Tensor::stack(&[backward, content_r, forward], 2).view([b * r, 3, n]); // [B·R, 3, N]
+            read_w = modes.view([b * r, 1, 3]).bmm(&stacked).view([b, r, n]);
             reads = addressing::read(&mem, &read_w).view([b, r * w]);
             outputs.push(Tensor::cat(&[&h, &reads], 1));
         }

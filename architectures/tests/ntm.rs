@@ -183,22 +183,28 @@ fn bit_errors_per_seq(net: &Network, task: &Copy, batches: u64, batch: usize) ->
 /// sequence on 512 held-out sequences. Chance (ignoring the input) is 4 bits per vector, 12 per
 /// sequence at the mean length 3; a model that stores only the first vector or two still makes
 /// several errors per sequence, so 0.5 means (nearly) every sequence is copied exactly.
+///
+/// Tuning (all Adam, global-norm clip 10, N = 32 slots of width 20, one read and one write head):
+/// controller 100, batch 32, lr 3e-3 crossed the bar after ~1250 steps; lr 1e-2 after 300;
+/// controller 64, batch 16, lr 3e-3 (used here: cheaper steps) after 400–600 steps for seeds 3, 4
+/// and 5, the error falling abruptly from ~4 to < 0.1 once the model finds the
+/// write-then-shift-then-read-back program. The step budget (3000) leaves 5× headroom.
 #[test]
 fn ntm_learns_short_copies() {
     tch::set_num_threads(1);
     tch::manual_seed(3);
     let task = Copy::new(CopyConfig { bits: 8, min_len: 1, max_len: 5, eval_lengths: vec![] }).unwrap();
-    let cfg = NtmConfig { memory_slots: 32, ..Default::default() };
+    let cfg = NtmConfig { memory_slots: 32, controller_size: 64, ..Default::default() };
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::new(&vs, &ArchConfig::Ntm(cfg), task.io()).unwrap();
     let mut opt = nn::Adam::default().build(&vs, 3e-3).unwrap();
     let start = std::time::Instant::now();
     let mut errors = f64::INFINITY;
-    for step in 0..6000u64 {
-        let d = tensors(&task, Split::Train, 1, step, 32);
+    for step in 0..3000u64 {
+        let d = tensors(&task, Split::Train, 1, step, 16);
         let loss = masked_bce(&net.forward_t(&d.x, true), &d);
         opt.backward_step_clip_norm(&loss, 10.0);
-        if (step + 1) % 250 == 0 {
+        if (step + 1) % 100 == 0 {
             errors = bit_errors_per_seq(&net, &task, 4, 128);
             eprintln!("step {} loss {:.4} bit errors/seq {errors:.3} ({:.1} s)", step + 1, loss.double_value(&[]), start.elapsed().as_secs_f64());
             if errors < 0.5 {
