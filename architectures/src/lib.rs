@@ -6,8 +6,11 @@
 //! the token embedding and the linear read-out so that every family is scored the same way. Which
 //! positions count is the task's business (its mask), never the model's.
 
+pub mod addressing;
+pub mod dnc;
 pub mod kv_memory;
 pub mod memn2n;
+pub mod ntm;
 pub mod rnn;
 pub mod transformer;
 
@@ -48,6 +51,8 @@ pub enum ArchConfig {
     Transformer(transformer::TransformerConfig),
     Memn2n(memn2n::MemN2NConfig),
     KvMemory(kv_memory::KvMemoryConfig),
+    Ntm(ntm::NtmConfig),
+    Dnc(dnc::DncConfig),
 }
 
 impl ArchConfig {
@@ -58,6 +63,8 @@ impl ArchConfig {
             ArchConfig::Transformer(_) => "transformer",
             ArchConfig::Memn2n(_) => "memn2n",
             ArchConfig::KvMemory(_) => "kv_memory",
+            ArchConfig::Ntm(_) => "ntm",
+            ArchConfig::Dnc(_) => "dnc",
         }
     }
 
@@ -81,6 +88,8 @@ impl ArchConfig {
             ArchConfig::Transformer(c) => c.d_model,
             ArchConfig::Memn2n(c) => c.d_model,
             ArchConfig::KvMemory(c) => c.d_model,
+            ArchConfig::Ntm(c) => c.controller_size,
+            ArchConfig::Dnc(c) => c.controller_size,
         }
     }
 
@@ -91,6 +100,8 @@ impl ArchConfig {
             ArchConfig::Transformer(c) => Box::new(transformer::Transformer::new(vs, c, d_in)?),
             ArchConfig::Memn2n(c) => Box::new(memn2n::MemN2N::new(vs, c, d_in)?),
             ArchConfig::KvMemory(c) => Box::new(kv_memory::KvMemory::new(vs, c, d_in)?),
+            ArchConfig::Ntm(c) => Box::new(ntm::Ntm::new(vs, c, d_in)?),
+            ArchConfig::Dnc(c) => Box::new(dnc::Dnc::new(vs, c, d_in)?),
         })
     }
 }
