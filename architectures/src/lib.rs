@@ -6,7 +6,13 @@
 //! the token embedding and the linear read-out so that every family is scored the same way. Which
 //! positions count is the task's business (its mask), never the model's.
 
+pub mod gla;
+pub mod linear_attention;
+pub mod mamba;
+mod residual;
 pub mod rnn;
+
+pub use residual::Scan;
 
 use membench_tasks::{InputKind, TaskIo};
 use serde::{Deserialize, Serialize};
@@ -42,6 +48,9 @@ impl ArchError {
 pub enum ArchConfig {
     Lstm(rnn::RnnConfig),
     Gru(rnn::RnnConfig),
+    LinearAttention(linear_attention::LinearAttentionConfig),
+    Gla(gla::GlaConfig),
+    Mamba(mamba::MambaConfig),
 }
 
 impl ArchConfig {
@@ -49,6 +58,9 @@ impl ArchConfig {
         match self {
             ArchConfig::Lstm(_) => "lstm",
             ArchConfig::Gru(_) => "gru",
+            ArchConfig::LinearAttention(_) => "linear_attention",
+            ArchConfig::Gla(_) => "gla",
+            ArchConfig::Mamba(_) => "mamba",
         }
     }
 
@@ -56,6 +68,9 @@ impl ArchConfig {
     fn embed_width(&self) -> i64 {
         match self {
             ArchConfig::Lstm(c) | ArchConfig::Gru(c) => c.hidden_size,
+            ArchConfig::LinearAttention(c) => c.d_model,
+            ArchConfig::Gla(c) => c.d_model,
+            ArchConfig::Mamba(c) => c.d_model,
         }
     }
 
@@ -63,6 +78,9 @@ impl ArchConfig {
         Ok(match self {
             ArchConfig::Lstm(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Lstm, d_in)?),
             ArchConfig::Gru(c) => Box::new(rnn::Rnn::new(vs, c, rnn::Cell::Gru, d_in)?),
+            ArchConfig::LinearAttention(c) => Box::new(linear_attention::build(vs, c, d_in)?),
+            ArchConfig::Gla(c) => Box::new(gla::build(vs, c, d_in)?),
+            ArchConfig::Mamba(c) => Box::new(mamba::build(vs, c, d_in)?),
         })
     }
 }
