@@ -205,3 +205,99 @@ impl Mixer for Gla {
         12.0 * d * d + mix + 10.0 * d
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::residual::testing::{assert_causal, assert_grads, input, max_diff};
+    use crate::Core;
+    use tch::{nn::VarStore, Device};
+
+    fn cfg(chunk_size: i64) -> GlaConfig {
+        GlaConfig { d_model: 16, layers: 2, heads: 2, gate_temperature: 16.0, mlp_ratio: 2, chunk_size, scan: Scan::Chunked }
+    }
+
+    /// Max |chunked − recurrent| at T = 29, for chunk sizes that do and do not divide T, with the
+    /// gate bias at `gate_bias` (−30 at τ = 1 closes the gates hard: α ≈ e^{−30} per step, the
+    /// regime where a factorised e^{−b_j} form would overflow).
+    fn forms_diff(kind: Kind, tau: f64, gate_bias: f64) -> f64 {
+        let mut worst: f64 = 0.0;
+        for chunk in [1, 4, 7, 16, 64] {
+            let mut vs = VarStore::new(Device::Cpu);
+            let mut c = cfg(chunk);
+            c.gate_temperature = tau;
+            let m = Gla::new(&vs.root(), &c);
+            tch::no_grad(|| {
+                let _ = m.wa.bs.as_ref().unwrap().shallow_clone().fill_(gate_bias);
+            });
+            vs.set_kind(kind);
+            let x = input(3, 3, 29, 16, kind);
+            let (a, b) = (m.forward_chunked(&x), m.forward_recurrent(&x));
+            assert!(a.isfinite().all().int64_value(&[]) == 1, "chunked output not finite");
+            worst = worst.max(max_diff(&a, &b));
+        }
+        worst
+    }
+
+    #[test]
+    fn chunked_equals_recurrent_in_f64() {
+        tch::set_num_threads(1);
+        for (tau, bias) in [(16.0, 0.0), (1.0, -30.0), (1.0, 5.0)] {
+            let d = forms_diff(Kind::Double, tau, bias);
+            assert!(d < 1e-10, "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}");
+        }
+    }
+
+    /// f32: different summation orders; the per-head norm rescales outputs to O(1), so 1e-4
+    /// leaves a wide margin over float noise (~1e-6).
+    #[test]
+    fn chunked_equals_recurrent_in_f32() {
+        tch::set_num_threads(1);
+        for (tau, bias) in [(16.0, 0.0), (1.0, -30.0)] {
+            let d = forms_diff(Kind::Float, tau, bias);
+            assert!(d < 1e-4, "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}");
+        }
+    }
+
+    #[test]
+    fn shapes_state_size_and_params() {
+        tch::set_num_threads(1);
+        let vs = VarStore::new(Device::Cpu);
+        let core = build(&vs.root(), &cfg(8), 16).unwrap();
+        let y = core.forward_t(&input(0, 2, 11, 16, Kind::Float), true);
+        assert_eq!(y.size(), [2, 11, 16]);
+        assert_eq!(core.state_size(1000), 2 * 2 * 8 * 8);
+        let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        // No input projection (d_in = d_model); per layer six 16×16 maps, two with bias, an MLP
+        // 16→32→16 and two LayerNorms; one final LayerNorm.
+        let per_layer = 6 * 256 + 2 * 16 + (16 * 32 + 32 + 32 * 16 + 16) + 2 * 32;
+        assert_eq!(params, 2 * per_layer + 32);
+    }
+
+    #[test]
+    fn causal() {
+        tch::set_num_threads(1);
+        let mut vs = VarStore::new(Device::Cpu);
+        let core = build(&vs.root(), &cfg(4), 16).unwrap();
+        vs.set_kind(Kind::Double);
+        assert_causal(|x| core.forward_t(x, false), 16);
+    }
+
+    #[test]
+    fn every_parameter_gets_a_gradient() {
+        tch::set_num_threads(1);
+        let vs = VarStore::new(Device::Cpu);
+        let core = build(&vs.root(), &cfg(4), 6).unwrap();
+        assert_grads(&vs, |x| core.forward_t(x, true), 6);
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let vs = VarStore::new(Device::Cpu);
+        let mut c = cfg(8);
+        c.gate_temperature = 0.5;
+        let err = build(&vs.root(), &c, 4).err().expect("τ < 1").to_string();
+        assert!(err.contains("gate_temperature"), "{err}");
+        assert!(serde_yaml::from_str::<crate::ArchConfig>("name: gla\nd_model: 16\nchunk: 4\n").is_err());
+    }
+}
