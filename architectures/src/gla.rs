@@ -20,7 +20,7 @@
 //! C²·d_k per chunk and head, hence the small default C = 16. The state recurrence runs once per
 //! chunk (T/C steps); everything else is batched.
 
-use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, Stack};
+use crate::residual::{check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
 use crate::ArchError;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
@@ -45,6 +45,12 @@ pub struct GlaConfig {
     /// Positions per chunk in the chunked form. Default 16.
     #[serde(default = "sixteen")]
     pub chunk_size: i64,
+    /// Taps of an optional causal depthwise convolution over the block input before the
+    /// projections (Based's short convolution); 0 = none (the original model). Without it the
+    /// layer has no notion of order beyond causality, so it cannot bind a value token to the key
+    /// token just before it (MQAR). Default 0.
+    #[serde(default)]
+    pub conv_kernel: i64,
     /// Default `chunked`.
     #[serde(default)]
     pub scan: Scan,
@@ -73,6 +79,9 @@ pub(crate) fn build(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Stack, 
     if !(cfg.gate_temperature >= 1.0 && cfg.gate_temperature <= 1024.0) {
         return Err(ArchError::invalid(ARCH, "gate_temperature", cfg.gate_temperature, "expected 1 <= τ <= 1024"));
     }
+    if !(0..=64).contains(&cfg.conv_kernel) {
+        return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 0..=64 (0: no convolution)"));
+    }
     if !(1..=256).contains(&cfg.chunk_size) {
         return Err(ArchError::invalid(ARCH, "chunk_size", cfg.chunk_size, "expected 1..=256"));
     }
@@ -88,6 +97,7 @@ pub struct Gla {
     /// Output gate.
     wr: nn::Linear,
     wo: nn::Linear,
+    conv: Option<ShortConv>,
     cfg: GlaConfig,
 }
 
@@ -102,12 +112,15 @@ impl Gla {
             wa: nn::linear(vs / "wa", d, d, Default::default()),
             wr: nn::linear(vs / "wr", d, d, Default::default()),
             wo: nn::linear(vs / "wo", d, d, no_bias),
+            conv: (cfg.conv_kernel > 0).then(|| ShortConv::new(vs, d, cfg.conv_kernel)),
             cfg: cfg.clone(),
         }
     }
 
     /// [B, T, d] → q (scaled), k, v, log α: each [B, H, T, d_h]
     fn project(&self, xs: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
+        let convolved = self.conv.as_ref().map(|c| c.forward(xs));
+        let xs = convolved.as_ref().unwrap_or(xs);
         let (b, t) = (xs.size()[0], xs.size()[1]);
         let split = |y: Tensor| y.view([b, t, self.cfg.heads, -1]).transpose(1, 2);
         let dh = (self.cfg.d_model / self.cfg.heads) as f64;
@@ -182,10 +195,10 @@ impl Mixer for Gla {
         }
     }
 
-    /// S: d_k × d_v per head.
+    /// S: d_k × d_v per head, plus the convolution's last K − 1 inputs.
     fn state_size(&self, _seq_len: i64) -> i64 {
         let dh = self.cfg.d_model / self.cfg.heads;
-        self.cfg.heads * dh * dh
+        self.cfg.heads * dh * dh + conv_state(&self.conv, self.cfg.d_model)
     }
 
     /// Six d×d projections (12·d²); per head the state update and read-out (4·d_k·d_v) in the
@@ -202,7 +215,7 @@ impl Mixer for Gla {
                 h * (3.0 * chunk * dh + 2.0 * chunk * dh + 6.0 * dh * dh)
             }
         };
-        12.0 * d * d + mix + 10.0 * d
+        12.0 * d * d + mix + 10.0 * d + 2.0 * (c.conv_kernel as f64) * d
     }
 }
 
@@ -214,7 +227,7 @@ mod tests {
     use tch::{nn::VarStore, Device};
 
     fn cfg(chunk_size: i64) -> GlaConfig {
-        GlaConfig { d_model: 16, layers: 2, heads: 2, gate_temperature: 16.0, mlp_ratio: 2, chunk_size, scan: Scan::Chunked }
+        GlaConfig { d_model: 16, layers: 2, heads: 2, gate_temperature: 16.0, mlp_ratio: 2, chunk_size, conv_kernel: 0, scan: Scan::Chunked }
     }
 
     /// Max |chunked − recurrent| at T = 29, for chunk sizes that do and do not divide T, with the

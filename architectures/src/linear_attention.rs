@@ -13,7 +13,7 @@
 //! of per-chunk φ(K)ᵀV), so with C ≥ T it is exactly the paper's parallel form. Each layer is a
 //! pre-norm residual block with an MLP (see [`crate::residual`]).
 
-use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, Stack};
+use crate::residual::{check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
 use crate::ArchError;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
@@ -52,6 +52,12 @@ pub struct LinearAttentionConfig {
     /// Positions per chunk in the chunked form. Default 64.
     #[serde(default = "sixty_four")]
     pub chunk_size: i64,
+    /// Taps of an optional causal depthwise convolution over the block input before the
+    /// projections (Based's short convolution); 0 = none (the original model). Without it the
+    /// layer has no notion of order beyond causality, so it cannot bind a value token to the key
+    /// token just before it (MQAR). Default 0.
+    #[serde(default)]
+    pub conv_kernel: i64,
     /// Default `chunked`.
     #[serde(default)]
     pub scan: Scan,
@@ -82,6 +88,9 @@ pub(crate) fn build(vs: &nn::Path, cfg: &LinearAttentionConfig, d_in: i64) -> Re
     if !(1..=256).contains(&cfg.feature_dim) {
         return Err(ArchError::invalid(ARCH, "feature_dim", cfg.feature_dim, "expected 1..=256"));
     }
+    if !(0..=64).contains(&cfg.conv_kernel) {
+        return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 0..=64 (0: no convolution)"));
+    }
     if !(1..=4096).contains(&cfg.chunk_size) {
         return Err(ArchError::invalid(ARCH, "chunk_size", cfg.chunk_size, "expected 1..=4096"));
     }
@@ -95,6 +104,7 @@ pub struct LinearAttention {
     wk: nn::Linear,
     wv: nn::Linear,
     wo: nn::Linear,
+    conv: Option<ShortConv>,
     cfg: LinearAttentionConfig,
 }
 
@@ -107,6 +117,7 @@ impl LinearAttention {
             wk: nn::linear(vs / "wk", d, hf, no_bias),
             wv: nn::linear(vs / "wv", d, d, no_bias),
             wo: nn::linear(vs / "wo", d, d, no_bias),
+            conv: (cfg.conv_kernel > 0).then(|| ShortConv::new(vs, d, cfg.conv_kernel)),
             cfg: cfg.clone(),
         }
     }
@@ -139,6 +150,8 @@ impl LinearAttention {
 
     /// [B, T, d] → φ(q), φ(k): [B, H, T, F]; v: [B, H, T, d_v]
     fn qkv(&self, xs: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let convolved = self.conv.as_ref().map(|c| c.forward(xs));
+        let xs = convolved.as_ref().unwrap_or(xs);
         let (b, t) = (xs.size()[0], xs.size()[1]);
         let h = self.cfg.heads;
         let split = |y: Tensor| y.view([b, t, h, -1]).transpose(1, 2);
@@ -207,10 +220,10 @@ impl Mixer for LinearAttention {
         }
     }
 
-    /// S (F × d_v) and z (F) per head.
+    /// S (F × d_v) and z (F) per head, plus the convolution's last K − 1 inputs.
     fn state_size(&self, _seq_len: i64) -> i64 {
         let dv = self.cfg.d_model / self.cfg.heads;
-        self.cfg.heads * self.features() * (dv + 1)
+        self.cfg.heads * self.features() * (dv + 1) + conv_state(&self.conv, self.cfg.d_model)
     }
 
     /// Projections 2·d·(2Hf + 2d); the Taylor map H·f²; then per head in the recurrent form
@@ -231,7 +244,7 @@ impl Mixer for LinearAttention {
             Scan::Chunked => h * 2.0 * c.chunk_size.min(seq_len) as f64 * (big_f + dv),
             Scan::Recurrent => 0.0,
         };
-        proj + map + state + intra
+        proj + map + state + intra + 2.0 * (c.conv_kernel as f64) * d
     }
 }
 
@@ -243,7 +256,7 @@ mod tests {
     use tch::{nn::VarStore, Device};
 
     fn cfg(feature_map: FeatureMap, chunk_size: i64) -> LinearAttentionConfig {
-        LinearAttentionConfig { d_model: 16, layers: 2, heads: 2, feature_dim: 4, feature_map, mlp_ratio: 2, chunk_size, scan: Scan::Chunked }
+        LinearAttentionConfig { d_model: 16, layers: 2, heads: 2, feature_dim: 4, feature_map, mlp_ratio: 2, chunk_size, conv_kernel: 0, scan: Scan::Chunked }
     }
 
     /// Max |chunked − recurrent| over both maps and chunk sizes that do and do not divide T = 23

@@ -20,7 +20,7 @@
 //! Unlike Mamba's fused CUDA kernel this materialises h for every step ([B, T, E, N] floats);
 //! fine at benchmark sizes on CPU.
 
-use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, Stack};
+use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
 use crate::ArchError;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
@@ -93,9 +93,7 @@ pub(crate) fn build(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Stack
 
 pub struct Mamba {
     in_proj: nn::Linear,
-    /// Depthwise: [E, 1, K], bias [E].
-    conv_w: Tensor,
-    conv_b: Tensor,
+    conv: ShortConv,
     /// E → dt_rank + 2N: the low-rank Δ input, B and C.
     x_proj: nn::Linear,
     dt_proj: nn::Linear,
@@ -115,9 +113,6 @@ impl Mamba {
         let e = cfg.expand * d;
         let dt_rank = if cfg.dt_rank == 0 { (d + 15) / 16 } else { cfg.dt_rank };
         let no_bias = nn::LinearConfig { bias: false, ..Default::default() };
-        // PyTorch's Conv1d init: U(±1/√fan_in), fan_in = K for a depthwise filter.
-        let bound = 1.0 / (k as f64).sqrt();
-        let conv_init = nn::Init::Uniform { lo: -bound, up: bound };
         let mut dt_proj = nn::linear(vs / "dt_proj", dt_rank, e, Default::default());
         tch::no_grad(|| {
             // Δ₀ = exp(U(log 1e-3, log 1e-1)); bias = softplus⁻¹(Δ₀) = Δ₀ + log(1 − e^{−Δ₀}).
@@ -128,8 +123,7 @@ impl Mamba {
         let a_log = vs.var_copy("a_log", &Tensor::arange_start(1, n + 1, (Kind::Float, vs.device())).log().repeat([e, 1]));
         Mamba {
             in_proj: nn::linear(vs / "in_proj", d, 2 * e, no_bias),
-            conv_w: vs.var("conv_w", &[e, 1, k], conv_init),
-            conv_b: vs.var("conv_b", &[e], conv_init),
+            conv: ShortConv::new(vs, e, k),
             x_proj: nn::linear(vs / "x_proj", e, dt_rank + 2 * n, no_bias),
             dt_proj,
             a_log,
@@ -144,12 +138,10 @@ impl Mamba {
     /// u: [B, T, d] → (x [B, T, E], z [B, T, E], log-decay Δ·A [B, T, E, N], input Δ·x·B
     /// [B, T, E, N], C [B, T, N])
     fn prepare(&self, u: &Tensor) -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
-        let (t, e, n, k) = (u.size()[1], self.e, self.cfg.state_dim, self.cfg.conv_kernel);
+        let (e, n) = (self.e, self.cfg.state_dim);
         let xz = self.in_proj.forward(u);
         let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
-        // Causal depthwise conv: pad K−1 on both sides, keep the first T outputs. [B, E, T]
-        let x = x.transpose(1, 2).conv1d(&self.conv_w, Some(&self.conv_b), [1], [k - 1], [1], e);
-        let x = x.narrow(2, 0, t).transpose(1, 2).silu(); // [B, T, E]
+        let x = self.conv.forward(&x).silu(); // [B, T, E]
         let proj = self.x_proj.forward(&x);
         let dt = self.dt_proj.forward(&proj.narrow(-1, 0, self.dt_rank)).softplus(); // [B, T, E]
         let bmat = proj.narrow(-1, self.dt_rank, n);
@@ -218,7 +210,7 @@ impl Mixer for Mamba {
 
     /// h (E × N) plus the convolution's last K − 1 inputs (E each).
     fn state_size(&self, _seq_len: i64) -> i64 {
-        self.e * self.cfg.state_dim + self.e * (self.cfg.conv_kernel - 1)
+        self.e * self.cfg.state_dim + self.e * self.conv.state_per_channel()
     }
 
     /// in_proj 2·d·2E, conv 2·K·E, x_proj 2·E·(r + 2N), dt_proj 2·r·E, out_proj 2·E·d; the scan

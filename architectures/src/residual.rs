@@ -40,6 +40,43 @@ pub(crate) trait Mixer: Send {
     fn flops_per_token(&self, seq_len: i64) -> f64;
 }
 
+/// Causal depthwise convolution over time, K taps per channel (Mamba's and Based's "short
+/// convolution"): y_t = b + Σ_{s<K} w_s ⊙ x_{t−s}. It lets a layer see the previous few tokens,
+/// which linear attention alone cannot (it has no notion of position).
+pub(crate) struct ShortConv {
+    /// [C, 1, K]
+    w: Tensor,
+    /// [C]
+    b: Tensor,
+    k: i64,
+}
+
+impl ShortConv {
+    pub(crate) fn new(vs: &nn::Path, channels: i64, k: i64) -> Self {
+        // PyTorch's Conv1d init: U(±1/√fan_in), fan_in = K for a depthwise filter.
+        let bound = 1.0 / (k as f64).sqrt();
+        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        ShortConv { w: vs.var("conv_w", &[channels, 1, k], init), b: vs.var("conv_b", &[channels], init), k }
+    }
+
+    /// x: [B, T, C] → [B, T, C]. Pads K−1 on both sides and keeps the first T outputs.
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        let (t, c) = (x.size()[1], x.size()[2]);
+        let y = x.transpose(1, 2).conv1d(&self.w, Some(&self.b), [1], [self.k - 1], [1], c);
+        y.narrow(2, 0, t).transpose(1, 2)
+    }
+
+    /// Inputs it must remember between steps, per channel.
+    pub(crate) fn state_per_channel(&self) -> i64 {
+        self.k - 1
+    }
+}
+
+/// State of an optional short convolution over `channels`.
+pub(crate) fn conv_state(conv: &Option<ShortConv>, channels: i64) -> i64 {
+    conv.as_ref().map_or(0, |c| c.state_per_channel() * channels)
+}
+
 /// Position-wise MLP d → r·d → d with GELU.
 struct Mlp {
     up: nn::Linear,
