@@ -8,11 +8,17 @@
 
 pub mod addressing;
 pub mod dnc;
+pub mod gla;
 pub mod kv_memory;
+pub mod linear_attention;
+pub mod mamba;
 pub mod memn2n;
 pub mod ntm;
+mod residual;
 pub mod rnn;
 pub mod transformer;
+
+pub use residual::Scan;
 
 use membench_tasks::{InputKind, TaskIo};
 use serde::{Deserialize, Serialize};
@@ -53,6 +59,9 @@ pub enum ArchConfig {
     KvMemory(kv_memory::KvMemoryConfig),
     Ntm(ntm::NtmConfig),
     Dnc(dnc::DncConfig),
+    LinearAttention(linear_attention::LinearAttentionConfig),
+    Gla(gla::GlaConfig),
+    Mamba(mamba::MambaConfig),
 }
 
 impl ArchConfig {
@@ -65,6 +74,9 @@ impl ArchConfig {
             ArchConfig::KvMemory(_) => "kv_memory",
             ArchConfig::Ntm(_) => "ntm",
             ArchConfig::Dnc(_) => "dnc",
+            ArchConfig::LinearAttention(_) => "linear_attention",
+            ArchConfig::Gla(_) => "gla",
+            ArchConfig::Mamba(_) => "mamba",
         }
     }
 
@@ -90,6 +102,9 @@ impl ArchConfig {
             ArchConfig::KvMemory(c) => c.d_model,
             ArchConfig::Ntm(c) => c.controller_size,
             ArchConfig::Dnc(c) => c.controller_size,
+            ArchConfig::LinearAttention(c) => c.d_model,
+            ArchConfig::Gla(c) => c.d_model,
+            ArchConfig::Mamba(c) => c.d_model,
         }
     }
 
@@ -102,6 +117,9 @@ impl ArchConfig {
             ArchConfig::KvMemory(c) => Box::new(kv_memory::KvMemory::new(vs, c, d_in)?),
             ArchConfig::Ntm(c) => Box::new(ntm::Ntm::new(vs, c, d_in)?),
             ArchConfig::Dnc(c) => Box::new(dnc::Dnc::new(vs, c, d_in)?),
+            ArchConfig::LinearAttention(c) => Box::new(linear_attention::build(vs, c, d_in)?),
+            ArchConfig::Gla(c) => Box::new(gla::build(vs, c, d_in)?),
+            ArchConfig::Mamba(c) => Box::new(mamba::build(vs, c, d_in)?),
         })
     }
 }
