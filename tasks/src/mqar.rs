@@ -1,5 +1,5 @@
 //! Multi-query associative recall, MQAR (Arora et al. 2023, "Zoology: Measuring and Improving
-//! Recall in Efficient Language Models", §3; generator after zoology's `multiquery_ar`).
+//! Recall in Efficient Language Models"; generator after zoology's `multiquery_ar`).
 //!
 //! A sequence of `num_kv_pairs` key-value token pairs is followed by a region in which some of the
 //! keys reappear, among random tokens; at each reappearing key the model must predict the value

@@ -1,5 +1,5 @@
 //! Passkey retrieval (Mohtashami & Jaggi 2023, "Landmark Attention: Random-Access Infinite
-//! Context Length for Transformers", §4.2), as a token task whose two axes, context length and
+//! Context Length for Transformers"), as a token task whose two axes, context length and
 //! depth of the key, form the evaluation grid.
 //!
 //! A key of `key_len` digit tokens, announced by a key marker, is hidden in a haystack of random
