@@ -1,5 +1,7 @@
-//! The adding problem (Hochreiter & Schmidhuber 1997, "Long Short-Term Memory", experiment 4; in
-//! the form of Le, Jaitly & Hinton 2015 and Arjovsky, Shah & Bengio 2016, §4.2).
+//! The adding problem (Hochreiter & Schmidhuber 1997, "Long Short-Term Memory", experiment 4), in
+//! the modern form used by Le, Jaitly & Hinton 2015 and Arjovsky, Shah & Bengio 2016: values in
+//! [0, 1), one marker in each half, target the plain sum (H&S drew values in [-1, 1] and rescaled
+//! the target).
 //!
 //! Each step carries a value uniform in [0, 1) and a marker; exactly two steps are marked, one in
 //! the first half of the sequence and one in the second. At the last step the model must output

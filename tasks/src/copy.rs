@@ -11,6 +11,7 @@
 //! exactly that length. Chance: a predictor that ignores its input gets each bit right half the
 //! time, so `bits / 2` bit errors per vector, `bits / 2 · L` per sequence (4·L for 8 bits).
 
+use crate::common::BitDraws;
 use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -82,10 +83,13 @@ impl Task for Copy {
 
     fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
         let bits = self.cfg.bits;
-        let lengths: Vec<usize> = (0..batch_size)
-            .map(|i| match point {
+        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        // Each example's stream gives its length first, then its bits.
+        let lengths: Vec<usize> = rngs
+            .iter_mut()
+            .map(|rng| match point {
                 Some(p) => p.length,
-                None => crate::example_rng(seed, split, index, i).random_range(self.cfg.min_len..=self.cfg.max_len),
+                None => rng.random_range(self.cfg.min_len..=self.cfg.max_len),
             })
             .collect();
         let l_max = lengths.iter().copied().max().unwrap_or(0);
@@ -94,18 +98,18 @@ impl Task for Copy {
         let mut inputs = vec![0f32; batch_size * time * in_w];
         let mut targets = vec![0f32; batch_size * time * out_w];
         let mut mask = vec![0f32; batch_size * time];
-        for (b, &len) in lengths.iter().enumerate() {
-            // A second stream for the content, so lengths and contents stay independent draws.
-            let mut rng = crate::example_rng(seed ^ 0x9e37_79b9_7f4a_7c15, split, index, b);
+        for (b, (rng, &len)) in rngs.iter_mut().zip(&lengths).enumerate() {
+            let mut draws = BitDraws::default();
             for t in 0..len {
+                let (x, y) = ((b * time + t) * in_w, (b * time + len + 1 + t) * out_w);
                 for k in 0..bits {
-                    let bit = if rng.random::<bool>() { 1.0 } else { 0.0 };
-                    inputs[(b * time + t) * in_w + k] = bit;
-                    targets[(b * time + len + 1 + t) * out_w + k] = bit;
+                    let bit = draws.next(rng);
+                    inputs[x + k] = bit;
+                    targets[y + k] = bit;
                 }
-                mask[b * time + len + 1 + t] = 1.0;
             }
             inputs[(b * time + len) * in_w + bits] = 1.0;
+            mask[b * time + len + 1..b * time + 2 * len + 1].fill(1.0);
         }
         Batch { batch: batch_size, time, inputs: Inputs::Dense(inputs), targets: Targets::Bits(targets), mask }
     }

@@ -118,7 +118,7 @@ impl Task for CopyMemory {
             let row = e * time;
             let recall = row + k + delay;
             for i in 0..k {
-                let symbol = rng.random_range(1..=c.alphabet as i64);
+                let symbol = rng.random_range(1..=c.alphabet as u32) as i64;
                 inputs[row + i] = symbol;
                 targets[recall + i] = symbol;
             }

@@ -95,7 +95,7 @@ impl Task for InductionHeads {
         let mut mask = vec![0f32; batch_size * time];
         for (e, (rng, &len)) in rngs.iter_mut().zip(&lengths).enumerate() {
             let row = &mut inputs[e * time..e * time + len];
-            row[..len - 1].iter_mut().for_each(|t| *t = rng.random_range(1..=c.data_vocab as i64));
+            row[..len - 1].iter_mut().for_each(|t| *t = rng.random_range(1..=c.data_vocab as u32) as i64);
             let p = rng.random_range(0..=len - 3);
             row[p] = TRIGGER;
             row[len - 1] = TRIGGER;

@@ -11,6 +11,23 @@
 //! * inputs: `Dense` [B, T, width] floats, or `Tokens` [B, T] ids in `0..vocab`;
 //! * targets: `Bits` [B, T, width] in {0, 1}, `Classes` [B, T] ids, or `Real` [B, T, width];
 //! * mask: [B, T], 1.0 where the position is scored (and trained on), 0.0 elsewhere.
+//!
+//! The tasks (`name:` in YAML; each file cites its source and documents layout and chance):
+//!
+//! | name | source | "length" of an eval point | success metric | chance (defaults) |
+//! |---|---|---|---|---|
+//! | `copy` | Graves et al. 2014 | pattern length | bit_errors_per_seq ≤ 0.1 | bits/2 · E[L] (42) |
+//! | `repeat_copy` | Graves et al. 2014 | pattern length | bit_errors_per_seq ≤ 0.1 | bits/2 · E[L] E[r] + 1 (122) |
+//! | `associative_recall` | Graves et al. 2014 | number of items | bit_errors_per_seq ≤ 0.1 | bits/2 · item_len (9) |
+//! | `mqar` | Arora et al. 2023 (Zoology) | sequence length | token_acc ≥ 0.99 | 1 / (V - V/2) (1/128) |
+//! | `selective_copy` | Gu & Dao 2023 (Mamba) | noise region length | token_acc ≥ 0.99 | 1 / data_vocab (1/16) |
+//! | `induction_heads` | Olsson et al. 2022; Fu et al. 2023 | sequence length | token_acc ≥ 0.99 | 1 / data_vocab (1/16) |
+//! | `copy_memory` | Arjovsky et al. 2016 | delay T | token_acc ≥ 0.99 | 1 / alphabet (1/8) |
+//! | `adding` | Hochreiter & Schmidhuber 1997 | sequence length | within_tol ≥ 0.95 | 1 - (1 - τ)² (0.0784) |
+//! | `passkey` | Mohtashami & Jaggi 2023 | haystack length, with a depth | seq_acc ≥ 0.95 | key_vocab^-key_len (1e-5) |
+//!
+//! Chance is the expected success metric of the best predictor that ignores its input (zeros for
+//! bits, a uniform guess over the answer alphabet for classes, the constant 1 for adding).
 
 pub mod adding;
 pub mod associative_recall;

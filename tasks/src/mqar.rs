@@ -1,5 +1,5 @@
 //! Multi-query associative recall, MQAR (Arora et al. 2023, "Zoology: Measuring and Improving
-//! Recall in Efficient Language Models", §3; generator after zoology's `multiquery_ar`).
+//! Recall in Efficient Language Models"; generator after zoology's `multiquery_ar`).
 //!
 //! A sequence of `num_kv_pairs` key-value token pairs is followed by a region in which some of the
 //! keys reappear, among random tokens; at each reappearing key the model must predict the value
@@ -118,7 +118,8 @@ impl Task for Mqar {
         let time = point.map_or(c.seq_len, |p| p.length);
         let half = v / 2;
         let slots = (time - 2 * n) / 2;
-        let exponent = c.power_a - 1.0;
+        // p(g) ∝ (g+1)^(a-1), computed once per batch rather than once per example.
+        let weights: Vec<f64> = (0..slots).map(|g| ((g + 1) as f64).powf(c.power_a - 1.0)).collect();
         let mut inputs = vec![0i64; batch_size * time];
         let mut targets = vec![0i64; batch_size * time];
         let mut mask = vec![0f32; batch_size * time];
@@ -126,14 +127,14 @@ impl Task for Mqar {
             let mut rng = crate::example_rng(seed, split, index, e);
             let x = &mut inputs[e * time..(e + 1) * time];
             // Noise first, then the pairs and queries overwrite their positions.
-            x[2 * n..].iter_mut().for_each(|t| *t = rng.random_range(0..v as i64));
+            x[2 * n..].iter_mut().for_each(|t| *t = rng.random_range(0..v as u32) as i64);
             let keys = index::sample(&mut rng, half - 1, n);
             let values = index::sample(&mut rng, v - half, n);
             for (j, (key, value)) in keys.iter().zip(values.iter()).enumerate() {
                 x[2 * j] = (1 + key) as i64;
                 x[2 * j + 1] = (half + value) as i64;
             }
-            let mut gaps: Vec<usize> = index::sample_weighted(&mut rng, slots, |g| ((g + 1) as f64).powf(exponent), q)
+            let mut gaps: Vec<usize> = index::sample_weighted(&mut rng, slots, |g| weights[g], q)
                 .expect("weights are positive and finite")
                 .into_vec();
             gaps.sort_unstable();

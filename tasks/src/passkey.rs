@@ -1,5 +1,5 @@
 //! Passkey retrieval (Mohtashami & Jaggi 2023, "Landmark Attention: Random-Access Infinite
-//! Context Length for Transformers", §4.2), as a token task whose two axes, context length and
+//! Context Length for Transformers"), as a token task whose two axes, context length and
 //! depth of the key, form the evaluation grid.
 //!
 //! A key of `key_len` digit tokens, announced by a key marker, is hidden in a haystack of random
@@ -144,11 +144,11 @@ impl Task for Passkey {
             };
             let row = &mut inputs[e * time..(e + 1) * time];
             let start = (depth * (len - k - 1) as f64).round() as usize;
-            row[..start].iter_mut().for_each(|t| *t = first_filler + rng.random_range(0..c.filler_vocab as i64));
-            row[start + k + 1..len].iter_mut().for_each(|t| *t = first_filler + rng.random_range(0..c.filler_vocab as i64));
+            row[..start].iter_mut().for_each(|t| *t = first_filler + rng.random_range(0..c.filler_vocab as u32) as i64);
+            row[start + k + 1..len].iter_mut().for_each(|t| *t = first_filler + rng.random_range(0..c.filler_vocab as u32) as i64);
             row[start] = KEY_MARKER;
             for i in 0..k {
-                let digit = FIRST_DIGIT + rng.random_range(0..c.key_vocab as i64);
+                let digit = FIRST_DIGIT + rng.random_range(0..c.key_vocab as u32) as i64;
                 row[start + 1 + i] = digit;
                 targets[e * time + len + i] = digit;
             }

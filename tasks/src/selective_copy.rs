@@ -116,7 +116,7 @@ impl Task for SelectiveCopy {
             let mut positions = index::sample(rng, len, k).into_vec();
             positions.sort_unstable();
             for (i, &p) in positions.iter().enumerate() {
-                let token = FIRST_DATA + rng.random_range(0..c.data_vocab as i64);
+                let token = FIRST_DATA + rng.random_range(0..c.data_vocab as u32) as i64;
                 inputs[row + p] = token;
                 targets[row + len + i] = token;
             }

@@ -161,3 +161,12 @@ fn chance_is_below_the_success_threshold() {
         assert!(["loss", "token_acc", "seq_acc", "bit_errors_per_seq", "mse", "within_tol"].contains(&s.metric.as_str()));
     }
 }
+
+/// The chance column of the table in the crate docs, for the default configs.
+#[test]
+fn documented_default_chance_levels() {
+    let expected = [42.0, 122.0, 9.0, 1.0 / 128.0, 1.0 / 16.0, 1.0 / 16.0, 1.0 / 8.0, 0.0784, 1e-5];
+    for ((cfg, task), want) in tasks().into_iter().zip(expected) {
+        assert!((task.chance() - want).abs() < 1e-6 * want.max(1e-3), "{}: {} vs {want}", cfg.name(), task.chance());
+    }
+}
