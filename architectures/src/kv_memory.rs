@@ -15,7 +15,8 @@
 //! `previous` is the sequence analogue of the paper's window-key / centre-value memories: a slot's
 //! key is the context that came before its value, so reading "the slot whose key matches x_t"
 //! returns what followed x_t last time (what associative recall needs in one hop). With `current`
-//! the key and value describe the same step and the memory is a plain content-addressed store.
+//! the key and value describe the same step and the memory is a plain content-addressed store
+//! (on token MQAR it stayed at ~29% after 1000 steps, against 100% after ~150 with `previous`).
 //!
 //! Reading, for hops j = 1..H:
 //!

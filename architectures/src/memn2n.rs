@@ -21,6 +21,14 @@
 //! its own B and adds the linear map H between hops. The paper's W = (C^K)ᵀ tie is not applied:
 //! the read-out belongs to the [`crate::Network`], the same for every family.
 //!
+//! **What this can and cannot do.** A slot holds one step, so a fact must arrive as one input
+//! vector (as in the paper, and in `tests/attention_learning.rs`, where it is learned in ~50
+//! steps). On token streams where a fact spans two steps (MQAR's `k v`), matching the query finds
+//! the key's slot, not the value after it; a probe with 3 hops, d 64, either tying, stayed at
+//! ~25–29% after 1000 Adam steps (the rate of guessing one of the 4 stored values). That is the
+//! family's behaviour, not a bug; `kv_memory` with `key_source: previous` is the variant built for
+//! it.
+//!
 //! **Encodings.** Each memory slot is one time step's vector (the token's embedding, or the dense
 //! input), not a bag of words, so the paper's *position encoding* (PE, weighting the words inside a
 //! sentence) has nothing to act on and is not implemented. *Temporal encoding* is kept: learned
