@@ -37,6 +37,25 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MEMBENCH_TORCH_VERSION={version}");
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("membench") {
+        device_stats_shim(lib);
+    }
+}
+
+/// Compiles harness/src/cuda_stats.cpp against the torch headers beside `lib`, so
+/// `peak_device_bytes` reads the caching allocator's own counters.
+fn device_stats_shim(lib: &Path) {
+    let include = lib.join("../include");
+    println!("cargo:rerun-if-changed=src/cuda_stats.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .file("src/cuda_stats.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("membench_cuda_stats");
 }
 
 /// The commit the binary was built from (`+dirty` when the work tree differed), for runs.csv.

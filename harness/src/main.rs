@@ -1,7 +1,9 @@
 //! `membench`: parse the command line, run one command, map errors to exit codes
 //! (0 ok, 1 runtime failure, 2 bad input).
 
+mod bench;
 mod config;
+mod device;
 mod eval;
 mod grid;
 mod record;
@@ -38,6 +40,25 @@ enum Cmd {
         #[arg(long, default_value = "results")]
         out: PathBuf,
     },
+    /// Time one training step per model family at the reference sizes (optionally against PyTorch eager).
+    Bench {
+        /// Families to time (default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Thread counts to time.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<i32>,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Also time bench/pytorch_reference.py with the bootstrap's python and print the ratio.
+        #[arg(long)]
+        compare_pytorch: bool,
+        /// Python with torch 2.11 (default: $MEMBENCH_PYTHON, else ~/.cache/membench/python).
+        #[arg(long)]
+        python: Option<String>,
+    },
     /// Train one resolved run config (what a sweep's child process does), writing beside it.
     Run {
         config: PathBuf,
@@ -61,6 +82,10 @@ fn main() -> ExitCode {
         Some(Cmd::Sweep { file, jobs, threads, out }) => {
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             runner::sweep(&runner::SweepOptions { file, out, jobs, threads })
+        }
+        Some(Cmd::Bench { models, threads, warmup, steps, compare_pytorch, python }) => {
+            let python = python.or_else(|| std::env::var("MEMBENCH_PYTHON").ok()).unwrap_or_else(sys::cached_python);
+            bench::bench(&bench::BenchOptions { models, threads, warmup, steps, compare_pytorch, python }).map(|rows| print!("{}", bench::markdown(&rows)))
         }
         Some(Cmd::Run { config, threads }) => runner::run_one(&config, threads).map(|_| ()),
     };

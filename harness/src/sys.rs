@@ -35,3 +35,11 @@ pub fn version_text() -> String {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+/// The python that scripts/bootstrap.sh chose (it holds torch 2.11), or `python3`.
+pub fn cached_python() -> String {
+    let cache = std::env::var("MEMBENCH_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/membench")
+    });
+    std::fs::read_to_string(cache.join("python")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "python3".into())
+}

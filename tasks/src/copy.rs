@@ -158,6 +158,32 @@ mod tests {
         }
     }
 
+    /// The same oracle as a function, for the shared property test over seeds, splits, indices,
+    /// batch sizes and evaluation points.
+    fn oracle(b: &Batch) -> Targets {
+        let Inputs::Dense(x) = &b.inputs else { panic!("dense inputs") };
+        let mut y = vec![0f32; b.batch * b.time * 8];
+        for e in 0..b.batch {
+            let delim = (0..b.time).find(|&s| x[(e * b.time + s) * 9 + 8] == 1.0).expect("delimiter");
+            for s in 0..delim {
+                for k in 0..8 {
+                    y[(e * b.time + delim + 1 + s) * 8 + k] = x[(e * b.time + s) * 9 + k];
+                }
+            }
+        }
+        Targets::Bits(y)
+    }
+
+    #[test]
+    fn oracle_solves_any_batch() {
+        crate::testkit::assert_oracle_solves(&task(), 64, oracle);
+    }
+
+    #[test]
+    fn chance_matches_an_all_zero_predictor() {
+        crate::testkit::assert_chance_matches(&task(), 40, |b, _| crate::testkit::zero_bits(b, 8));
+    }
+
     #[test]
     fn same_arguments_same_bytes_other_split_other_data() {
         let t = task();

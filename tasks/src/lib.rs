@@ -12,8 +12,21 @@
 //! * targets: `Bits` [B, T, width] in {0, 1}, `Classes` [B, T] ids, or `Real` [B, T, width];
 //! * mask: [B, T], 1.0 where the position is scored (and trained on), 0.0 elsewhere.
 
+pub mod adding;
+pub mod associative_recall;
+mod common;
 pub mod copy;
+pub mod copy_memory;
+pub mod induction_heads;
+pub mod mqar;
+pub mod passkey;
+pub mod repeat_copy;
 mod rng;
+pub mod selective_copy;
+#[cfg(test)]
+mod testkit;
+
+pub use common::MAX_STEPS;
 
 pub use rng::example_rng;
 use serde::{Deserialize, Serialize};
@@ -133,11 +146,20 @@ pub trait Task: Send + Sync {
     fn chance(&self) -> f64;
 }
 
-/// Every task, as the `task:` section of the YAML; `name` selects the variant.
+/// Every task, as the `task:` section of the YAML; `name` selects the variant. Each variant's
+/// fields and defaults are documented on its config struct.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
 pub enum TaskConfig {
     Copy(copy::CopyConfig),
+    RepeatCopy(repeat_copy::RepeatCopyConfig),
+    AssociativeRecall(associative_recall::AssociativeRecallConfig),
+    Mqar(mqar::MqarConfig),
+    SelectiveCopy(selective_copy::SelectiveCopyConfig),
+    InductionHeads(induction_heads::InductionHeadsConfig),
+    CopyMemory(copy_memory::CopyMemoryConfig),
+    Adding(adding::AddingConfig),
+    Passkey(passkey::PasskeyConfig),
 }
 
 impl TaskConfig {
@@ -145,12 +167,46 @@ impl TaskConfig {
     pub fn build(&self) -> Result<Box<dyn Task>, TaskError> {
         Ok(match self {
             TaskConfig::Copy(c) => Box::new(copy::Copy::new(c.clone())?),
+            TaskConfig::RepeatCopy(c) => Box::new(repeat_copy::RepeatCopy::new(c.clone())?),
+            TaskConfig::AssociativeRecall(c) => Box::new(associative_recall::AssociativeRecall::new(c.clone())?),
+            TaskConfig::Mqar(c) => Box::new(mqar::Mqar::new(c.clone())?),
+            TaskConfig::SelectiveCopy(c) => Box::new(selective_copy::SelectiveCopy::new(c.clone())?),
+            TaskConfig::InductionHeads(c) => Box::new(induction_heads::InductionHeads::new(c.clone())?),
+            TaskConfig::CopyMemory(c) => Box::new(copy_memory::CopyMemory::new(c.clone())?),
+            TaskConfig::Adding(c) => Box::new(adding::Adding::new(c.clone())?),
+            TaskConfig::Passkey(c) => Box::new(passkey::Passkey::new(c.clone())?),
         })
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             TaskConfig::Copy(_) => "copy",
+            TaskConfig::RepeatCopy(_) => "repeat_copy",
+            TaskConfig::AssociativeRecall(_) => "associative_recall",
+            TaskConfig::Mqar(_) => "mqar",
+            TaskConfig::SelectiveCopy(_) => "selective_copy",
+            TaskConfig::InductionHeads(_) => "induction_heads",
+            TaskConfig::CopyMemory(_) => "copy_memory",
+            TaskConfig::Adding(_) => "adding",
+            TaskConfig::Passkey(_) => "passkey",
         }
     }
+
+    /// Every task with its default parameters, in declaration order (for tests, benches and docs).
+    pub fn all_defaults() -> Vec<TaskConfig> {
+        vec![
+            TaskConfig::Copy(Default::default()),
+            TaskConfig::RepeatCopy(Default::default()),
+            TaskConfig::AssociativeRecall(Default::default()),
+            TaskConfig::Mqar(Default::default()),
+            TaskConfig::SelectiveCopy(Default::default()),
+            TaskConfig::InductionHeads(Default::default()),
+            TaskConfig::CopyMemory(Default::default()),
+            TaskConfig::Adding(Default::default()),
+            TaskConfig::Passkey(Default::default()),
+        ]
+    }
 }
+
+#[cfg(test)]
+mod tests;

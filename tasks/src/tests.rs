@@ -1,0 +1,163 @@
+//! Properties every task must have: shapes that match its `io()`, determinism across calls,
+//! threads and batch sizes, and strict YAML configs.
+
+use super::*;
+use rayon::prelude::*;
+
+fn tasks() -> Vec<(TaskConfig, Box<dyn Task>)> {
+    TaskConfig::all_defaults().into_iter().map(|c| (c.clone(), c.build().expect("defaults are valid"))).collect()
+}
+
+/// The batch as the exact bytes a consumer would read.
+fn bytes(b: &Batch) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend((b.batch as u64).to_le_bytes());
+    out.extend((b.time as u64).to_le_bytes());
+    match &b.inputs {
+        Inputs::Dense(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+        Inputs::Tokens(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+    }
+    match &b.targets {
+        Targets::Bits(v) | Targets::Real(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+        Targets::Classes(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+    }
+    b.mask.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    out
+}
+
+#[test]
+fn batches_match_the_declared_io() {
+    for (cfg, task) in tasks() {
+        let io = task.io();
+        let mut batches: Vec<Batch> = (0..4).map(|i| task.batch(Split::Train, 0, i, 8, None)).collect();
+        batches.extend(task.eval_points().into_iter().map(|p| task.batch(Split::Test, 0, 0, 8, Some(p))));
+        for b in batches {
+            let (n, name) = (b.batch * b.time, cfg.name());
+            assert_eq!(b.batch, 8, "{name}");
+            assert_eq!(b.mask.len(), n, "{name}");
+            assert!(b.mask.iter().all(|&m| m == 0.0 || m == 1.0), "{name}: mask is 0/1");
+            for e in 0..b.batch {
+                assert!(b.mask[e * b.time..(e + 1) * b.time].contains(&1.0), "{name}: example {e} scores nothing");
+            }
+            match (&b.inputs, io.input) {
+                (Inputs::Dense(x), InputKind::Dense { width }) => assert_eq!(x.len(), n * width, "{name}"),
+                (Inputs::Tokens(x), InputKind::Tokens { vocab }) => {
+                    assert_eq!(x.len(), n, "{name}");
+                    assert!(x.iter().all(|&t| (0..vocab as i64).contains(&t)), "{name}: token outside the vocabulary");
+                }
+                _ => panic!("{name}: inputs differ from io().input"),
+            }
+            match (&b.targets, io.output) {
+                (Targets::Bits(y), OutputKind::Bits { width }) => {
+                    assert_eq!(y.len(), n * width, "{name}");
+                    assert!(y.iter().all(|&v| v == 0.0 || v == 1.0), "{name}: bits are 0/1");
+                }
+                (Targets::Classes(y), OutputKind::Classes { n: classes }) => {
+                    assert_eq!(y.len(), n, "{name}");
+                    assert!(y.iter().all(|&c| (0..classes as i64).contains(&c)), "{name}: class outside 0..n");
+                }
+                (Targets::Real(y), OutputKind::Real { width, .. }) => assert_eq!(y.len(), n * width, "{name}"),
+                _ => panic!("{name}: targets differ from io().output"),
+            }
+        }
+    }
+}
+
+#[test]
+fn same_arguments_same_bytes_other_split_or_seed_other_data() {
+    for (cfg, task) in tasks() {
+        let name = cfg.name();
+        let a = bytes(&task.batch(Split::Train, 1, 3, 8, None));
+        assert_eq!(a, bytes(&task.batch(Split::Train, 1, 3, 8, None)), "{name}");
+        assert_ne!(a, bytes(&task.batch(Split::Valid, 1, 3, 8, None)), "{name}: split");
+        assert_ne!(a, bytes(&task.batch(Split::Train, 2, 3, 8, None)), "{name}: seed");
+        assert_ne!(a, bytes(&task.batch(Split::Train, 1, 4, 8, None)), "{name}: index");
+    }
+}
+
+#[test]
+fn rayon_thread_count_does_not_change_the_bytes() {
+    let generate = |threads: usize| -> Vec<Vec<u8>> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            tasks()
+                .par_iter()
+                .flat_map(|(_, task)| (0..6u64).into_par_iter().map(|i| bytes(&task.batch(Split::Train, 9, i, 8, None))).collect::<Vec<_>>())
+                .collect()
+        })
+    };
+    assert_eq!(generate(1), generate(2));
+}
+
+/// The test set of a task is a function of (config, data seed, index) alone: a task rebuilt from
+/// its YAML gives the same batches, in any order and after any other work, and an example does not
+/// depend on how many others share its batch.
+#[test]
+fn test_split_depends_only_on_config_seed_and_index() {
+    for (cfg, task) in tasks() {
+        let name = cfg.name();
+        let point = task.eval_points()[0];
+        let first: Vec<Vec<u8>> = (0..3).map(|i| bytes(&task.batch(Split::Test, 7, i, 8, Some(point)))).collect();
+        let yaml = serde_yaml::to_string(&cfg).unwrap();
+        let rebuilt = serde_yaml::from_str::<TaskConfig>(&yaml).unwrap().build().unwrap();
+        for other in tasks() {
+            other.1.batch(Split::Train, 7, 0, 4, None);
+        }
+        for i in (0..3).rev() {
+            assert_eq!(bytes(&rebuilt.batch(Split::Test, 7, i, 8, Some(point))), first[i as usize], "{name}: index {i}");
+        }
+        let (big, small) = (task.batch(Split::Test, 7, 0, 8, Some(point)), task.batch(Split::Test, 7, 0, 3, Some(point)));
+        assert_eq!(big.time, small.time, "{name}: an eval point fixes the length");
+        let rows = 3 * small.time;
+        assert_eq!(&big.mask[..rows], &small.mask[..], "{name}");
+        match (&big.inputs, &small.inputs) {
+            (Inputs::Dense(a), Inputs::Dense(b)) => assert_eq!(&a[..b.len()], &b[..], "{name}"),
+            (Inputs::Tokens(a), Inputs::Tokens(b)) => assert_eq!(&a[..b.len()], &b[..], "{name}"),
+            _ => unreachable!(),
+        }
+        match (&big.targets, &small.targets) {
+            (Targets::Classes(a), Targets::Classes(b)) => assert_eq!(&a[..b.len()], &b[..], "{name}"),
+            (Targets::Bits(a), Targets::Bits(b)) | (Targets::Real(a), Targets::Real(b)) => assert_eq!(&a[..b.len()], &b[..], "{name}"),
+            _ => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn yaml_round_trip_and_defaults_from_the_name_alone() {
+    for cfg in TaskConfig::all_defaults() {
+        let yaml = serde_yaml::to_string(&cfg).unwrap();
+        assert_eq!(serde_yaml::from_str::<TaskConfig>(&yaml).unwrap(), cfg, "{yaml}");
+        let minimal: TaskConfig = serde_yaml::from_str(&format!("name: {}", cfg.name())).unwrap();
+        assert_eq!(minimal, cfg, "{}: omitted fields take the documented defaults", cfg.name());
+    }
+    // Non-default values survive the round trip too (floats, options, lists).
+    let custom = [
+        TaskConfig::Passkey(passkey::PasskeyConfig { length: 512, min_depth: 0.1, eval_depths: vec![0.1, 0.9], ..Default::default() }),
+        TaskConfig::Mqar(mqar::MqarConfig { num_queries: Some(4), power_a: 0.5, eval_lengths: vec![256], ..Default::default() }),
+        TaskConfig::Adding(adding::AddingConfig { tolerance: 0.01, ..Default::default() }),
+    ];
+    for cfg in custom {
+        let yaml = serde_yaml::to_string(&cfg).unwrap();
+        assert_eq!(serde_yaml::from_str::<TaskConfig>(&yaml).unwrap(), cfg, "{yaml}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_names_are_errors() {
+    for cfg in TaskConfig::all_defaults() {
+        let err = serde_yaml::from_str::<TaskConfig>(&format!("name: {}\nmax_lenght: 3", cfg.name())).unwrap_err();
+        assert!(err.to_string().contains("max_lenght"), "{}: {err}", cfg.name());
+    }
+    assert!(serde_yaml::from_str::<TaskConfig>("name: no_such_task").is_err());
+}
+
+#[test]
+fn chance_is_below_the_success_threshold() {
+    for (cfg, task) in tasks() {
+        let (s, c) = (task.success(), task.chance());
+        let worse = if s.lower_is_better { c > s.threshold } else { c < s.threshold };
+        assert!(worse, "{}: chance {c} already meets {} {}", cfg.name(), s.metric, s.threshold);
+        assert!(["loss", "token_acc", "seq_acc", "bit_errors_per_seq", "mse", "within_tol"].contains(&s.metric.as_str()));
+    }
+}
