@@ -15,7 +15,8 @@
 //! `previous` is the sequence analogue of the paper's window-key / centre-value memories: a slot's
 //! key is the context that came before its value, so reading "the slot whose key matches x_t"
 //! returns what followed x_t last time (what associative recall needs in one hop). With `current`
-//! the key and value describe the same step and the memory is a plain content-addressed store.
+//! the key and value describe the same step and the memory is a plain content-addressed store
+//! (on token MQAR it stayed at ~29% after 1000 steps, against 100% after ~150 with `previous`).
 //!
 //! Reading, for hops j = 1..H:
 //!
@@ -159,5 +160,48 @@ impl Core for KvMemory {
         let d = self.cfg.d_model as f64;
         let mean_slots = mean_attended(seq_len, Some(self.cfg.memory_size));
         2.0 * self.d_in as f64 * 3.0 * d + self.cfg.hops as f64 * (4.0 * d * mean_slots + 2.0 * d * d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused read equals the paper's equations evaluated one query position and one slot at
+    /// a time, for both key sources and a window shorter than the sequence.
+    #[test]
+    fn fused_forward_matches_the_equations_position_by_position() {
+        tch::set_num_threads(1);
+        for key_source in [KeySource::Current, KeySource::Previous] {
+            tch::manual_seed(4);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = KvMemoryConfig { d_model: 6, hops: 2, memory_size: 3, key_source };
+            let (b, t, d_in, d) = (2, 7, 5, 6);
+            let net = KvMemory::new(&vs.root(), &cfg, d_in).unwrap();
+            let xs = Tensor::randn([b, t, d_in], (Kind::Float, Device::Cpu));
+            let fused = net.forward_t(&xs, false);
+
+            let proj = |j: i64, x: &Tensor| x.matmul(&net.embed.narrow(1, j * d, d)); // [d]
+            for bi in 0..b {
+                let x = |i: i64| xs.get(bi).get(i);
+                let key = |i: i64| match key_source {
+                    KeySource::Current => proj(1, &x(i)),
+                    KeySource::Previous if i == 0 => Tensor::zeros([d], (Kind::Float, Device::Cpu)),
+                    KeySource::Previous => proj(1, &x(i - 1)),
+                };
+                for ti in 0..t {
+                    let slots: Vec<i64> = (0..=ti).filter(|i| ti - i < cfg.memory_size).collect();
+                    let keys = Tensor::stack(&slots.iter().map(|&i| key(i)).collect::<Vec<_>>(), 0);
+                    let values = Tensor::stack(&slots.iter().map(|&i| proj(2, &x(i))).collect::<Vec<_>>(), 0);
+                    let mut q = proj(0, &x(ti));
+                    for r in &net.hops {
+                        let a = keys.mv(&q).softmax(0, Kind::Float);
+                        q = r.forward(&(&q + values.tr().mv(&a)));
+                    }
+                    let diff = f64::try_from((q - fused.get(bi).get(ti)).abs().max()).unwrap();
+                    assert!(diff < 1e-5, "{key_source:?}: b {bi}, t {ti}: fused and per-position differ by {diff}");
+                }
+            }
+        }
     }
 }

@@ -93,6 +93,16 @@ impl ArchConfig {
         }
     }
 
+    /// Longest sequence the architecture can read, if it has a limit (a Transformer with
+    /// `learned` positions: `max_len`). A harness compares it with the task's longest training and
+    /// evaluation length before starting, instead of letting the run panic at that length.
+    pub fn max_seq_len(&self) -> Option<i64> {
+        match self {
+            ArchConfig::Transformer(c) if c.pos_encoding == transformer::PosEncoding::Learned => Some(c.max_len),
+            _ => None,
+        }
+    }
+
     /// Width of the token embedding when the task's inputs are token ids.
     fn embed_width(&self) -> i64 {
         match self {

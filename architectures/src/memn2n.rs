@@ -21,6 +21,14 @@
 //! its own B and adds the linear map H between hops. The paper's W = (C^K)ᵀ tie is not applied:
 //! the read-out belongs to the [`crate::Network`], the same for every family.
 //!
+//! **What this can and cannot do.** A slot holds one step, so a fact must arrive as one input
+//! vector (as in the paper, and in `tests/attention_learning.rs`, where it is learned in ~50
+//! steps). On token streams where a fact spans two steps (MQAR's `k v`), matching the query finds
+//! the key's slot, not the value after it; a probe with 3 hops, d 64, either tying, stayed at
+//! ~25–29% after 1000 Adam steps (the rate of guessing one of the 4 stored values). That is the
+//! family's behaviour, not a bug; `kv_memory` with `key_source: previous` is the variant built for
+//! it.
+//!
 //! **Encodings.** Each memory slot is one time step's vector (the token's embedding, or the dense
 //! input), not a bag of words, so the paper's *position encoding* (PE, weighting the words inside a
 //! sentence) has nothing to act on and is not implemented. *Temporal encoding* is kept: learned
@@ -233,5 +241,49 @@ impl Core for MemN2N {
         let h = if self.h.is_some() { 2.0 * d * d } else { 0.0 };
         let per_hop = 4.0 * d * mean_slots + 4.0 * d * m + h;
         2.0 * self.d_in as f64 * d * self.cfg.embeddings() as f64 + self.cfg.hops as f64 * per_hop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batched forward (gathers by offset, band mask) equals the paper's equations evaluated
+    /// one query position and one slot at a time.
+    #[test]
+    fn batched_forward_matches_the_equations_position_by_position() {
+        tch::set_num_threads(1);
+        for tying in [Tying::Adjacent, Tying::Layerwise] {
+            tch::manual_seed(3);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = MemN2NConfig { d_model: 6, hops: 3, memory_size: 4, tying };
+            let (b, t, d_in) = (2, 7, 5);
+            let net = MemN2N::new(&vs.root(), &cfg, d_in).unwrap();
+            let xs = Tensor::randn([b, t, d_in], (Kind::Float, Device::Cpu));
+            let batched = net.forward_t(&xs, false);
+
+            let embed = |j: i64, x: &Tensor| x.matmul(&net.embed.narrow(1, j * 6, 6)); // [d]
+            for bi in 0..b {
+                for ti in 0..t {
+                    let x = |i: i64| xs.get(bi).get(i);
+                    let mut u = embed(cfg.query_index(), &x(ti));
+                    for k in 1..=cfg.hops {
+                        let (ia, ic) = cfg.hop_indices(k);
+                        let slots: Vec<i64> = (0..=ti).filter(|i| ti - i < cfg.memory_size).collect();
+                        let m: Vec<Tensor> = slots.iter().map(|&i| embed(ia, &x(i)) + net.temporal.get(ia).get(ti - i)).collect();
+                        let c: Vec<Tensor> = slots.iter().map(|&i| embed(ic, &x(i)) + net.temporal.get(ic).get(ti - i)).collect();
+                        let scores = Tensor::stack(&m.iter().map(|mi| u.dot(mi)).collect::<Vec<_>>(), 0);
+                        let p = scores.softmax(0, Kind::Float);
+                        let o = p.unsqueeze(0).matmul(&Tensor::stack(&c, 0)).squeeze_dim(0);
+                        u = match &net.h {
+                            Some(h) => h.forward(&u) + o,
+                            None => u + o,
+                        };
+                    }
+                    let diff = f64::try_from((u - batched.get(bi).get(ti)).abs().max()).unwrap();
+                    assert!(diff < 1e-5, "{tying:?}: b {bi}, t {ti}: batched and per-position differ by {diff}");
+                }
+            }
+        }
     }
 }

@@ -310,3 +310,70 @@ pub(crate) fn mean_attended(len: i64, window: Option<i64>) -> f64 {
     let total = w * (w + 1) / 2 + (len - w) * w;
     total as f64 / len as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(pos_encoding: PosEncoding, window: Option<i64>) -> (nn::VarStore, Transformer) {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = TransformerConfig { d_model: 8, layers: 1, heads: 2, mlp_ratio: 2.0, dropout: 0.0, pos_encoding, window, max_len: 32 };
+        let net = Transformer::new(&vs.root(), &cfg, 8).unwrap();
+        (vs, net)
+    }
+
+    /// RoPE makes q·k depend on positions only through their offset: shifting both by c leaves
+    /// every score unchanged.
+    #[test]
+    fn rope_scores_depend_only_on_the_offset() {
+        let (_vs, net) = model(PosEncoding::Rope, None);
+        let t = 12;
+        let tables = net.build_tables(t, Device::Cpu);
+        let (cos, sin) = tables.rope.as_ref().unwrap();
+        // The same q and k vector at every position: [2, 1, 1, T, d_head]
+        let q = Tensor::randn([4], (Kind::Float, Device::Cpu));
+        let k = Tensor::randn([4], (Kind::Float, Device::Cpu));
+        let qk = Tensor::stack(&[q.expand([t, 4], false), k.expand([t, 4], false)], 0).view([2, 1, 1, t, 4]);
+        let r = Transformer::apply_rope(&qk, cos, sin).view([2, t, 4]);
+        let score = |i: i64, j: i64| f64::try_from(r.get(0).get(i).dot(&r.get(1).get(j))).unwrap();
+        for (i, j) in [(5, 2), (3, 3), (2, 7)] {
+            for c in [1, 4] {
+                assert!((score(i, j) - score(i + c, j + c)).abs() < 1e-5, "score({i},{j}) changes with shift {c}");
+            }
+        }
+        assert!((score(5, 2) - score(5, 3)).abs() > 1e-4, "rope leaves scores position-blind");
+    }
+
+    /// The fused attention (is_causal, or the boolean band mask) equals
+    /// softmax(q kᵀ/√d_head + M) v written out with an additive −∞ mask.
+    #[test]
+    fn fused_attention_matches_the_explicit_formula() {
+        for window in [None, Some(3)] {
+            let (_vs, net) = model(PosEncoding::None, window);
+            let (b, t, d, h, dh) = (2, 9, 8, 2, 4);
+            let xs = Tensor::randn([b, t, d], (Kind::Float, Device::Cpu));
+            let tables = net.build_tables(t, Device::Cpu);
+            let block = &net.blocks[0];
+            let fused = net.attention(block, &xs, &tables, false);
+
+            let qkv = block.qkv.forward(&xs).view([b, t, 3, h, dh]).permute([2, 0, 3, 1, 4]);
+            let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+            let idx = Tensor::arange(t, (Kind::Int64, Device::Cpu));
+            let offset = idx.unsqueeze(1) - idx.unsqueeze(0); // t − i
+            let hidden = offset.lt(0).logical_or(&offset.ge(window.unwrap_or(t)));
+            let scores = q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt();
+            let p = scores.masked_fill(&hidden, f64::NEG_INFINITY).softmax(-1, Kind::Float);
+            let explicit = block.proj.forward(&p.matmul(&v).transpose(1, 2).reshape([b, t, d]));
+            let diff = f64::try_from((fused - explicit).abs().max()).unwrap();
+            assert!(diff < 1e-5, "window {window:?}: fused and explicit attention differ by {diff}");
+        }
+    }
+
+    #[test]
+    fn mean_attended_counts_window_positions() {
+        assert_eq!(mean_attended(4, None), (1 + 2 + 3 + 4) as f64 / 4.0);
+        assert_eq!(mean_attended(5, Some(2)), (1 + 2 + 2 + 2 + 2) as f64 / 5.0);
+        assert_eq!(mean_attended(2, Some(10)), 1.5);
+    }
+}

@@ -149,6 +149,8 @@ fn learned_positions_cover_at_most_max_len() {
     let msg = too_long.expect_err("T = 65 > max_len = 64 must fail");
     let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("65") && msg.contains("max_len = 64"), "unclear message: {msg}");
+    assert_eq!(transformer(PosEncoding::Learned, None, 1).max_seq_len(), Some(64));
+    assert_eq!(transformer(PosEncoding::Rope, None, 1).max_seq_len(), None);
 }
 
 #[test]

@@ -147,3 +147,4 @@ fn kv_memory_with_previous_keys_learns_multi_query_associative_recall() {
     let acc = train_recall(&cfg, io, 3e-3, 1500, 0.95, |rng, b| mqar(rng, b, 32, 4, 16));
     assert!(acc > 0.9, "held-out MQAR accuracy {acc:.3} ≤ 0.9");
 }
+
