@@ -89,7 +89,8 @@ impl XAxis {
             XAxis::Steps => "training steps",
         }
     }
-    /// Sizes span orders of magnitude across architectures.
+    /// Sizes can span orders of magnitude across architectures (plot.rs uses a log axis only when
+    /// the data spans more than [`plot::LOG_SPAN`]).
     fn log(self) -> bool {
         matches!(self, XAxis::StateSize | XAxis::ParamCount)
     }
@@ -204,6 +205,8 @@ impl Group {
     fn label(&self) -> String {
         let mut parts: Vec<String> = vec![];
         for (i, (k, v)) in self.key.iter().enumerate() {
+            // `arch.hidden_size` reads as `hidden_size` next to the arch name.
+            let k = k.strip_prefix("arch.").unwrap_or(k);
             parts.push(if i == 0 { pretty(v) } else { format!("{k}={}", pretty(v)) });
         }
         parts.join(" ")
@@ -595,13 +598,13 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: XAxis, results: &Path, out: &P
     if series.iter().all(|s| s.points.is_empty()) {
         bail!("task {}: no {} values to plot against {}", spec.task, spec.metric, x.as_str());
     }
-    let checkpoint = match x {
-        XAxis::EvalLen | XAxis::Depth => format!("test, checkpoint {}", spec.selection.as_str()),
-        _ => format!("test, column {}", spec.column()),
+    let source = match x {
+        XAxis::EvalLen | XAxis::Depth => format!("eval.csv rows with checkpoint = {}", spec.selection.as_str()),
+        _ => format!("runs.csv column {}", spec.column()),
     };
     let fig = Figure {
-        title: format!("{}: {} vs {}", spec.task, spec.metric, x.as_str()),
-        caption: format!("{}; mean over seeds, band = 95 % t CI; {}", checkpoint, spec.selection.describe()),
+        title: format!("{}: {} vs {} (selection: {})", spec.task, spec.metric, x.as_str(), spec.selection.as_str()),
+        caption: format!("test split, {source}; line = mean over seeds, band = 95 % t CI of the mean"),
         x_label: x.label().into(),
         y_label: format!("{} ({})", spec.metric, spec.direction()),
         log_x: x.log(),
@@ -631,8 +634,7 @@ fn write_curve_plot(spec: &Spec, groups: &[Group], results: &Path, out: &Path, c
     let fig = Figure {
         title: format!("{}: validation {} during training", spec.task, spec.metric),
         caption: format!(
-            "valid split; mean over seeds, band = 95 % t CI; tables report {} (selection = {})",
-            spec.column(),
+            "valid split (curve.csv); line = mean over seeds, band = 95 % t CI; selection {} picks from this curve",
             spec.selection.as_str()
         ),
         x_label: "training step".into(),

@@ -26,6 +26,8 @@ pub struct Figure {
     pub caption: String,
     pub x_label: String,
     pub y_label: String,
+    /// Log x axis, taken only when the data spans more than [`LOG_SPAN`] (a log axis over less shows
+    /// one or two tick labels).
     pub log_x: bool,
     pub series: Vec<Series>,
 }
@@ -45,6 +47,41 @@ const COLORS: [RGBColor; 10] = [
 ];
 
 const FONT: &str = "sans-serif";
+
+/// Ratio max/min of x above which a requested log axis is used.
+pub const LOG_SPAN: f64 = 30.0;
+
+/// Tick label: integers without a decimal point, others with up to 3 significant decimals.
+fn tick(v: &f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", *v as i64)
+    } else if v.abs() >= 1e4 || (v.abs() < 1e-2 && *v != 0.0) {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// The plot corner whose quarter of the data area holds the fewest points, for the legend.
+fn emptiest_corner(fig: &Figure, (x0, x1): (f64, f64), (y0, y1): (f64, f64), log_x: bool) -> SeriesLabelPosition {
+    let fx = |x: f64| if log_x { (x.log10() - x0.log10()) / (x1.log10() - x0.log10()) } else { (x - x0) / (x1 - x0) };
+    let mut counts = [0usize; 4]; // upper-left, upper-right, lower-left, lower-right
+    for &(x, y, lo, hi) in fig.series.iter().flat_map(|s| s.points.iter()) {
+        for v in [y, lo, hi] {
+            let right = fx(x) > 0.5;
+            let upper = (v - y0) / (y1 - y0) > 0.5;
+            counts[usize::from(!upper) * 2 + usize::from(right)] += 1;
+        }
+    }
+    let order = [SeriesLabelPosition::UpperRight, SeriesLabelPosition::UpperLeft, SeriesLabelPosition::LowerLeft, SeriesLabelPosition::LowerRight];
+    let idx = |p: &SeriesLabelPosition| match p {
+        SeriesLabelPosition::UpperLeft => 0,
+        SeriesLabelPosition::UpperRight => 1,
+        SeriesLabelPosition::LowerLeft => 2,
+        _ => 3,
+    };
+    order.into_iter().min_by_key(|p| counts[idx(p)]).unwrap_or(SeriesLabelPosition::UpperRight)
+}
 
 fn register_fonts() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -131,21 +168,23 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
     if !x0.is_finite() || !y0.is_finite() {
         return Err(anyhow!("{}: nothing to plot", fig.title));
     }
-    let (x0, x1) = padded(x0, x1, fig.log_x);
+    let log_x = fig.log_x && x0 > 0.0 && x1 / x0 > LOG_SPAN;
+    let (x0, x1) = padded(x0, x1, log_x);
     let (y0, y1) = padded(y0, y1, false);
+    let legend = emptiest_corner(fig, (x0, x1), (y0, y1), log_x);
     let area = root.titled(&fig.title, (FONT, 26).into_font().style(FontStyle::Bold)).map_err(|e| err(&e))?;
     let mut builder = ChartBuilder::on(&area);
     builder.caption(&fig.caption, (FONT, 15)).margin(18).x_label_area_size(50).y_label_area_size(80);
-    if fig.log_x {
+    if log_x {
         let chart = builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(|e| err(&e))?;
-        finish(chart, fig)
+        finish(chart, fig, legend)
     } else {
         let chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
-        finish(chart, fig)
+        finish(chart, fig, legend)
     }
 }
 
-fn finish<'a, DB, X>(mut chart: ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, fig: &Figure) -> Result<()>
+fn finish<'a, DB, X>(mut chart: ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, fig: &Figure, legend: SeriesLabelPosition) -> Result<()>
 where
     DB: DrawingBackend + 'a,
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -157,6 +196,8 @@ where
         .y_desc(&fig.y_label)
         .axis_desc_style((FONT, 18))
         .label_style((FONT, 14))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| err(&e))?;
@@ -182,7 +223,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
