@@ -658,12 +658,58 @@ fn write_curve_plot(spec: &Spec, groups: &[Group], results: &Path, out: &Path, c
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::welch;
 
     #[test]
     fn pretty_flattens_swept_mappings() {
         assert_eq!(pretty(r#"{"name":"lstm","hidden_size":32}"#), "lstm(hidden_size=32)");
         assert_eq!(pretty("gru"), "gru");
         assert_eq!(pretty("64"), "64");
+    }
+
+    /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6, 0.4.
+    fn synthetic_results(dir: &Path) {
+        let header = "run_id,experiment,task,arch,seed,status,steps,param_count,state_size,final_seq_acc,best_seq_acc,\
+                      steps_to_threshold,success_metric,success_threshold,selection\n";
+        let mut text = header.to_string();
+        for (arch, accs, reached) in [("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]), ("gru", [0.5, 0.6, 0.4], ["", "", ""])] {
+            for (seed, (acc, r)) in accs.iter().zip(reached).enumerate() {
+                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last\n");
+            }
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("runs.csv"), text).unwrap();
+    }
+
+    #[test]
+    fn table_counts_successes_and_tests_against_the_best_group() {
+        let dir = std::env::temp_dir().join(format!("membench-compare-unit-{}", std::process::id()));
+        synthetic_results(&dir);
+        let opts = CompareOptions {
+            results: dir.clone(),
+            task: None,
+            by: "arch".into(),
+            x: Some(XAxis::StateSize),
+            metric: None,
+            selection: None,
+            out: None,
+            command: "membench compare".into(),
+        };
+        // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
+        let written = compare(&opts).unwrap();
+        assert!(written.iter().any(|p| p.ends_with("copy_seq_acc_last_vs_state_size.png")), "{written:?}");
+        let md = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.md")).unwrap();
+        let row = |arch: &str| md.lines().find(|l| l.starts_with(&format!("| {arch} |"))).unwrap().to_string();
+        // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; median steps of the two that reached = 200.
+        let lstm = row("lstm");
+        assert!(lstm.contains("| 2/3 |") && lstm.contains("| 200 (2/3) |") && lstm.ends_with("| best |"), "{lstm}");
+        // gru against lstm: Welch p from scipy 1.17.1 `ttest_ind([0.5, 0.6, 0.4], [1.0, 0.9, 0.95],
+        // equal_var=False)`: p = 0.006457589202672629 (t = -6.9714, ν = 2.94), printed to 4 decimals.
+        let gru = row("gru");
+        assert!(gru.contains("| 0/3 |") && gru.contains("– (0/3)"), "{gru}");
+        assert!((welch(&[0.5, 0.6, 0.4], &[1.0, 0.9, 0.95]).unwrap().p - 0.006457589202672629).abs() < 1e-9);
+        assert!(gru.ends_with("| 0.0065 |"), "{gru}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
