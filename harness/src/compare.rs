@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 /// Which checkpoint's numbers a table reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum Selection {
     Last,
     BestValid,
@@ -62,6 +63,7 @@ impl Selection {
 
 /// The x axis of the comparison plot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum XAxis {
     EvalLen,
     Depth,
@@ -453,6 +455,11 @@ fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &st
         spec.selection.describe(),
         stats::BOOTSTRAP_RESAMPLES
     )?;
+    let rows = || groups.iter().flat_map(|g| g.rows.iter());
+    if let (Some(m), Some(th)) = (mode(rows(), "success_metric"), mode(rows(), "success_threshold")) {
+        let op = if lower_is_better(&m) { "≤" } else { "≥" };
+        writeln!(md, "Success criterion: `{}{m}` {op} {th}.\n", spec.selection.prefix())?;
+    }
     let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     head.extend(
         ["n", "median [boot95]", "mean [t95]", "success", "steps to thr. (reached)", "params", "state size", "Welch p vs best"]
@@ -475,10 +482,12 @@ fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &st
         writeln!(md, "| {} |", cells.join(" | "))?;
     }
 
-    let mut w = csv::WriterBuilder::new().flexible(true).from_writer(vec![]);
+    // `# ` comment lines first (pandas: comment="#"), written raw so the csv writer does not quote them.
+    let mut comments = String::new();
     for l in header_lines(spec, command, "table") {
-        w.write_record([format!("# {l}")])?;
+        writeln!(comments, "# {}", l.replace('\n', " "))?;
     }
+    let mut w = csv::Writer::from_writer(comments.into_bytes());
     let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     head.extend(
         [

@@ -65,7 +65,7 @@ fn run_ids(target: &str) -> Result<Vec<String>> {
     let row: usize = row.parse().ok().filter(|&r| r >= 1).with_context(|| format!("{target}: ROW must be a data row number ≥ 1"))?;
     let text = std::fs::read_to_string(table).with_context(|| format!("reading {table}"))?;
     // Tables start with `# ` comment lines (the command that made them).
-    let body: String = text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("\"#")).map(|l| format!("{l}\n")).collect();
+    let body: String = text.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
     let mut r = csv::Reader::from_reader(body.as_bytes());
     let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
     let rec = r.records().nth(row - 1).with_context(|| format!("{table}: no data row {row}"))??;
