@@ -2,12 +2,16 @@
 //! (0 ok, 1 runtime failure, 2 bad input).
 
 mod bench;
+mod compare;
 mod config;
 mod device;
 mod eval;
 mod grid;
+mod plot;
 mod record;
+mod reproduce;
 mod runner;
+mod stats;
 mod sys;
 mod train;
 
@@ -65,6 +69,53 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         threads: i32,
     },
+    /// Rerun a stored run from its saved config and check its metrics match (exit 1 naming the
+    /// columns that differ). TARGET: a run id, or TABLE.csv:ROW for a row of a `compare` table.
+    Reproduce {
+        target: String,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Keep the scratch directory of the rerun.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Tables (Markdown + CSV) and plots comparing groups of runs over seeds, per task.
+    Compare {
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Only this task (default: every task in runs.csv).
+        #[arg(long)]
+        task: Option<String>,
+        /// runs.csv column naming the groups (swept keys other than the seed split them further).
+        #[arg(long, default_value = "arch")]
+        by: String,
+        /// x axis of the comparison plot (default: every axis the data has).
+        #[arg(long, value_enum)]
+        x: Option<compare::XAxis>,
+        /// Metric name, e.g. seq_acc (default: the task's success metric).
+        #[arg(long)]
+        metric: Option<String>,
+        /// Checkpoint reported: last or best_valid (default: the runs' train.selection).
+        #[arg(long, value_enum)]
+        selection: Option<compare::Selection>,
+        /// Output directory (default: <results>/reports).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Every task with default metric, selection and axes (same as `membench report`).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Regenerate every table and plot of a results directory under <results>/reports.
+    Report {
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+}
+
+fn print_written(paths: Vec<PathBuf>) {
+    for p in paths {
+        println!("{}", p.display());
+    }
 }
 
 fn main() -> ExitCode {
@@ -88,6 +139,14 @@ fn main() -> ExitCode {
             bench::bench(&bench::BenchOptions { models, threads, warmup, steps, compare_pytorch, python }).map(|rows| print!("{}", bench::markdown(&rows)))
         }
         Some(Cmd::Run { config, threads }) => runner::run_one(&config, threads).map(|_| ()),
+        Some(Cmd::Reproduce { target, results, keep }) => reproduce::reproduce(&reproduce::ReproduceOptions { target, results, keep }),
+        Some(Cmd::Compare { results, all: true, .. }) | Some(Cmd::Report { results }) => {
+            compare::report(&results, &compare::command_line()).map(print_written)
+        }
+        Some(Cmd::Compare { results, task, by, x, metric, selection, out, all: false }) => {
+            let command = compare::command_line();
+            compare::compare(&compare::CompareOptions { results, task, by, x, metric, selection, out, command }).map(print_written)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,731 @@
+//! `membench compare` and `membench report`: tables and plots that compare architectures over seeds.
+//!
+//! Reads `<results>/runs.csv` and each run's `eval.csv` / `curve.csv` (layout in record.rs), groups
+//! the runs of a task by `--by` (default `arch`) plus every swept key other than the seed, and writes
+//! under `<results>/reports/` (or `--out`):
+//! - `<task>_<metric>_<selection>.md` and `.csv`: one row per group with n, median and the 95 %
+//!   percentile-bootstrap CI of the median, mean and the 95 % Student t CI of the mean, the success
+//!   rate, the median steps to threshold, param count, state size, and Welch's p-value against the
+//!   best group (protocol in stats.rs);
+//! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
+//!   eval.csv, or state_size / param_count / steps from runs.csv), one line per group, mean with a
+//!   95 % t band over seeds;
+//! - `<task>_<metric>_<selection>_curve.{png,svg}`: validation metric against step, same band.
+//!
+//! Every file names the selection protocol (`last`: the final checkpoint, runs.csv `final_*` and
+//! eval.csv `checkpoint = last`; `best_valid`: the checkpoint with the best validation score,
+//! `best_*` and `checkpoint = best_valid`) and carries the command that produced it.
+
+use crate::plot::{self, Figure, Series};
+use crate::record;
+use crate::stats::{self, Summary};
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Which checkpoint's numbers a table reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Selection {
+    Last,
+    BestValid,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Last => "last",
+            Selection::BestValid => "best_valid",
+        }
+    }
+    /// runs.csv column prefix of this checkpoint's test metrics.
+    fn prefix(self) -> &'static str {
+        match self {
+            Selection::Last => "final_",
+            Selection::BestValid => "best_",
+        }
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            Selection::Last => "selection = last: the final checkpoint, scored on test",
+            Selection::BestValid => "selection = best_valid: the checkpoint with the best validation score, scored on test",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "last" => Some(Selection::Last),
+            "best_valid" => Some(Selection::BestValid),
+            _ => None,
+        }
+    }
+}
+
+/// The x axis of the comparison plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum XAxis {
+    EvalLen,
+    Depth,
+    StateSize,
+    ParamCount,
+    Steps,
+}
+
+impl XAxis {
+    fn as_str(self) -> &'static str {
+        match self {
+            XAxis::EvalLen => "eval_len",
+            XAxis::Depth => "depth",
+            XAxis::StateSize => "state_size",
+            XAxis::ParamCount => "param_count",
+            XAxis::Steps => "steps",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            XAxis::EvalLen => "evaluation sequence length",
+            XAxis::Depth => "evaluation depth",
+            XAxis::StateSize => "state size (floats carried between steps)",
+            XAxis::ParamCount => "parameter count",
+            XAxis::Steps => "training steps",
+        }
+    }
+    /// Sizes can span orders of magnitude across architectures (plot.rs uses a log axis only when
+    /// the data spans more than [`plot::LOG_SPAN`]).
+    fn log(self) -> bool {
+        matches!(self, XAxis::StateSize | XAxis::ParamCount)
+    }
+}
+
+pub struct CompareOptions {
+    pub results: PathBuf,
+    pub task: Option<String>,
+    pub by: String,
+    pub x: Option<XAxis>,
+    pub metric: Option<String>,
+    pub selection: Option<Selection>,
+    pub out: Option<PathBuf>,
+    /// The command line that asked for this, written into every file.
+    pub command: String,
+}
+
+type Row = BTreeMap<String, String>;
+
+/// runs.csv, read-only (the sweep's `RunsCsv` repairs torn tails, a write we must not do here).
+pub struct Runs {
+    pub header: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+pub fn read_runs(results: &Path) -> Result<Runs> {
+    let path = results.join("runs.csv");
+    let mut r = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
+    let mut rows = vec![];
+    for rec in r.records() {
+        // A torn last line (crash mid-append) is skipped here, as RunsCsv would cut it.
+        let Ok(rec) = rec else { continue };
+        if rec.len() != header.len() {
+            continue;
+        }
+        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+    }
+    Ok(Runs { header, rows })
+}
+
+impl Runs {
+    /// Swept keys: the columns between `arch` and `seed` (record.rs puts them there), minus any
+    /// that repeat a lead column (sweeping a whole `arch:` mapping names its column `arch`).
+    fn swept_keys(&self) -> Vec<String> {
+        let pos = |c: &str| self.header.iter().position(|h| h == c);
+        match (pos("arch"), pos("seed")) {
+            (Some(a), Some(s)) if a < s => self.header[a + 1..s].to_vec(),
+            _ => vec![],
+        }
+    }
+    fn tasks(&self) -> Vec<String> {
+        self.rows.iter().filter_map(|r| r.get("task").cloned()).collect::<BTreeSet<_>>().into_iter().collect()
+    }
+}
+
+/// Metrics where smaller is better (the rest, accuracies, grow).
+pub fn lower_is_better(metric: &str) -> bool {
+    matches!(metric, "loss" | "bit_errors_per_seq" | "mse")
+}
+
+/// Range a metric can take, to clip CI bands that would leave it.
+fn metric_bounds(metric: &str) -> (f64, f64) {
+    match metric {
+        "token_acc" | "seq_acc" | "within_tol" => (0.0, 1.0),
+        _ => (0.0, f64::INFINITY),
+    }
+}
+
+fn num(row: &Row, col: &str) -> Option<f64> {
+    row.get(col).and_then(|s| s.parse::<f64>().ok())
+}
+
+/// `{"name":"lstm","hidden_size":32}` (a swept mapping) → `lstm(hidden_size=32)`; other cells as is.
+fn pretty(cell: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(cell) {
+        Ok(serde_json::Value::Object(m)) => {
+            let name = m.get("name").and_then(|v| v.as_str()).map(String::from);
+            let rest: Vec<String> = m.iter().filter(|(k, _)| k.as_str() != "name").map(|(k, v)| format!("{k}={v}")).collect();
+            match name {
+                Some(n) if rest.is_empty() => n,
+                Some(n) => format!("{n}({})", rest.join(", ")),
+                None => rest.join(", "),
+            }
+        }
+        _ => cell.to_string(),
+    }
+}
+
+/// Most common value of a column among rows (ties: smallest).
+fn mode<'a>(rows: impl Iterator<Item = &'a Row>, col: &str) -> Option<String> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in rows {
+        if let Some(v) = r.get(col).filter(|v| !v.is_empty()) {
+            *counts.entry(v.clone()).or_default() += 1;
+        }
+    }
+    counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(k, _)| k)
+}
+
+/// The runs of one group (all seeds of one configuration).
+struct Group {
+    /// (column, cell) pairs that define it: `by` first, then swept keys.
+    key: Vec<(String, String)>,
+    rows: Vec<Row>,
+}
+
+impl Group {
+    fn label(&self) -> String {
+        let mut parts: Vec<String> = vec![];
+        for (i, (k, v)) in self.key.iter().enumerate() {
+            // `arch.hidden_size` reads as `hidden_size` next to the arch name.
+            let k = k.strip_prefix("arch.").unwrap_or(k);
+            parts.push(if i == 0 { pretty(v) } else { format!("{k}={}", pretty(v)) });
+        }
+        parts.join(" ")
+    }
+    fn values(&self, col: &str) -> Vec<f64> {
+        self.rows.iter().filter_map(|r| num(r, col)).collect()
+    }
+}
+
+fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
+    if !runs.header.iter().any(|h| h == by) {
+        bail!("--by {by}: no such column in runs.csv (columns: {})", runs.header.join(", "));
+    }
+    let keys: Vec<String> =
+        std::iter::once(by.to_string()).chain(runs.swept_keys().into_iter().filter(|k| k != by && k != "seed")).collect();
+    let mut map: BTreeMap<Vec<(String, String)>, Vec<Row>> = BTreeMap::new();
+    for r in runs.rows.iter().filter(|r| r.get("task").map(String::as_str) == Some(task)) {
+        let key = keys.iter().map(|k| (k.clone(), r.get(k).cloned().unwrap_or_default())).collect();
+        map.entry(key).or_default().push(r.clone());
+    }
+    Ok(map.into_iter().map(|(key, rows)| Group { key, rows }).collect())
+}
+
+/// One table row's numbers.
+struct GroupStats {
+    summary: Summary,
+    runs: usize,
+    not_done: usize,
+    success: Option<(usize, usize)>,
+    steps_to_threshold: Option<(f64, usize)>,
+    param_count: Option<f64>,
+    state_size: Option<f64>,
+    welch_p: Option<f64>,
+    best: bool,
+}
+
+fn median(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| stats::summarize(xs).median)
+}
+
+fn group_stats(g: &Group, col: &str, prefix: &str) -> GroupStats {
+    let mut success = (0, 0);
+    for r in &g.rows {
+        let (Some(metric), Some(th)) = (r.get("success_metric"), num(r, "success_threshold")) else { continue };
+        let Some(v) = num(r, &format!("{prefix}{metric}")).filter(|v| v.is_finite()) else { continue };
+        success.1 += 1;
+        if if lower_is_better(metric) { v <= th } else { v >= th } {
+            success.0 += 1;
+        }
+    }
+    let reached = g.values("steps_to_threshold");
+    GroupStats {
+        summary: stats::summarize(&g.values(col)),
+        runs: g.rows.len(),
+        not_done: g.rows.iter().filter(|r| r.get("status").map(String::as_str) != Some("done")).count(),
+        success: (success.1 > 0).then_some(success),
+        steps_to_threshold: median(&reached).map(|m| (m, reached.len())),
+        param_count: median(&g.values("param_count")),
+        state_size: median(&g.values("state_size")),
+        welch_p: None,
+        best: false,
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn fmt_p(p: f64) -> String {
+    if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+fn csv_num(v: Option<f64>) -> String {
+    v.filter(|v| !v.is_nan()).map(|v| format!("{v:?}")).unwrap_or_default()
+}
+
+/// What one table/plot set is about.
+struct Spec<'a> {
+    task: &'a str,
+    metric: String,
+    selection: Selection,
+}
+
+impl Spec<'_> {
+    fn stem(&self) -> String {
+        format!("{}_{}_{}", self.task, self.metric, self.selection.as_str())
+    }
+    fn column(&self) -> String {
+        format!("{}{}", self.selection.prefix(), self.metric)
+    }
+    fn direction(&self) -> &'static str {
+        if lower_is_better(&self.metric) {
+            "lower is better"
+        } else {
+            "higher is better"
+        }
+    }
+}
+
+/// Shell-quotes the arguments of this process into a command a reader can paste.
+pub fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "membench".to_string() } else { a };
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,".contains(c)) {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
+    let runs = read_runs(&opts.results)?;
+    let tasks = match &opts.task {
+        Some(t) if runs.tasks().contains(t) => vec![t.clone()],
+        Some(t) => bail!("--task {t}: no runs of that task in runs.csv (tasks: {})", runs.tasks().join(", ")),
+        None => runs.tasks(),
+    };
+    if tasks.is_empty() {
+        bail!("{}: no runs", opts.results.join("runs.csv").display());
+    }
+    let out = opts.out.clone().unwrap_or_else(|| opts.results.join("reports"));
+    let mut written = vec![];
+    for task in &tasks {
+        let task_rows = || runs.rows.iter().filter(|r| r.get("task") == Some(task));
+        let metric = match &opts.metric {
+            Some(m) => m.trim_start_matches("final_").trim_start_matches("best_").to_string(),
+            None => mode(task_rows(), "success_metric").with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
+        };
+        let selection = match opts.selection {
+            Some(s) => s,
+            None => mode(task_rows(), "selection").and_then(|s| Selection::parse(&s)).unwrap_or(Selection::BestValid),
+        };
+        let spec = Spec { task, metric, selection };
+        if !runs.header.contains(&spec.column()) {
+            bail!("--metric {}: runs.csv has no column {}", spec.metric, spec.column());
+        }
+        let groups = groups(&runs, task, &opts.by)?;
+        written.extend(write_table(&spec, &groups, &opts.by, &out, &opts.command)?);
+        let axes = match opts.x {
+            Some(x) => vec![x],
+            None => default_axes(&opts.results, &groups),
+        };
+        for x in axes {
+            written.extend(write_x_plot(&spec, &groups, x, &opts.results, &out, &opts.command)?);
+        }
+        written.extend(write_curve_plot(&spec, &groups, &opts.results, &out, &opts.command)?);
+    }
+    Ok(written)
+}
+
+/// `membench report`: every task, default metric, selection and axes.
+pub fn report(results: &Path, command: &str) -> Result<Vec<PathBuf>> {
+    compare(&CompareOptions {
+        results: results.to_path_buf(),
+        task: None,
+        by: "arch".into(),
+        x: None,
+        metric: None,
+        selection: None,
+        out: None,
+        command: command.into(),
+    })
+}
+
+/// eval_len and depth when eval.csv has them; state_size and param_count when they vary.
+fn default_axes(results: &Path, groups: &[Group]) -> Vec<XAxis> {
+    let mut axes = vec![];
+    let mut has = (false, false);
+    for g in groups {
+        for r in g.rows.iter().take(1) {
+            for e in read_eval(results, r).unwrap_or_default() {
+                has.0 |= e.get("eval_len").is_some_and(|v| v.parse::<f64>().is_ok());
+                has.1 |= e.get("depth").is_some_and(|v| v.parse::<f64>().is_ok());
+            }
+        }
+    }
+    if has.0 {
+        axes.push(XAxis::EvalLen);
+    }
+    if has.1 {
+        axes.push(XAxis::Depth);
+    }
+    for x in [XAxis::StateSize, XAxis::ParamCount] {
+        let distinct: BTreeSet<String> = groups.iter().flat_map(|g| g.rows.iter().filter_map(|r| r.get(x.as_str()).cloned())).collect();
+        if distinct.len() > 1 {
+            axes.push(x);
+        }
+    }
+    axes
+}
+
+fn header_lines(spec: &Spec, command: &str, what: &str) -> Vec<String> {
+    vec![
+        format!("generated by: {command}"),
+        format!("{what}; task {}; metric {} ({}); {}", spec.task, spec.column(), spec.direction(), spec.selection.describe()),
+    ]
+}
+
+fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+    let col = spec.column();
+    let mut st: Vec<GroupStats> = groups.iter().map(|g| group_stats(g, &col, spec.selection.prefix())).collect();
+    // The best group by mean (the quantity Welch's test compares); the others are tested against it.
+    let sign = if lower_is_better(&spec.metric) { -1.0 } else { 1.0 };
+    let best = (0..st.len())
+        .filter(|&i| st[i].summary.n > 0)
+        .max_by(|&a, &b| (sign * st[a].summary.mean).total_cmp(&(sign * st[b].summary.mean)));
+    if let Some(b) = best {
+        st[b].best = true;
+        let best_values = groups[b].values(&col);
+        for (i, s) in st.iter_mut().enumerate() {
+            if i != b {
+                s.welch_p = stats::welch(&groups[i].values(&col), &best_values).map(|w| w.p);
+            }
+        }
+    }
+    let keys: Vec<&str> = groups.first().map(|g| g.key.iter().map(|(k, _)| k.as_str()).collect()).unwrap_or_else(|| vec![by]);
+
+    let mut md = String::new();
+    for l in header_lines(spec, command, "table") {
+        writeln!(md, "<!-- {l} -->")?;
+    }
+    writeln!(md, "### {} — {} ({})\n", spec.task, col, spec.direction())?;
+    writeln!(
+        md,
+        "Selection protocol: **{}** ({}). Over seeds: median with the 95 % percentile-bootstrap CI of the median \
+         ({} resamples, fixed seed), mean with the 95 % Student t CI of the mean; success = share of seeds whose \
+         `success_metric` crosses `success_threshold`; p = Welch's t-test of the mean against the best group.\n",
+        spec.selection.as_str(),
+        spec.selection.describe(),
+        stats::BOOTSTRAP_RESAMPLES
+    )?;
+    let rows = || groups.iter().flat_map(|g| g.rows.iter());
+    if let (Some(m), Some(th)) = (mode(rows(), "success_metric"), mode(rows(), "success_threshold")) {
+        let op = if lower_is_better(&m) { "≤" } else { "≥" };
+        writeln!(md, "Success criterion: `{}{m}` {op} {th}.\n", spec.selection.prefix())?;
+    }
+    let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    head.extend(
+        ["n", "median [boot95]", "mean [t95]", "success", "steps to thr. (reached)", "params", "state size", "Welch p vs best"]
+            .map(String::from),
+    );
+    writeln!(md, "| {} |", head.join(" | "))?;
+    writeln!(md, "|{}", head.iter().map(|_| "---|").collect::<String>())?;
+    for (g, s) in groups.iter().zip(&st) {
+        let mut cells: Vec<String> = g.key.iter().map(|(_, v)| pretty(v)).collect();
+        let sm = &s.summary;
+        let n = if s.not_done > 0 { format!("{} ({} of {} not done)", sm.n, s.not_done, s.runs) } else { sm.n.to_string() };
+        cells.push(n);
+        cells.push(format!("{} [{}, {}]", fmt(sm.median), fmt(sm.boot_ci.0), fmt(sm.boot_ci.1)));
+        cells.push(format!("{} [{}, {}]", fmt(sm.mean), fmt(sm.t_ci.0), fmt(sm.t_ci.1)));
+        cells.push(s.success.map(|(k, n)| format!("{k}/{n}")).unwrap_or_else(|| "–".into()));
+        cells.push(s.steps_to_threshold.map(|(m, k)| format!("{} ({k}/{})", fmt(m), s.runs)).unwrap_or_else(|| format!("– (0/{})", s.runs)));
+        cells.push(s.param_count.map(fmt).unwrap_or_else(|| "–".into()));
+        cells.push(s.state_size.map(fmt).unwrap_or_else(|| "–".into()));
+        cells.push(if s.best { "best".into() } else { s.welch_p.map(fmt_p).unwrap_or_else(|| "–".into()) });
+        writeln!(md, "| {} |", cells.join(" | "))?;
+    }
+
+    // `# ` comment lines first (pandas: comment="#"), written raw so the csv writer does not quote them.
+    let mut comments = String::new();
+    for l in header_lines(spec, command, "table") {
+        writeln!(comments, "# {}", l.replace('\n', " "))?;
+    }
+    let mut w = csv::Writer::from_writer(comments.into_bytes());
+    let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    head.extend(
+        [
+            "metric", "selection", "n", "runs", "median", "median_boot95_lo", "median_boot95_hi", "mean", "sd", "mean_t95_lo",
+            "mean_t95_hi", "successes", "success_n", "steps_to_threshold_median", "reached", "param_count", "state_size",
+            "welch_p_vs_best", "best", "run_ids",
+        ]
+        .map(String::from),
+    );
+    w.write_record(&head)?;
+    for (g, s) in groups.iter().zip(&st) {
+        let sm = &s.summary;
+        let mut r: Vec<String> = g.key.iter().map(|(_, v)| v.clone()).collect();
+        r.extend([
+            col.clone(),
+            spec.selection.as_str().into(),
+            sm.n.to_string(),
+            s.runs.to_string(),
+            csv_num(Some(sm.median)),
+            csv_num(Some(sm.boot_ci.0)),
+            csv_num(Some(sm.boot_ci.1)),
+            csv_num(Some(sm.mean)),
+            csv_num(Some(sm.sd)),
+            csv_num(Some(sm.t_ci.0)),
+            csv_num(Some(sm.t_ci.1)),
+            s.success.map(|x| x.0.to_string()).unwrap_or_default(),
+            s.success.map(|x| x.1.to_string()).unwrap_or_default(),
+            csv_num(s.steps_to_threshold.map(|x| x.0)),
+            s.steps_to_threshold.map(|x| x.1).unwrap_or(0).to_string(),
+            csv_num(s.param_count),
+            csv_num(s.state_size),
+            csv_num(s.welch_p),
+            s.best.to_string(),
+            g.rows.iter().filter_map(|r| r.get("run_id").cloned()).collect::<Vec<_>>().join(" "),
+        ]);
+        w.write_record(&r)?;
+    }
+    let csv_bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (md_path, csv_path) = (out.join(format!("{}.md", spec.stem())), out.join(format!("{}.csv", spec.stem())));
+    record::write_atomic(&md_path, md.as_bytes())?;
+    record::write_atomic(&csv_path, &csv_bytes)?;
+    Ok(vec![md_path, csv_path])
+}
+
+fn read_csv_rows(path: &Path) -> Result<Vec<Row>> {
+    let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
+    let mut rows = vec![];
+    for rec in r.records() {
+        let rec = rec.with_context(|| format!("reading {}", path.display()))?;
+        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+    }
+    Ok(rows)
+}
+
+fn read_eval(results: &Path, run: &Row) -> Result<Vec<Row>> {
+    let id = run.get("run_id").context("row without run_id")?;
+    read_csv_rows(&record::run_dir(results, id).join("eval.csv"))
+}
+
+/// Mean and 95 % t band (clipped to the metric's range) of each x's values; one value gives no band.
+fn band(points: BTreeMap<OrdF64, Vec<f64>>, bounds: (f64, f64)) -> Vec<(f64, f64, f64, f64)> {
+    points
+        .into_iter()
+        .filter_map(|(x, ys)| {
+            let s = stats::summarize(&ys);
+            if s.n == 0 {
+                return None;
+            }
+            let (lo, hi) = if s.n > 1 { s.t_ci } else { (s.mean, s.mean) };
+            Some((x.0, s.mean, lo.max(bounds.0), hi.min(bounds.1)))
+        })
+        .collect()
+}
+
+/// f64 as a map key (x values are finite numbers parsed from CSV).
+#[derive(Debug, Clone, Copy)]
+struct OrdF64(f64);
+impl PartialEq for OrdF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF64 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+fn write_x_plot(spec: &Spec, groups: &[Group], x: XAxis, results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+    let bounds = metric_bounds(&spec.metric);
+    let mut series = vec![];
+    match x {
+        XAxis::EvalLen | XAxis::Depth => {
+            for g in groups {
+                let mut pts: BTreeMap<OrdF64, Vec<f64>> = BTreeMap::new();
+                for r in &g.rows {
+                    // A failed run has no eval.csv; it is counted as "not done" in the table.
+                    for e in read_eval(results, r).unwrap_or_default() {
+                        if e.get("checkpoint").map(String::as_str) != Some(spec.selection.as_str()) {
+                            continue;
+                        }
+                        if let (Some(xv), Some(y)) = (num(&e, x.as_str()), num(&e, &spec.metric)) {
+                            pts.entry(OrdF64(xv)).or_default().push(y);
+                        }
+                    }
+                }
+                series.push(Series { label: g.label(), points: band(pts, bounds) });
+            }
+        }
+        XAxis::StateSize | XAxis::ParamCount | XAxis::Steps => {
+            // One point per group at its median x; groups that differ only in size join one line per `by` value.
+            let mut lines: BTreeMap<String, BTreeMap<OrdF64, Vec<f64>>> = BTreeMap::new();
+            for g in groups {
+                let Some(xv) = median(&g.values(x.as_str())) else { continue };
+                lines.entry(pretty(&g.key[0].1)).or_default().entry(OrdF64(xv)).or_default().extend(g.values(&spec.column()));
+            }
+            series = lines.into_iter().map(|(label, pts)| Series { label, points: band(pts, bounds) }).collect();
+        }
+    }
+    if series.iter().all(|s| s.points.is_empty()) {
+        bail!("task {}: no {} values to plot against {}", spec.task, spec.metric, x.as_str());
+    }
+    let source = match x {
+        XAxis::EvalLen | XAxis::Depth => format!("eval.csv rows with checkpoint = {}", spec.selection.as_str()),
+        _ => format!("runs.csv column {}", spec.column()),
+    };
+    let fig = Figure {
+        title: format!("{}: {} vs {} (selection: {})", spec.task, spec.metric, x.as_str(), spec.selection.as_str()),
+        caption: format!("test split, {source}; line = mean over seeds, band = 95 % t CI of the mean"),
+        x_label: x.label().into(),
+        y_label: format!("{} ({})", spec.metric, spec.direction()),
+        log_x: x.log(),
+        series,
+    };
+    plot::write(&fig, &out.join(format!("{}_vs_{}", spec.stem(), x.as_str())), command)
+}
+
+fn write_curve_plot(spec: &Spec, groups: &[Group], results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+    let col = format!("valid_{}", spec.metric);
+    let mut series = vec![];
+    for g in groups {
+        let mut pts: BTreeMap<OrdF64, Vec<f64>> = BTreeMap::new();
+        for r in &g.rows {
+            let Some(id) = r.get("run_id") else { continue };
+            for p in read_csv_rows(&record::run_dir(results, id).join("curve.csv")).unwrap_or_default() {
+                if let (Some(step), Some(y)) = (num(&p, "step"), num(&p, &col)) {
+                    pts.entry(OrdF64(step)).or_default().push(y);
+                }
+            }
+        }
+        series.push(Series { label: g.label(), points: band(pts, metric_bounds(&spec.metric)) });
+    }
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Ok(vec![]);
+    }
+    let fig = Figure {
+        title: format!("{}: validation {} during training", spec.task, spec.metric),
+        caption: format!(
+            "valid split (curve.csv); line = mean over seeds, band = 95 % t CI; selection {} picks from this curve",
+            spec.selection.as_str()
+        ),
+        x_label: "training step".into(),
+        y_label: format!("valid {} ({})", spec.metric, spec.direction()),
+        log_x: false,
+        series,
+    };
+    plot::write(&fig, &out.join(format!("{}_curve", spec.stem())), command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::welch;
+
+    #[test]
+    fn pretty_flattens_swept_mappings() {
+        assert_eq!(pretty(r#"{"name":"lstm","hidden_size":32}"#), "lstm(hidden_size=32)");
+        assert_eq!(pretty("gru"), "gru");
+        assert_eq!(pretty("64"), "64");
+    }
+
+    /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6, 0.4.
+    fn synthetic_results(dir: &Path) {
+        let header = "run_id,experiment,task,arch,seed,status,steps,param_count,state_size,final_seq_acc,best_seq_acc,\
+                      steps_to_threshold,success_metric,success_threshold,selection\n";
+        let mut text = header.to_string();
+        for (arch, accs, reached) in [("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]), ("gru", [0.5, 0.6, 0.4], ["", "", ""])] {
+            for (seed, (acc, r)) in accs.iter().zip(reached).enumerate() {
+                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last\n");
+            }
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("runs.csv"), text).unwrap();
+    }
+
+    #[test]
+    fn table_counts_successes_and_tests_against_the_best_group() {
+        let dir = std::env::temp_dir().join(format!("membench-compare-unit-{}", std::process::id()));
+        synthetic_results(&dir);
+        let opts = CompareOptions {
+            results: dir.clone(),
+            task: None,
+            by: "arch".into(),
+            x: Some(XAxis::StateSize),
+            metric: None,
+            selection: None,
+            out: None,
+            command: "membench compare".into(),
+        };
+        // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
+        let written = compare(&opts).unwrap();
+        assert!(written.iter().any(|p| p.ends_with("copy_seq_acc_last_vs_state_size.png")), "{written:?}");
+        let md = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.md")).unwrap();
+        let row = |arch: &str| md.lines().find(|l| l.starts_with(&format!("| {arch} |"))).unwrap().to_string();
+        // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; median steps of the two that reached = 200.
+        let lstm = row("lstm");
+        assert!(lstm.contains("| 2/3 |") && lstm.contains("| 200 (2/3) |") && lstm.ends_with("| best |"), "{lstm}");
+        // gru against lstm: Welch p from scipy 1.17.1 `ttest_ind([0.5, 0.6, 0.4], [1.0, 0.9, 0.95],
+        // equal_var=False)`: p = 0.006457589202672629 (t = -6.9714, ν = 2.94), printed to 4 decimals.
+        let gru = row("gru");
+        assert!(gru.contains("| 0/3 |") && gru.contains("– (0/3)"), "{gru}");
+        assert!((welch(&[0.5, 0.6, 0.4], &[1.0, 0.9, 0.95]).unwrap().p - 0.006457589202672629).abs() < 1e-9);
+        assert!(gru.ends_with("| 0.0065 |"), "{gru}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn swept_keys_sit_between_arch_and_seed() {
+        let header: Vec<String> =
+            ["run_id", "experiment", "task", "arch", "arch.hidden_size", "train.lr", "seed", "status"].map(String::from).to_vec();
+        let runs = Runs { header, rows: vec![] };
+        assert_eq!(runs.swept_keys(), vec!["arch.hidden_size".to_string(), "train.lr".to_string()]);
+    }
+}

@@ -1,0 +1,283 @@
+//! Line plots with confidence bands (plotters), written as PNG and SVG through record.rs.
+//!
+//! Text is drawn with DejaVu Sans embedded in the binary (the `dejavu` crate, plotters' `ab_glyph`
+//! feature), so rendering needs no system font or fontconfig. Both files carry the command that
+//! produced them: a `Comment` text chunk in the PNG, a `<desc>` element at the top of the SVG.
+
+use crate::record;
+use anyhow::{anyhow, Result};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Pixel size of every figure (PNG); the SVG uses the same user units.
+pub const SIZE: (u32, u32) = (1000, 650);
+
+/// One line: (x, y, band low, band high) sorted by x.
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+pub struct Figure {
+    pub title: String,
+    /// Second line under the title: what is plotted and how it was selected.
+    pub caption: String,
+    pub x_label: String,
+    pub y_label: String,
+    /// Log x axis, taken only when the data spans more than [`LOG_SPAN`] (a log axis over less shows
+    /// one or two tick labels).
+    pub log_x: bool,
+    pub series: Vec<Series>,
+}
+
+/// Tableau 10: distinguishable, and still distinct for the common forms of colour blindness.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+const FONT: &str = "sans-serif";
+
+/// Ratio max/min of x above which a requested log axis is used.
+pub const LOG_SPAN: f64 = 30.0;
+
+/// Tick label: integers without a decimal point, others with up to 3 significant decimals.
+fn tick(v: &f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", *v as i64)
+    } else if v.abs() >= 1e4 || (v.abs() < 1e-2 && *v != 0.0) {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// The plot corner whose quarter of the data area holds the fewest points, for the legend.
+fn emptiest_corner(fig: &Figure, (x0, x1): (f64, f64), (y0, y1): (f64, f64), log_x: bool) -> SeriesLabelPosition {
+    let fx = |x: f64| if log_x { (x.log10() - x0.log10()) / (x1.log10() - x0.log10()) } else { (x - x0) / (x1 - x0) };
+    let mut counts = [0usize; 4]; // upper-left, upper-right, lower-left, lower-right
+    for &(x, y, lo, hi) in fig.series.iter().flat_map(|s| s.points.iter()) {
+        for v in [y, lo, hi] {
+            let right = fx(x) > 0.5;
+            let upper = (v - y0) / (y1 - y0) > 0.5;
+            counts[usize::from(!upper) * 2 + usize::from(right)] += 1;
+        }
+    }
+    let order = [SeriesLabelPosition::UpperRight, SeriesLabelPosition::UpperLeft, SeriesLabelPosition::LowerLeft, SeriesLabelPosition::LowerRight];
+    let idx = |p: &SeriesLabelPosition| match p {
+        SeriesLabelPosition::UpperLeft => 0,
+        SeriesLabelPosition::UpperRight => 1,
+        SeriesLabelPosition::LowerLeft => 2,
+        _ => 3,
+    };
+    order.into_iter().min_by_key(|p| counts[idx(p)]).unwrap_or(SeriesLabelPosition::UpperRight)
+}
+
+fn register_fonts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The bytes are DejaVu's own TTFs; failing to parse them is a packaging bug, not user input.
+        let ok = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+            && plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok();
+        assert!(ok, "the embedded DejaVu Sans fonts do not parse");
+    });
+}
+
+/// Writes `<stem>.png` and `<stem>.svg`; returns their paths.
+pub fn write(fig: &Figure, stem: &Path, command: &str) -> Result<Vec<PathBuf>> {
+    let png_path = stem.with_extension("png");
+    let svg_path = stem.with_extension("svg");
+    record::write_atomic(&png_path, &render_png(fig, command)?)?;
+    record::write_atomic(&svg_path, render_svg(fig, command)?.as_bytes())?;
+    Ok(vec![png_path, svg_path])
+}
+
+pub fn render_png(fig: &Figure, command: &str) -> Result<Vec<u8>> {
+    register_fonts();
+    let (w, h) = SIZE;
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+        draw(&root, fig)?;
+        root.present().map_err(|e| anyhow!("drawing {}: {e:?}", fig.title))?;
+    }
+    let mut bytes = vec![];
+    let mut enc = png::Encoder::new(&mut bytes, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    // tEXt is Latin-1: keep the command readable by replacing anything else.
+    let ascii: String = command.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
+    enc.add_text_chunk("Comment".into(), format!("generated by: {ascii}"))?;
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(&rgb)?;
+    writer.finish()?;
+    Ok(bytes)
+}
+
+pub fn render_svg(fig: &Figure, command: &str) -> Result<String> {
+    register_fonts();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root, fig)?;
+        root.present().map_err(|e| anyhow!("drawing {}: {e:?}", fig.title))?;
+    }
+    // A <desc> right after the opening <svg> tag keeps the command exact ("--" can't be in a comment).
+    let desc = command.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let at = svg.find('>').map_or(0, |i| i + 1);
+    svg.insert_str(at, &format!("\n<desc>generated by: {desc}</desc>"));
+    Ok(svg)
+}
+
+/// Data range padded by 5 % (or ±1 / ×÷2 when empty), in log space for a log axis.
+fn padded(lo: f64, hi: f64, log: bool) -> (f64, f64) {
+    if log {
+        let (l, h) = (lo.max(f64::MIN_POSITIVE).log10(), hi.max(f64::MIN_POSITIVE).log10());
+        let pad = if h > l { 0.05 * (h - l) } else { 0.3 };
+        return (10f64.powf(l - pad), 10f64.powf(h + pad));
+    }
+    if hi > lo {
+        let pad = 0.05 * (hi - lo);
+        (lo - pad, hi + pad)
+    } else {
+        (lo - 1.0, hi + 1.0)
+    }
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
+    let err = |e: &dyn std::fmt::Debug| anyhow!("drawing {}: {e:?}", fig.title);
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let all = fig.series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y, lo, hi) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        for v in [y, lo, hi].into_iter().filter(|v| v.is_finite()) {
+            y0 = y0.min(v);
+            y1 = y1.max(v);
+        }
+    }
+    if !x0.is_finite() || !y0.is_finite() {
+        return Err(anyhow!("{}: nothing to plot", fig.title));
+    }
+    let log_x = fig.log_x && x0 > 0.0 && x1 / x0 > LOG_SPAN;
+    let (x0, x1) = padded(x0, x1, log_x);
+    let (y0, y1) = padded(y0, y1, false);
+    let legend = emptiest_corner(fig, (x0, x1), (y0, y1), log_x);
+    let area = root.titled(&fig.title, (FONT, 26).into_font().style(FontStyle::Bold)).map_err(|e| err(&e))?;
+    let mut builder = ChartBuilder::on(&area);
+    builder.caption(&fig.caption, (FONT, 15)).margin(18).x_label_area_size(50).y_label_area_size(80);
+    if log_x {
+        let chart = builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(|e| err(&e))?;
+        finish(chart, fig, legend)
+    } else {
+        let chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
+        finish(chart, fig, legend)
+    }
+}
+
+fn finish<'a, DB, X>(mut chart: ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, fig: &Figure, legend: SeriesLabelPosition) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let err = |e: &dyn std::fmt::Debug| anyhow!("drawing {}: {e:?}", fig.title);
+    chart
+        .configure_mesh()
+        .x_desc(&fig.x_label)
+        .y_desc(&fig.y_label)
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 14))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in fig.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        if s.points.len() > 1 && s.points.iter().any(|p| p.2 < p.3) {
+            // Band: upper edge left to right, lower edge back.
+            let mut poly: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.3)).collect();
+            poly.extend(s.points.iter().rev().map(|p| (p.0, p.2)));
+            chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled()))).map_err(|e| err(&e))?;
+        } else {
+            // A single x (or a single seed): error bars instead of a band.
+            chart
+                .draw_series(s.points.iter().filter(|p| p.2 < p.3).map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], color.stroke_width(2))))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .draw_series(LineSeries::new(s.points.iter().map(|p| (p.0, p.1)), color.stroke_width(3)))
+            .map_err(|e| err(&e))?
+            .label(&s.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(4)));
+        chart.draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figure(log_x: bool) -> Figure {
+        let line = |label: &str, off: f64| Series {
+            label: label.into(),
+            points: (1..=5).map(|i| (i as f64 * 10.0, off + 0.1 * i as f64, off + 0.05 * i as f64, off + 0.15 * i as f64)).collect(),
+        };
+        Figure {
+            title: "copy: seq_acc vs eval_len".into(),
+            caption: "selection = last".into(),
+            x_label: "evaluation sequence length".into(),
+            y_label: "seq_acc".into(),
+            log_x,
+            series: vec![line("lstm", 0.0), line("gru", 0.2)],
+        }
+    }
+
+    #[test]
+    fn png_decodes_to_the_figure_size_with_ink_and_the_command() {
+        for log_x in [false, true] {
+            let bytes = render_png(&figure(log_x), "membench compare --x eval_len").unwrap();
+            let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+            let mut reader = decoder.read_info().unwrap();
+            let mut buf = vec![0; reader.output_buffer_size()];
+            let info = reader.next_frame(&mut buf).unwrap();
+            assert_eq!((info.width, info.height), SIZE);
+            let pixels = &buf[..info.buffer_size()];
+            // Not blank: lines, bands and text put plenty of non-white pixels on the white page.
+            let inked = pixels.chunks(3).filter(|p| p.iter().any(|&c| c < 200)).count();
+            assert!(inked > 5_000, "only {inked} non-white pixels");
+            // The first series' colour (a line, not just text) is present.
+            assert!(pixels.chunks(3).any(|p| p == [31, 119, 180]));
+            let text = &reader.info().uncompressed_latin1_text;
+            assert!(text.iter().any(|t| t.text.contains("membench compare --x eval_len")));
+        }
+    }
+
+    #[test]
+    fn svg_has_the_size_labels_and_command() {
+        let svg = render_svg(&figure(false), "membench report --results r").unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<desc>generated by: membench report --results r</desc>"), "{}", &svg[..200]);
+        assert!(svg.contains(r#"width="1000""#) && svg.contains(r#"height="650""#));
+        assert!(svg.contains("evaluation sequence length") && svg.contains("lstm") && svg.contains("gru"));
+    }
+}

@@ -1,0 +1,264 @@
+//! `membench reproduce`: rerun a stored run from its resolved config and check that it gives the
+//! same numbers.
+//!
+//! The run's `runs/<id>/config.yaml` is copied into a scratch directory under the system temp dir
+//! (never under results/), and this same binary's `run` subcommand trains it there with the stored
+//! thread count, exactly as a sweep's child would. Then every metric column of the stored runs.csv
+//! row is compared with the new record's, and the stored eval.csv and curve.csv with the new ones.
+//!
+//! Equality rule:
+//! - CPU runs (`device` = cpu): cells must be identical strings. record.rs writes floats in their
+//!   shortest round-trip form, so this is bit-for-bit equality of the numbers.
+//! - GPU runs (`device` = cuda*): numbers may differ by |a − b| ≤ 1e-3 · max(|a|, |b|) + 1e-6
+//!   ([`GPU_REL_TOL`], [`GPU_ABS_TOL`]), because cuDNN/cuBLAS kernels are not bit-deterministic; the
+//!   absolute floor keeps metrics that should be 0 from failing on a 1e-9. Text cells must match.
+//!
+//! Not compared: timings and where/when the run happened ([`is_unchecked`]). Refused up front: a stored
+//! run made with another torch version, or another membench major.minor (either changes numbers).
+
+use crate::record::{self, RunRecord};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const GPU_REL_TOL: f64 = 1e-3;
+pub const GPU_ABS_TOL: f64 = 1e-6;
+
+/// runs.csv columns that a rerun may legitimately change: timings, memory, and provenance.
+/// Versions are checked separately, before rerunning.
+pub fn is_unchecked(column: &str) -> bool {
+    matches!(
+        column,
+        "wall_s"
+            | "step_ms_median"
+            | "peak_rss_bytes"
+            | "peak_device_bytes"
+            | "mfu"
+            | "started_at"
+            | "host"
+            | "git_commit"
+            | "membench_version"
+            | "tch_version"
+            | "torch_version"
+    ) || column.ends_with("_per_s")
+}
+
+/// curve.csv columns that are timings or memory, not results.
+fn curve_unchecked(column: &str) -> bool {
+    matches!(column, "wall_s" | "rss_bytes")
+}
+
+pub struct ReproduceOptions {
+    /// A run id, or `TABLE.csv:ROW` (1-based data row of a table written by `compare`).
+    pub target: String,
+    pub results: PathBuf,
+    /// Keep the scratch directory (printed) instead of deleting it.
+    pub keep: bool,
+}
+
+/// Run ids named by the target: the id itself, or the `run_id` / `run_ids` cell of a table row.
+fn run_ids(target: &str) -> Result<Vec<String>> {
+    let Some((table, row)) = target.rsplit_once(':').filter(|(t, _)| t.ends_with(".csv")) else {
+        return Ok(vec![target.to_string()]);
+    };
+    let row: usize = row.parse().ok().filter(|&r| r >= 1).with_context(|| format!("{target}: ROW must be a data row number ≥ 1"))?;
+    let text = std::fs::read_to_string(table).with_context(|| format!("reading {table}"))?;
+    // Tables start with `# ` comment lines (the command that made them).
+    let body: String = text.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let mut r = csv::Reader::from_reader(body.as_bytes());
+    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
+    let rec = r.records().nth(row - 1).with_context(|| format!("{table}: no data row {row}"))??;
+    let cell = |name: &str| header.iter().position(|h| h == name).and_then(|i| rec.get(i)).map(String::from);
+    let ids = cell("run_id").or_else(|| cell("run_ids")).with_context(|| format!("{table}: no run_id or run_ids column"))?;
+    let ids: Vec<String> = ids.split_whitespace().map(String::from).collect();
+    if ids.is_empty() {
+        bail!("{table} row {row}: empty run id");
+    }
+    Ok(ids)
+}
+
+/// `major.minor` of a semver string.
+fn minor(v: &str) -> &str {
+    match v.match_indices('.').nth(1) {
+        Some((i, _)) => &v[..i],
+        None => v,
+    }
+}
+
+/// Why this binary cannot be expected to reproduce a row made by `stored`, if it cannot.
+fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<String> {
+    let get = |k: &str| stored.get(k).map(String::as_str).unwrap_or("");
+    let torch = get("torch_version");
+    if torch != crate::sys::TORCH_VERSION {
+        return Some(format!("stored run used torch {torch}, this binary links torch {}", crate::sys::TORCH_VERSION));
+    }
+    let mb = get("membench_version");
+    if minor(mb) != minor(crate::sys::MEMBENCH_VERSION) {
+        return Some(format!("stored run used membench {mb}, this binary is membench {}", crate::sys::MEMBENCH_VERSION));
+    }
+    None
+}
+
+fn same(a: &str, b: &str, gpu: bool) -> bool {
+    if a == b {
+        return true;
+    }
+    if !gpu {
+        return false;
+    }
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => (x - y).abs() <= GPU_REL_TOL * x.abs().max(y.abs()) + GPU_ABS_TOL,
+        _ => false,
+    }
+}
+
+fn read_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let header = r.headers()?.iter().map(String::from).collect();
+    let rows = r.records().map(|rec| rec.map(|r| r.iter().map(String::from).collect())).collect::<Result<_, _>>()?;
+    Ok((header, rows))
+}
+
+/// Differences between two per-run CSV files, as `file:row:column` names (row 1 = first data row).
+fn diff_files(name: &str, stored: &Path, new: &Path, gpu: bool, skip: fn(&str) -> bool) -> Result<Vec<String>> {
+    let (h1, r1) = read_table(stored)?;
+    let (h2, r2) = read_table(new)?;
+    if h1 != h2 {
+        return Ok(vec![format!("{name}:header")]);
+    }
+    if r1.len() != r2.len() {
+        return Ok(vec![format!("{name}:rows ({} stored, {} new)", r1.len(), r2.len())]);
+    }
+    let mut out = vec![];
+    for (i, (a, b)) in r1.iter().zip(&r2).enumerate() {
+        for (col, (x, y)) in h1.iter().zip(a.iter().zip(b)) {
+            if !skip(col) && !same(x, y, gpu) {
+                out.push(format!("{name}:{}:{col} ({x} vs {y})", i + 1));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
+    let ids = run_ids(&opts.target)?;
+    let runs = crate::compare::read_runs(&opts.results)?;
+    let mut failed = vec![];
+    for id in &ids {
+        let row = runs
+            .rows
+            .iter()
+            .rev()
+            .find(|r| r.get("run_id") == Some(id))
+            .with_context(|| format!("run {id}: not in {}", opts.results.join("runs.csv").display()))?;
+        let differing = reproduce_one(id, row, &runs.header, opts)?;
+        if !differing.is_empty() {
+            failed.push(format!("{id}: {}", differing.join(", ")));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("not reproduced; differing columns: {}", failed.join("; "));
+    }
+    println!("reproduced: {}", ids.join(", "));
+    Ok(())
+}
+
+/// Reruns one stored run; returns the names of the columns (and eval/curve cells) that differ.
+fn reproduce_one(id: &str, stored: &BTreeMap<String, String>, header: &[String], opts: &ReproduceOptions) -> Result<Vec<String>> {
+    if let Some(why) = version_mismatch(stored) {
+        bail!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version");
+    }
+    let stored_dir = record::run_dir(&opts.results, id);
+    let config = std::fs::read(stored_dir.join("config.yaml")).with_context(|| format!("reading {}", stored_dir.join("config.yaml").display()))?;
+    let threads: i32 = stored.get("threads").and_then(|t| t.parse().ok()).unwrap_or(1);
+    let scratch = std::env::temp_dir().join(format!("membench-reproduce-{id}-{}", std::process::id()));
+    let dir = record::run_dir(&scratch, id);
+    record::write_atomic(&dir.join("config.yaml"), &config)?;
+    let exe = std::env::current_exe().context("locating the membench binary")?;
+    eprintln!("reproduce: rerunning {id} with {threads} thread(s) in {}", dir.display());
+    let log = std::fs::File::create(dir.join("run.log"))?;
+    let status = Command::new(&exe)
+        .arg("run")
+        .arg(dir.join("config.yaml"))
+        .arg("--threads")
+        .arg(threads.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("starting the rerun")?;
+    let result = dir.join("result.json");
+    let bytes = std::fs::read(&result).with_context(|| format!("rerun exited ({status}) without {}; see {}", result.display(), dir.join("run.log").display()))?;
+    let rec: RunRecord = serde_json::from_slice(&bytes).with_context(|| format!("reading {}", result.display()))?;
+    let new = rec.cells();
+    let gpu = stored.get("device").is_some_and(|d| d.starts_with("cuda"));
+
+    let mut differing = vec![];
+    println!("run {id} ({} on {}; {})", stored.get("arch").map(String::as_str).unwrap_or("?"), stored.get("device").map(String::as_str).unwrap_or("?"), if gpu {
+        format!("GPU: numbers within rel {GPU_REL_TOL:e} + abs {GPU_ABS_TOL:e}")
+    } else {
+        "CPU: identical cells".to_string()
+    });
+    println!("{:<26} {:>24} {:>24}  ", "column", "stored", "rerun");
+    for col in header.iter().filter(|c| !is_unchecked(c)) {
+        let a = stored.get(col).map(String::as_str).unwrap_or("");
+        let b = new.get(col).map(String::as_str).unwrap_or("");
+        let ok = same(a, b, gpu);
+        println!("{col:<26} {a:>24} {b:>24}  {}", if ok { "" } else { "DIFFERS" });
+        if !ok {
+            differing.push(col.clone());
+        }
+    }
+    for (file, skip) in [("eval.csv", (|_: &str| false) as fn(&str) -> bool), ("curve.csv", curve_unchecked)] {
+        let d = diff_files(file, &stored_dir.join(file), &dir.join(file), gpu, skip)?;
+        println!("{file}: {}", if d.is_empty() { "identical".to_string() } else { format!("{} cell(s) differ", d.len()) });
+        for line in d.iter().take(20) {
+            println!("  {line}");
+        }
+        differing.extend(d);
+    }
+    if opts.keep {
+        eprintln!("reproduce: scratch kept at {}", scratch.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    Ok(differing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_tolerance_is_relative_with_an_absolute_floor() {
+        assert!(same("0.5", "0.5", false));
+        assert!(!same("0.5", "0.50001", false));
+        assert!(same("0.5", "0.50001", true));
+        assert!(!same("0.5", "0.51", true));
+        assert!(same("0", "1e-7", true));
+        assert!(!same("lstm", "gru", true));
+    }
+
+    #[test]
+    fn only_timings_and_provenance_are_unchecked() {
+        for c in ["wall_s", "train_tokens_per_s", "step_ms_median", "peak_rss_bytes", "host", "started_at"] {
+            assert!(is_unchecked(c), "{c}");
+        }
+        for c in ["final_seq_acc", "best_loss", "steps", "best_step", "steps_to_threshold", "param_count", "state_size", "status", "seed", "threads", "device"] {
+            assert!(!is_unchecked(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn versions_that_change_numbers_are_refused() {
+        let row = |torch: &str, mb: &str| -> BTreeMap<String, String> {
+            [("torch_version", torch), ("membench_version", mb)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, crate::sys::MEMBENCH_VERSION)).is_none());
+        assert!(version_mismatch(&row("1.0.0", crate::sys::MEMBENCH_VERSION)).unwrap().contains("torch"));
+        let patch = format!("{}.999", minor(crate::sys::MEMBENCH_VERSION));
+        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, &patch)).is_none(), "a patch release keeps numbers");
+        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, "99.0.0")).unwrap().contains("membench"));
+    }
+}
