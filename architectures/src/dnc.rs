@@ -183,7 +183,7 @@ impl Core for Dnc {
             // Write weighting and write, on M_{t−1}.
             let content_w = addressing::content_weights(&mem, &write_key, &strengths.narrow(1, r, 1).unsqueeze(-1)).squeeze_dim(1);
             let (alloc_gate, write_gate) = (gates.narrow(1, r, 1), gates.narrow(1, r + 1, 1)); // [B, 1]
-            write_w = write_gate * (&content_w + alloc_gate * (alloc - &content_w)); // [B, N]
+            write_w = content_w.lerp_tensor(&alloc, &alloc_gate) * write_gate; // [B, N]
             mem = addressing::write(&mem, &write_w.unsqueeze(1), &erase, &write_vec);
 
             // Temporal links, then precedence.

@@ -320,7 +320,7 @@ impl Core for Ntm {
 
             // Addressing, every head at once on M_{t−1}: [B, H, N].
             let wc = addressing::content_weights(&mem, key, &beta);
-            let wg = &w + gate * (wc - &w);
+            let wg = w.lerp_tensor(&wc, &gate); // g w^c + (1 − g) w_{t−1}
             w = addressing::sharpen(&addressing::circular_shift(&wg, &shift, &shift_index), &gamma);
 
             let w_read = w.narrow(1, 0, hr); // [B, H_r, N]
