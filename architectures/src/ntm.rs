@@ -23,6 +23,7 @@
 //!   content addressing over the uniform initial memory cannot break the tie between slots;
 //! * the interface vector is clipped to ±`clip` (default 20), which bounds β ≤ 20 and γ ≤ 21,
 //!   and the add vector goes through tanh, so memory stays bounded.
+//!
 //! With these, the copy task (lengths ≤ 5) is learned in 400–600 Adam steps in our tests, across
 //! seeds, with no NaN.
 //!
