@@ -107,6 +107,19 @@ pub fn allocation_weights(usage: &Tensor) -> Tensor {
     a_sorted.zeros_like().scatter(1, &order, &a_sorted)
 }
 
+/// Temporal links and precedence (Graves et al. 2016, Methods, "Temporal memory linkage"):
+/// `L[i,j] ← (1 − w[i] − w[j]) L[i,j] + w[i] p[j]` off the diagonal, `L[i,i] = 0`;
+/// `p ← (1 − Σ_i w[i]) p + w`. The outer product w pᵀ is one baddbmm.
+///
+/// link: [B, N, N], precedence and write_w: [B, N], off_diagonal: 1 − I [N, N] → (link, precedence)
+pub fn update_links(link: &Tensor, precedence: &Tensor, write_w: &Tensor, off_diagonal: &Tensor) -> (Tensor, Tensor) {
+    let (w_i, w_j) = (write_w.unsqueeze(2), write_w.unsqueeze(1)); // [B, N, 1], [B, 1, N]
+    let scale: Tensor = 1.0 - w_i.shallow_clone() - w_j; // [B, N, N]
+    let link = (scale * link).baddbmm(&w_i, &precedence.unsqueeze(1), 1.0, 1.0) * off_diagonal;
+    let precedence = (1.0 - write_w.sum_dim_intlist(1, true, Kind::Float)) * precedence + write_w;
+    (link, precedence)
+}
+
 pub struct Dnc {
     cfg: DncConfig,
     d_in: i64,
@@ -183,15 +196,11 @@ impl Core for Dnc {
             // Write weighting and write, on M_{t−1}.
             let content_w = addressing::content_weights(&mem, &write_key, &strengths.narrow(1, r, 1).unsqueeze(-1)).squeeze_dim(1);
             let (alloc_gate, write_gate) = (gates.narrow(1, r, 1), gates.narrow(1, r + 1, 1)); // [B, 1]
-            write_w = write_gate * (&content_w + alloc_gate * (alloc - &content_w)); // [B, N]
+            write_w = content_w.lerp_tensor(&alloc, &alloc_gate) * write_gate; // [B, N]
             mem = addressing::write(&mem, &write_w.unsqueeze(1), &erase, &write_vec);
 
             // Temporal links, then precedence.
-            // L ← ((1 − w_i − w_j) L + w pᵀ) ∘ (1 − I); the outer product w pᵀ is a baddbmm.
-            let (w_i, w_j) = (write_w.unsqueeze(2), write_w.unsqueeze(1)); // [B, N, 1], [B, 1, N]
-            let scale: Tensor = 1.0 - w_i.shallow_clone() - w_j; // [B, N, N]
-            link = (scale * &link).baddbmm(&w_i, &precedence.unsqueeze(1), 1.0, 1.0) * &off_diagonal;
-            precedence = (1.0 - write_w.sum_dim_intlist(1, true, Kind::Float)) * &precedence + &write_w;
+            (link, precedence) = update_links(&link, &precedence, &write_w, &off_diagonal);
 
             // Read weightings: backward, content and forward modes mixed by π. [B, R, N]
             let forward = read_w.bmm(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
@@ -249,5 +258,34 @@ mod tests {
         // other gets (1 − ε)·ε ≈ 10⁻⁶.
         let diff = (&a - &expected).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "allocation {a} vs {expected}");
+    }
+
+    /// Writing slots 0, 1, 2 in turn (one-hot) links 1 → 0 and 2 → 1: the forward weighting
+    /// L w from slot 0 is slot 1, the backward weighting Lᵀ w from slot 2 is slot 1. Then a half
+    /// write to slot 0 with precedence (0, 0, 1): L[0, 2] = ½·1, L[1, 0] = (1 − 0 − ½)·1 = ½,
+    /// L[2, 0] = (1 − ½)·0 = 0, L[2, 1] = 1 untouched, p = ½·(0, 0, 1) + (½, 0, 0).
+    #[test]
+    fn links_record_write_order() {
+        let off = 1.0 - Tensor::eye(3, (Kind::Float, tch::Device::Cpu));
+        let mut link = Tensor::zeros([1, 3, 3], (Kind::Float, tch::Device::Cpu));
+        let mut prec = Tensor::zeros([1, 3], (Kind::Float, tch::Device::Cpu));
+        for slot in 0..3 {
+            let w = Tensor::zeros([1, 3], (Kind::Float, tch::Device::Cpu));
+            let _ = w.narrow(1, slot, 1).fill_(1.0);
+            (link, prec) = update_links(&link, &prec, &w, &off);
+        }
+        let expected = Tensor::from_slice(&[0f32, 0., 0., 1., 0., 0., 0., 1., 0.]).view([1, 3, 3]);
+        assert_eq!(link, expected);
+        let from0 = Tensor::from_slice(&[1f32, 0., 0.]).view([1, 1, 3]);
+        let from2 = Tensor::from_slice(&[0f32, 0., 1.]).view([1, 1, 3]);
+        assert_eq!(from0.bmm(&link.transpose(1, 2)), Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3]));
+        assert_eq!(from2.bmm(&link), Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3]));
+
+        let half = Tensor::from_slice(&[0.5f32, 0., 0.]).view([1, 3]);
+        let (link, prec) = update_links(&link, &prec, &half, &off);
+        let expected = Tensor::from_slice(&[0f32, 0., 0.5, 0.5, 0., 0., 0., 1., 0.]).view([1, 3, 3]);
+        assert!((&link - &expected).abs().max().double_value(&[]) < 1e-7, "{link}");
+        let expected_p = Tensor::from_slice(&[0.5f32, 0., 0.5]).view([1, 3]);
+        assert!((&prec - &expected_p).abs().max().double_value(&[]) < 1e-7, "{prec}");
     }
 }
