@@ -179,8 +179,13 @@ impl Mamba {
         let c = self.cfg.chunk_size.min(t);
         // [B, Nc, C, E, N]; padding has log-decay 0 and input 0.
         let chunks = |x: &Tensor| pad_to_chunks(x, 1, c).view([b, -1, c, e, n]);
-        let cum = chunks(&log_decay).cumsum(2, None); // c_i ≤ 0
-        let acc = (chunks(&input) * (-&cum).exp()).cumsum(2, None); // Σ_{j≤i} e^{−c_j} u_j
+        // Cumulative sums within a chunk as a product with the lower-triangular ones matrix: one
+        // batched GEMM over [C, C] × [C, E·N] (and another in the backward pass) instead of
+        // libtorch's strided cumsum (and the flips of its backward), ~2× faster on CPU here.
+        let tri = Tensor::ones([c, c], (u.kind(), u.device())).tril(0);
+        let chunk_cumsum = |x: &Tensor| tri.matmul(&x.reshape([-1, c, e * n])).view([b, -1, c, e, n]);
+        let cum = chunk_cumsum(&chunks(&log_decay)); // c_i ≤ 0
+        let acc = chunk_cumsum(&(chunks(&input) * (-&cum).exp())); // Σ_{j≤i} e^{−c_j} u_j
         let nc = cum.size()[1];
         // State at each chunk's end without the carried h₀, and the chunk's total decay.
         let grow = cum.exp();
