@@ -7,6 +7,7 @@
 //! positions count is the task's business (its mask), never the model's.
 
 pub mod addressing;
+pub mod bench_specs;
 pub mod dnc;
 pub mod gla;
 pub mod kv_memory;

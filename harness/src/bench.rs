@@ -2,40 +2,20 @@
 //! at the reference sizes, timed the same way as `bench/pytorch_reference.py` times PyTorch eager
 //! on the same shapes, so the two can be compared in one run.
 //!
-//! Statistic: median over `steps` timed steps after `warmup` untimed ones; each step ends with a
+//! Statistic: median (wall and CPU time) over `steps` timed steps after `warmup` untimed ones; each step ends with a
 //! host read of the loss (as the training loop does), so no work is left in flight. GFLOP/s counts
 //! 3 × forward FLOPs per token (forward + backward); MFU divides by a matmul peak measured here,
 //! with the same thread count, just before the models run.
 
 use crate::eval::{self, BatchTensors};
 use anyhow::{Context, Result};
+use membench_architectures::bench_specs::{Spec, SPECS};
 use membench_architectures::{ArchConfig, Network};
-use membench_tasks::{Batch, InputKind, Inputs, OutputKind, Targets, TaskIo};
+use membench_tasks::{Batch, InputKind, Inputs, OutputKind, Targets};
 use serde::Serialize;
 use std::process::Command;
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
-
-/// A reference size from the architectures issue.
-pub struct Spec {
-    pub name: &'static str,
-    pub arch_yaml: &'static str,
-    pub io: TaskIo,
-    pub batch: usize,
-    pub time: usize,
-}
-
-const BITS: TaskIo = TaskIo { input: InputKind::Dense { width: 9 }, output: OutputKind::Bits { width: 8 } };
-const TOKENS: TaskIo = TaskIo { input: InputKind::Tokens { vocab: 64 }, output: OutputKind::Classes { n: 64 } };
-
-pub const SPECS: &[Spec] = &[
-    Spec { name: "lstm", arch_yaml: "{name: lstm, hidden_size: 128}", io: BITS, batch: 32, time: 40 },
-    Spec { name: "gru", arch_yaml: "{name: gru, hidden_size: 128}", io: BITS, batch: 32, time: 40 },
-    Spec { name: "transformer", arch_yaml: "{name: transformer, d_model: 128, layers: 2, heads: 4}", io: TOKENS, batch: 32, time: 128 },
-    Spec { name: "ntm", arch_yaml: "{name: ntm, controller_size: 100, memory_slots: 128, slot_width: 20}", io: BITS, batch: 16, time: 20 },
-    Spec { name: "dnc", arch_yaml: "{name: dnc, controller_size: 100, memory_slots: 128, slot_width: 20, read_heads: 1}", io: BITS, batch: 16, time: 20 },
-    Spec { name: "memn2n", arch_yaml: "{name: memn2n, d_model: 64, hops: 3, memory_size: 50}", io: TOKENS, batch: 32, time: 50 },
-];
 
 #[derive(Debug, Serialize)]
 pub struct BenchRow {
@@ -44,13 +24,19 @@ pub struct BenchRow {
     pub batch: usize,
     pub time: usize,
     pub params: i64,
+    /// Median wall time of one step.
     pub step_ms_median: f64,
+    /// Median CPU time of one step (this thread's with 1 thread, the process's with more).
+    pub cpu_ms_median: f64,
     pub samples_per_s: f64,
     pub gflops_per_s: f64,
     pub mfu: f64,
+    /// Peak RSS while this model trained (the high-water mark is reset before each model).
     pub peak_rss_bytes: u64,
     pub pytorch_ms_median: Option<f64>,
-    /// membench step time / PyTorch eager step time (lower is better).
+    pub pytorch_cpu_ms_median: Option<f64>,
+    /// membench CPU time / PyTorch eager CPU time per step (lower is better); CPU time because
+    /// wall time on a shared machine also counts other processes.
     pub ratio: Option<f64>,
 }
 
@@ -86,7 +72,7 @@ pub fn matmul_peak_flops() -> f64 {
     2.0 * (n * n * n) as f64 / best
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     if n % 2 == 1 {
@@ -96,42 +82,71 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Median ms of one training step of `spec` in this process.
-pub fn time_step(spec: &Spec, warmup: usize, steps: usize) -> Result<(f64, i64, f64)> {
+/// What [`time_step`] measured.
+pub struct StepTiming {
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    pub params: i64,
+    pub flops_per_token: f64,
+}
+
+/// Median wall and CPU ms of one training step of `spec` in this process, on `threads` threads
+/// (already set with `tch::set_num_threads`).
+pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Result<StepTiming> {
     let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).with_context(|| format!("{}: {}", spec.name, spec.arch_yaml))?;
     let _ = tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::new(&vs, &cfg, spec.io)?;
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
     let bt = BatchTensors::new(&random_batch(spec), Device::Cpu);
-    let mut times = Vec::with_capacity(steps);
+    let (mut wall, mut cpu) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for i in 0..warmup + steps {
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), crate::sys::cpu_seconds(threads));
         let loss = eval::loss(spec.io.output, &net.forward_t(&bt.x, true), &bt);
         opt.zero_grad();
         loss.backward();
         opt.step();
         let _ = loss.double_value(&[]);
         if i >= warmup {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            wall.push(t0.elapsed().as_secs_f64() * 1e3);
+            cpu.push((crate::sys::cpu_seconds(threads) - c0) * 1e3);
         }
     }
-    Ok((median(times), net.param_count(), net.flops_per_token(spec.time as i64)))
+    Ok(StepTiming { wall_ms: median(wall), cpu_ms: median(cpu), params: net.param_count(), flops_per_token: net.flops_per_token(spec.time as i64) })
 }
 
-/// Runs the PyTorch eager reference for one spec; None when it has no such model or fails.
-fn pytorch_ms(python: &str, spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Option<f64> {
+/// The PyTorch eager reference's line for one spec: (wall ms, CPU ms, params), medians.
+pub struct PytorchTiming {
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    pub params: i64,
+}
+
+/// Runs `bench/pytorch_reference.py` for one spec; None (with a note on stderr) when it fails.
+pub fn pytorch_reference(python: &str, name: &str, threads: i32, warmup: usize, steps: usize) -> Option<PytorchTiming> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pytorch_reference.py");
-    let out = Command::new(python)
-        .args([script, "--model", spec.name, "--threads", &threads.to_string(), "--warmup", &warmup.to_string(), "--steps", &steps.to_string()])
+    let out = match Command::new(python)
+        .args([script, "--model", name, "--threads", &threads.to_string(), "--warmup", &warmup.to_string(), "--steps", &steps.to_string()])
         .output()
-        .ok()?;
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("bench: cannot run {python}: {e}");
+            return None;
+        }
+    };
     if !out.status.success() {
-        eprintln!("bench: pytorch reference for {} failed: {}", spec.name, String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        eprintln!("bench: pytorch reference for {name} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.get("step_ms_median")?.as_f64()
+    Some(PytorchTiming { wall_ms: v.get("step_ms_median")?.as_f64()?, cpu_ms: v.get("cpu_ms_median")?.as_f64()?, params: v.get("params")?.as_i64()? })
+}
+
+/// Resets this process's peak-RSS high-water mark (Linux: `5` to /proc/self/clear_refs), so that
+/// each model's peak is its own; a no-op where unsupported.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 pub struct BenchOptions {
@@ -144,35 +159,49 @@ pub struct BenchOptions {
 }
 
 pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
+    if let Some(unknown) = opts.models.iter().find(|m| !SPECS.iter().any(|s| &s.name == m)) {
+        anyhow::bail!("bench: no spec called `{unknown}`; known: {}", SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+    }
     let mut rows = vec![];
     for &threads in &opts.threads {
         tch::set_num_threads(threads);
         let peak = matmul_peak_flops();
         eprintln!("bench: {threads} thread(s), matmul peak {:.1} GFLOP/s", peak / 1e9);
         for spec in SPECS.iter().filter(|s| opts.models.is_empty() || opts.models.iter().any(|m| m == s.name)) {
-            let (ms, params, fpt) = match time_step(spec, opts.warmup, opts.steps) {
+            reset_peak_rss();
+            let st = match time_step(spec, threads, opts.warmup, opts.steps) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("bench: skipping {}: {e:#}", spec.name);
                     continue;
                 }
             };
+            let peak_rss_bytes = crate::sys::peak_rss_bytes().unwrap_or(0);
+            let ms = st.wall_ms;
             let tokens = (spec.batch * spec.time) as f64;
-            let flops = 3.0 * fpt * tokens / (ms / 1e3);
-            let py = opts.compare_pytorch.then(|| pytorch_ms(&opts.python, spec, threads, opts.warmup, opts.steps)).flatten();
+            let flops = 3.0 * st.flops_per_token * tokens / (ms / 1e3);
+            let py = opts.compare_pytorch.then(|| pytorch_reference(&opts.python, spec.name, threads, opts.warmup, opts.steps)).flatten();
+            if let Some(p) = &py {
+                if p.params != st.params {
+                    eprintln!("bench: note: {} has {} parameters here and {} in the PyTorch reference", spec.name, st.params, p.params);
+                }
+            }
+            eprintln!("bench: {} ×{threads}: {ms:.2} ms wall, {:.2} ms cpu{}", spec.name, st.cpu_ms, py.as_ref().map_or(String::new(), |p| format!("; pytorch {:.2} ms wall, {:.2} ms cpu", p.wall_ms, p.cpu_ms)));
             rows.push(BenchRow {
                 model: spec.name.into(),
                 threads,
                 batch: spec.batch,
                 time: spec.time,
-                params,
+                params: st.params,
                 step_ms_median: ms,
+                cpu_ms_median: st.cpu_ms,
                 samples_per_s: spec.batch as f64 / (ms / 1e3),
                 gflops_per_s: flops / 1e9,
                 mfu: flops / peak,
-                peak_rss_bytes: crate::sys::peak_rss_bytes().unwrap_or(0),
-                pytorch_ms_median: py,
-                ratio: py.map(|p| ms / p),
+                peak_rss_bytes,
+                pytorch_ms_median: py.as_ref().map(|p| p.wall_ms),
+                pytorch_cpu_ms_median: py.as_ref().map(|p| p.cpu_ms),
+                ratio: py.as_ref().map(|p| st.cpu_ms / p.cpu_ms),
             });
         }
     }
@@ -181,13 +210,27 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
 
 /// The Markdown table of the README's Performance section.
 pub fn markdown(rows: &[BenchRow]) -> String {
-    let mut s = String::from("| model | threads | B×T | params | step ms (median) | samples/s | GFLOP/s | MFU | PyTorch eager ms | ratio |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| model | threads | B×T | params | step ms (median, wall) | CPU ms | samples/s | GFLOP/s | MFU | peak RSS MiB | PyTorch eager ms (wall) | PyTorch CPU ms | ratio (CPU) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
     for r in rows {
-        let py = r.pytorch_ms_median.map_or("–".into(), |v| format!("{v:.2}"));
-        let ratio = r.ratio.map_or("–".into(), |v| format!("{v:.2}×"));
+        let opt = |v: Option<f64>, suffix: &str| v.map_or("–".into(), |v| format!("{v:.2}{suffix}"));
         s += &format!(
-            "| {} | {} | {}×{} | {} | {:.2} | {:.0} | {:.2} | {:.1} % | {} | {} |\n",
-            r.model, r.threads, r.batch, r.time, r.params, r.step_ms_median, r.samples_per_s, r.gflops_per_s, 100.0 * r.mfu, py, ratio
+            "| {} | {} | {}×{} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.1} % | {:.0} | {} | {} | {} |\n",
+            r.model,
+            r.threads,
+            r.batch,
+            r.time,
+            r.params,
+            r.step_ms_median,
+            r.cpu_ms_median,
+            r.samples_per_s,
+            r.gflops_per_s,
+            100.0 * r.mfu,
+            r.peak_rss_bytes as f64 / (1 << 20) as f64,
+            opt(r.pytorch_ms_median, ""),
+            opt(r.pytorch_cpu_ms_median, ""),
+            opt(r.ratio, "×")
         );
     }
     s

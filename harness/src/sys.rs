@@ -43,3 +43,17 @@ pub fn cached_python() -> String {
     });
     std::fs::read_to_string(cache.join("python")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "python3".into())
 }
+
+/// CPU time consumed so far, in seconds: by the calling thread when libtorch runs on one thread
+/// (its ops then run on the caller), by the whole process otherwise. On a shared machine this
+/// clock, unlike wall time, does not count the time other processes held the cores.
+pub fn cpu_seconds(threads: i32) -> f64 {
+    let clock = if threads == 1 { libc::CLOCK_THREAD_CPUTIME_ID } else { libc::CLOCK_PROCESS_CPUTIME_ID };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
