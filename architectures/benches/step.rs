@@ -1,63 +1,47 @@
-//! One full training step (forward, cross-entropy, backward, Adam step) of the attention/memory
-//! families at benchmark sizes, on the CPU with one libtorch thread (the machine is shared; one
-//! thread keeps numbers comparable between runs).
+//! One full training step (forward, loss, backward, Adam, host read of the loss) of every family
+//! at the reference sizes of `membench bench` (`membench_architectures::bench_specs::SPECS`, the
+//! one table both use), on one libtorch thread, plus the chunked/recurrent scan variants of the
+//! linear-attention family at the same sizes.
 //!
-//! `cargo bench -p membench-architectures --bench step`
+//! `source scripts/env.sh && cargo bench -p membench-architectures --bench step [-- <filter>]`
 //!
-//! The same run then prints PyTorch eager's time for the same models, shapes and step
-//! (`benches/step_pytorch.py`, one thread), when a `python3` with torch is on PATH
-//! (`source scripts/env.sh`).
+//! The same run then prints PyTorch eager's median step for the same specs
+//! (`bench/pytorch_reference.py --model <name> --threads 1`, JSON lines with wall and CPU ms), when
+//! `$MEMBENCH_PYTHON` or `python` on PATH (as `scripts/env.sh` sets) has torch.
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use membench_architectures::memn2n::{MemN2NConfig, Tying};
-use membench_architectures::transformer::{PosEncoding, TransformerConfig};
-use membench_architectures::{ArchConfig, Network};
-use membench_tasks::{InputKind, OutputKind, TaskIo};
-use tch::nn::OptimizerConfig;
-use tch::{nn, Device, Kind, Tensor};
+use criterion::{criterion_group, Criterion};
+use membench_architectures::bench_specs::{Spec, StepBench, SPECS, TOKENS};
 
-const VOCAB: i64 = 64;
-
-fn bench_step(c: &mut Criterion, id: &str, cfg: &ArchConfig, batch: i64, time: i64) {
-    tch::set_num_threads(1);
-    tch::manual_seed(0);
-    let io = TaskIo { input: InputKind::Tokens { vocab: VOCAB as usize }, output: OutputKind::Classes { n: VOCAB as usize } };
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Network::new(&vs, cfg, io).unwrap();
-    let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
-    let xs = Tensor::randint(VOCAB, [batch, time], (Kind::Int64, Device::Cpu));
-    let ys = Tensor::randint(VOCAB, [batch * time], (Kind::Int64, Device::Cpu));
-    println!("{id}: {} parameters, {:.2} MFLOP/token forward", net.param_count(), net.flops_per_token(time) / 1e6);
-    c.bench_function(id, |b| {
-        b.iter(|| {
-            let logits = net.forward_t(&xs, true).view([batch * time, VOCAB]);
-            opt.backward_step(&logits.cross_entropy_for_logits(&ys));
-        })
-    });
-}
+/// Scan variants at the reference shapes (d128 L2 T128 B32); the specs time the default scans.
+const VARIANTS: &[Spec] = &[
+    Spec { name: "linear_attention_recurrent", arch_yaml: "{name: linear_attention, d_model: 128, layers: 2, heads: 4, scan: recurrent}", io: TOKENS, batch: 32, time: 128 },
+    Spec { name: "linear_attention_taylor", arch_yaml: "{name: linear_attention, d_model: 128, layers: 2, heads: 4, feature_map: taylor}", io: TOKENS, batch: 32, time: 128 },
+    Spec { name: "gla_recurrent", arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, scan: recurrent}", io: TOKENS, batch: 32, time: 128 },
+    Spec { name: "mamba_recurrent", arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: recurrent}", io: TOKENS, batch: 32, time: 128 },
+];
 
 fn steps(c: &mut Criterion) {
-    let transformer = ArchConfig::Transformer(TransformerConfig { d_model: 128, layers: 2, heads: 4, mlp_ratio: 4.0, dropout: 0.0, pos_encoding: PosEncoding::Sinusoidal, window: None, max_len: 2048 });
-    bench_step(c, "transformer d128 L2 H4 T128 B32 train step", &transformer, 32, 128);
-    let memn2n = ArchConfig::Memn2n(MemN2NConfig { d_model: 64, hops: 3, memory_size: 50, tying: Tying::Adjacent });
-    bench_step(c, "memn2n d64 3 hops M50 T50 B32 train step", &memn2n, 32, 50);
-    pytorch_reference();
+    tch::set_num_threads(1);
+    let mut group = c.benchmark_group("train_step");
+    group.sample_size(10);
+    for spec in SPECS.iter().chain(VARIANTS) {
+        let mut bench = StepBench::new(spec);
+        eprintln!("{}: B{} T{}, {} params, {:.2} MFLOP/token forward", spec.name, spec.batch, spec.time, bench.net.param_count(), bench.net.flops_per_token(spec.time as i64) / 1e6);
+        group.bench_function(spec.name, |b| b.iter(|| bench.step()));
+    }
+    group.finish();
 }
 
-/// Runs the PyTorch eager reference and passes its lines through; a missing python is reported,
-/// not fatal, so the Rust numbers still come out.
-fn pytorch_reference() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/step_pytorch.py");
-    match std::process::Command::new("python3").arg(script).output() {
-        Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
-        Ok(out) => println!("pytorch reference failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
-        Err(e) => println!("pytorch reference not run (python3: {e})"),
+criterion_group!(benches, steps);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    let python = std::env::var("MEMBENCH_PYTHON").unwrap_or_else(|_| "python".into());
+    // Only the specs a filter selected (`cargo bench --bench step -- ntm`), or all.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    println!("PyTorch eager reference (bench/pytorch_reference.py, 1 thread):");
+    for spec in SPECS.iter().filter(|s| filter.is_empty() || filter.iter().any(|f| s.name.contains(f.as_str()))) {
+        println!("{}", membench_architectures::bench_specs::pytorch_reference_line(&python, spec.name, 1));
     }
 }
-
-criterion_group! {
-    name = benches;
-    config = Criterion::default().sample_size(10);
-    targets = steps
-}
-criterion_main!(benches);

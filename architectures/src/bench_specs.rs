@@ -7,7 +7,9 @@
 //! memory; MemN2N 3 hops d64 over 50 memories; the key-value memory, linear attention, GLA and
 //! Mamba at d128 L2 (kv_memory: 2 hops) T128 B32.
 
+use crate::{ArchConfig, Network};
 use membench_tasks::{InputKind, OutputKind, TaskIo};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
 /// One reference size: a family's config as YAML (the `arch:` section of an experiment), the task
 /// io it is timed on, and the batch shape.
@@ -40,6 +42,65 @@ pub const SPECS: &[Spec] = &[
 /// The spec called `name`.
 pub fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
+}
+
+/// A network of one spec with Adam and a fixed random batch, ready to time training steps. The
+/// loss is the harness's (masked mean over positions; the mask is all ones here, so the mean).
+pub struct StepBench {
+    pub net: Network,
+    opt: nn::Optimizer,
+    x: Tensor,
+    y: Tensor,
+    io: TaskIo,
+    _store: nn::VarStore,
+}
+
+impl StepBench {
+    pub fn new(spec: &Spec) -> Self {
+        tch::manual_seed(0);
+        let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).expect("bench spec parses");
+        let store = nn::VarStore::new(Device::Cpu);
+        let net = Network::new(&store, &cfg, spec.io).expect("bench spec is valid");
+        let opt = nn::Adam::default().build(&store, 1e-3).expect("adam");
+        let (b, t) = (spec.batch as i64, spec.time as i64);
+        let opts = (Kind::Float, Device::Cpu);
+        let x = match spec.io.input {
+            InputKind::Dense { width } => Tensor::randint(2, [b, t, width as i64], opts),
+            InputKind::Tokens { vocab } => Tensor::randint(vocab as i64, [b, t], (Kind::Int64, Device::Cpu)),
+        };
+        let y = match spec.io.output {
+            OutputKind::Bits { width } => Tensor::randint(2, [b, t, width as i64], opts),
+            OutputKind::Classes { n } => Tensor::randint(n as i64, [b * t], (Kind::Int64, Device::Cpu)),
+            OutputKind::Real { width, .. } => Tensor::zeros([b, t, width as i64], opts),
+        };
+        StepBench { net, opt, x, y, io: spec.io, _store: store }
+    }
+
+    /// One training step: forward, loss, backward, Adam, and a host read of the loss (so no work
+    /// is left in flight). Returns the loss.
+    pub fn step(&mut self) -> f64 {
+        let out = self.net.forward_t(&self.x, true);
+        let loss = match self.io.output {
+            OutputKind::Classes { n } => out.view([-1, n as i64]).cross_entropy_for_logits(&self.y),
+            OutputKind::Bits { .. } => out.binary_cross_entropy_with_logits::<Tensor>(&self.y, None, None, Reduction::None).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float),
+            OutputKind::Real { .. } => out.mse_loss(&self.y, Reduction::Mean),
+        };
+        self.opt.zero_grad();
+        loss.backward();
+        self.opt.step();
+        loss.double_value(&[])
+    }
+}
+
+/// Runs `bench/pytorch_reference.py --model <name>` with `python` and returns its JSON line, or
+/// a sentence saying why there is none (the Rust numbers stay useful without it).
+pub fn pytorch_reference_line(python: &str, name: &str, threads: i32) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pytorch_reference.py");
+    match std::process::Command::new(python).args([script, "--model", name, "--threads", &threads.to_string()]).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(out) => format!("pytorch reference for {name} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")),
+        Err(e) => format!("pytorch reference not run ({python}: {e})"),
+    }
 }
 
 #[cfg(test)]

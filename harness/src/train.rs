@@ -69,6 +69,12 @@ pub struct TrainOutcome {
     pub train_samples_per_s: f64,
     pub train_tokens_per_s: f64,
     pub step_ms_median: f64,
+    /// Harness overhead of the training loop, in % of the model's own step time: waiting for the
+    /// batch, host→tensor conversion, learning-rate set, gradient norm/clipping and loss
+    /// bookkeeping, over forward + loss + backward + optimizer step + loss read (evaluation is
+    /// excluded: it is part of the protocol, not overhead). Wall time, summed over all steps.
+    #[serde(default)]
+    pub harness_overhead_pct: f64,
     pub param_count: i64,
     pub state_size: i64,
     pub flops_per_token: f64,
@@ -184,6 +190,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
         train_samples_per_s: 0.0,
         train_tokens_per_s: 0.0,
         step_ms_median: f64::NAN,
+        harness_overhead_pct: f64::NAN,
         param_count: net.param_count(),
         state_size: net.state_size(eval_len),
         flops_per_token: net.flops_per_token(eval_len),
@@ -198,6 +205,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
 
     let start = Instant::now();
     let mut step_ms = Vec::with_capacity(t.steps as usize);
+    let (mut core_s, mut overhead_s) = (0.0f64, 0.0f64);
     let mut tokens = 0u64;
     let (mut loss_sum, mut loss_n) = (Tensor::zeros([], (Kind::Float, device)), 0u64);
     let mut best: Option<(f64, Vec<Tensor>)> = None;
@@ -215,25 +223,33 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
             }
         });
         for step in 1..=t.steps {
+            let t_wait = Instant::now();
             let batch = rx.recv().context("batch generator stopped")?;
             let t0 = Instant::now();
             let lr = t.lr_at(step);
             opt.set_lr(lr);
             let bt = BatchTensors::new(&batch, device);
+            let t_core = Instant::now();
             let loss = eval::loss(io.output, &net.forward_t(&bt.x, true), &bt);
             opt.zero_grad();
             loss.backward();
-            let norm = grad_norm_and_clip(&params, t.grad_clip);
+            let t_backward = Instant::now();
+            let is_eval = step % t.eval_interval == 0 || step == t.steps;
+            // The norm is reported at evaluation points only; without clipping, other steps skip it.
+            let norm = (t.grad_clip.is_some() || is_eval).then(|| grad_norm_and_clip(&params, t.grad_clip));
+            let t_norm = Instant::now();
             opt.step();
             let loss = loss.detach();
+            // A non-finite loss is checked every step: continuing would only produce NaN weights.
+            let loss_value = loss.double_value(&[]);
+            let t_step = Instant::now();
             loss_sum += &loss;
             loss_n += 1;
             tokens += (batch.batch * batch.time) as u64;
             out.steps = step;
-            let is_eval = step % t.eval_interval == 0 || step == t.steps;
-            // A non-finite loss is checked every step: continuing would only produce NaN weights.
-            let loss_value = loss.double_value(&[]);
-            step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            step_ms.push((t_step - t0).as_secs_f64() * 1e3);
+            core_s += (t_backward - t_core).as_secs_f64() + (t_step - t_norm).as_secs_f64();
+            overhead_s += (t_core - t_wait).as_secs_f64() + (t_norm - t_backward).as_secs_f64() + t_step.elapsed().as_secs_f64();
             if !loss_value.is_finite() {
                 out.status = Status::Diverged;
                 out.reason = format!("non-finite training loss {loss_value} at step {step}");
@@ -247,7 +263,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
                     train_loss: loss_sum.double_value(&[]) / loss_n as f64,
                     valid,
                     lr,
-                    grad_norm: norm.double_value(&[]),
+                    grad_norm: norm.as_ref().map_or(f64::NAN, |n| n.double_value(&[])),
                     rss_bytes: crate::sys::peak_rss_bytes().unwrap_or(0),
                 };
                 loss_sum = Tensor::zeros([], (Kind::Float, device));
@@ -283,6 +299,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
     out.train_samples_per_s = (out.steps as f64 * t.batch_size as f64) / train_s.max(1e-9);
     out.train_tokens_per_s = tokens as f64 / train_s.max(1e-9);
     out.step_ms_median = median(&mut step_ms);
+    out.harness_overhead_pct = 100.0 * overhead_s / core_s.max(1e-12);
     if out.status == Status::Diverged {
         return Ok(out);
     }
