@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sweep throughput: the same small grid run twice from scratch, once as the default sweep shape
+# (`--jobs 2 --threads 1`: two runs at once, one libtorch thread each) and once sequentially with
+# both cores given to each run (`--jobs 1 --threads 2`). Prints runs/hour of each and their ratio
+# (target: ≥ 1.8). Run it on a quiet machine: it measures wall time.
+#
+#   bash bench/sweep_throughput.sh [steps-per-run (default 300)] [runs (default 8)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-300}
+runs=${2:-8}
+bin=./target/release/membench
+[[ -x $bin ]] || { echo "build first: make build" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Half LSTM, half Transformer runs on the copy task: one recurrent and one attention family.
+cat > "$work/grid.yaml" <<YAML
+defaults:
+  train: {steps: $steps, batch_size: 32, lr: 0.003, eval_interval: $steps, valid_batches: 2, test_batches: 2}
+experiments:
+  - name: lstm
+    task: {name: copy, bits: 8, min_len: 1, max_len: 10, eval_lengths: [20]}
+    arch: {name: lstm, hidden_size: 128}
+    seeds: $((runs / 2))
+  - name: transformer
+    task: {name: copy, bits: 8, min_len: 1, max_len: 10, eval_lengths: [20]}
+    arch: {name: transformer, d_model: 64, layers: 2, heads: 4}
+    seeds: $((runs - runs / 2))
+YAML
+time_sweep() { # jobs threads out → seconds
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$bin" sweep "$work/grid.yaml" --jobs "$1" --threads "$2" --out "$3" >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
+}
+par=$(time_sweep 2 1 "$work/par")
+seq=$(time_sweep 1 2 "$work/seq")
+for d in par seq; do
+    done_runs=$(grep -c ',done,' "$work/$d/runs.csv" || true)
+    [[ $done_runs -eq $runs ]] || { echo "$d: only $done_runs of $runs runs done" >&2; exit 1; }
+done
+awk -v p="$par" -v s="$seq" -v n="$runs" -v steps="$steps" 'BEGIN {
+    printf "grid: %d runs × %d steps (copy task; half LSTM h128, half Transformer d64 L2)\n", n, steps
+    printf "--jobs 2 --threads 1: %.1f s, %.0f runs/hour\n", p, 3600 * n / p
+    printf "--jobs 1 --threads 2: %.1f s, %.0f runs/hour\n", s, 3600 * n / s
+    printf "throughput ratio (jobs 2 / sequential): %.2f×\n", s / p
+}'
