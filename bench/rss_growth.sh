@@ -23,7 +23,7 @@ experiments:
   - {name: dnc, task: $task, arch: {name: dnc}}
 YAML
 "$bin" sweep "$work/grid.yaml" --jobs 2 --threads 1 --out "$work/out" >/dev/null 2>&1
-printf "%-12s %12s %12s %8s %12s %10s\n" run rss@100_MiB "rss@$steps"_MiB growth overhead_% step_ms
+printf "%-12s %12s %12s %8s %12s %12s %10s\n" run rss@100_MiB "rss@$steps"_MiB growth overhead_% batch_wait_% step_ms
 for dir in "$work"/out/runs/*/; do
     python3 - "$dir" "$steps" <<'PY'
 import csv, json, sys
@@ -33,6 +33,6 @@ rows = {int(row["step"]): int(row["rss_bytes"]) for row in csv.DictReader(open(d
 o = r.get("outcome") or {}
 name = r.get("config", {}).get("arch", {}).get("name", d.rstrip("/").split("/")[-1][:12])
 a, b = rows.get(100), rows.get(steps)
-print(f"{name:<12} {a / 2**20:12.1f} {b / 2**20:12.1f} {100 * (b - a) / a:7.2f}% {o.get('harness_overhead_pct', float('nan')):12.2f} {o.get('step_ms_median', float('nan')):10.2f}")
+print(f"{name:<12} {a / 2**20:12.1f} {b / 2**20:12.1f} {100 * (b - a) / a:7.2f}% {o.get('harness_overhead_pct', float('nan')):12.2f} {o.get('batch_wait_pct', float('nan')):12.2f} {o.get('step_ms_median', float('nan')):10.2f}")
 PY
 done

@@ -75,6 +75,9 @@ pub struct TrainOutcome {
     /// excluded: it is part of the protocol, not overhead). Wall time, summed over all steps.
     #[serde(default)]
     pub harness_overhead_pct: f64,
+    /// Of which: time blocked waiting for the batch generator thread, in % of the same step time.
+    #[serde(default)]
+    pub batch_wait_pct: f64,
     pub param_count: i64,
     pub state_size: i64,
     pub flops_per_token: f64,
@@ -191,6 +194,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
         train_tokens_per_s: 0.0,
         step_ms_median: f64::NAN,
         harness_overhead_pct: f64::NAN,
+        batch_wait_pct: f64::NAN,
         param_count: net.param_count(),
         state_size: net.state_size(eval_len),
         flops_per_token: net.flops_per_token(eval_len),
@@ -205,7 +209,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
 
     let start = Instant::now();
     let mut step_ms = Vec::with_capacity(t.steps as usize);
-    let (mut core_s, mut overhead_s) = (0.0f64, 0.0f64);
+    let (mut core_s, mut overhead_s, mut wait_s) = (0.0f64, 0.0f64, 0.0f64);
     let mut tokens = 0u64;
     let (mut loss_sum, mut loss_n) = (Tensor::zeros([], (Kind::Float, device)), 0u64);
     let mut best: Option<(f64, Vec<Tensor>)> = None;
@@ -249,6 +253,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
             out.steps = step;
             step_ms.push((t_step - t0).as_secs_f64() * 1e3);
             core_s += (t_backward - t_core).as_secs_f64() + (t_step - t_norm).as_secs_f64();
+            wait_s += (t0 - t_wait).as_secs_f64();
             overhead_s += (t_core - t_wait).as_secs_f64() + (t_norm - t_backward).as_secs_f64() + t_step.elapsed().as_secs_f64();
             if !loss_value.is_finite() {
                 out.status = Status::Diverged;
@@ -300,6 +305,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
     out.train_tokens_per_s = tokens as f64 / train_s.max(1e-9);
     out.step_ms_median = median(&mut step_ms);
     out.harness_overhead_pct = 100.0 * overhead_s / core_s.max(1e-12);
+    out.batch_wait_pct = 100.0 * wait_s / core_s.max(1e-12);
     if out.status == Status::Diverged {
         return Ok(out);
     }
