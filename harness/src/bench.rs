@@ -43,7 +43,7 @@ pub struct BenchRow {
 /// A random batch with every position scored, of the spec's shapes, made by a fixed seed.
 pub fn random_batch(spec: &Spec) -> Batch {
     let (b, t) = (spec.batch, spec.time);
-    let _ = tch::manual_seed(0);
+    tch::manual_seed(0);
     let inputs = match spec.io.input {
         InputKind::Dense { width } => Inputs::Dense(Vec::<f32>::try_from(Tensor::rand([(b * t * width) as i64], (Kind::Float, Device::Cpu)).round()).expect("f32")),
         InputKind::Tokens { vocab } => Inputs::Tokens(Vec::<i64>::try_from(Tensor::randint(vocab as i64, [(b * t) as i64], (Kind::Int64, Device::Cpu))).expect("i64")),
@@ -94,7 +94,7 @@ pub struct StepTiming {
 /// (already set with `tch::set_num_threads`).
 pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Result<StepTiming> {
     let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).with_context(|| format!("{}: {}", spec.name, spec.arch_yaml))?;
-    let _ = tch::manual_seed(0);
+    tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::new(&vs, &cfg, spec.io)?;
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
