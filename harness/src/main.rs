@@ -7,6 +7,7 @@ mod eval;
 mod grid;
 mod record;
 mod runner;
+mod slurm;
 mod sys;
 mod train;
 
@@ -58,6 +59,38 @@ enum Cmd {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Write (and with --submit, submit) a Slurm job array sweeping one shard per task, plus a merge job.
+    Slurm {
+        file: PathBuf,
+        /// Array tasks, one shard of the grid each (at most the number of runs).
+        #[arg(long, default_value_t = 1)]
+        array: usize,
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task, in Slurm's format (e.g. 2:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// Cores per task; the task's sweep runs cpus-per-task / threads runs at once.
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: usize,
+        /// Memory per task, in Slurm's format (e.g. 8G).
+        #[arg(long)]
+        mem: Option<String>,
+        /// GPUs per task.
+        #[arg(long, default_value_t = 0)]
+        gpus: usize,
+        /// LibTorch intra-op threads per run.
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Submit with sbatch and print the job ids (default: only write the scripts).
+        #[arg(long)]
+        submit: bool,
+        /// Write nothing; list the runs of FILE not finished in OUT/runs.csv (exit 1 if any).
+        #[arg(long, conflicts_with = "submit")]
+        check: bool,
+    },
     /// Train one resolved run config (what a sweep's child process does), writing beside it.
     Run {
         config: PathBuf,
@@ -86,13 +119,18 @@ fn main() -> ExitCode {
             let python = python.or_else(|| std::env::var("MEMBENCH_PYTHON").ok()).unwrap_or_else(sys::cached_python);
             bench::bench(&bench::BenchOptions { models, threads, warmup, steps, compare_pytorch, python }).map(|rows| print!("{}", bench::markdown(&rows)))
         }
+        Some(Cmd::Slurm { file, array, partition, time, cpus_per_task, mem, gpus, threads, out, submit, check }) => match check {
+            true => slurm::check(&file, &out),
+            false => slurm::slurm(&slurm::SlurmOptions { file, out, array, partition, time, cpus_per_task, mem, gpus, threads, submit }),
+        }
+        .map(|report| print!("{report}")),
         Some(Cmd::Run { config, threads }) => runner::run_one(&config, threads).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("membench: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if e.is::<slurm::BadInput>() { 2 } else { 1 })
         }
     }
 }
