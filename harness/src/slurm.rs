@@ -140,7 +140,9 @@ fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
     s.push_str(&common_directives(o, "membench-merge", 1));
     let _ = writeln!(s, "#SBATCH --output={out}/slurm/merge-%j.out");
     s.push_str("set -uo pipefail\nshopt -s nullglob\n");
-    let _ = writeln!(s, "shards=({qout}/shards/*/)");
+    // A task cancelled before its first run finished leaves no runs.csv; merge only what exists.
+    s.push_str("shards=()\n");
+    let _ = writeln!(s, "for d in {qout}/shards/*/; do [[ -f $d/runs.csv ]] && shards+=(\"$d\"); done");
     s.push_str("status=0\n");
     let _ = writeln!(s, "if ((${{#shards[@]}})); then {qexe} merge \"${{shards[@]}}\" --out {qout} || status=$?; fi");
     let _ = writeln!(s, "{qexe} slurm {qfile} --out {qout} --check || status=$?");
