@@ -130,9 +130,9 @@ impl TrainConfig {
         }
     }
 
-    /// Impossible values, named by key; serde has already checked names and types.
-    pub fn check(&self) -> Result<(), String> {
-        let bad = |key: &str, value: String, expected: &str| Err(format!("train.{key} = {value}: {expected}"));
+    /// Impossible values: Err((key under `train`, message)); serde has already checked names and types.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let bad = |key: &'static str, value: String, expected: &str| Err((key, format!("{value}: {expected}")));
         if self.steps == 0 || self.steps > 100_000_000 {
             return bad("steps", self.steps.to_string(), "expected 1..=100000000");
         }
@@ -157,7 +157,8 @@ impl TrainConfig {
             return bad("eval_interval", "0".into(), "expected >= 1");
         }
         if self.valid_batches == 0 || self.test_batches == 0 {
-            return bad("valid_batches/test_batches", "0".into(), "expected >= 1");
+            let key = if self.valid_batches == 0 { "valid_batches" } else { "test_batches" };
+            return bad(key, "0".into(), "expected >= 1");
         }
         if self.warmup_steps > self.steps {
             return bad("warmup_steps", self.warmup_steps.to_string(), "expected <= steps");

@@ -5,9 +5,13 @@ mod bench;
 mod config;
 mod eval;
 mod grid;
+mod lock;
+mod merge;
 mod record;
 mod runner;
+mod shard;
 mod slurm;
+mod strict;
 mod sys;
 mod train;
 
@@ -35,9 +39,37 @@ enum Cmd {
         #[arg(long)]
         jobs: Option<usize>,
         /// LibTorch intra-op threads per run.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
         threads: i32,
         #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Run only shard I of N (0-based; runs split by run-id hash). Under a SLURM job array
+        /// it defaults to the array task's index and count.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Print the runs (and their status) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Kill a run that takes longer than this (e.g. 90s, 10m, 2h); its row says `timeout`.
+        #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+        run_timeout: Option<std::time::Duration>,
+        /// Address-space limit per run (e.g. 4GiB, 512MiB); a run over it fails.
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        run_memory: Option<u64>,
+    },
+    /// Check an experiments file; print every mistake with file:line:col (exit 2), or the run count.
+    Validate { file: PathBuf },
+    /// Every run of an experiments file: run_id, experiment, seed, status, swept values.
+    List {
+        file: PathBuf,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
+    /// Union of results directories (e.g. shards) into --out, each run once.
+    Merge {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        #[arg(long)]
         out: PathBuf,
     },
     /// Time one training step per model family at the reference sizes (optionally against PyTorch eager).
@@ -111,9 +143,11 @@ fn main() -> ExitCode {
             eprintln!("membench: no command; see `membench --help`");
             return ExitCode::from(2);
         }
-        Some(Cmd::Sweep { file, jobs, threads, out }) => {
+        Some(Cmd::Sweep { file, jobs, threads, out, shard, dry_run, run_timeout, run_memory }) => {
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            runner::sweep(&runner::SweepOptions { file, out, jobs, threads })
+            shard::Shard::resolve(shard.as_deref()).map_err(anyhow::Error::from).and_then(|shard| {
+                runner::sweep(&runner::SweepOptions { file, out, jobs, threads, shard, dry_run, run_timeout, run_memory })
+            })
         }
         Some(Cmd::Bench { models, threads, warmup, steps, compare_pytorch, python }) => {
             let python = python.or_else(|| std::env::var("MEMBENCH_PYTHON").ok()).unwrap_or_else(sys::cached_python);
@@ -124,13 +158,40 @@ fn main() -> ExitCode {
             false => slurm::slurm(&slurm::SlurmOptions { file, out, array, partition, time, cpus_per_task, mem, gpus, threads, submit }),
         }
         .map(|report| print!("{report}")),
+        Some(Cmd::Validate { file }) => grid::load(&file).map_err(anyhow::Error::from).map(|runs| {
+            println!("{}: ok, {} runs", file.display(), runs.len());
+        }),
+        Some(Cmd::List { file, out }) => runner::list(&file, &out),
+        Some(Cmd::Merge { dirs, out }) => merge::merge(&dirs, &out),
         Some(Cmd::Run { config, threads }) => runner::run_one(&config, threads).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("membench: {e:#}");
-            ExitCode::from(if e.is::<slurm::BadInput>() { 2 } else { 1 })
+            // Bad input (a mistake in a file or flag the user can fix) is 2; anything else 1.
+            ExitCode::from(if e.downcast_ref::<strict::BadInput>().is_some() || e.is::<slurm::BadInput>() { 2 } else { 1 })
         }
     }
+}
+
+/// `4GiB`, `512MiB`, `1.5G`, `1000000`: a byte count (K/M/G/T are powers of 1024 here).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| format!("`{s}`: expected a size such as 4GiB or 512MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use B, KiB, MiB, GiB or TiB")),
+    };
+    let bytes = n * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{s}`: expected a positive size"));
+    }
+    Ok(bytes as u64)
 }

@@ -56,6 +56,20 @@ pub fn run_dir(out: &Path, run_id: &str) -> PathBuf {
     out.join("runs").join(run_id)
 }
 
+/// Copies a run directory's files (not subdirectories, not temp files) into `dst`, each atomically.
+pub fn copy_run_dir(src: &Path, dst: &Path) -> Result<()> {
+    for entry in fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !entry.file_type()?.is_file() || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let bytes = fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
+        write_atomic(&dst.join(&name), &bytes)?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
@@ -229,15 +243,32 @@ pub struct RunsCsv {
 }
 
 impl RunsCsv {
-    /// Opens (or starts) `<out>/runs.csv`, cutting off a torn last line.
+    /// Opens (or starts) `<out>/runs.csv`, cutting off a torn last line. Only the holder of the
+    /// directory's lock may call this (it may write).
     pub fn open(out: &Path) -> Result<Self> {
         let path = out.join("runs.csv");
+        if path.exists() {
+            repair_torn_tail(&path)?;
+        }
+        Self::read_from(path, false)
+    }
+
+    /// Reads `<out>/runs.csv` without writing anything (a torn last line is ignored, not cut);
+    /// empty when there is no such file. For `list`, `--dry-run` and readers of results.
+    pub fn read_only(out: &Path) -> Result<Self> {
+        Self::read_from(out.join("runs.csv"), true)
+    }
+
+    fn read_from(path: PathBuf, skip_torn: bool) -> Result<Self> {
         let mut header = vec![];
         let mut rows = vec![];
         if path.exists() {
-            repair_torn_tail(&path)?;
-            let mut r = csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
-            header = r.headers()?.iter().map(String::from).collect();
+            let mut bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            if skip_torn && bytes.last().is_some_and(|&b| b != b'\n') {
+                bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+            }
+            let mut r = csv::Reader::from_reader(bytes.as_slice());
+            header = r.headers().with_context(|| format!("reading {}", path.display()))?.iter().map(String::from).collect();
             for rec in r.records() {
                 let rec = rec.with_context(|| format!("reading {}", path.display()))?;
                 rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
@@ -257,7 +288,14 @@ impl RunsCsv {
     /// Adds or replaces the row of `rec.run_id`. Appends and syncs when the columns fit; otherwise
     /// (new swept columns, or a replaced row) rewrites the file atomically.
     pub fn upsert(&mut self, rec: &RunRecord) -> Result<()> {
-        let cells = rec.cells();
+        self.upsert_row(rec.cells())
+    }
+
+    /// [`RunsCsv::upsert`] of a row given by its cells (column name → text); `run_id` is required.
+    pub fn upsert_row(&mut self, cells: BTreeMap<String, String>) -> Result<()> {
+        anyhow::ensure!(cells.contains_key("run_id"), "a runs.csv row needs a run_id");
+        // One row is one line: the torn-line repair cuts at the last newline.
+        let cells: BTreeMap<String, String> = cells.into_iter().map(|(k, v)| (k, v.replace(['\n', '\r'], " "))).collect();
         let replaced = self.rows.iter().position(|r| r.get("run_id") == cells.get("run_id"));
         let fits = !self.header.is_empty() && cells.keys().all(|k| self.header.contains(k));
         match replaced {
@@ -269,8 +307,14 @@ impl RunsCsv {
             // Skip the header line that csv_bytes wrote.
             let body = &line[line.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..];
             let mut f = OpenOptions::new().append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
-            f.write_all(body).and_then(|_| f.sync_data()).with_context(|| format!("appending to {}", self.path.display()))?;
-            return Ok(());
+            let before = f.metadata()?.len();
+            let written = append_row(&mut f, body);
+            if written.is_err() {
+                // Best effort: take back a partial row now; otherwise the next open cuts it.
+                let _ = f.set_len(before).and_then(|_| f.sync_all());
+                self.rows.pop();
+            }
+            return written.with_context(|| format!("appending a row to {}", self.path.display()));
         }
         self.header = self.columns();
         let header: Vec<&str> = self.header.iter().map(String::as_str).collect();
@@ -296,6 +340,20 @@ impl RunsCsv {
         swept.dedup();
         LEAD.iter().map(|s| s.to_string()).chain(swept).chain(tail).collect()
     }
+}
+
+/// Appends and syncs one row. Testing only: `MEMBENCH_FAULT_WRITE=N` makes the N-th append of
+/// this process write half its bytes and fail, as a full disk would.
+fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
+    static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = APPENDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if std::env::var("MEMBENCH_FAULT_WRITE").ok().and_then(|v| v.parse::<u64>().ok()) == Some(n) {
+        f.write_all(&body[..body.len() / 2])?;
+        f.sync_data()?;
+        return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "injected write failure (MEMBENCH_FAULT_WRITE)"));
+    }
+    f.write_all(body)?;
+    f.sync_data()
 }
 
 /// Cuts a file back to its last complete line (a crash can leave half a row).

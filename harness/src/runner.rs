@@ -6,19 +6,32 @@
 //! One run per process because tch's seed is process-global, and so that a crash costs one run.
 
 use crate::config::RunConfig;
+use crate::lock::DirLock;
 use crate::record::{self, RunEnv, RunRecord, RunsCsv};
+use crate::shard::Shard;
 use crate::train::{self, Status};
 use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub struct SweepOptions {
     pub file: PathBuf,
     pub out: PathBuf,
     pub jobs: usize,
     pub threads: i32,
+    pub shard: Option<Shard>,
+    pub dry_run: bool,
+    /// Kill a run that takes longer than this; its row says `timeout`.
+    pub run_timeout: Option<Duration>,
+    /// Address-space limit (RLIMIT_AS) of each child, in bytes.
+    pub run_memory: Option<u64>,
 }
 
 /// Statuses that are final: rerunning would give the same row. Failed and timed-out runs are
@@ -27,22 +40,73 @@ pub fn is_final(status: &str) -> bool {
     status == Status::Done.as_str() || status == Status::Diverged.as_str()
 }
 
+/// The runs of `file` this invocation is responsible for (its shard), checked; nothing is written.
+fn planned_runs(file: &Path, shard: Option<Shard>) -> Result<Vec<RunConfig>> {
+    let runs = crate::grid::load(file)?;
+    Ok(match shard {
+        Some(s) => runs.into_iter().filter(|r| s.contains(&r.run_id())).collect(),
+        None => runs,
+    })
+}
+
+fn swept_text(run: &RunConfig) -> String {
+    run.swept.iter().map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default())).collect::<Vec<_>>().join(" ")
+}
+
+/// `membench list`: every run of the file with its status in `out` (pending when it has no row).
+pub fn list(file: &Path, out: &Path) -> Result<()> {
+    let runs = crate::grid::load(file)?;
+    let csv = RunsCsv::read_only(out)?;
+    let mut text = String::from("run_id\texperiment\tseed\tstatus\tswept\n");
+    for r in &runs {
+        let id = r.run_id();
+        let status = csv.status_of(&id).unwrap_or("pending");
+        text.push_str(&format!("{id}\t{}\t{}\t{status}\t{}\n", r.experiment, r.seed, swept_text(r)));
+    }
+    print!("{text}");
+    Ok(())
+}
+
 pub fn sweep(opts: &SweepOptions) -> Result<()> {
-    let text = std::fs::read_to_string(&opts.file).with_context(|| format!("reading {}", opts.file.display()))?;
-    let runs = crate::grid::expand(&text).with_context(|| format!("{}", opts.file.display()))?;
+    let runs = planned_runs(&opts.file, opts.shard)?;
+    if opts.dry_run {
+        let csv = RunsCsv::read_only(&opts.out)?;
+        let pending = runs.iter().filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final)).count();
+        for r in &runs {
+            let status = csv.status_of(&r.run_id()).unwrap_or("pending").to_string();
+            println!("{}\t{}\t{}\t{status}\t{}", r.run_id(), r.experiment, r.seed, swept_text(r));
+        }
+        eprintln!("dry run: {} runs, {pending} would run; nothing written", runs.len());
+        return Ok(());
+    }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let _lock = DirLock::acquire(&opts.out)?;
     let mut csv = RunsCsv::open(&opts.out)?;
+    let total = runs.len();
     let pending: Vec<RunConfig> = runs.into_iter().filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final)).collect();
-    eprintln!("sweep: {} runs pending in {}", pending.len(), opts.out.display());
+    let skipped = total - pending.len();
+    let tty = std::io::stderr().is_terminal();
+    if !tty {
+        eprintln!("sweep: {total} runs, {skipped} already finished, {} to run, {} at once, in {}", pending.len(), opts.jobs, opts.out.display());
+    }
+    let bar = if tty { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}  {elapsed_precise} ETA {eta}").expect("valid template"),
+    );
+    bar.set_position(skipped as u64);
     let exe = std::env::current_exe().context("locating the membench binary")?;
     let (tx, rx) = mpsc::channel::<RunRecord>();
     let queue = std::sync::Mutex::new(pending.into_iter());
+    let running = AtomicUsize::new(0);
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..opts.jobs.max(1) {
-            let (tx, queue, exe) = (tx.clone(), &queue, &exe);
+            let (tx, queue, exe, running) = (tx.clone(), &queue, &exe, &running);
             scope.spawn(move || loop {
                 let Some(run) = queue.lock().expect("queue lock").next() else { break };
-                let rec = run_child(exe, &run, &opts.out, opts.threads);
+                running.fetch_add(1, Ordering::SeqCst);
+                let rec = run_child(exe, &run, opts);
+                running.fetch_sub(1, Ordering::SeqCst);
                 if tx.send(rec).is_err() {
                     break;
                 }
@@ -50,48 +114,121 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
         }
         drop(tx);
         for rec in rx {
-            eprintln!("sweep: {} {} {}", rec.run_id, rec.status.as_str(), rec.reason);
+            *counts.entry(rec.status.as_str()).or_default() += 1;
+            // A row that cannot be written stops the sweep: later rows would be lost the same way.
             csv.upsert(&rec)?;
+            bar.inc(1);
+            let bad = counts.get("failed").unwrap_or(&0) + counts.get("timeout").unwrap_or(&0);
+            bar.set_message(format!("running {}, failed {bad}", running.load(Ordering::SeqCst)));
+            let line = format!("{} {} {} {}", rec.run_id, rec.config.experiment, rec.status.as_str(), rec.reason);
+            if tty {
+                if rec.status != Status::Done {
+                    bar.println(line);
+                }
+            } else {
+                eprintln!("sweep: {line}");
+            }
         }
         Ok(())
-    })
+    })?;
+    bar.finish_and_clear();
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    eprintln!("sweep: finished ({}); {skipped} were already done; rows in {}", if summary.is_empty() { "nothing to run".into() } else { summary.join(", ") }, opts.out.join("runs.csv").display());
+    Ok(())
+}
+
+/// Human form of a child's end: exit code or signal.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGKILL => " (SIGKILL: killed, e.g. by the kernel OOM killer)",
+            libc::SIGABRT => " (SIGABRT: abort, e.g. a failed allocation)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGINT => " (SIGINT)",
+            libc::SIGBUS => " (SIGBUS)",
+            _ => "",
+        };
+        format!("killed by signal {sig}{name}")
+    } else {
+        format!("exit status {}", status.code().unwrap_or(-1))
+    }
+}
+
+/// The last non-empty lines of a run's log, for the reason column.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(8192)..]).into_owned()).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let s = tail[tail.len().saturating_sub(lines)..].join(" | ");
+    if s.len() > 600 {
+        let cut = (s.len() - 600..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        format!("...{}", &s[cut..])
+    } else {
+        s
+    }
 }
 
 /// Runs one config in a child process and returns its record, synthesizing one if it died.
-fn run_child(exe: &Path, run: &RunConfig, out: &Path, threads: i32) -> RunRecord {
+fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions) -> RunRecord {
     let run_id = run.run_id();
-    let dir = record::run_dir(out, &run_id);
+    let dir = record::run_dir(&opts.out, &run_id);
     let started = Instant::now();
     let started_at = crate::sys::now_rfc3339();
+    let mut status = Status::Failed;
     let result = (|| -> Result<RunRecord> {
+        let log_path = dir.join("run.log");
         let _ = std::fs::remove_file(dir.join("result.json"));
         let config_path = dir.join("config.yaml");
         record::write_atomic(&config_path, serde_yaml::to_string(run)?.as_bytes())?;
-        let log = std::fs::File::create(dir.join("run.log"))?;
-        let status = Command::new(exe)
-            .arg("run")
-            .arg(&config_path)
-            .arg("--threads")
-            .arg(threads.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
-            .context("starting the child process")?;
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("run").arg(&config_path).arg("--threads").arg(opts.threads.to_string());
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let memory = opts.run_memory;
+        // SAFETY: between fork and exec only async-signal-safe calls (prctl, setrlimit, getppid).
+        unsafe {
+            cmd.pre_exec(move || {
+                // Die with the sweep: a killed sweep must not leave runs writing into its directory.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() == 1 {
+                    return Err(std::io::Error::other("the sweep exited"));
+                }
+                if let Some(bytes) = memory {
+                    let lim = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                    if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("starting the child process")?;
+        let exit = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if opts.run_timeout.is_some_and(|t| started.elapsed() > t) {
+                let _ = child.kill();
+                let _ = child.wait();
+                status = Status::Timeout;
+                anyhow::bail!("exceeded --run-timeout {}; killed", humantime::format_duration(opts.run_timeout.unwrap_or_default()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         match std::fs::read(dir.join("result.json")) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).context("reading result.json")?),
-            Err(_) => anyhow::bail!("child exited ({status}) without a result; see {}", dir.join("run.log").display()),
+            Ok(bytes) if exit.success() => Ok(serde_json::from_slice(&bytes).context("reading result.json")?),
+            _ => anyhow::bail!("{}: {}", describe_exit(exit), log_tail(&log_path, 4)),
         }
     })();
     result.unwrap_or_else(|e| RunRecord {
         run_id,
         config: run.clone(),
-        status: Status::Failed,
+        status,
         reason: format!("{e:#}"),
         outcome: None,
         env: RunEnv {
             device: "cpu".into(),
-            threads,
+            threads: opts.threads,
             membench_version: crate::sys::MEMBENCH_VERSION.into(),
             git_commit: crate::sys::GIT_COMMIT.into(),
             tch_version: crate::sys::TCH_VERSION.into(),
@@ -106,10 +243,53 @@ fn run_child(exe: &Path, run: &RunConfig, out: &Path, threads: i32) -> RunRecord
     })
 }
 
+/// Testing only: `MEMBENCH_FAULT=kind[:seed],...` makes the child of every run (or of the runs
+/// with that seed) fail on purpose: `panic`, `abort`, `exit` (status 3), `hang` (sleeps until
+/// killed), `oom` (allocates until the address-space limit; refused without `--run-memory`),
+/// `nan` (an lr of 1e300 makes the f32 weights infinite after one step, so training diverges).
+/// Not part of any config, so it cannot change a run id or leak into a results row.
+fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
+    let Ok(spec) = std::env::var("MEMBENCH_FAULT") else { return Ok(()) };
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (kind, seed) = match item.split_once(':') {
+            Some((k, s)) => (k, Some(s.parse::<u64>().context("MEMBENCH_FAULT: seed must be an integer")?)),
+            None => (item, None),
+        };
+        if seed.is_some_and(|s| s != cfg.seed) {
+            continue;
+        }
+        eprintln!("MEMBENCH_FAULT: injecting `{kind}`");
+        match kind {
+            "panic" => panic!("injected panic (MEMBENCH_FAULT)"),
+            "abort" => std::process::abort(),
+            "exit" => std::process::exit(3),
+            "hang" => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            "oom" => {
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                // SAFETY: getrlimit writes into the struct we pass.
+                if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+                    anyhow::bail!("MEMBENCH_FAULT=oom needs --run-memory (it would eat the machine otherwise)");
+                }
+                let mut hog: Vec<Vec<u8>> = vec![];
+                loop {
+                    hog.push(vec![1u8; 64 << 20]);
+                }
+            }
+            "nan" => cfg.train.lr = 1e300,
+            other => anyhow::bail!("MEMBENCH_FAULT: unknown fault `{other}`"),
+        }
+    }
+    Ok(())
+}
+
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
 pub fn run_one(config_path: &Path, threads: i32) -> Result<RunRecord> {
     let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let cfg: RunConfig = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let mut trained = cfg.clone();
+    inject_fault(&mut trained)?;
     let dir = config_path.parent().context("config has no directory")?;
     let started = Instant::now();
     let started_at = crate::sys::now_rfc3339();
@@ -117,7 +297,7 @@ pub fn run_one(config_path: &Path, threads: i32) -> Result<RunRecord> {
     tch::set_num_interop_threads(1);
     tch::manual_seed(cfg.seed as i64);
     let device = tch::Device::Cpu;
-    let outcome = train::train(&cfg, device, &mut |p| {
+    let outcome = train::train(&trained, device, &mut |p| {
         eprintln!("step {} train_loss {:.5} valid_loss {:.5} token_acc {:.4}", p.step, p.train_loss, p.valid.loss, p.valid.token_acc);
     })?;
     record::write_curve(&dir.join("curve.csv"), &outcome.curve)?;

@@ -50,10 +50,9 @@ fn bad(e: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.into()))
 }
 
-/// Reads and expands the grid; any mistake is bad input.
+/// Reads and expands the grid; any mistake is bad input (file:line:col, from `grid::load`).
 fn expand_grid(file: &Path) -> Result<Vec<crate::config::RunConfig>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display())).map_err(bad)?;
-    let runs = crate::grid::expand(&text).with_context(|| format!("{}", file.display())).map_err(bad)?;
+    let runs = crate::grid::load(file)?;
     if runs.is_empty() {
         return Err(bad(anyhow::anyhow!("{}: the grid has no runs", file.display())));
     }
@@ -222,10 +221,11 @@ fn sbatch(args: &[String], script: &Path) -> Result<String> {
 /// (done or diverged), otherwise an error naming each missing or unfinished run.
 pub fn check(file: &Path, out: &Path) -> Result<String> {
     let runs = expand_grid(file)?;
-    let csv = if out.join("runs.csv").exists() { Some(record::RunsCsv::open(out)?) } else { None };
+    // Read-only: the check may run while another process holds the directory's lock.
+    let csv = record::RunsCsv::read_only(out)?;
     let rows: HashMap<&str, &str> = csv
+        .rows()
         .iter()
-        .flat_map(|c| c.rows())
         .filter_map(|r| Some((r.get("run_id")?.as_str(), r.get("status").map_or("", String::as_str))))
         .collect();
     let mut missing = String::new();
@@ -306,7 +306,7 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("g.yaml"), "experiments:\n  - task: {name: copy, max_len: 3}\n    arch: {name: lstm, hidden_sise: 16}\n").unwrap();
         let e = slurm(&opts(&d)).unwrap_err();
-        assert!(e.is::<BadInput>(), "{e:#}");
+        assert!(e.is::<crate::strict::BadInput>(), "{e:#}");
         assert!(!d.join("out").exists());
         grid(&d, 1);
         let e = slurm(&SlurmOptions { time: Some("1 hour".into()), ..opts(&d) }).unwrap_err();

@@ -1,0 +1,318 @@
+//! Strict reading of experiments files: every mistake is reported as `file:line:col: key: message`
+//! with a did-you-mean, and nothing runs or is written.
+//!
+//! serde_yaml forgets positions once a document is a `Value` (and inside internally tagged enums
+//! such as `task: {name: copy, ...}`), so errors are raised on key paths (`experiments[0].train.lr`)
+//! and mapped back to the source by [`Positions`], a table of every key's line and column built
+//! from a second, position-aware parse (yaml-rust2's marked events; aliases are not expanded there).
+//!
+//! Hostile input is refused before it can cost time or memory: files over [`MAX_FILE_BYTES`],
+//! directories, non-UTF-8 bytes, nesting deeper than [`MAX_DEPTH`]; alias bombs are stopped by
+//! serde_yaml's repetition limit; grids over [`MAX_RUNS`] runs are counted, not expanded.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+/// Largest experiments file accepted (10 MiB); real ones are a few KiB.
+pub const MAX_FILE_BYTES: u64 = 10 << 20;
+/// Largest grid accepted; counted before expansion, so a huge grid costs nothing.
+pub const MAX_RUNS: u64 = 100_000;
+/// Deepest nesting of mappings and sequences accepted.
+pub const MAX_DEPTH: usize = 64;
+
+/// One mistake in an input file, at a 1-based line and column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issue {
+    pub line: usize,
+    pub col: usize,
+    /// Key path such as `experiments[0].train.lr`; empty when the mistake is not under a key.
+    pub key: String,
+    pub message: String,
+}
+
+/// Bad input: exit code 2. Displays one `file:line:col: key: message` line per issue.
+#[derive(Debug, thiserror::Error)]
+pub struct BadInput {
+    pub file: String,
+    pub issues: Vec<Issue>,
+}
+
+impl BadInput {
+    pub fn one(file: impl Into<String>, line: usize, col: usize, key: impl Into<String>, message: impl Into<String>) -> Self {
+        BadInput { file: file.into(), issues: vec![Issue { line, col, key: key.into(), message: message.into() }] }
+    }
+}
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, is) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: ", self.file, is.line, is.col)?;
+            if !is.key.is_empty() {
+                write!(f, "{}: ", is.key)?;
+            }
+            write!(f, "{}", is.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads an input file, refusing directories, files over [`MAX_FILE_BYTES`] and non-UTF-8 bytes.
+pub fn read_source(path: &Path) -> Result<String, BadInput> {
+    let name = path.display().to_string();
+    let bad = |msg: String| BadInput::one(name.clone(), 1, 1, "", msg);
+    let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read the file: {e}")))?;
+    if meta.is_dir() {
+        return Err(bad("is a directory, expected an experiments YAML file".into()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(bad(format!("file is {} bytes; experiments files are limited to {MAX_FILE_BYTES} bytes", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    use std::io::Read;
+    // Read at most one byte past the cap: the file may be a pipe or grow while we read.
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| bad(format!("cannot read the file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(bad(format!("file is over {MAX_FILE_BYTES} bytes")));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let head = &e.as_bytes()[..at];
+        let line = head.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = at - head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+        BadInput::one(name.clone(), line, col, "", format!("invalid UTF-8 (byte 0x{:02x} at offset {at}); the file must be UTF-8 text", e.as_bytes()[at]))
+    })
+}
+
+/// Line and column (1-based) of every key, and of every sequence item, by key path.
+/// Paths are segment lists: mapping keys as written, sequence indices in decimal.
+#[derive(Debug, Default)]
+pub struct Positions {
+    at: HashMap<Vec<String>, (usize, usize)>,
+}
+
+enum Frame {
+    /// A mapping: the key whose value is being read, and every key seen so far with its line.
+    Map { key: Option<String>, seen: HashMap<String, usize> },
+    Seq { index: usize },
+}
+
+struct Collector {
+    positions: Positions,
+    path: Vec<String>,
+    frames: Vec<Frame>,
+    /// The first reason to refuse the document: too deep, a duplicate key, a custom tag.
+    refused: Option<(Marker, String)>,
+}
+
+impl Collector {
+    /// The path of the node that starts now (a value in the current frame), or None for a key.
+    fn enter_value(&mut self, mark: Marker) -> Option<bool> {
+        match self.frames.last_mut() {
+            None => Some(false),
+            Some(Frame::Map { key: None, .. }) => None,
+            Some(Frame::Map { key: Some(_), .. }) => Some(true),
+            Some(Frame::Seq { index }) => {
+                self.path.push(index.to_string());
+                let p = self.path.clone();
+                self.positions.at.entry(p).or_insert((mark.line(), mark.col() + 1));
+                Some(true)
+            }
+        }
+    }
+
+    /// After a value ends: the map expects a key again, the sequence moves to its next index.
+    fn leave_value(&mut self) {
+        match self.frames.last_mut() {
+            Some(Frame::Map { key, .. }) => {
+                if key.take().is_some() {
+                    self.path.pop();
+                }
+            }
+            Some(Frame::Seq { index }) => {
+                *index += 1;
+                self.path.pop();
+            }
+            None => {}
+        }
+    }
+
+    fn scalar_or_alias(&mut self, text: String, mark: Marker) {
+        match self.enter_value(mark) {
+            None => {
+                // A mapping key: remember where it is written.
+                self.path.push(text.clone());
+                self.positions.at.entry(self.path.clone()).or_insert((mark.line(), mark.col() + 1));
+                if let Some(Frame::Map { key, seen }) = self.frames.last_mut() {
+                    if let Some(first) = seen.insert(text.clone(), mark.line()) {
+                        let msg = format!("duplicate key `{text}` (first written at line {first})");
+                        self.refused.get_or_insert((mark, msg));
+                    }
+                    *key = Some(text);
+                }
+            }
+            Some(_) => self.leave_value(),
+        }
+    }
+
+    fn open(&mut self, frame: Frame, mark: Marker) {
+        if self.enter_value(mark).is_none() {
+            // A complex key (a mapping or sequence used as a key): give it a placeholder name.
+            self.path.push("?".into());
+            if let Some(Frame::Map { key, .. }) = self.frames.last_mut() {
+                *key = Some("?".into());
+            }
+        }
+        self.frames.push(frame);
+        if self.frames.len() > MAX_DEPTH {
+            self.refused.get_or_insert((mark, format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+    }
+}
+
+impl MarkedEventReceiver for Collector {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.refused.is_some() {
+            return;
+        }
+        // Local tags (`!name`) ask for types we do not have; serde_yaml would silently drop them.
+        if let Event::Scalar(_, _, _, Some(t)) | Event::MappingStart(_, Some(t)) | Event::SequenceStart(_, Some(t)) = &ev {
+            if t.handle != "!!" && t.handle != "tag:yaml.org,2002:" {
+                self.refused = Some((mark, format!("YAML tag `{}{}` is not supported; remove it", t.handle, t.suffix)));
+                return;
+            }
+        }
+        match ev {
+            Event::Scalar(text, ..) => self.scalar_or_alias(text, mark),
+            Event::Alias(_) => self.scalar_or_alias("*alias".into(), mark),
+            Event::MappingStart(..) => self.open(Frame::Map { key: None, seen: HashMap::new() }, mark),
+            Event::SequenceStart(..) => self.open(Frame::Seq { index: 0 }, mark),
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.frames.pop();
+                self.leave_value();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Positions {
+    /// Parses `text` (the first document only) for positions; a syntax error is an [`Issue`].
+    pub fn parse(text: &str) -> Result<Self, Issue> {
+        let mut c = Collector { positions: Positions::default(), path: vec![], frames: vec![], refused: None };
+        let mut parser = Parser::new_from_str(text);
+        if let Err(e) = parser.load(&mut c, false) {
+            let m = e.marker();
+            return Err(Issue { line: m.line(), col: m.col() + 1, key: String::new(), message: format!("YAML syntax error: {}", e.info()) });
+        }
+        if let Some((m, message)) = c.refused {
+            return Err(Issue { line: m.line(), col: m.col() + 1, key: strict_key(&c.path), message });
+        }
+        Ok(c.positions)
+    }
+
+    pub fn get(&self, path: &[String]) -> Option<(usize, usize)> {
+        self.at.get(path).copied()
+    }
+
+    /// Position of the longest prefix of `path` that is written in the file, and that prefix's length.
+    pub fn nearest(&self, path: &[String]) -> Option<((usize, usize), usize)> {
+        (1..=path.len()).rev().find_map(|n| self.get(&path[..n]).map(|p| (p, n)))
+    }
+}
+
+fn strict_key(path: &[String]) -> String {
+    display_path(path)
+}
+
+/// `experiments`, `0`, `train` → `experiments[0].train`.
+pub fn display_path(path: &[String]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            s.push_str(&format!("[{seg}]"));
+        } else {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(seg);
+        }
+    }
+    s
+}
+
+/// The closest of `allowed` to `typo`, if close enough to be a likely misspelling.
+pub fn closest<'a>(typo: &str, allowed: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    allowed
+        .into_iter()
+        .map(|a| (strsim::damerau_levenshtein(typo, a), a))
+        .filter(|&(d, a)| d <= (a.len().max(typo.len()) / 3).max(2))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, a)| a)
+}
+
+/// The name in serde's "unknown field `x`" / "unknown variant `x`" messages.
+pub fn unknown_name(message: &str) -> Option<&str> {
+    let rest = ["unknown field `", "unknown variant `"].iter().find_map(|p| message.split_once(p).map(|(_, r)| r))?;
+    rest.split('`').next()
+}
+
+/// Names listed after "expected" in serde's unknown field/variant messages.
+fn expected_names(message: &str) -> Vec<&str> {
+    let Some((_, rest)) = message.split_once("expected") else { return vec![] };
+    rest.split('`').skip(1).step_by(2).collect()
+}
+
+/// serde's message, plus " (did you mean `y`?)" when it names an unknown key close to an allowed one.
+pub fn with_hint(message: &str) -> String {
+    let Some(name) = unknown_name(message) else { return message.to_string() };
+    match closest(name, expected_names(message)) {
+        Some(m) => format!("{message} (did you mean `{m}`?)"),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Vec<String> {
+        s.split('/').map(String::from).collect()
+    }
+
+    #[test]
+    fn positions_of_keys_and_items() {
+        let text = "defaults:\n  train: {steps: 3}\nexperiments:\n  - name: a\n    grid:\n      arch.hidden_size: [1, 2]\n  - name: b\n";
+        let pos = Positions::parse(text).unwrap();
+        assert_eq!(pos.get(&p("defaults")), Some((1, 1)));
+        assert_eq!(pos.get(&p("defaults/train/steps")), Some((2, 11)));
+        // A block mapping in a sequence is marked on its first line (the column is the parser's).
+        assert_eq!(pos.get(&p("experiments/0")).map(|p| p.0), Some(4));
+        assert_eq!(pos.get(&p("experiments/0/grid/arch.hidden_size")), Some((6, 7)));
+        assert_eq!(pos.get(&p("experiments/1/name")), Some((7, 5)));
+        assert_eq!(pos.nearest(&p("experiments/1/train/lr")).map(|(p, n)| (p.0, n)), Some((7, 2)));
+    }
+
+    #[test]
+    fn hint_names_the_closest_allowed_key() {
+        let m = "unknown field `lrr`, expected one of `steps`, `lr`, `batch_size`";
+        assert_eq!(unknown_name(m), Some("lrr"));
+        assert!(with_hint(m).ends_with("(did you mean `lr`?)"), "{}", with_hint(m));
+        assert_eq!(with_hint("unknown field `zzzzzzzz`, expected `lr`"), "unknown field `zzzzzzzz`, expected `lr`");
+        assert_eq!(display_path(&p("experiments/3/train/lr")), "experiments[3].train.lr");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = format!("x: {}{}", "[".repeat(200), "]".repeat(200));
+        let e = Positions::parse(&text).unwrap_err();
+        assert!(e.message.contains("nesting deeper"), "{e:?}");
+    }
+}
