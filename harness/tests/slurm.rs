@@ -112,6 +112,15 @@ fn local_sweep(yaml: &Path, dir: &Path) -> BTreeMap<String, BTreeMap<String, Str
     rows(&out)
 }
 
+/// Runs in shard 0 and 1 of 2 (from `membench sweep --shard i/2 --dry-run`, one line per run).
+fn shard_sizes(yaml: &Path) -> [usize; 2] {
+    [0, 1].map(|i| {
+        let o = membench(&["sweep", yaml.to_str().unwrap(), "--shard", &format!("{i}/2"), "--dry-run", "--out", "/nonexistent"]);
+        assert!(o.status.success(), "dry run: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains('\t')).count()
+    })
+}
+
 /// Columns a rerun of the same run must reproduce bit for bit: the outcome, not the timing.
 fn deterministic(col: &str) -> bool {
     col.starts_with("final_") || col.starts_with("best_") || matches!(col, "status" | "steps" | "param_count" | "state_size" | "steps_to_threshold" | "seed" | "experiment")
@@ -124,6 +133,9 @@ fn job_array_then_merge_matches_a_local_sweep() {
     }
     let dir = tmp("array");
     let yaml = write_grid(&dir, 20, 5);
+    // Shards follow run-id hashes; this grid's 5 ids must land in both, or nothing is split.
+    let sizes = shard_sizes(&yaml);
+    assert!(sizes[0] > 0 && sizes[1] > 0, "shard sizes {sizes:?}: change the grid so both tasks get runs");
     let out = dir.join("results");
     let (array, merge) = submit(&yaml, &out);
     wait_gone(&[&array, &merge], &out);
@@ -139,8 +151,8 @@ fn job_array_then_merge_matches_a_local_sweep() {
         }
     }
     // Both tasks did work: the grid was really split (each shard dir holds some of the runs).
-    let shard_runs = |i: u32| rows(&out.join("shards").join(i.to_string())).len();
-    assert_eq!(shard_runs(0) + shard_runs(1), 5, "{}", logs(&out));
+    let shard_runs = |i: usize| rows(&out.join("shards").join(i.to_string())).len();
+    assert_eq!([shard_runs(0), shard_runs(1)], sizes, "{}", logs(&out));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -152,10 +164,14 @@ fn cancelled_task_is_named_by_merge_and_resubmission_completes_it() {
     let dir = tmp("cancel");
     // 6 runs of 300 steps (a few seconds each): a task is still training when the cancel arrives.
     let yaml = write_grid(&dir, 300, 6);
+    // Cancel the task with more runs, as soon as it runs (its first run needs over a second to
+    // start and train, so at least one of its runs is lost).
+    let sizes = shard_sizes(&yaml);
+    let victim = if sizes[1] > sizes[0] { 1 } else { 0 };
+    assert!(sizes[victim] >= 2, "shard sizes {sizes:?}");
     let out = dir.join("results");
     let (array, merge) = submit(&yaml, &out);
-    // Cancel task 1 as soon as it runs (its first run needs over a second to start and train).
-    let task = format!("{array}_1");
+    let task = format!("{array}_{victim}");
     let start = Instant::now();
     while !queued().iter().any(|l| l.split(' ').nth(1) == Some(task.as_str()) && l.ends_with("RUNNING")) {
         assert!(start.elapsed() < Duration::from_secs(120), "task {task} never ran:\n{}", queued().join("\n"));
