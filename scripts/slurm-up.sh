@@ -23,9 +23,12 @@ t0=$SECONDS
 
 node_state() { sinfo -h -N -o %t 2>/dev/null | head -n1; }
 
-if command -v sinfo >/dev/null && [[ "$(node_state)" == idle* || "$(node_state)" == mix* || "$(node_state)" == alloc* ]]; then
-    echo "slurm-up: already up ($(node_state))"
-    exit 0
+# sinfo retries for seconds when no controller answers, so ask only if slurmctld runs.
+if pgrep -x slurmctld >/dev/null && pgrep -x slurmd >/dev/null; then
+    state=$(node_state || true)
+    case "$state" in
+        idle* | mix* | alloc*) echo "slurm-up: already up ($state)"; exit 0 ;;
+    esac
 fi
 
 # 1. Packages (~35 s on a fresh machine).
