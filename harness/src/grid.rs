@@ -230,7 +230,7 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
         Err(e) => {
             let path: Vec<String> = path_segments(e.path());
             let inner = e.into_inner();
-            let mut message = strict::with_hint(&inner.to_string());
+            let mut message = inner.to_string();
             // serde_yaml appends " at line L column C" and prefixes "path: "; we print both up front.
             if let Some(i) = message.find(" at line ") {
                 message.truncate(i);
@@ -240,6 +240,7 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
                     message = rest.to_string();
                 }
             }
+            let message = strict::with_hint(&message);
             let issue = match (inner.location(), unknown_key_path(&path, &message)) {
                 (_, Some(p)) if pos.get(&p).is_some() => loc.at(&p, message),
                 (Some(l), _) => Issue { line: l.line(), col: l.column(), key: strict::display_path(&path), message },

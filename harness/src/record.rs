@@ -12,6 +12,9 @@
 //! Files are written to a temporary name, synced and renamed, so a reader never sees half a file.
 //! runs.csv grows by appended, synced rows; a torn last line (a crash mid-append) is cut off when
 //! the file is next opened.
+//!
+//! The runs.csv columns (what each means, which are deterministic) are documented in
+//! `docs/csv-schema.md`, from [`RunRecord::cells`] and `tail_columns` below.
 
 use crate::config::RunConfig;
 use crate::eval::Metrics;
