@@ -14,6 +14,7 @@ mod record;
 mod reproduce;
 mod runner;
 mod shard;
+mod slurm;
 mod stats;
 mod strict;
 mod sys;
@@ -95,6 +96,38 @@ enum Cmd {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Write (and with --submit, submit) a Slurm job array sweeping one shard per task, plus a merge job.
+    Slurm {
+        file: PathBuf,
+        /// Array tasks, one shard of the grid each (at most the number of runs).
+        #[arg(long, default_value_t = 1)]
+        array: usize,
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task, in Slurm's format (e.g. 2:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// Cores per task; the task's sweep runs cpus-per-task / threads runs at once.
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: usize,
+        /// Memory per task, in Slurm's format (e.g. 8G).
+        #[arg(long)]
+        mem: Option<String>,
+        /// GPUs per task.
+        #[arg(long, default_value_t = 0)]
+        gpus: usize,
+        /// LibTorch intra-op threads per run.
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Submit with sbatch and print the job ids (default: only write the scripts).
+        #[arg(long)]
+        submit: bool,
+        /// Write nothing; list the runs of FILE not finished in OUT/runs.csv (exit 1 if any).
+        #[arg(long, conflicts_with = "submit")]
+        check: bool,
+    },
     /// Train one resolved run config (what a sweep's child process does), writing beside it.
     Run {
         config: PathBuf,
@@ -172,6 +205,11 @@ fn main() -> ExitCode {
             let python = python.or_else(|| std::env::var("MEMBENCH_PYTHON").ok()).unwrap_or_else(sys::cached_python);
             bench::bench(&bench::BenchOptions { models, threads, warmup, steps, compare_pytorch, python }).map(|rows| print!("{}", bench::markdown(&rows)))
         }
+        Some(Cmd::Slurm { file, array, partition, time, cpus_per_task, mem, gpus, threads, out, submit, check }) => match check {
+            true => slurm::check(&file, &out),
+            false => slurm::slurm(&slurm::SlurmOptions { file, out, array, partition, time, cpus_per_task, mem, gpus, threads, submit }),
+        }
+        .map(|report| print!("{report}")),
         Some(Cmd::Validate { file }) => grid::load(&file).map_err(anyhow::Error::from).map(|runs| {
             println!("{}: ok, {} runs", file.display(), runs.len());
         }),
@@ -192,7 +230,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("membench: {e:#}");
             // Bad input (a mistake in a file or flag the user can fix) is 2; anything else 1.
-            ExitCode::from(if e.downcast_ref::<strict::BadInput>().is_some() { 2 } else { 1 })
+            ExitCode::from(if e.downcast_ref::<strict::BadInput>().is_some() || e.is::<slurm::BadInput>() { 2 } else { 1 })
         }
     }
 }

@@ -156,11 +156,16 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last non-empty lines of a run's log, for the reason column.
+/// The last non-empty lines of a run's log, for the reason column; for a Rust panic, the panic
+/// line and its message instead (a backtrace would fill the tail).
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(8192)..]).into_owned()).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let s = tail[tail.len().saturating_sub(lines)..].join(" | ");
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned()).unwrap_or_default();
+    let all: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let start = match all.iter().rposition(|l| l.contains("panicked at")) {
+        Some(i) => i,
+        None => all.len().saturating_sub(lines),
+    };
+    let s = all[start..(start + lines).min(all.len())].join(" | ");
     if s.len() > 600 {
         let cut = (s.len() - 600..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
         format!("...{}", &s[cut..])
