@@ -160,9 +160,10 @@ impl Gla {
         let chunk_decay = last.squeeze_dim(3).exp().unsqueeze(-1); // [B, H, N, d_k, 1]
         let mut state = Tensor::zeros([b, h, dh, dh], (q.kind(), q.device()));
         let mut entering = Vec::with_capacity(n as usize);
-        for i in 0..n {
+        // unbind, not select: select's backward writes a full-size zero tensor per step.
+        for (decay, add) in chunk_decay.unbind(2).iter().zip(added.unbind(2).iter()) {
             entering.push(state.shallow_clone());
-            state = &state * chunk_decay.select(2, i) + added.select(2, i);
+            state = &state * decay + add;
         }
         let entering = Tensor::stack(&entering, 2); // S₀ per chunk: [B, H, N, d_k, d_v]
         let inter = (&q * cum.exp()).matmul(&entering);
@@ -176,11 +177,11 @@ impl Gla {
         let (b, h, t, dh) = (q.size()[0], q.size()[1], q.size()[2], q.size()[3]);
         let alpha = log_alpha.exp();
         let mut s = Tensor::zeros([b, h, dh, dh], (q.kind(), q.device()));
-        let outs: Vec<Tensor> = (0..t)
+        let (qs, ks, vs, alphas) = (q.unbind(2), k.unbind(2), v.unbind(2), alpha.unbind(2));
+        let outs: Vec<Tensor> = (0..t as usize)
             .map(|i| {
-                let (ki, vi) = (k.select(2, i), v.select(2, i));
-                s = &s * alpha.select(2, i).unsqueeze(-1) + ki.unsqueeze(-1) * vi.unsqueeze(-2);
-                q.select(2, i).unsqueeze(-2).matmul(&s).squeeze_dim(-2)
+                s = &s * alphas[i].unsqueeze(-1) + ks[i].unsqueeze(-1) * vs[i].unsqueeze(-2);
+                qs[i].unsqueeze(-2).matmul(&s).squeeze_dim(-2)
             })
             .collect();
         self.output(xs, &Tensor::stack(&outs, 2))
@@ -237,8 +238,7 @@ mod tests {
         let mut worst: f64 = 0.0;
         for chunk in [1, 4, 7, 16, 64] {
             let mut vs = VarStore::new(Device::Cpu);
-            let mut c = cfg(chunk);
-            c.gate_temperature = tau;
+            let c = GlaConfig { gate_temperature: tau, conv_kernel: 2, ..cfg(chunk) };
             let m = Gla::new(&vs.root(), &c);
             tch::no_grad(|| {
                 let _ = m.wa.bs.as_ref().unwrap().shallow_clone().fill_(gate_bias);
@@ -291,7 +291,7 @@ mod tests {
     fn causal() {
         tch::set_num_threads(1);
         let mut vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(4), 16).unwrap();
+        let core = build(&vs.root(), &GlaConfig { conv_kernel: 3, ..cfg(4) }, 16).unwrap();
         vs.set_kind(Kind::Double);
         assert_causal(|x| core.forward_t(x, false), 16);
     }
@@ -300,7 +300,7 @@ mod tests {
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(4), 6).unwrap();
+        let core = build(&vs.root(), &GlaConfig { conv_kernel: 3, ..cfg(4) }, 6).unwrap();
         assert_grads(&vs, |x| core.forward_t(x, true), 6);
     }
 
