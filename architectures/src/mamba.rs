@@ -51,8 +51,10 @@ pub struct MambaConfig {
     /// Steps per chunk in the chunked scan, 1..=16 (see the module doc). Default 16.
     #[serde(default = "sixteen")]
     pub chunk_size: i64,
-    /// Default `chunked`.
-    #[serde(default)]
+    /// Default `recurrent` (the sequential scan): on CPU it is the faster of the two, because the
+    /// chunked scan materialises several [B, T, E, N] tensors (at d 128, L 2, T 128, B 32 a
+    /// training step took 4.3 s sequential vs 8.3 s chunked, and the same in PyTorch eager).
+    #[serde(default = "sequential")]
     pub scan: Scan,
 }
 
@@ -64,6 +66,10 @@ fn four() -> i64 {
 }
 fn sixteen() -> i64 {
     16
+}
+
+fn sequential() -> Scan {
+    Scan::Recurrent
 }
 
 const ARCH: &str = "mamba";
