@@ -10,6 +10,7 @@ pub mod gla;
 pub mod linear_attention;
 pub mod mamba;
 mod residual;
+pub mod rmt;
 pub mod rnn;
 
 pub use residual::Scan;
@@ -51,6 +52,7 @@ pub enum ArchConfig {
     LinearAttention(linear_attention::LinearAttentionConfig),
     Gla(gla::GlaConfig),
     Mamba(mamba::MambaConfig),
+    Rmt(rmt::RmtConfig),
 }
 
 impl ArchConfig {
@@ -61,6 +63,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(_) => "linear_attention",
             ArchConfig::Gla(_) => "gla",
             ArchConfig::Mamba(_) => "mamba",
+            ArchConfig::Rmt(_) => "rmt",
         }
     }
 
@@ -71,6 +74,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(c) => c.d_model,
             ArchConfig::Gla(c) => c.d_model,
             ArchConfig::Mamba(c) => c.d_model,
+            ArchConfig::Rmt(c) => c.d_model,
         }
     }
 
@@ -81,6 +85,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(c) => Box::new(linear_attention::build(vs, c, d_in)?),
             ArchConfig::Gla(c) => Box::new(gla::build(vs, c, d_in)?),
             ArchConfig::Mamba(c) => Box::new(mamba::build(vs, c, d_in)?),
+            ArchConfig::Rmt(c) => Box::new(rmt::build(vs, c, d_in)?),
         })
     }
 }
