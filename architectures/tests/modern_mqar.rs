@@ -87,3 +87,4 @@ fn mamba_learns_mqar() {
     eprintln!("Mamba MQAR accuracy {acc:.3}");
     assert!(acc > 0.6, "accuracy {acc}");
 }
+
