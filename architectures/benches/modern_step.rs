@@ -13,12 +13,14 @@ const B: i64 = 32;
 const T: i64 = 128;
 const VOCAB: i64 = 32;
 
-const FAMILIES: [(&str, &str); 6] = [
+const FAMILIES: [(&str, &str); 8] = [
     ("linear_attention_elu1", "name: linear_attention\nd_model: 128\nlayers: 2\nheads: 4\nfeature_dim: 32\nfeature_map: elu1\n"),
     ("linear_attention_taylor", "name: linear_attention\nd_model: 128\nlayers: 2\nheads: 4\nfeature_dim: 16\nfeature_map: taylor\n"),
     ("gla_chunked", "name: gla\nd_model: 128\nlayers: 2\nheads: 4\n"),
+    ("gla_chunked_c4", "name: gla\nd_model: 128\nlayers: 2\nheads: 4\nchunk_size: 4\n"),
     ("gla_recurrent", "name: gla\nd_model: 128\nlayers: 2\nheads: 4\nscan: recurrent\n"),
-    ("mamba_chunked", "name: mamba\nd_model: 128\nlayers: 2\n"),
+    ("mamba_chunked", "name: mamba\nd_model: 128\nlayers: 2\nscan: chunked\n"),
+    ("rmt_s16_m4", "name: rmt\nd_model: 128\nlayers: 2\nheads: 4\n"),
     ("mamba_sequential", "name: mamba\nd_model: 128\nlayers: 2\nscan: recurrent\n"),
 ];
 

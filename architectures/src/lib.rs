@@ -15,6 +15,7 @@ pub mod mamba;
 pub mod memn2n;
 pub mod ntm;
 mod residual;
+pub mod rmt;
 pub mod rnn;
 pub mod transformer;
 
@@ -62,6 +63,7 @@ pub enum ArchConfig {
     LinearAttention(linear_attention::LinearAttentionConfig),
     Gla(gla::GlaConfig),
     Mamba(mamba::MambaConfig),
+    Rmt(rmt::RmtConfig),
 }
 
 impl ArchConfig {
@@ -77,6 +79,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(_) => "linear_attention",
             ArchConfig::Gla(_) => "gla",
             ArchConfig::Mamba(_) => "mamba",
+            ArchConfig::Rmt(_) => "rmt",
         }
     }
 
@@ -115,6 +118,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(c) => c.d_model,
             ArchConfig::Gla(c) => c.d_model,
             ArchConfig::Mamba(c) => c.d_model,
+            ArchConfig::Rmt(c) => c.d_model,
         }
     }
 
@@ -130,6 +134,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(c) => Box::new(linear_attention::build(vs, c, d_in)?),
             ArchConfig::Gla(c) => Box::new(gla::build(vs, c, d_in)?),
             ArchConfig::Mamba(c) => Box::new(mamba::build(vs, c, d_in)?),
+            ArchConfig::Rmt(c) => Box::new(rmt::build(vs, c, d_in)?),
         })
     }
 }
