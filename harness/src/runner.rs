@@ -251,7 +251,9 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions) -> RunRecord {
 /// Testing only: `MEMBENCH_FAULT=kind[:seed],...` makes the child of every run (or of the runs
 /// with that seed) fail on purpose: `panic`, `abort`, `exit` (status 3), `hang` (sleeps until
 /// killed), `oom` (allocates until the address-space limit; refused without `--run-memory`),
-/// `nan` (an lr of 1e300 makes the f32 weights infinite after one step, so training diverges).
+/// `nan` (an Adam lr of 1e37 pushes the f32 weights to ~1e38 in one step, so the next loss is
+/// inf/NaN and training diverges through the real detection path; 1e38 and up overflow libtorch's
+/// f32 step size and panic instead).
 /// Not part of any config, so it cannot change a run id or leak into a results row.
 fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
     let Ok(spec) = std::env::var("MEMBENCH_FAULT") else { return Ok(()) };
@@ -282,7 +284,7 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
                     hog.push(vec![1u8; 64 << 20]);
                 }
             }
-            "nan" => cfg.train.lr = 1e300,
+            "nan" => cfg.train.lr = 1e37,
             other => anyhow::bail!("MEMBENCH_FAULT: unknown fault `{other}`"),
         }
     }

@@ -131,16 +131,15 @@ impl Collector {
     /// After a value ends: the map expects a key again, the sequence moves to its next index.
     fn leave_value(&mut self) {
         match self.frames.last_mut() {
-            Some(Frame::Map { key, .. }) => {
-                if key.take().is_some() {
-                    self.path.pop();
-                }
+            Some(Frame::Map { key: key @ Some(_), .. }) => {
+                *key = None;
+                self.path.pop();
             }
             Some(Frame::Seq { index }) => {
                 *index += 1;
                 self.path.pop();
             }
-            None => {}
+            Some(Frame::Map { key: None, .. }) | None => {}
         }
     }
 
