@@ -407,6 +407,7 @@ impl Plan {
             self.grid.iter().map(|(k, _)| (k.clone(), "grid")).chain(self.zip.iter().map(|(k, _)| (k.clone(), "zip"))).collect();
         let combos: usize = self.grid.iter().map(|(_, v)| v.len()).product();
         let mut runs = Vec::with_capacity(self.count as usize);
+        let mut checked_archs = std::collections::HashSet::new();
         for c in 0..combos {
             // Mixed-radix decode of c, last key fastest.
             let mut rest = c;
@@ -446,8 +447,16 @@ impl Plan {
                     if let Err((key, message)) = rc.train.check() {
                         return Err(loc.in_run(ei, &swept_keys, &segs(&["train", key]), message, &combo));
                     }
-                    if let Err(e) = rc.task.build() {
-                        return Err(loc.in_run(ei, &swept_keys, &segs(&["task", e.field]), e.to_string(), &combo));
+                    let io = match rc.task.build() {
+                        Ok(task) => task.io(),
+                        Err(e) => return Err(loc.in_run(ei, &swept_keys, &segs(&["task", e.field]), e.to_string(), &combo)),
+                    };
+                    // Seeds share the architecture: check each distinct (arch, io) once.
+                    if checked_archs.insert(format!("{:?}{io:?}", rc.arch)) {
+                        if let Err(e) = rc.arch.check(io) {
+                            let membench_architectures::ArchError::Invalid { field, .. } = &e;
+                            return Err(loc.in_run(ei, &swept_keys, &segs(&["arch", field]), e.to_string(), &combo));
+                        }
                     }
                     runs.push(rc);
                 }

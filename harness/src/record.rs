@@ -176,6 +176,16 @@ fn tail_columns() -> Vec<String> {
     c
 }
 
+/// The runs.csv column of a swept key. A whole section swept at once (`grid: {arch: [...]}`) would
+/// collide with the fixed `arch`/`task` column, so it becomes `arch_config`/`task_config`.
+fn swept_column(key: &str) -> String {
+    if LEAD.contains(&key) || tail_columns().iter().any(|c| c == key) {
+        format!("{key}_config")
+    } else {
+        key.to_string()
+    }
+}
+
 fn swept_cell(v: &serde_yaml::Value) -> String {
     match v {
         serde_yaml::Value::String(s) => s.clone(),
@@ -197,7 +207,7 @@ impl RunRecord {
         put("task", c.task.name().into());
         put("arch", c.arch.name().into());
         for (k, v) in &c.swept {
-            put(k, swept_cell(v));
+            put(&swept_column(k), swept_cell(v));
         }
         put("seed", c.seed.to_string());
         put("status", self.status.as_str().into());
@@ -380,4 +390,17 @@ fn repair_torn_tail(path: &Path) -> Result<()> {
     f.set_len(keep as u64)?;
     f.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_swept_section_keeps_the_fixed_column() {
+        assert_eq!(swept_column("arch.hidden_size"), "arch.hidden_size");
+        assert_eq!(swept_column("arch"), "arch_config");
+        assert_eq!(swept_column("task"), "task_config");
+        assert_eq!(swept_column("seed"), "seed_config");
+    }
 }
