@@ -41,14 +41,7 @@ pub struct SlurmOptions {
     pub submit: bool,
 }
 
-/// Bad input (exit code 2): the experiments file or the options; nothing was written or submitted.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct BadInput(anyhow::Error);
-
-fn bad(e: impl Into<anyhow::Error>) -> anyhow::Error {
-    anyhow::Error::new(BadInput(e.into()))
-}
+use crate::strict::bad_option as bad;
 
 /// Reads and expands the grid; any mistake is bad input (file:line:col, from `grid::load`).
 fn expand_grid(file: &Path) -> Result<Vec<crate::config::RunConfig>> {
@@ -296,7 +289,7 @@ mod tests {
         // Same N again is fine (idempotent); a different N is refused.
         slurm(&opts(&d)).unwrap();
         let e = slurm(&SlurmOptions { array: 2, ..opts(&d) }).unwrap_err();
-        assert!(e.is::<BadInput>() && format!("{e:#}").contains("--array 3"), "{e:#}");
+        assert!(e.is::<crate::strict::BadOption>() && format!("{e:#}").contains("--array 3"), "{e:#}");
         std::fs::remove_dir_all(&d).ok();
     }
 
@@ -310,7 +303,7 @@ mod tests {
         assert!(!d.join("out").exists());
         grid(&d, 1);
         let e = slurm(&SlurmOptions { time: Some("1 hour".into()), ..opts(&d) }).unwrap_err();
-        assert!(e.is::<BadInput>() && format!("{e}").contains("--time"), "{e:#}");
+        assert!(e.is::<crate::strict::BadOption>() && format!("{e}").contains("--time"), "{e:#}");
         assert!(!d.join("out").exists());
         std::fs::remove_dir_all(&d).ok();
     }

@@ -40,6 +40,15 @@ pub struct BadInput {
     pub issues: Vec<Issue>,
 }
 
+/// A bad command-line option (exit code 2); nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct BadOption(anyhow::Error);
+
+pub fn bad_option(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(BadOption(e.into()))
+}
+
 impl BadInput {
     pub fn one(file: impl Into<String>, line: usize, col: usize, key: impl Into<String>, message: impl Into<String>) -> Self {
         BadInput { file: file.into(), issues: vec![Issue { line, col, key: key.into(), message: message.into() }] }

@@ -233,6 +233,9 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
             let is_eval = step % t.eval_interval == 0 || step == t.steps;
             // A non-finite loss is checked every step: continuing would only produce NaN weights.
             let loss_value = loss.double_value(&[]);
+            // The loss read above already waits for the device; the explicit sync keeps the clock
+            // honest should that read ever move.
+            crate::device::synchronize(device);
             step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
             if !loss_value.is_finite() {
                 out.status = Status::Diverged;
