@@ -30,9 +30,8 @@ fn lstm_and_gru_learn_copy_through_the_binary() {
         assert_eq!(col("status"), "done");
         // Chance is 4 wrong bits per 8-bit vector, 12 per sequence at the mean length 3. With 128
         // units both reach < 0.2 here in 1500 steps (LSTM 0.07–0.11 over seeds 0–4, GRU 0.002–0.014
-        // over seeds 0–2, one
-        // thread); 1.0 leaves room for thread-count effects while still meaning "copies all but
-        // one bit in most sequences".
+        // over seeds 0–2, one thread); 1.0 leaves room for thread-count effects while still
+        // meaning "copies all but one bit in most sequences".
         let bit_errors: f64 = col("best_bit_errors_per_seq").parse().unwrap();
         assert!(bit_errors < 1.0, "{}: bit errors per sequence {bit_errors} (chance 12)", col("arch"));
         let curve = std::fs::read_to_string(out.join("runs").join(col("run_id")).join("curve.csv")).unwrap();
