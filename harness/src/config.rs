@@ -31,8 +31,9 @@ pub enum Schedule {
 
 /// Which checkpoint a run reports: the last one, or the one with the best validation score
 /// (selected on the valid split, reported on the test split — never selected on test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Selection {
     Last,
     BestValid,

@@ -44,6 +44,27 @@ pub struct RunEnv {
     pub peak_flops: Option<f64>,
 }
 
+impl RunEnv {
+    /// This process's environment for a run that started at `started_at` and took `wall_s`;
+    /// memory peaks and the FLOP/s peak are the caller's to fill in.
+    pub fn here(device: String, threads: i32, started_at: String, wall_s: f64) -> Self {
+        RunEnv {
+            device,
+            threads,
+            membench_version: crate::sys::MEMBENCH_VERSION.into(),
+            git_commit: crate::sys::GIT_COMMIT.into(),
+            tch_version: crate::sys::TCH_VERSION.into(),
+            torch_version: crate::sys::TORCH_VERSION.into(),
+            host: crate::sys::host(),
+            started_at,
+            wall_s,
+            peak_rss_bytes: None,
+            peak_device_bytes: None,
+            peak_flops: None,
+        }
+    }
+}
+
 /// A finished run: what result.json holds and what a runs.csv row is made from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {

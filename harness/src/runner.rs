@@ -245,20 +245,7 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Optio
         status,
         reason: format!("{e:#}"),
         outcome: None,
-        env: RunEnv {
-            device: "cpu".into(),
-            threads: opts.threads,
-            membench_version: crate::sys::MEMBENCH_VERSION.into(),
-            git_commit: crate::sys::GIT_COMMIT.into(),
-            tch_version: crate::sys::TCH_VERSION.into(),
-            torch_version: crate::sys::TORCH_VERSION.into(),
-            host: crate::sys::host(),
-            started_at,
-            wall_s: started.elapsed().as_secs_f64(),
-            peak_rss_bytes: None,
-            peak_device_bytes: None,
-            peak_flops: None,
-        },
+        env: RunEnv::here(run.device.clone(), opts.threads, started_at, started.elapsed().as_secs_f64()),
     })
 }
 
@@ -330,18 +317,10 @@ pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Res
         reason: outcome.reason.clone(),
         config: cfg,
         env: RunEnv {
-            device: crate::device::name(device),
-            threads,
-            membench_version: crate::sys::MEMBENCH_VERSION.into(),
-            git_commit: crate::sys::GIT_COMMIT.into(),
-            tch_version: crate::sys::TCH_VERSION.into(),
-            torch_version: crate::sys::TORCH_VERSION.into(),
-            host: crate::sys::host(),
-            started_at,
-            wall_s: started.elapsed().as_secs_f64(),
             peak_rss_bytes: crate::sys::peak_rss_bytes(),
             peak_device_bytes: crate::device::peak_allocated_bytes(device),
             peak_flops,
+            ..RunEnv::here(crate::device::name(device), threads, started_at, started.elapsed().as_secs_f64())
         },
         outcome: Some(outcome),
     };
