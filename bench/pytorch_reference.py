@@ -320,14 +320,17 @@ class Mamba(nn.Module):
         c = min(self.chunk, t)
         pad = (c - t % c) % c
         ld = F.pad(log_decay, (0, 0, 0, 0, 0, pad)).view(b, -1, c, self.e, self.n)
-        cum = ld.cumsum(2)
-        acc = (F.pad(inp, (0, 0, 0, 0, 0, pad)).view(b, -1, c, self.e, self.n) * (-cum).exp()).cumsum(2)
+        # Cumulative sums within chunks as a GEMM with a triangular ones matrix, as mamba.rs.
+        tri = torch.ones(c, c).tril()
+        csum = lambda z: (tri @ z.reshape(-1, c, self.e * self.n)).view(b, -1, c, self.e, self.n)
+        cum = csum(ld)
+        acc = csum(F.pad(inp, (0, 0, 0, 0, 0, pad)).view(b, -1, c, self.e, self.n) * (-cum).exp())
         grow = cum.exp()
         local_end, decay_end = (grow * acc)[:, :, -1], grow[:, :, -1]
         h0, entering = u.new_zeros(b, self.e, self.n), []
-        for i in range(cum.shape[1]):
+        for d_i, l_i in zip(decay_end.unbind(1), local_end.unbind(1)):
             entering.append(h0)
-            h0 = h0 * decay_end[:, i] + local_end[:, i]
+            h0 = h0 * d_i + l_i
         h = (grow * (torch.stack(entering, 1).unsqueeze(2) + acc)).view(b, -1, self.e, self.n)[:, :t]
         y = (h @ cm.unsqueeze(-1)).squeeze(-1)
         return self.out_proj((y + x * self.d_skip) * F.silu(z))

@@ -1,7 +1,8 @@
 //! One full training step (forward, loss, backward, Adam, host read of the loss) of every family
 //! at the reference sizes of `membench bench` (`membench_architectures::bench_specs::SPECS`, the
 //! one table both use), on one libtorch thread, plus the chunked/recurrent scan variants of the
-//! linear-attention family at the same sizes.
+//! linear-attention family and the recurrent memory transformer (no PyTorch reference yet) at
+//! the same sizes.
 //!
 //! `source scripts/env.sh && cargo bench -p membench-architectures --bench step [-- <filter>]`
 //!
@@ -12,11 +13,13 @@
 use criterion::{criterion_group, Criterion};
 use membench_architectures::bench_specs::{Spec, StepBench, SPECS, TOKENS};
 
-/// Scan variants at the reference shapes (d128 L2 T128 B32); the specs time the default scans.
+/// Variants at the reference shapes (d128 L2 T128 B32); the specs time the default scans.
 const VARIANTS: &[Spec] = &[
     Spec { name: "linear_attention_recurrent", arch_yaml: "{name: linear_attention, d_model: 128, layers: 2, heads: 4, scan: recurrent}", io: TOKENS, batch: 32, time: 128 },
     Spec { name: "linear_attention_taylor", arch_yaml: "{name: linear_attention, d_model: 128, layers: 2, heads: 4, feature_map: taylor}", io: TOKENS, batch: 32, time: 128 },
+    Spec { name: "gla_chunked_c4", arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, chunk_size: 4}", io: TOKENS, batch: 32, time: 128 },
     Spec { name: "gla_recurrent", arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, scan: recurrent}", io: TOKENS, batch: 32, time: 128 },
+    Spec { name: "rmt", arch_yaml: "{name: rmt, d_model: 128, layers: 2, heads: 4}", io: TOKENS, batch: 32, time: 128 },
     Spec { name: "mamba_recurrent", arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: recurrent}", io: TOKENS, batch: 32, time: 128 },
 ];
 

@@ -16,6 +16,7 @@ pub mod mamba;
 pub mod memn2n;
 pub mod ntm;
 mod residual;
+pub mod rmt;
 pub mod rnn;
 pub mod transformer;
 
@@ -63,6 +64,7 @@ pub enum ArchConfig {
     LinearAttention(linear_attention::LinearAttentionConfig),
     Gla(gla::GlaConfig),
     Mamba(mamba::MambaConfig),
+    Rmt(rmt::RmtConfig),
 }
 
 impl ArchConfig {
@@ -78,6 +80,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(_) => "linear_attention",
             ArchConfig::Gla(_) => "gla",
             ArchConfig::Mamba(_) => "mamba",
+            ArchConfig::Rmt(_) => "rmt",
         }
     }
 
@@ -116,6 +119,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(c) => c.d_model,
             ArchConfig::Gla(c) => c.d_model,
             ArchConfig::Mamba(c) => c.d_model,
+            ArchConfig::Rmt(c) => c.d_model,
         }
     }
 
@@ -131,6 +135,7 @@ impl ArchConfig {
             ArchConfig::LinearAttention(c) => Box::new(linear_attention::build(vs, c, d_in)?),
             ArchConfig::Gla(c) => Box::new(gla::build(vs, c, d_in)?),
             ArchConfig::Mamba(c) => Box::new(mamba::build(vs, c, d_in)?),
+            ArchConfig::Rmt(c) => Box::new(rmt::build(vs, c, d_in)?),
         })
     }
 }

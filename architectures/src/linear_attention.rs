@@ -198,13 +198,15 @@ impl LinearAttention {
         let (f, dv) = (self.features(), v.size()[3]);
         let mut s = Tensor::zeros([b, h, f, dv], (q.kind(), q.device()));
         let mut z = Tensor::zeros([b, h, f], (q.kind(), q.device()));
-        let outs: Vec<Tensor> = (0..t)
+        // unbind, not select: select's backward writes a full-size zero tensor per step.
+        let (qs, ks, vs) = (q.unbind(2), k.unbind(2), v.unbind(2));
+        let outs: Vec<Tensor> = (0..t as usize)
             .map(|i| {
-                let (qi, ki, vi) = (q.select(2, i), k.select(2, i), v.select(2, i));
+                let (qi, ki, vi) = (&qs[i], &ks[i], &vs[i]);
                 s = &s + ki.unsqueeze(-1) * vi.unsqueeze(-2);
-                z = &z + &ki;
+                z = &z + ki;
                 let num = qi.unsqueeze(-2).matmul(&s).squeeze_dim(-2); // [B, H, d_v]
-                let den = (&qi * &z).sum_dim_intlist(-1, true, None);
+                let den = (qi * &z).sum_dim_intlist(-1, true, None);
                 num / (den + EPS)
             })
             .collect();
@@ -266,7 +268,7 @@ mod tests {
         for map in [FeatureMap::Elu1, FeatureMap::Taylor] {
             for chunk in [1, 5, 8, 64] {
                 let mut vs = VarStore::new(Device::Cpu);
-                let m = LinearAttention::new(&vs.root(), &cfg(map, chunk));
+                let m = LinearAttention::new(&vs.root(), &LinearAttentionConfig { conv_kernel: 2, ..cfg(map, chunk) });
                 vs.set_kind(kind);
                 let x = input(3, 3, 23, 16, kind);
                 worst = worst.max(max_diff(&m.forward_chunked(&x), &m.forward_recurrent(&x)));
@@ -313,9 +315,9 @@ mod tests {
     #[test]
     fn causal() {
         tch::set_num_threads(1);
-        for map in [FeatureMap::Elu1, FeatureMap::Taylor] {
+        for (map, conv_kernel) in [(FeatureMap::Elu1, 0), (FeatureMap::Taylor, 0), (FeatureMap::Taylor, 3)] {
             let mut vs = VarStore::new(Device::Cpu);
-            let core = build(&vs.root(), &cfg(map, 8), 16).unwrap();
+            let core = build(&vs.root(), &LinearAttentionConfig { conv_kernel, ..cfg(map, 8) }, 16).unwrap();
             vs.set_kind(Kind::Double);
             assert_causal(|x| core.forward_t(x, false), 16);
         }
@@ -324,9 +326,9 @@ mod tests {
     #[test]
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
-        for map in [FeatureMap::Elu1, FeatureMap::Taylor] {
+        for (map, conv_kernel) in [(FeatureMap::Elu1, 3), (FeatureMap::Taylor, 3)] {
             let vs = VarStore::new(Device::Cpu);
-            let core = build(&vs.root(), &cfg(map, 8), 6).unwrap();
+            let core = build(&vs.root(), &LinearAttentionConfig { conv_kernel, ..cfg(map, 8) }, 6).unwrap();
             assert_grads(&vs, |x| core.forward_t(x, true), 6);
         }
     }

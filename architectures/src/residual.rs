@@ -7,9 +7,10 @@ use crate::{ArchError, Core};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Tensor};
 
-/// Which of a family's two equal forms runs: `chunked` (parallel within chunks; for training) or
-/// `recurrent` (one step at a time, carrying the state; the definition the chunked form is tested
-/// against, and how the model would run at inference).
+/// Which of a family's two equal forms runs: `chunked` (parallel within chunks) or `recurrent`
+/// (one step at a time, carrying the state; the definition the chunked form is tested against,
+/// and how the model would run at inference). They compute the same function; which is faster
+/// depends on the family and shapes, so each family's config documents its measured default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scan {

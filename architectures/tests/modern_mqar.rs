@@ -83,7 +83,8 @@ fn gla_learns_mqar() {
 /// chunk_size 8 divides T = 24 (no padding).
 #[test]
 fn mamba_learns_mqar() {
-    let acc = train_mqar("name: mamba\nd_model: 32\nlayers: 2\nstate_dim: 8\nchunk_size: 8\n", 400, 1e-2);
+    let acc = train_mqar("name: mamba\nd_model: 32\nlayers: 2\nstate_dim: 8\nchunk_size: 8\nscan: chunked\n", 400, 1e-2);
     eprintln!("Mamba MQAR accuracy {acc:.3}");
     assert!(acc > 0.6, "accuracy {acc}");
 }
+

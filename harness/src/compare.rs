@@ -24,21 +24,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Which checkpoint's numbers a table reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum Selection {
-    Last,
-    BestValid,
-}
+pub use crate::config::Selection;
 
+/// What a table says about the checkpoint its numbers come from.
 impl Selection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Selection::Last => "last",
-            Selection::BestValid => "best_valid",
-        }
-    }
     /// runs.csv column prefix of this checkpoint's test metrics.
     fn prefix(self) -> &'static str {
         match self {
@@ -53,11 +42,7 @@ impl Selection {
         }
     }
     fn parse(s: &str) -> Option<Self> {
-        match s {
-            "last" => Some(Selection::Last),
-            "best_valid" => Some(Selection::BestValid),
-            _ => None,
-        }
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
     }
 }
 

@@ -31,8 +31,9 @@ pub enum Schedule {
 
 /// Which checkpoint a run reports: the last one, or the one with the best validation score
 /// (selected on the valid split, reported on the test split — never selected on test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Selection {
     Last,
     BestValid,
@@ -181,9 +182,22 @@ pub struct RunConfig {
     /// experiment, so all of them are scored on identical examples.
     #[serde(default)]
     pub data_seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`; `auto` is resolved by the sweep (CUDA when usable) and
+    /// the resolved name is what the run's config stores. CPU is the default and is left out of
+    /// the canonical YAML, so CPU run ids do not depend on this field's existence.
+    #[serde(default = "default_device", skip_serializing_if = "is_cpu")]
+    pub device: String,
     /// The swept keys of this run and their values, for the runs.csv columns.
     #[serde(default)]
     pub swept: BTreeMap<String, serde_yaml::Value>,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn is_cpu(device: &String) -> bool {
+    device == "cpu"
 }
 
 impl RunConfig {

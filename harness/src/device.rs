@@ -8,7 +8,20 @@
 use anyhow::{bail, Result};
 use tch::Device;
 
-/// Parses a device spec; `auto` resolves here, on the machine that runs the model.
+/// The canonical name of a device spec, as run configs store it: `auto` becomes `cuda:0` when
+/// CUDA is usable on this machine (the one expanding the grid) and `cpu` otherwise; `cuda` becomes
+/// `cuda:0`. Whether a named CUDA device exists is checked where the run executes.
+pub fn canonical(spec: &str) -> Result<String, String> {
+    match spec {
+        "auto" => Ok(if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }),
+        "cpu" => Ok("cpu".into()),
+        "cuda" => Ok("cuda:0".into()),
+        s if s.strip_prefix("cuda:").is_some_and(|n| n.parse::<u16>().is_ok()) => Ok(s.into()),
+        s => Err(format!("device `{s}`: expected auto, cpu, cuda or cuda:N")),
+    }
+}
+
+/// Parses a device spec into a usable device; fails when CUDA is named but not usable here.
 pub fn resolve(spec: &str) -> Result<Device> {
     let cuda_ok = tch::Cuda::is_available();
     Ok(match spec {
@@ -28,7 +41,8 @@ pub fn resolve(spec: &str) -> Result<Device> {
         }
         s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if cuda_ok && (n as i64) < tch::Cuda::device_count() => Device::Cuda(n),
-            Some(n) => bail!("device `{spec}`: no CUDA device {n} here ({} usable)", if cuda_ok { tch::Cuda::device_count() } else { 0 }),
+            Some(_) if !cuda_ok => bail!("device `{spec}`: CUDA is not usable here (membench --version says why)"),
+            Some(n) => bail!("device `{spec}`: no CUDA device {n} here ({} usable)", tch::Cuda::device_count()),
             None => bail!("device `{spec}`: expected auto, cpu, cuda or cuda:N"),
         },
     })
@@ -78,6 +92,12 @@ mod tests {
     #[test]
     fn specs_parse_and_cpu_has_no_device_memory() {
         assert_eq!(resolve("cpu").unwrap(), Device::Cpu);
+        assert_eq!(canonical("cuda").unwrap(), "cuda:0");
+        assert_eq!(canonical("cuda:3").unwrap(), "cuda:3");
+        assert!(canonical("cuda:-1").is_err() && canonical("gpu0").is_err());
+        if !tch::Cuda::is_available() {
+            assert_eq!(canonical("auto").unwrap(), "cpu");
+        }
         assert!(resolve("tpu").unwrap_err().to_string().contains("expected auto, cpu, cuda or cuda:N"));
         assert!(resolve("cuda:x").is_err());
         if !tch::Cuda::is_available() {

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Top-level keys of a resolved run that grid/zip keys may set.
-const RUN_KEYS: [&str; 4] = ["task", "arch", "train", "data_seed"];
+const RUN_KEYS: [&str; 5] = ["task", "arch", "train", "data_seed", "device"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +47,7 @@ struct Defaults {
     arch: Option<Value>,
     train: Option<Value>,
     data_seed: Option<Value>,
+    device: Option<Value>,
     seeds: Option<Value>,
 }
 
@@ -58,6 +59,7 @@ struct Experiment {
     arch: Option<Value>,
     train: Option<Value>,
     data_seed: Option<Value>,
+    device: Option<Value>,
     seeds: Option<Value>,
     grid: Option<Mapping>,
     zip: Option<Mapping>,
@@ -205,9 +207,9 @@ fn lists(m: Option<&Mapping>, section: &'static str, loc: &Locator, exp: &[Strin
         let mut p = exp.to_vec();
         p.extend([section.to_string(), key.to_string()]);
         let first = key.split('.').next().unwrap_or("");
-        if !RUN_KEYS.contains(&first) || key.split('.').any(str::is_empty) || (first == "data_seed" && key != "data_seed") {
+        if !RUN_KEYS.contains(&first) || key.split('.').any(str::is_empty) || (matches!(first, "data_seed" | "device") && key != first) {
             let hint = strict::closest(first, RUN_KEYS).map(|m| format!(" (did you mean `{m}{}`?)", &key[first.len()..])).unwrap_or_default();
-            return Err(loc.at(&p, format!("`{key}` does not name a run setting; keys start with one of `task.`, `arch.`, `train.`, or are `data_seed`{hint}")));
+            return Err(loc.at(&p, format!("`{key}` does not name a run setting; keys start with one of `task.`, `arch.`, `train.`, or are `data_seed` or `device`{hint}")));
         }
         let Value::Sequence(vals) = v else { return Err(loc.at(&p, format!("expected a list of values to sweep, found {}", kind_of(v)))) };
         if vals.is_empty() {
@@ -362,6 +364,7 @@ fn plan(ei: usize, exp: &Experiment, d: &Defaults, loc: &Locator, ep: &[String])
         ("arch", &d.arch, &exp.arch),
         ("train", &d.train, &exp.train),
         ("data_seed", &d.data_seed, &exp.data_seed),
+        ("device", &d.device, &exp.device),
     ] {
         for v in [dv, ev].into_iter().flatten() {
             let mut over = Mapping::new();
@@ -407,6 +410,7 @@ impl Plan {
             self.grid.iter().map(|(k, _)| (k.clone(), "grid")).chain(self.zip.iter().map(|(k, _)| (k.clone(), "zip"))).collect();
         let combos: usize = self.grid.iter().map(|(_, v)| v.len()).product();
         let mut runs = Vec::with_capacity(self.count as usize);
+        let mut checked_archs = std::collections::HashSet::new();
         for c in 0..combos {
             // Mixed-radix decode of c, last key fastest.
             let mut rest = c;
@@ -443,11 +447,20 @@ impl Plan {
                         }
                     };
                     rc.swept = swept.clone();
+                    rc.device = crate::device::canonical(&rc.device).map_err(|m| loc.in_run(ei, &swept_keys, &segs(&["device"]), m, &combo))?;
                     if let Err((key, message)) = rc.train.check() {
                         return Err(loc.in_run(ei, &swept_keys, &segs(&["train", key]), message, &combo));
                     }
-                    if let Err(e) = rc.task.build() {
-                        return Err(loc.in_run(ei, &swept_keys, &segs(&["task", e.field]), e.to_string(), &combo));
+                    let io = match rc.task.build() {
+                        Ok(task) => task.io(),
+                        Err(e) => return Err(loc.in_run(ei, &swept_keys, &segs(&["task", e.field]), e.to_string(), &combo)),
+                    };
+                    // Seeds share the architecture: check each distinct (arch, io) once.
+                    if checked_archs.insert(format!("{:?}{io:?}", rc.arch)) {
+                        if let Err(e) = rc.arch.check(io) {
+                            let membench_architectures::ArchError::Invalid { field, .. } = &e;
+                            return Err(loc.in_run(ei, &swept_keys, &segs(&["arch", field]), e.to_string(), &combo));
+                        }
                     }
                     runs.push(rc);
                 }

@@ -10,14 +10,13 @@ use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const LOCK_FILE: &str = ".membench.lock";
 
 /// Held lock; released when dropped (or when the process dies).
 pub struct DirLock {
     file: File,
-    path: PathBuf,
 }
 
 impl DirLock {
@@ -53,7 +52,7 @@ impl DirLock {
         file.seek(SeekFrom::Start(0))?;
         file.write_all(me.as_bytes())?;
         file.sync_data()?;
-        Ok(DirLock { file, path })
+        Ok(DirLock { file })
     }
 }
 
@@ -62,6 +61,5 @@ impl Drop for DirLock {
         // Empty the file rather than delete it: deleting would let two later processes lock two
         // different inodes of the same name. An empty lock file means "free".
         let _ = self.file.set_len(0);
-        let _ = &self.path;
     }
 }

@@ -14,6 +14,7 @@ mod record;
 mod reproduce;
 mod runner;
 mod shard;
+mod slurm;
 mod stats;
 mod strict;
 mod sys;
@@ -57,6 +58,9 @@ enum Cmd {
         /// Kill a run that takes longer than this (e.g. 90s, 10m, 2h); its row says `timeout`.
         #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
         run_timeout: Option<std::time::Duration>,
+        /// Run on this device instead of each run's `device` (auto, cpu, cuda, cuda:N).
+        #[arg(long)]
+        device: Option<String>,
         /// Address-space limit per run (e.g. 4GiB, 512MiB); a run over it fails.
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
         run_memory: Option<u64>,
@@ -95,11 +99,46 @@ enum Cmd {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Write (and with --submit, submit) a Slurm job array sweeping one shard per task, plus a merge job.
+    Slurm {
+        file: PathBuf,
+        /// Array tasks, one shard of the grid each (at most the number of runs).
+        #[arg(long, default_value_t = 1)]
+        array: usize,
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task, in Slurm's format (e.g. 2:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// Cores per task; the task's sweep runs cpus-per-task / threads runs at once.
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: usize,
+        /// Memory per task, in Slurm's format (e.g. 8G).
+        #[arg(long)]
+        mem: Option<String>,
+        /// GPUs per task.
+        #[arg(long, default_value_t = 0)]
+        gpus: usize,
+        /// LibTorch intra-op threads per run.
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Submit with sbatch and print the job ids (default: only write the scripts).
+        #[arg(long)]
+        submit: bool,
+        /// Write nothing; list the runs of FILE not finished in OUT/runs.csv (exit 1 if any).
+        #[arg(long, conflicts_with = "submit")]
+        check: bool,
+    },
     /// Train one resolved run config (what a sweep's child process does), writing beside it.
     Run {
         config: PathBuf,
         #[arg(long, default_value_t = 1)]
         threads: i32,
+        /// Peak FLOP/s of this machine for the mfu column (a sweep measures it once and passes it).
+        #[arg(long)]
+        peak_flops: Option<f64>,
     },
     /// Rerun a stored run from its saved config and check its metrics match (exit 1 naming the
     /// columns that differ). TARGET: a run id, or TABLE.csv:ROW for a row of a `compare` table.
@@ -162,22 +201,27 @@ fn main() -> ExitCode {
             eprintln!("membench: no command; see `membench --help`");
             return ExitCode::from(2);
         }
-        Some(Cmd::Sweep { file, jobs, threads, out, shard, dry_run, run_timeout, run_memory }) => {
+        Some(Cmd::Sweep { file, jobs, threads, out, shard, dry_run, run_timeout, run_memory, device }) => {
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             shard::Shard::resolve(shard.as_deref()).map_err(anyhow::Error::from).and_then(|shard| {
-                runner::sweep(&runner::SweepOptions { file, out, jobs, threads, shard, dry_run, run_timeout, run_memory })
+                runner::sweep(&runner::SweepOptions { file, out, jobs, threads, shard, dry_run, run_timeout, run_memory, device })
             })
         }
         Some(Cmd::Bench { models, threads, warmup, steps, compare_pytorch, python }) => {
             let python = python.or_else(|| std::env::var("MEMBENCH_PYTHON").ok()).unwrap_or_else(sys::cached_python);
             bench::bench(&bench::BenchOptions { models, threads, warmup, steps, compare_pytorch, python }).map(|rows| print!("{}", bench::markdown(&rows)))
         }
+        Some(Cmd::Slurm { file, array, partition, time, cpus_per_task, mem, gpus, threads, out, submit, check }) => match check {
+            true => slurm::check(&file, &out),
+            false => slurm::slurm(&slurm::SlurmOptions { file, out, array, partition, time, cpus_per_task, mem, gpus, threads, submit }),
+        }
+        .map(|report| print!("{report}")),
         Some(Cmd::Validate { file }) => grid::load(&file).map_err(anyhow::Error::from).map(|runs| {
             println!("{}: ok, {} runs", file.display(), runs.len());
         }),
         Some(Cmd::List { file, out }) => runner::list(&file, &out),
         Some(Cmd::Merge { dirs, out }) => merge::merge(&dirs, &out),
-        Some(Cmd::Run { config, threads }) => runner::run_one(&config, threads).map(|_| ()),
+        Some(Cmd::Run { config, threads, peak_flops }) => runner::run_one(&config, threads, peak_flops).map(|_| ()),
         Some(Cmd::Reproduce { target, results, keep }) => reproduce::reproduce(&reproduce::ReproduceOptions { target, results, keep }),
         Some(Cmd::Compare { results, all: true, .. }) | Some(Cmd::Report { results }) => {
             compare::report(&results, &compare::command_line()).map(print_written)
@@ -192,7 +236,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("membench: {e:#}");
             // Bad input (a mistake in a file or flag the user can fix) is 2; anything else 1.
-            ExitCode::from(if e.downcast_ref::<strict::BadInput>().is_some() { 2 } else { 1 })
+            ExitCode::from(if e.downcast_ref::<strict::BadInput>().is_some() || e.is::<strict::BadOption>() { 2 } else { 1 })
         }
     }
 }

@@ -44,6 +44,27 @@ pub struct RunEnv {
     pub peak_flops: Option<f64>,
 }
 
+impl RunEnv {
+    /// This process's environment for a run that started at `started_at` and took `wall_s`;
+    /// memory peaks and the FLOP/s peak are the caller's to fill in.
+    pub fn here(device: String, threads: i32, started_at: String, wall_s: f64) -> Self {
+        RunEnv {
+            device,
+            threads,
+            membench_version: crate::sys::MEMBENCH_VERSION.into(),
+            git_commit: crate::sys::GIT_COMMIT.into(),
+            tch_version: crate::sys::TCH_VERSION.into(),
+            torch_version: crate::sys::TORCH_VERSION.into(),
+            host: crate::sys::host(),
+            started_at,
+            wall_s,
+            peak_rss_bytes: None,
+            peak_device_bytes: None,
+            peak_flops: None,
+        }
+    }
+}
+
 /// A finished run: what result.json holds and what a runs.csv row is made from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -176,6 +197,16 @@ fn tail_columns() -> Vec<String> {
     c
 }
 
+/// The runs.csv column of a swept key. A whole section swept at once (`grid: {arch: [...]}`) would
+/// collide with the fixed `arch`/`task` column, so it becomes `arch_config`/`task_config`.
+fn swept_column(key: &str) -> String {
+    if LEAD.contains(&key) || tail_columns().iter().any(|c| c == key) {
+        format!("{key}_config")
+    } else {
+        key.to_string()
+    }
+}
+
 fn swept_cell(v: &serde_yaml::Value) -> String {
     match v {
         serde_yaml::Value::String(s) => s.clone(),
@@ -197,7 +228,7 @@ impl RunRecord {
         put("task", c.task.name().into());
         put("arch", c.arch.name().into());
         for (k, v) in &c.swept {
-            put(k, swept_cell(v));
+            put(&swept_column(k), swept_cell(v));
         }
         put("seed", c.seed.to_string());
         put("status", self.status.as_str().into());
@@ -380,4 +411,17 @@ fn repair_torn_tail(path: &Path) -> Result<()> {
     f.set_len(keep as u64)?;
     f.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_swept_section_keeps_the_fixed_column() {
+        assert_eq!(swept_column("arch.hidden_size"), "arch.hidden_size");
+        assert_eq!(swept_column("arch"), "arch_config");
+        assert_eq!(swept_column("task"), "task_config");
+        assert_eq!(swept_column("seed"), "seed_config");
+    }
 }

@@ -32,6 +32,8 @@ pub struct SweepOptions {
     pub run_timeout: Option<Duration>,
     /// Address-space limit (RLIMIT_AS) of each child, in bytes.
     pub run_memory: Option<u64>,
+    /// `--device`: overrides every run's `device` (and so its run id).
+    pub device: Option<String>,
 }
 
 /// Statuses that are final: rerunning would give the same row. Failed and timed-out runs are
@@ -68,7 +70,11 @@ pub fn list(file: &Path, out: &Path) -> Result<()> {
 }
 
 pub fn sweep(opts: &SweepOptions) -> Result<()> {
-    let runs = planned_runs(&opts.file, opts.shard)?;
+    let mut runs = planned_runs(&opts.file, opts.shard)?;
+    if let Some(spec) = &opts.device {
+        let device = crate::device::canonical(spec).map_err(|m| crate::strict::bad_option(anyhow::anyhow!("--device: {m}")))?;
+        runs.iter_mut().for_each(|r| r.device = device.clone());
+    }
     if opts.dry_run {
         let csv = RunsCsv::read_only(&opts.out)?;
         let pending = runs.iter().filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final)).count();
@@ -95,6 +101,11 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     );
     bar.set_position(skipped as u64);
     let exe = std::env::current_exe().context("locating the membench binary")?;
+    // The CPU's practical peak with the runs' thread count, measured once, for the mfu column.
+    let peak_flops = pending.iter().any(|r| r.device == "cpu").then(|| {
+        tch::set_num_threads(opts.threads);
+        crate::bench::matmul_peak_flops()
+    });
     let (tx, rx) = mpsc::channel::<RunRecord>();
     let queue = std::sync::Mutex::new(pending.into_iter());
     let running = AtomicUsize::new(0);
@@ -105,7 +116,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
             scope.spawn(move || loop {
                 let Some(run) = queue.lock().expect("queue lock").next() else { break };
                 running.fetch_add(1, Ordering::SeqCst);
-                let rec = run_child(exe, &run, opts);
+                let rec = run_child(exe, &run, opts, peak_flops.filter(|_| run.device == "cpu"));
                 running.fetch_sub(1, Ordering::SeqCst);
                 if tx.send(rec).is_err() {
                     break;
@@ -156,11 +167,16 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last non-empty lines of a run's log, for the reason column.
+/// The last non-empty lines of a run's log, for the reason column; for a Rust panic, the panic
+/// line and its message instead (a backtrace would fill the tail).
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(8192)..]).into_owned()).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let s = tail[tail.len().saturating_sub(lines)..].join(" | ");
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned()).unwrap_or_default();
+    let all: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let start = match all.iter().rposition(|l| l.contains("panicked at")) {
+        Some(i) => i,
+        None => all.len().saturating_sub(lines),
+    };
+    let s = all[start..(start + lines).min(all.len())].join(" | ");
     if s.len() > 600 {
         let cut = (s.len() - 600..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
         format!("...{}", &s[cut..])
@@ -170,7 +186,7 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// Runs one config in a child process and returns its record, synthesizing one if it died.
-fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions) -> RunRecord {
+fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Option<f64>) -> RunRecord {
     let run_id = run.run_id();
     let dir = record::run_dir(&opts.out, &run_id);
     let started = Instant::now();
@@ -184,6 +200,9 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions) -> RunRecord {
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(exe);
         cmd.arg("run").arg(&config_path).arg("--threads").arg(opts.threads.to_string());
+        if let Some(peak) = peak_flops {
+            cmd.arg("--peak-flops").arg(format!("{peak:e}"));
+        }
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let memory = opts.run_memory;
         // SAFETY: between fork and exec only async-signal-safe calls (prctl, setrlimit, getppid).
@@ -226,27 +245,16 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions) -> RunRecord {
         status,
         reason: format!("{e:#}"),
         outcome: None,
-        env: RunEnv {
-            device: "cpu".into(),
-            threads: opts.threads,
-            membench_version: crate::sys::MEMBENCH_VERSION.into(),
-            git_commit: crate::sys::GIT_COMMIT.into(),
-            tch_version: crate::sys::TCH_VERSION.into(),
-            torch_version: crate::sys::TORCH_VERSION.into(),
-            host: crate::sys::host(),
-            started_at,
-            wall_s: started.elapsed().as_secs_f64(),
-            peak_rss_bytes: None,
-            peak_device_bytes: None,
-            peak_flops: None,
-        },
+        env: RunEnv::here(run.device.clone(), opts.threads, started_at, started.elapsed().as_secs_f64()),
     })
 }
 
 /// Testing only: `MEMBENCH_FAULT=kind[:seed],...` makes the child of every run (or of the runs
 /// with that seed) fail on purpose: `panic`, `abort`, `exit` (status 3), `hang` (sleeps until
 /// killed), `oom` (allocates until the address-space limit; refused without `--run-memory`),
-/// `nan` (an lr of 1e300 makes the f32 weights infinite after one step, so training diverges).
+/// `nan` (an Adam lr of 1e37 pushes the f32 weights to ~1e38 in one step, so the next loss is
+/// inf/NaN and training diverges through the real detection path; 1e38 and up overflow libtorch's
+/// f32 step size and panic instead).
 /// Not part of any config, so it cannot change a run id or leak into a results row.
 fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
     let Ok(spec) = std::env::var("MEMBENCH_FAULT") else { return Ok(()) };
@@ -277,7 +285,7 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
                     hog.push(vec![1u8; 64 << 20]);
                 }
             }
-            "nan" => cfg.train.lr = 1e300,
+            "nan" => cfg.train.lr = 1e37,
             other => anyhow::bail!("MEMBENCH_FAULT: unknown fault `{other}`"),
         }
     }
@@ -285,7 +293,7 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
 }
 
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
-pub fn run_one(config_path: &Path, threads: i32) -> Result<RunRecord> {
+pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
     let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
     let cfg: RunConfig = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
     let mut trained = cfg.clone();
@@ -296,7 +304,8 @@ pub fn run_one(config_path: &Path, threads: i32) -> Result<RunRecord> {
     tch::set_num_threads(threads);
     tch::set_num_interop_threads(1);
     tch::manual_seed(cfg.seed as i64);
-    let device = tch::Device::Cpu;
+    let device = crate::device::resolve(&cfg.device)?;
+    crate::device::reset_peak(device);
     let outcome = train::train(&trained, device, &mut |p| {
         eprintln!("step {} train_loss {:.5} valid_loss {:.5} token_acc {:.4}", p.step, p.train_loss, p.valid.loss, p.valid.token_acc);
     })?;
@@ -308,18 +317,10 @@ pub fn run_one(config_path: &Path, threads: i32) -> Result<RunRecord> {
         reason: outcome.reason.clone(),
         config: cfg,
         env: RunEnv {
-            device: format!("{device:?}").to_lowercase(),
-            threads,
-            membench_version: crate::sys::MEMBENCH_VERSION.into(),
-            git_commit: crate::sys::GIT_COMMIT.into(),
-            tch_version: crate::sys::TCH_VERSION.into(),
-            torch_version: crate::sys::TORCH_VERSION.into(),
-            host: crate::sys::host(),
-            started_at,
-            wall_s: started.elapsed().as_secs_f64(),
             peak_rss_bytes: crate::sys::peak_rss_bytes(),
-            peak_device_bytes: None,
-            peak_flops: None,
+            peak_device_bytes: crate::device::peak_allocated_bytes(device),
+            peak_flops,
+            ..RunEnv::here(crate::device::name(device), threads, started_at, started.elapsed().as_secs_f64())
         },
         outcome: Some(outcome),
     };

@@ -40,6 +40,15 @@ pub struct BadInput {
     pub issues: Vec<Issue>,
 }
 
+/// A bad command-line option (exit code 2); nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct BadOption(anyhow::Error);
+
+pub fn bad_option(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(BadOption(e.into()))
+}
+
 impl BadInput {
     pub fn one(file: impl Into<String>, line: usize, col: usize, key: impl Into<String>, message: impl Into<String>) -> Self {
         BadInput { file: file.into(), issues: vec![Issue { line, col, key: key.into(), message: message.into() }] }
@@ -131,16 +140,15 @@ impl Collector {
     /// After a value ends: the map expects a key again, the sequence moves to its next index.
     fn leave_value(&mut self) {
         match self.frames.last_mut() {
-            Some(Frame::Map { key, .. }) => {
-                if key.take().is_some() {
-                    self.path.pop();
-                }
+            Some(Frame::Map { key: key @ Some(_), .. }) => {
+                *key = None;
+                self.path.pop();
             }
             Some(Frame::Seq { index }) => {
                 *index += 1;
                 self.path.pop();
             }
-            None => {}
+            Some(Frame::Map { key: None, .. }) | None => {}
         }
     }
 

@@ -246,6 +246,9 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
             let loss = loss.detach();
             // A non-finite loss is checked every step: continuing would only produce NaN weights.
             let loss_value = loss.double_value(&[]);
+            // The loss read above already waits for the device; the explicit sync keeps the clock
+            // honest should that read ever move.
+            crate::device::synchronize(device);
             let t_step = Instant::now();
             loss_sum += &loss;
             loss_n += 1;

@@ -29,6 +29,7 @@ fn sweep_bad(file: &Path, out: &Path) -> Cost {
     cost(&["sweep", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
 }
 
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also returns its rusage
 fn cost(args: &[&str]) -> Cost {
     use std::io::Read;
     let t = Instant::now();

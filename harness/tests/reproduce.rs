@@ -74,7 +74,8 @@ fn sweep_reproduce_tamper_and_compare() {
     assert!(text(&o).contains("eval.csv: identical") && text(&o).contains("curve.csv: identical"), "{}", text(&o));
     let after = (std::fs::read(res.join("runs.csv")).unwrap(), std::fs::read(res.join("runs").join(&ids[0]).join("result.json")).unwrap());
     assert!(before == after, "reproduce wrote into the results directory");
-    assert_eq!(std::fs::read_dir(&res).unwrap().count(), 2, "only runs.csv and runs/ under results");
+    let visible = std::fs::read_dir(&res).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.')).count();
+    assert_eq!(visible, 2, "only runs.csv and runs/ (and the sweep's lock file) under results");
 
     // compare: a table with one row for the one group (lstm, 2 seeds), and the plots.
     let o = membench(&["compare", "--results", "res", "--selection", "last", "--metric", "seq_acc"], &dir);

@@ -228,14 +228,15 @@ fn a_failed_row_write_is_a_clear_error_and_leaves_a_valid_csv() {
     let out = d.join("results");
     let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
     let mut a = vec!["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "1"];
-    let o = membench(&a, &[("MEMBENCH_FAULT_WRITE", "2")]);
+    // The first row creates runs.csv (atomic write); the second is the first append: make it fail.
+    let o = membench(&a, &[("MEMBENCH_FAULT_WRITE", "1")]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("appending a row to") && e.contains("injected write failure"), "{e}");
     let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     assert!(text.ends_with('\n'), "no torn line left: {text:?}");
     assert_eq!(rows(&out).len(), 1);
-    a.truncate(5);
+    a.truncate(4);
     let o = membench(&a, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(rows(&out).len(), 2);
