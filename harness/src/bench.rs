@@ -72,15 +72,6 @@ pub fn matmul_peak_flops() -> f64 {
     2.0 * (n * n * n) as f64 / best
 }
 
-pub fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
 
 /// What [`time_step`] measured.
 pub struct StepTiming {
@@ -112,7 +103,7 @@ pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Resu
             cpu.push((crate::sys::cpu_seconds(threads) - c0) * 1e3);
         }
     }
-    Ok(StepTiming { wall_ms: median(wall), cpu_ms: median(cpu), params: net.param_count(), flops_per_token: net.flops_per_token(spec.time as i64) })
+    Ok(StepTiming { wall_ms: crate::stats::median(&wall), cpu_ms: crate::stats::median(&cpu), params: net.param_count(), flops_per_token: net.flops_per_token(spec.time as i64) })
 }
 
 /// The PyTorch eager reference's line for one spec: (wall ms, CPU ms, params), medians.

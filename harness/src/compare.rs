@@ -231,7 +231,7 @@ struct GroupStats {
 }
 
 fn median(xs: &[f64]) -> Option<f64> {
-    (!xs.is_empty()).then(|| stats::summarize(xs).median)
+    (!xs.is_empty()).then(|| stats::median(xs))
 }
 
 fn group_stats(g: &Group, col: &str, prefix: &str) -> GroupStats {

@@ -56,6 +56,15 @@ pub fn t_interval(xs: &[f64], level: f64) -> (f64, f64) {
     (mean - half, mean + half)
 }
 
+/// Median of `xs` (NaN when empty): the statistic of every timing and of table cells.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        f64::NAN
+    } else {
+        Data::new(xs.to_vec()).median()
+    }
+}
+
 /// Percentile bootstrap interval (`level`) of the median, from a fixed-seed stream.
 pub fn bootstrap_median_interval(xs: &[f64], level: f64) -> (f64, f64) {
     let xs = finite(xs);

@@ -158,18 +158,6 @@ fn score(c: &SuccessCriterion, m: &Metrics) -> f64 {
     }
 }
 
-fn median(xs: &mut [f64]) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
 
 /// Trains and scores one run in this process. The caller has set the seed and thread count.
 pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoint)) -> Result<TrainOutcome> {
@@ -306,7 +294,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
     let train_s: f64 = step_ms.iter().sum::<f64>() / 1e3;
     out.train_samples_per_s = (out.steps as f64 * t.batch_size as f64) / train_s.max(1e-9);
     out.train_tokens_per_s = tokens as f64 / train_s.max(1e-9);
-    out.step_ms_median = median(&mut step_ms);
+    out.step_ms_median = crate::stats::median(&step_ms);
     out.harness_overhead_pct = 100.0 * overhead_s / core_s.max(1e-12);
     out.batch_wait_pct = 100.0 * wait_s / core_s.max(1e-12);
     if out.status == Status::Diverged {
