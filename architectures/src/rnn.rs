@@ -133,3 +133,58 @@ impl Core for Rnn {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn cfg(layers: i64, forget_bias: f64) -> RnnConfig {
+        RnnConfig { hidden_size: 16, layers, dropout: 0.0, forget_bias }
+    }
+
+    #[test]
+    fn shapes_state_and_forget_bias() {
+        for cell in [Cell::Lstm, Cell::Gru] {
+            for layers in [1, 2] {
+                let vs = nn::VarStore::new(Device::Cpu);
+                let rnn = Rnn::new(&vs.root(), &cfg(layers, if cell == Cell::Lstm { 1.0 } else { 0.0 }), cell, 5).unwrap();
+                let ys = rnn.forward_t(&Tensor::randn([3, 7, 5], (Kind::Float, Device::Cpu)), true);
+                assert_eq!(ys.size(), [3, 7, 16]);
+                let per_layer = if cell == Cell::Lstm { 2 } else { 1 };
+                assert_eq!(rnn.state_size(100), per_layer * 16 * layers);
+            }
+        }
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _ = Rnn::new(&vs.root(), &cfg(1, 1.0), Cell::Lstm, 5).unwrap();
+        // PyTorch gate order i, f, g, o: the second quarter of b_ih is the forget gate.
+        let b = vs.root().get("bias_ih_l0").unwrap();
+        assert_eq!(Vec::<f32>::try_from(b.narrow(0, 16, 16)).unwrap(), vec![1.0; 16]);
+        assert!(Vec::<f32>::try_from(b.narrow(0, 0, 16)).unwrap().iter().all(|v| v.abs() <= 0.25));
+    }
+
+    #[test]
+    fn every_parameter_gets_a_finite_nonzero_gradient() {
+        for cell in [Cell::Lstm, Cell::Gru] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let rnn = Rnn::new(&vs.root(), &cfg(2, 0.0), cell, 5).unwrap();
+            let ys = rnn.forward_t(&Tensor::randn([3, 7, 5], (Kind::Float, Device::Cpu)), true);
+            ys.square().sum(Kind::Float).backward();
+            for (name, p) in vs.variables() {
+                let g = p.grad();
+                assert!(g.isfinite().all().int64_value(&[]) == 1, "{cell:?} {name}: non-finite gradient");
+                assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0, "{cell:?} {name}: zero gradient");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = |c: RnnConfig, cell| Rnn::new(&vs.root(), &c, cell, 5).err().unwrap().to_string();
+        assert!(err(RnnConfig { hidden_size: 0, ..cfg(1, 0.0) }, Cell::Lstm).contains("`hidden_size` = 0"));
+        assert!(err(cfg(0, 0.0), Cell::Gru).contains("`layers` = 0"));
+        assert!(err(RnnConfig { dropout: 1.0, ..cfg(1, 0.0) }, Cell::Lstm).contains("`dropout`"));
+        assert!(err(cfg(1, 1.0), Cell::Gru).contains("`forget_bias`"));
+    }
+}
