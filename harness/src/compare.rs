@@ -123,8 +123,8 @@ pub fn read_runs(results: &Path) -> Result<Runs> {
 }
 
 impl Runs {
-    /// Swept keys: the columns between `arch` and `seed` (record.rs puts them there), minus any
-    /// that repeat a lead column (sweeping a whole `arch:` mapping names its column `arch`).
+    /// Swept keys: the columns between `arch` and `seed` (record.rs puts them there; a whole
+    /// swept section is named `<section>_config`).
     fn swept_keys(&self) -> Vec<String> {
         let pos = |c: &str| self.header.iter().position(|h| h == c);
         match (pos("arch"), pos("seed")) {
@@ -207,10 +207,16 @@ fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
     if !runs.header.iter().any(|h| h == by) {
         bail!("--by {by}: no such column in runs.csv (columns: {})", runs.header.join(", "));
     }
-    let keys: Vec<String> =
-        std::iter::once(by.to_string()).chain(runs.swept_keys().into_iter().filter(|k| k != by && k != "seed")).collect();
+    let task_rows: Vec<&Row> = runs.rows.iter().filter(|r| r.get("task").map(String::as_str) == Some(task)).collect();
+    let varies = |k: &str| task_rows.iter().map(|r| r.get(k).map(String::as_str).unwrap_or("")).collect::<BTreeSet<_>>().len() > 1;
+    // Runs of different experiments differ in settings that need not be swept (steps, lr, ...),
+    // so they are never pooled; swept keys that this task's runs do not vary add nothing.
+    let keys: Vec<String> = std::iter::once(by.to_string())
+        .chain((by != "experiment" && varies("experiment")).then(|| "experiment".to_string()))
+        .chain(runs.swept_keys().into_iter().filter(|k| k != by && k != "seed" && varies(k)))
+        .collect();
     let mut map: BTreeMap<Vec<(String, String)>, Vec<Row>> = BTreeMap::new();
-    for r in runs.rows.iter().filter(|r| r.get("task").map(String::as_str) == Some(task)) {
+    for r in task_rows {
         let key = keys.iter().map(|k| (k.clone(), r.get(k).cloned().unwrap_or_default())).collect();
         map.entry(key).or_default().push(r.clone());
     }
@@ -712,5 +718,23 @@ mod tests {
             ["run_id", "experiment", "task", "arch", "arch.hidden_size", "train.lr", "seed", "status"].map(String::from).to_vec();
         let runs = Runs { header, rows: vec![] };
         assert_eq!(runs.swept_keys(), vec!["arch.hidden_size".to_string(), "train.lr".to_string()]);
+    }
+
+    #[test]
+    fn experiments_are_never_pooled_and_constant_swept_keys_add_nothing() {
+        let header: Vec<String> = ["run_id", "experiment", "task", "arch", "task.bits", "seed"].map(String::from).to_vec();
+        let row = |id: &str, exp: &str, task: &str, bits: &str| -> Row {
+            header.iter().cloned().zip([id, exp, task, "lstm", bits, "0"].map(String::from)).collect()
+        };
+        // Two copy experiments with the same arch (e.g. other step counts); `task.bits` is swept
+        // only by a third experiment on another task.
+        let runs = Runs {
+            header: header.clone(),
+            rows: vec![row("a", "short", "copy", ""), row("b", "long", "copy", ""), row("c", "other", "adding", "4")],
+        };
+        let g = groups(&runs, "copy", "arch").unwrap();
+        assert_eq!(g.len(), 2, "one group per experiment");
+        assert!(g.iter().all(|g| g.key.iter().map(|(k, _)| k.as_str()).eq(["arch", "experiment"])), "{:?}", g[0].key);
+        assert_eq!(groups(&runs, "adding", "arch").unwrap()[0].key.len(), 1, "nothing varies within adding");
     }
 }
