@@ -30,8 +30,14 @@ fn mqar_batch(b: i64) -> (Tensor, Tensor) {
     (Tensor::cat(&[context, queries], 1), answers)
 }
 
+/// tch's generator is process-global and the test harness runs tests on parallel threads: each
+/// training holds this lock so its seed-0 stream (init and data) is its own and the result is the
+/// same on every run.
+static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Trains for `steps` Adam steps (batch 32) and returns query accuracy on 512 fresh examples.
 fn train_mqar(yaml: &str, steps: usize, lr: f64) -> f64 {
+    let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     tch::manual_seed(0);
     let cfg: ArchConfig = serde_yaml::from_str(yaml).unwrap();
