@@ -48,6 +48,15 @@ impl ArchError {
     pub fn invalid(arch: &'static str, field: &'static str, value: impl ToString, expected: impl Into<String>) -> Self {
         ArchError::Invalid { arch, field, value: value.to_string(), expected: expected.into() }
     }
+
+    /// `Ok` when `value` lies in `lo..=hi`, else the error "expected lo..=hi" naming the field.
+    pub fn check_range(arch: &'static str, field: &'static str, value: i64, lo: i64, hi: i64) -> Result<(), Self> {
+        if (lo..=hi).contains(&value) {
+            Ok(())
+        } else {
+            Err(ArchError::invalid(arch, field, value, format!("expected {lo}..={hi}")))
+        }
+    }
 }
 
 /// The `arch:` section of the YAML; `name` selects the family.

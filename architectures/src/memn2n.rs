@@ -85,15 +85,9 @@ fn default_memory_size() -> i64 {
 impl MemN2NConfig {
     /// Checks every field without building anything.
     pub fn validate(&self) -> Result<(), ArchError> {
-        if !(1..=65_536).contains(&self.d_model) {
-            return Err(ArchError::invalid(ARCH, "d_model", self.d_model, "expected 1..=65536"));
-        }
-        if !(1..=64).contains(&self.hops) {
-            return Err(ArchError::invalid(ARCH, "hops", self.hops, "expected 1..=64"));
-        }
-        if !(1..=1 << 20).contains(&self.memory_size) {
-            return Err(ArchError::invalid(ARCH, "memory_size", self.memory_size, "expected 1..=1048576"));
-        }
+        ArchError::check_range(ARCH, "d_model", self.d_model, 1, 65_536)?;
+        ArchError::check_range(ARCH, "hops", self.hops, 1, 64)?;
+        ArchError::check_range(ARCH, "memory_size", self.memory_size, 1, 1 << 20)?;
         Ok(())
     }
 

@@ -61,12 +61,8 @@ pub struct Rnn {
 impl Rnn {
     pub fn new(vs: &nn::Path, cfg: &RnnConfig, cell: Cell, d_in: i64) -> Result<Self, ArchError> {
         let arch = cell.name();
-        if cfg.hidden_size < 1 || cfg.hidden_size > 65_536 {
-            return Err(ArchError::invalid(arch, "hidden_size", cfg.hidden_size, "expected 1..=65536"));
-        }
-        if cfg.layers < 1 || cfg.layers > 64 {
-            return Err(ArchError::invalid(arch, "layers", cfg.layers, "expected 1..=64"));
-        }
+        ArchError::check_range(arch, "hidden_size", cfg.hidden_size, 1, 65_536)?;
+        ArchError::check_range(arch, "layers", cfg.layers, 1, 64)?;
         if !(0.0..1.0).contains(&cfg.dropout) {
             return Err(ArchError::invalid(arch, "dropout", cfg.dropout, "expected 0 <= dropout < 1"));
         }
