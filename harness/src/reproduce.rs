@@ -87,7 +87,7 @@ fn minor(v: &str) -> &str {
 }
 
 /// Why this binary cannot be expected to reproduce a row made by `stored`, if it cannot.
-fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<String> {
+pub(crate) fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<String> {
     let get = |k: &str| stored.get(k).map(String::as_str).unwrap_or("");
     let torch = get("torch_version");
     if torch != crate::sys::TORCH_VERSION {

@@ -85,6 +85,8 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
         eprintln!("dry run: {} runs, {pending} would run; nothing written", runs.len());
         return Ok(());
     }
+    // Checked before anything is created or locked, so a refused sweep leaves the directory as it was.
+    refuse_other_versions(&RunsCsv::read_only(&opts.out)?, &opts.out)?;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let _lock = DirLock::acquire(&opts.out)?;
     let mut csv = RunsCsv::open(&opts.out)?;
@@ -149,6 +151,26 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
 }
 
 /// Human form of a child's end: exit code or signal.
+/// A results directory holds one version's numbers: resuming a sweep of membench 0.1 with
+/// membench 0.2 (or another torch) would put rows that are not comparable in one table.
+fn refuse_other_versions(csv: &RunsCsv, out: &Path) -> Result<()> {
+    let stale: Vec<(&str, String)> = csv
+        .rows()
+        .iter()
+        .filter(|row| row.get("status").is_some_and(|s| is_final(s)))
+        .filter_map(|row| crate::reproduce::version_mismatch(row).map(|why| (row.get("run_id").map_or("?", String::as_str), why)))
+        .collect();
+    match stale.first() {
+        None => Ok(()),
+        Some((id, why)) => Err(crate::strict::bad_option(anyhow::anyhow!(
+            "{}: {} finished runs were made by another version (run {id}: {why}); their numbers are not comparable \
+             with this binary's, so the sweep will not add to them: pass a new --out directory, or move the old results away",
+            out.join("runs.csv").display(),
+            stale.len()
+        ))),
+    }
+}
+
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {

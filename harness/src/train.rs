@@ -147,15 +147,22 @@ fn crosses(c: &SuccessCriterion, m: &Metrics) -> bool {
     }
 }
 
-/// Higher is better, for comparing validation scores.
-fn score(c: &SuccessCriterion, m: &Metrics) -> f64 {
+/// Validation score of a checkpoint for `best_valid` selection, higher is better: the success
+/// metric first, then the validation loss (lower is better) to break ties. Success metrics
+/// saturate (0 bit errors, accuracy 1.0) long before training ends; without the tie-break the
+/// earliest checkpoint to saturate would be kept, which can be far worse off the training
+/// distribution than a later one with the same validation score.
+fn score(c: &SuccessCriterion, m: &Metrics) -> (f64, f64) {
+    let finite_or_worst = |v: f64| if v.is_nan() { f64::NEG_INFINITY } else { v };
     let v = m.get(&c.metric).unwrap_or(f64::NAN);
     let v = if c.lower_is_better { -v } else { v };
-    if v.is_nan() {
-        f64::NEG_INFINITY
-    } else {
-        v
-    }
+    (finite_or_worst(v), finite_or_worst(-m.loss))
+}
+
+/// Whether a checkpoint scoring `new` replaces the kept one scoring `kept`: strictly better, so
+/// of two checkpoints that tie on both keys the earlier is kept.
+fn improves(new: (f64, f64), kept: (f64, f64)) -> bool {
+    new > kept
 }
 
 
@@ -200,7 +207,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
     let (mut core_s, mut overhead_s, mut wait_s) = (0.0f64, 0.0f64, 0.0f64);
     let mut tokens = 0u64;
     let (mut loss_sum, mut loss_n) = (Tensor::zeros([], (Kind::Float, device)), 0u64);
-    let mut best: Option<(f64, Vec<Tensor>)> = None;
+    let mut best: Option<((f64, f64), Vec<Tensor>)> = None;
     let train_seed = train_data_seed(cfg);
     let task_ref: &dyn Task = task.as_ref();
 
@@ -276,7 +283,7 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
                     out.steps_to_threshold = Some(step);
                 }
                 let s = score(&out.success, &valid);
-                if t.selection == Selection::BestValid && best.as_ref().is_none_or(|(b, _)| s > *b) {
+                if t.selection == Selection::BestValid && best.as_ref().is_none_or(|(b, _)| improves(s, *b)) {
                     let snapshot = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
                     best = Some((s, snapshot));
                     out.best_step = Some(step);
@@ -320,4 +327,48 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
         out.best_metrics = Some(score_checkpoint(Selection::BestValid, &mut out));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_criterion() -> SuccessCriterion {
+        SuccessCriterion { metric: "bit_errors_per_seq".into(), threshold: 0.1, lower_is_better: true }
+    }
+
+    fn metrics(loss: f64, bit_errors: f64) -> Metrics {
+        Metrics { loss, token_acc: 0.0, seq_acc: 0.0, bit_errors_per_seq: Some(bit_errors), mse: None, within_tol: None }
+    }
+
+    /// Replays a validation curve through the selection rule; returns the index kept.
+    fn selected(curve: &[Metrics]) -> usize {
+        let c = copy_criterion();
+        let mut best: Option<((f64, f64), usize)> = None;
+        for (i, m) in curve.iter().enumerate() {
+            let s = score(&c, m);
+            if best.is_none_or(|(b, _)| improves(s, b)) {
+                best = Some((s, i));
+            }
+        }
+        best.unwrap().1
+    }
+
+    #[test]
+    fn the_success_metric_decides_first() {
+        assert_eq!(selected(&[metrics(0.1, 3.0), metrics(0.5, 1.0), metrics(0.05, 2.0)]), 1);
+    }
+
+    #[test]
+    fn ties_on_the_success_metric_go_to_the_lower_validation_loss() {
+        // Saturated at 0 bit errors from the second checkpoint on; the loss keeps falling.
+        let curve = [metrics(0.9, 4.0), metrics(0.08, 0.0), metrics(0.02, 0.0), metrics(0.03, 0.0)];
+        assert_eq!(selected(&curve), 2);
+    }
+
+    #[test]
+    fn a_complete_tie_keeps_the_earlier_checkpoint_and_nan_never_wins() {
+        assert_eq!(selected(&[metrics(0.1, 0.0), metrics(0.1, 0.0)]), 0);
+        assert_eq!(selected(&[metrics(0.1, 1.0), metrics(f64::NAN, f64::NAN), metrics(0.2, f64::NAN)]), 0);
+    }
 }

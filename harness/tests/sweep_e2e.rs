@@ -87,6 +87,26 @@ fn rerun_skips_finished_runs_repairs_torn_csv_and_is_deterministic() {
 }
 
 #[test]
+fn a_sweep_never_adds_to_results_of_another_version() {
+    let d = temp_dir("version");
+    let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
+    let a = d.join("a");
+    sweep_ok(&f, &a, &[], &[]);
+    // Pretend the finished rows were made by an older minor release whose numbers differ.
+    let csv = std::fs::read_to_string(a.join("runs.csv")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(csv.contains(version), "rows carry the membench version");
+    let old = csv.replace(version, "0.0.9");
+    std::fs::write(a.join("runs.csv"), &old).unwrap();
+    let before = dir_digest(&a);
+    let o = membench(&["sweep", f.to_str().unwrap(), "--out", a.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("runs.csv") && e.contains("another version") && e.contains("membench 0.0.9") && e.contains("--out"), "{e}");
+    assert_eq!(dir_digest(&a), before, "the old results are untouched");
+}
+
+#[test]
 fn shards_partition_the_grid_and_merge_rebuilds_it() {
     let d = temp_dir("shards");
     let f = write(&d.join("e.yaml"), &tiny_yaml("4", ""));
