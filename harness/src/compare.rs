@@ -47,39 +47,69 @@ impl Selection {
 }
 
 /// The x axis of the comparison plot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XAxis {
     EvalLen,
     Depth,
     StateSize,
     ParamCount,
     Steps,
+    /// A numeric setting from the runs' resolved configs, e.g. `task.num_kv_pairs` or
+    /// `arch.d_model` (swept or set by an experiment).
+    Key(String),
+}
+
+impl std::str::FromStr for XAxis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "eval_len" => XAxis::EvalLen,
+            "depth" => XAxis::Depth,
+            "state_size" => XAxis::StateSize,
+            "param_count" => XAxis::ParamCount,
+            "steps" => XAxis::Steps,
+            k if ["task.", "arch.", "train."].iter().any(|p| k.starts_with(p)) => XAxis::Key(k.to_string()),
+            _ => {
+                return Err("expected eval_len, depth, state_size, param_count, steps, or a config key such as \
+                            task.num_kv_pairs or arch.d_model"
+                    .into())
+            }
+        })
+    }
 }
 
 impl XAxis {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &str {
         match self {
             XAxis::EvalLen => "eval_len",
             XAxis::Depth => "depth",
             XAxis::StateSize => "state_size",
             XAxis::ParamCount => "param_count",
             XAxis::Steps => "steps",
+            XAxis::Key(k) => k,
         }
     }
-    fn label(self) -> &'static str {
+    fn label(&self) -> String {
         match self {
-            XAxis::EvalLen => "evaluation sequence length",
-            XAxis::Depth => "evaluation depth",
-            XAxis::StateSize => "state size (floats carried between steps)",
-            XAxis::ParamCount => "parameter count",
-            XAxis::Steps => "training steps",
+            XAxis::EvalLen => "evaluation sequence length".into(),
+            XAxis::Depth => "evaluation depth".into(),
+            XAxis::StateSize => "state size (floats carried between steps)".into(),
+            XAxis::ParamCount => "parameter count".into(),
+            XAxis::Steps => "training steps".into(),
+            XAxis::Key(k) => k.clone(),
         }
     }
     /// Sizes can span orders of magnitude across architectures (plot.rs uses a log axis only when
     /// the data spans more than [`plot::LOG_SPAN`]).
-    fn log(self) -> bool {
+    fn log(&self) -> bool {
         matches!(self, XAxis::StateSize | XAxis::ParamCount)
+    }
+    /// runs.csv column (or resolved `cfg:` key) holding the x value of a run.
+    fn run_column(&self) -> String {
+        match self {
+            XAxis::Key(k) => cfg_key(k),
+            x => x.as_str().to_string(),
+        }
     }
 }
 
@@ -88,6 +118,8 @@ pub struct CompareOptions {
     pub task: Option<String>,
     pub by: String,
     pub x: Option<XAxis>,
+    /// `--where KEY=VALUE` filters on runs.csv columns or resolved config keys, all must hold.
+    pub filters: Vec<(String, String)>,
     pub metric: Option<String>,
     pub selection: Option<Selection>,
     pub out: Option<PathBuf>,
@@ -134,6 +166,85 @@ impl Runs {
     }
     fn tasks(&self) -> Vec<String> {
         self.rows.iter().filter_map(|r| r.get("task").cloned()).collect::<BTreeSet<_>>().into_iter().collect()
+    }
+}
+
+/// Row key of a run's resolved config value `key` (`task.num_kv_pairs` → `cfg:task.num_kv_pairs`).
+fn cfg_key(key: &str) -> String {
+    format!("cfg:{key}")
+}
+
+/// A config value as a table cell: numbers and strings as written, lists and maps as JSON.
+fn cell(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Null => None,
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        other => serde_json::to_string(other).ok(),
+    }
+}
+
+/// Adds to every row the settings of its resolved config (`runs/<id>/config.yaml`): each scalar of
+/// the task, arch and train sections as `cfg:<section>.<key>`, and fills the row's swept-key cells
+/// that are empty because its experiment set the value directly instead of sweeping it (a width
+/// sweep at 8 pairs then shows `task.num_kv_pairs = 8`, not a blank). Runs without a config file
+/// (failed before writing one) keep their cells as they are.
+fn resolve(runs: &mut Runs, results: &Path) {
+    let swept = runs.swept_keys();
+    for row in &mut runs.rows {
+        let Some(id) = row.get("run_id") else { continue };
+        let Ok(text) = std::fs::read_to_string(record::run_dir(results, id).join("config.yaml")) else { continue };
+        let Ok(cfg) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
+        for section in ["task", "arch", "train"] {
+            let Some(map) = cfg.get(section).and_then(|m| m.as_mapping()) else { continue };
+            for (k, v) in map {
+                if let (Some(k), Some(v)) = (k.as_str(), cell(v)) {
+                    row.insert(cfg_key(&format!("{section}.{k}")), v);
+                }
+            }
+        }
+        for k in &swept {
+            if row.get(k).is_none_or(|v| v.is_empty()) {
+                if let Some(v) = row.get(&cfg_key(k)).cloned() {
+                    row.insert(k.clone(), v);
+                }
+            }
+        }
+    }
+}
+
+/// The value of `key` in a row: its runs.csv column, else its resolved config value.
+fn lookup<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
+    row.get(key).filter(|v| !v.is_empty()).or_else(|| row.get(&cfg_key(key))).map(String::as_str)
+}
+
+/// Equal as numbers when both parse (`0.003` = `3e-3`), else as text.
+fn same_value(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Keeps the rows that satisfy every `--where KEY=VALUE`; a key no row has is an error.
+fn apply_filters(runs: &mut Runs, filters: &[(String, String)]) -> Result<()> {
+    for (k, v) in filters {
+        if !runs.rows.iter().any(|r| lookup(r, k).is_some()) {
+            return Err(crate::strict::bad_option(anyhow::anyhow!(
+                "--where {k}={v}: no run has `{k}` (runs.csv columns or resolved config keys such as task.num_kv_pairs)"
+            )));
+        }
+        runs.rows.retain(|r| lookup(r, k).is_some_and(|x| same_value(x, v)));
+    }
+    Ok(())
+}
+
+/// Parses `KEY=VALUE` for `--where`.
+pub fn parse_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE (e.g. task.num_kv_pairs=8), got `{s}`")),
     }
 }
 
@@ -208,12 +319,21 @@ fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
         bail!("--by {by}: no such column in runs.csv (columns: {})", runs.header.join(", "));
     }
     let task_rows: Vec<&Row> = runs.rows.iter().filter(|r| r.get("task").map(String::as_str) == Some(task)).collect();
-    let varies = |k: &str| task_rows.iter().map(|r| r.get(k).map(String::as_str).unwrap_or("")).collect::<BTreeSet<_>>().len() > 1;
+    let cell = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
+    let varies = |k: &str| task_rows.iter().map(|r| cell(r, k)).collect::<BTreeSet<_>>().len() > 1;
+    let swept: Vec<String> = runs.swept_keys().into_iter().filter(|k| k != by && k != "seed" && varies(k)).collect();
     // Runs of different experiments differ in settings that need not be swept (steps, lr, ...),
-    // so they are never pooled; swept keys that this task's runs do not vary add nothing.
+    // so they are never pooled; the experiment becomes part of the key only where `by` and the
+    // swept keys do not already tell the experiments apart (copy_lstm vs copy_ntm needs no column).
+    let mut experiment_of: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+    for r in &task_rows {
+        let k = std::iter::once(by).chain(swept.iter().map(String::as_str)).map(|k| cell(r, k)).collect();
+        experiment_of.entry(k).or_default().insert(cell(r, "experiment"));
+    }
+    let experiment_needed = by != "experiment" && experiment_of.values().any(|e| e.len() > 1);
     let keys: Vec<String> = std::iter::once(by.to_string())
-        .chain((by != "experiment" && varies("experiment")).then(|| "experiment".to_string()))
-        .chain(runs.swept_keys().into_iter().filter(|k| k != by && k != "seed" && varies(k)))
+        .chain(experiment_needed.then(|| "experiment".to_string()))
+        .chain(swept)
         .collect();
     let mut map: BTreeMap<Vec<(String, String)>, Vec<Row>> = BTreeMap::new();
     for r in task_rows {
@@ -326,7 +446,17 @@ pub fn command_line() -> String {
 }
 
 pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
-    let runs = read_runs(&opts.results)?;
+    let mut runs = read_runs(&opts.results)?;
+    resolve(&mut runs, &opts.results);
+    apply_filters(&mut runs, &opts.filters)?;
+    if let Some(XAxis::Key(k)) = &opts.x {
+        if !runs.rows.iter().any(|r| lookup(r, k).is_some_and(|v| v.parse::<f64>().is_ok())) {
+            return Err(crate::strict::bad_option(anyhow::anyhow!(
+                "--x {k}: no run has a numeric `{k}` in runs.csv or its resolved config (swept keys here: {})",
+                runs.swept_keys().join(", ")
+            )));
+        }
+    }
     let tasks = match &opts.task {
         Some(t) if runs.tasks().contains(t) => vec![t.clone()],
         Some(t) => bail!("--task {t}: no runs of that task in runs.csv (tasks: {})", runs.tasks().join(", ")),
@@ -353,11 +483,11 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
         }
         let groups = groups(&runs, task, &opts.by)?;
         written.extend(write_table(&spec, &groups, &opts.by, &out, &opts.command)?);
-        let axes = match opts.x {
-            Some(x) => vec![x],
-            None => default_axes(&opts.results, &groups),
+        let axes = match &opts.x {
+            Some(x) => vec![x.clone()],
+            None => default_axes(&opts.results, &runs, &groups),
         };
-        for x in axes {
+        for x in &axes {
             written.extend(write_x_plot(&spec, &groups, x, &opts.results, &out, &opts.command)?);
         }
         written.extend(write_curve_plot(&spec, &groups, &opts.results, &out, &opts.command)?);
@@ -372,6 +502,7 @@ pub fn report(results: &Path, command: &str) -> Result<Vec<PathBuf>> {
         task: None,
         by: "arch".into(),
         x: None,
+        filters: vec![],
         metric: None,
         selection: None,
         out: None,
@@ -379,8 +510,9 @@ pub fn report(results: &Path, command: &str) -> Result<Vec<PathBuf>> {
     })
 }
 
-/// eval_len and depth when eval.csv has them; state_size and param_count when they vary.
-fn default_axes(results: &Path, groups: &[Group]) -> Vec<XAxis> {
+/// eval_len and depth when eval.csv has them; state_size and param_count when they vary; every
+/// swept task setting with two or more numeric values (e.g. the number of key-value pairs).
+fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
     let mut axes = vec![];
     let mut has = (false, false);
     for g in groups {
@@ -397,8 +529,12 @@ fn default_axes(results: &Path, groups: &[Group]) -> Vec<XAxis> {
     if has.1 {
         axes.push(XAxis::Depth);
     }
-    for x in [XAxis::StateSize, XAxis::ParamCount] {
-        let distinct: BTreeSet<String> = groups.iter().flat_map(|g| g.rows.iter().filter_map(|r| r.get(x.as_str()).cloned())).collect();
+    let swept_task_keys = runs.swept_keys().into_iter().filter(|k| k.starts_with("task.")).map(XAxis::Key);
+    for x in [XAxis::StateSize, XAxis::ParamCount].into_iter().chain(swept_task_keys) {
+        let distinct: BTreeSet<String> = groups
+            .iter()
+            .flat_map(|g| g.rows.iter().filter_map(|r| r.get(&x.run_column()).filter(|v| v.parse::<f64>().is_ok()).cloned()))
+            .collect();
         if distinct.len() > 1 {
             axes.push(x);
         }
@@ -574,7 +710,7 @@ impl Ord for OrdF64 {
     }
 }
 
-fn write_x_plot(spec: &Spec, groups: &[Group], x: XAxis, results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
     let bounds = metric_bounds(&spec.metric);
     let mut series = vec![];
     match x {
@@ -595,14 +731,8 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: XAxis, results: &Path, out: &P
                 series.push(Series { label: g.label(), points: band(pts, bounds) });
             }
         }
-        XAxis::StateSize | XAxis::ParamCount | XAxis::Steps => {
-            // One point per group at its median x; groups that differ only in size join one line per `by` value.
-            let mut lines: BTreeMap<String, BTreeMap<OrdF64, Vec<f64>>> = BTreeMap::new();
-            for g in groups {
-                let Some(xv) = median(&g.values(x.as_str())) else { continue };
-                lines.entry(pretty(&g.key[0].1)).or_default().entry(OrdF64(xv)).or_default().extend(g.values(&spec.column()));
-            }
-            series = lines.into_iter().map(|(label, pts)| Series { label, points: band(pts, bounds) }).collect();
+        XAxis::StateSize | XAxis::ParamCount | XAxis::Steps | XAxis::Key(_) => {
+            series = joined_series(groups, x, &spec.column(), bounds);
         }
     }
     if series.iter().all(|s| s.points.is_empty()) {
@@ -615,12 +745,58 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: XAxis, results: &Path, out: &P
     let fig = Figure {
         title: format!("{}: {} vs {} (selection: {})", spec.task, spec.metric, x.as_str(), spec.selection.as_str()),
         caption: format!("test split, {source}; line = mean over seeds, band = 95 % t CI of the mean"),
-        x_label: x.label().into(),
+        x_label: x.label(),
         y_label: format!("{} ({})", spec.metric, spec.direction()),
         log_x: x.log(),
+        y_limits: bounds,
         series,
     };
-    plot::write(&fig, &out.join(format!("{}_vs_{}", spec.stem(), x.as_str())), command)
+    // `task.num_kv_pairs` → `_vs_task_num_kv_pairs` (a dot would read as the file extension).
+    plot::write(&fig, &out.join(format!("{}_vs_{}", spec.stem(), x.as_str().replace('.', "_"))), command)
+}
+
+/// Metric against a per-run x (state size, parameter count, steps or a config key): one point per
+/// group at its x, with the t band over its seeds.
+fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) -> Vec<Series> {
+    // One point per group at its x. Points join into one line when they share the `by`
+    // value and every resolved task and train setting (against a config key, also every
+    // arch setting but that key), so that along a line only x varies: MQAR runs with 2, 4
+    // and 8 pairs at one width are three points on three lines, never one pooled point.
+    let xcol = x.run_column();
+    let fixed = |g: &Group| -> BTreeMap<String, String> {
+        let Some(r) = g.rows.iter().find(|r| r.keys().any(|k| k.starts_with("cfg:"))) else { return BTreeMap::new() };
+        let keep = |k: &str| {
+            k != xcol
+                && (k.starts_with("cfg:task.") || k.starts_with("cfg:train.") || (matches!(x, XAxis::Key(_)) && k.starts_with("cfg:arch.")))
+        };
+        r.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let mut lines: BTreeMap<(String, BTreeMap<String, String>), BTreeMap<OrdF64, Vec<f64>>> = BTreeMap::new();
+    for g in groups {
+        let Some(xv) = median(&g.values(&xcol)) else { continue };
+        lines.entry((pretty(&g.key[0].1), fixed(g))).or_default().entry(OrdF64(xv)).or_default().extend(g.values(column));
+    }
+    // Labels name, beside the `by` value, the settings that tell lines of one `by` value apart.
+    let mut varying: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (by_value, settings) in lines.keys() {
+        for k in settings.keys() {
+            let others = lines.keys().filter(|(b, _)| b == by_value).map(|(_, s)| s.get(k).map(String::as_str));
+            if others.collect::<BTreeSet<_>>().len() > 1 {
+                varying.entry(by_value).or_default().insert(k);
+            }
+        }
+    }
+    lines
+        .iter()
+        .map(|((by_value, settings), pts)| {
+            let mut label = by_value.clone();
+            for k in varying.get(by_value.as_str()).into_iter().flatten() {
+                let short = k.rsplit('.').next().unwrap_or(k);
+                label += &format!(" {short}={}", settings.get(*k).map(|v| pretty(v)).unwrap_or_else(|| "–".into()));
+            }
+            Series { label, points: band(pts.clone(), bounds) }
+        })
+        .collect()
 }
 
 fn write_curve_plot(spec: &Spec, groups: &[Group], results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
@@ -650,6 +826,7 @@ fn write_curve_plot(spec: &Spec, groups: &[Group], results: &Path, out: &Path, c
         x_label: "training step".into(),
         y_label: format!("valid {} ({})", spec.metric, spec.direction()),
         log_x: false,
+        y_limits: metric_bounds(&spec.metric),
         series,
     };
     plot::write(&fig, &out.join(format!("{}_curve", spec.stem())), command)
@@ -690,6 +867,7 @@ mod tests {
             task: None,
             by: "arch".into(),
             x: Some(XAxis::StateSize),
+            filters: vec![],
             metric: None,
             selection: None,
             out: None,
@@ -736,5 +914,87 @@ mod tests {
         assert_eq!(g.len(), 2, "one group per experiment");
         assert!(g.iter().all(|g| g.key.iter().map(|(k, _)| k.as_str()).eq(["arch", "experiment"])), "{:?}", g[0].key);
         assert_eq!(groups(&runs, "adding", "arch").unwrap()[0].key.len(), 1, "nothing varies within adding");
+    }
+
+    /// MQAR-like results with config files: the `pairs` experiment sweeps task.num_kv_pairs at
+    /// d_model 64 (set directly, so its arch.d_model cell is empty); the `width` experiment sweeps
+    /// arch.d_model at 8 pairs (set directly, so its task.num_kv_pairs cell is empty).
+    fn mqar_like(dir: &Path) -> Runs {
+        let mut csv = "run_id,experiment,task,arch,task.num_kv_pairs,arch.d_model,seed,status,param_count,state_size,best_token_acc\n".to_string();
+        for (id, exp, pairs_cell, d_cell, pairs, d, state, acc) in [
+            ("a0", "pairs", "2", "", 2, 64, 100, 0.9),
+            ("a1", "pairs", "2", "", 2, 64, 100, 0.8),
+            ("b0", "pairs", "8", "", 8, 64, 100, 0.2),
+            ("b1", "pairs", "8", "", 8, 64, 100, 0.3),
+            ("c0", "width", "", "128", 8, 128, 400, 0.5),
+            ("c1", "width", "", "128", 8, 128, 400, 0.6),
+        ] {
+            let seed = &id[1..];
+            csv += &format!("{id},{exp},mqar,transformer,{pairs_cell},{d_cell},{seed},done,1000,{state},{acc}\n");
+            let run = record::run_dir(dir, id);
+            std::fs::create_dir_all(&run).unwrap();
+            let cfg = format!("task:\n  name: mqar\n  num_kv_pairs: {pairs}\narch:\n  name: transformer\n  d_model: {d}\ntrain:\n  steps: 100\nseed: {seed}\n");
+            std::fs::write(run.join("config.yaml"), cfg).unwrap();
+        }
+        std::fs::write(dir.join("runs.csv"), csv).unwrap();
+        let mut runs = read_runs(dir).unwrap();
+        resolve(&mut runs, dir);
+        runs
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("membench-compare-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn settings_an_experiment_set_directly_are_read_from_the_resolved_config() {
+        let dir = temp("resolve");
+        let runs = mqar_like(&dir);
+        let row = |id: &str| runs.rows.iter().find(|r| r["run_id"] == id).unwrap();
+        assert_eq!(row("c0")["task.num_kv_pairs"], "8");
+        assert_eq!(row("a0")["arch.d_model"], "64");
+        assert_eq!(row("a0")["task.num_kv_pairs"], "2", "swept cells are kept");
+        // Three configurations, one experiment each: no experiment column is needed to tell them apart.
+        let g = groups(&runs, "mqar", "arch").unwrap();
+        assert_eq!(g.len(), 3);
+        assert!(g.iter().all(|g| g.key.iter().all(|(k, _)| k != "experiment")), "{:?}", g[0].key);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn size_plots_join_only_runs_that_differ_in_size_and_key_plots_only_in_that_key() {
+        let dir = temp("lines");
+        let runs = mqar_like(&dir);
+        let g = groups(&runs, "mqar", "arch").unwrap();
+        let by_label = |series: Vec<Series>| -> BTreeMap<String, Vec<(f64, f64)>> {
+            series.into_iter().map(|s| (s.label, s.points.iter().map(|p| (p.0, (p.1 * 1e6).round() / 1e6)).collect())).collect()
+        };
+        // Against state size: the 2-pair run is never pooled with the 8-pair runs at the same size.
+        let lines = by_label(joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0)));
+        assert_eq!(lines["transformer num_kv_pairs=2"], vec![(100.0, 0.85)]);
+        assert_eq!(lines["transformer num_kv_pairs=8"], vec![(100.0, 0.25), (400.0, 0.55)]);
+        assert_eq!(lines.len(), 2);
+        // Against the number of pairs: one line per width.
+        let lines = by_label(joined_series(&g, &XAxis::Key("task.num_kv_pairs".into()), "best_token_acc", (0.0, 1.0)));
+        assert_eq!(lines["transformer d_model=64"], vec![(2.0, 0.85), (8.0, 0.25)]);
+        assert_eq!(lines["transformer d_model=128"], vec![(8.0, 0.55)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn where_filters_on_resolved_values_and_rejects_unknown_keys() {
+        let dir = temp("where");
+        let mut runs = mqar_like(&dir);
+        apply_filters(&mut runs, &[("task.num_kv_pairs".into(), "8.0".into())]).unwrap();
+        let ids: Vec<&str> = runs.rows.iter().map(|r| r["run_id"].as_str()).collect();
+        assert_eq!(ids, ["b0", "b1", "c0", "c1"]);
+        let e = apply_filters(&mut runs, &[("task.num_pairs".into(), "8".into())]).unwrap_err();
+        assert!(format!("{e:#}").contains("no run has `task.num_pairs`"), "{e:#}");
+        assert!(parse_filter("task.num_kv_pairs").is_err() && parse_filter("a=1").unwrap() == ("a".into(), "1".into()));
+        assert!("task.num_kv_pairs".parse::<XAxis>().unwrap() == XAxis::Key("task.num_kv_pairs".into()));
+        assert!("num_kv_pairs".parse::<XAxis>().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -160,9 +160,14 @@ enum Cmd {
         /// runs.csv column naming the groups (swept keys other than the seed split them further).
         #[arg(long, default_value = "arch")]
         by: String,
-        /// x axis of the comparison plot (default: every axis the data has).
-        #[arg(long, value_enum)]
+        /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps, or a
+        /// numeric config key such as task.num_kv_pairs (default: every axis the data has).
+        #[arg(long)]
         x: Option<compare::XAxis>,
+        /// Only runs whose runs.csv column or resolved config key has this value, e.g.
+        /// `--where task.num_kv_pairs=8` (repeatable; all must hold).
+        #[arg(long = "where", value_name = "KEY=VALUE", value_parser = compare::parse_filter)]
+        filters: Vec<(String, String)>,
         /// Metric name, e.g. seq_acc (default: the task's success metric).
         #[arg(long)]
         metric: Option<String>,
@@ -226,9 +231,9 @@ fn main() -> ExitCode {
         Some(Cmd::Compare { results, all: true, .. }) | Some(Cmd::Report { results }) => {
             compare::report(&results, &compare::command_line()).map(print_written)
         }
-        Some(Cmd::Compare { results, task, by, x, metric, selection, out, all: false }) => {
+        Some(Cmd::Compare { results, task, by, x, filters, metric, selection, out, all: false }) => {
             let command = compare::command_line();
-            compare::compare(&compare::CompareOptions { results, task, by, x, metric, selection, out, command }).map(print_written)
+            compare::compare(&compare::CompareOptions { results, task, by, x, filters, metric, selection, out, command }).map(print_written)
         }
     };
     match result {

@@ -29,6 +29,9 @@ pub struct Figure {
     /// Log x axis, taken only when the data spans more than [`LOG_SPAN`] (a log axis over less shows
     /// one or two tick labels).
     pub log_x: bool,
+    /// The range the metric can take (e.g. 0..1 for an accuracy): a y axis padded around constant
+    /// data stays inside it.
+    pub y_limits: (f64, f64),
     pub series: Vec<Series>,
 }
 
@@ -60,27 +63,6 @@ fn tick(v: &f64) -> String {
     } else {
         format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
     }
-}
-
-/// The plot corner whose quarter of the data area holds the fewest points, for the legend.
-fn emptiest_corner(fig: &Figure, (x0, x1): (f64, f64), (y0, y1): (f64, f64), log_x: bool) -> SeriesLabelPosition {
-    let fx = |x: f64| if log_x { (x.log10() - x0.log10()) / (x1.log10() - x0.log10()) } else { (x - x0) / (x1 - x0) };
-    let mut counts = [0usize; 4]; // upper-left, upper-right, lower-left, lower-right
-    for &(x, y, lo, hi) in fig.series.iter().flat_map(|s| s.points.iter()) {
-        for v in [y, lo, hi] {
-            let right = fx(x) > 0.5;
-            let upper = (v - y0) / (y1 - y0) > 0.5;
-            counts[usize::from(!upper) * 2 + usize::from(right)] += 1;
-        }
-    }
-    let order = [SeriesLabelPosition::UpperRight, SeriesLabelPosition::UpperLeft, SeriesLabelPosition::LowerLeft, SeriesLabelPosition::LowerRight];
-    let idx = |p: &SeriesLabelPosition| match p {
-        SeriesLabelPosition::UpperLeft => 0,
-        SeriesLabelPosition::UpperRight => 1,
-        SeriesLabelPosition::LowerLeft => 2,
-        _ => 3,
-    };
-    order.into_iter().min_by_key(|p| counts[idx(p)]).unwrap_or(SeriesLabelPosition::UpperRight)
 }
 
 fn register_fonts() {
@@ -139,8 +121,10 @@ pub fn render_svg(fig: &Figure, command: &str) -> Result<String> {
     Ok(svg)
 }
 
-/// Data range padded by 5 % (or ±1 / ×÷2 when empty), in log space for a log axis.
-fn padded(lo: f64, hi: f64, log: bool) -> (f64, f64) {
+/// Data range padded by 5 %, in log space for a log axis. A single value (every seed of every
+/// group at 0 bit errors, say) gets a pad of 5 % of its size (at least 0.05) that stays inside
+/// `limits`, so an all-zero error plot spans 0..0.05, not -1..1.
+fn padded(lo: f64, hi: f64, log: bool, limits: (f64, f64)) -> (f64, f64) {
     if log {
         let (l, h) = (lo.max(f64::MIN_POSITIVE).log10(), hi.max(f64::MIN_POSITIVE).log10());
         let pad = if h > l { 0.05 * (h - l) } else { 0.3 };
@@ -148,10 +132,47 @@ fn padded(lo: f64, hi: f64, log: bool) -> (f64, f64) {
     }
     if hi > lo {
         let pad = 0.05 * (hi - lo);
-        (lo - pad, hi + pad)
-    } else {
-        (lo - 1.0, hi + 1.0)
+        return (lo - pad, hi + pad);
     }
+    let pad = (0.05 * lo.abs()).max(0.05);
+    let (a, b) = ((lo - pad).max(limits.0), (hi + pad).min(limits.1));
+    if b > a {
+        (a, b)
+    } else {
+        (lo - pad, hi + pad)
+    }
+}
+
+/// Legend column width in pixels: enough for the longest label at the legend font, within bounds.
+fn legend_width(fig: &Figure) -> u32 {
+    let chars = fig.series.iter().map(|s| s.label.chars().count()).max().unwrap_or(0) as u32;
+    (48 + 8 * chars).clamp(120, MAX_LEGEND_WIDTH)
+}
+
+const MAX_LEGEND_WIDTH: u32 = 340;
+
+/// The legend, in its own column right of the chart so it never covers data: one colour swatch
+/// and label per series, in series order (labels longer than the column are cut with "…").
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
+    let err = |e: &dyn std::fmt::Debug| anyhow!("drawing the legend of {}: {e:?}", fig.title);
+    let max_chars = ((MAX_LEGEND_WIDTH - 48) / 8) as usize;
+    // Rows shrink from 24 px when many series would overflow the column.
+    let rows = fig.series.len().max(1) as i32;
+    let step = ((area.dim_in_pixel().1 as i32 - 90) / rows).clamp(12, 24);
+    let font = if step < 18 { 12 } else { 15 };
+    for (i, s) in fig.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let y = 70 + step * i as i32;
+        area.draw(&PathElement::new(vec![(6, y), (32, y)], color.stroke_width(4))).map_err(|e| err(&e))?;
+        draw_marker(area, (19, y), i, color).map_err(|e| err(&e))?;
+        let label: String = if s.label.chars().count() > max_chars {
+            s.label.chars().take(max_chars - 1).chain(std::iter::once('…')).collect()
+        } else {
+            s.label.clone()
+        };
+        area.draw(&Text::new(label, (40, y - font / 2 - 1), (FONT, font).into_font())).map_err(|e| err(&e))?;
+    }
+    Ok(())
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
@@ -171,22 +192,23 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
         return Err(anyhow!("{}: nothing to plot", fig.title));
     }
     let log_x = fig.log_x && x0 > 0.0 && x1 / x0 > LOG_SPAN;
-    let (x0, x1) = padded(x0, x1, log_x);
-    let (y0, y1) = padded(y0, y1, false);
-    let legend = emptiest_corner(fig, (x0, x1), (y0, y1), log_x);
+    let (x0, x1) = padded(x0, x1, log_x, (f64::NEG_INFINITY, f64::INFINITY));
+    let (y0, y1) = padded(y0, y1, false, fig.y_limits);
     let area = root.titled(&fig.title, (FONT, 26).into_font().style(FontStyle::Bold)).map_err(|e| err(&e))?;
-    let mut builder = ChartBuilder::on(&area);
+    let (chart_area, legend_area) = area.split_horizontally(area.dim_in_pixel().0 - legend_width(fig));
+    draw_legend(&legend_area, fig)?;
+    let mut builder = ChartBuilder::on(&chart_area);
     builder.caption(&fig.caption, (FONT, 15)).margin(18).x_label_area_size(50).y_label_area_size(80);
     if log_x {
         let chart = builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(|e| err(&e))?;
-        finish(chart, fig, legend)
+        finish(chart, fig)
     } else {
         let chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
-        finish(chart, fig, legend)
+        finish(chart, fig)
     }
 }
 
-fn finish<'a, DB, X>(mut chart: ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, fig: &Figure, legend: SeriesLabelPosition) -> Result<()>
+fn finish<'a, DB, X>(mut chart: ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, fig: &Figure) -> Result<()>
 where
     DB: DrawingBackend + 'a,
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -218,20 +240,35 @@ where
         }
         chart
             .draw_series(LineSeries::new(s.points.iter().map(|p| (p.0, p.1)), color.stroke_width(3)))
-            .map_err(|e| err(&e))?
-            .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(4)));
-        chart.draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(|e| err(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(legend)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
+            .map_err(|e| err(&e))?;
+        let pts = s.points.iter().map(|p| (p.0, p.1));
+        match marker_kind(i) {
+            0 => chart.draw_series(pts.map(|p| Circle::new(p, 5, color.filled()))).map(drop),
+            1 => chart.draw_series(pts.map(|p| TriangleMarker::new(p, 7, color.filled()))).map(drop),
+            _ => chart.draw_series(pts.map(|p| EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], color.filled()))).map(drop),
+        }
         .map_err(|e| err(&e))?;
+    }
     Ok(())
+}
+
+fn marker_kind(i: usize) -> usize {
+    (i / COLORS.len()) % 3
+}
+
+/// Marker of series `i` in the legend (pixel coordinates): a circle for the first ten colours, then triangles, then squares, so
+/// series that share a colour (more than ten lines) stay distinguishable.
+fn draw_marker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (x, y): (i32, i32),
+    i: usize,
+    color: RGBColor,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    match marker_kind(i) {
+        0 => area.draw(&Circle::new((x, y), 5, color.filled())),
+        1 => area.draw(&TriangleMarker::new((x, y), 7, color.filled())),
+        _ => area.draw(&Rectangle::new([(x - 5, y - 5), (x + 5, y + 5)], color.filled())),
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +286,7 @@ mod tests {
             x_label: "evaluation sequence length".into(),
             y_label: "seq_acc".into(),
             log_x,
+            y_limits: (0.0, 1.0),
             series: vec![line("lstm", 0.0), line("gru", 0.2)],
         }
     }
@@ -279,5 +317,21 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("<desc>generated by: membench report --results r</desc>"), "{}", &svg[..200]);
         assert!(svg.contains(r#"width="1000""#) && svg.contains(r#"height="650""#));
         assert!(svg.contains("evaluation sequence length") && svg.contains("lstm") && svg.contains("gru"));
+    }
+
+    #[test]
+    fn constant_data_gets_a_small_range_inside_the_metric_limits() {
+        assert_eq!(padded(0.0, 0.0, false, (0.0, f64::INFINITY)), (0.0, 0.05));
+        assert_eq!(padded(1.0, 1.0, false, (0.0, 1.0)), (0.95, 1.0));
+        let (lo, hi) = padded(0.2, 0.6, false, (0.0, 1.0));
+        assert!((lo - 0.18).abs() < 1e-12 && (hi - 0.62).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_legend_column_fits_the_labels() {
+        let mut fig = figure(false);
+        assert_eq!(legend_width(&fig), 120, "short labels: the minimum column");
+        fig.series[0].label = "x".repeat(100);
+        assert_eq!(legend_width(&fig), MAX_LEGEND_WIDTH);
     }
 }
