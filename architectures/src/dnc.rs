@@ -35,7 +35,7 @@
 //!   unsquashed as in the paper.
 
 use crate::addressing;
-use crate::ntm::{check_clip, check_range, default_clip, default_controller, default_controller_size, one, Controller, ControllerKind, MEMORY_INIT};
+use crate::ntm::{check_clip, default_clip, default_controller, default_controller_size, one, Controller, ControllerKind, MEMORY_INIT};
 use crate::{ArchError, Core};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -130,12 +130,12 @@ pub struct Dnc {
 
 impl Dnc {
     pub fn new(vs: &nn::Path, cfg: &DncConfig, d_in: i64) -> Result<Self, ArchError> {
-        check_range("dnc", "controller_size", cfg.controller_size, 1, 65_536)?;
-        check_range("dnc", "controller_layers", cfg.controller_layers, 1, 64)?;
+        ArchError::check_range("dnc", "controller_size", cfg.controller_size, 1, 65_536)?;
+        ArchError::check_range("dnc", "controller_layers", cfg.controller_layers, 1, 64)?;
         // The link matrix is N² per example.
-        check_range("dnc", "memory_slots", cfg.memory_slots, 1, 4096)?;
-        check_range("dnc", "slot_width", cfg.slot_width, 1, 65_536)?;
-        check_range("dnc", "read_heads", cfg.read_heads, 1, 64)?;
+        ArchError::check_range("dnc", "memory_slots", cfg.memory_slots, 1, 4096)?;
+        ArchError::check_range("dnc", "slot_width", cfg.slot_width, 1, 65_536)?;
+        ArchError::check_range("dnc", "read_heads", cfg.read_heads, 1, 64)?;
         check_clip("dnc", cfg.clip)?;
         let (w, r) = (cfg.slot_width, cfg.read_heads);
         let controller = Controller::new(&(vs / "controller"), cfg.controller, cfg.controller_size, cfg.controller_layers, d_in, r * w);

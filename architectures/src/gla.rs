@@ -81,9 +81,7 @@ pub(crate) fn build(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Stack, 
     if !(0..=64).contains(&cfg.conv_kernel) {
         return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 0..=64 (0: no convolution)"));
     }
-    if !(1..=256).contains(&cfg.chunk_size) {
-        return Err(ArchError::invalid(ARCH, "chunk_size", cfg.chunk_size, "expected 1..=256"));
-    }
+    ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, 256)?;
     Ok(Stack::new(vs, d_in, cfg.d_model, cfg.layers, cfg.mlp_ratio, |p, _| Box::new(Gla::new(p, cfg)) as Box<dyn Mixer>))
 }
 

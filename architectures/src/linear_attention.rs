@@ -85,15 +85,11 @@ pub(crate) fn build(vs: &nn::Path, cfg: &LinearAttentionConfig, d_in: i64) -> Re
     if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
         return Err(ArchError::invalid(ARCH, "heads", cfg.heads, format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model)));
     }
-    if !(1..=256).contains(&cfg.feature_dim) {
-        return Err(ArchError::invalid(ARCH, "feature_dim", cfg.feature_dim, "expected 1..=256"));
-    }
+    ArchError::check_range(ARCH, "feature_dim", cfg.feature_dim, 1, 256)?;
     if !(0..=64).contains(&cfg.conv_kernel) {
         return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 0..=64 (0: no convolution)"));
     }
-    if !(1..=4096).contains(&cfg.chunk_size) {
-        return Err(ArchError::invalid(ARCH, "chunk_size", cfg.chunk_size, "expected 1..=4096"));
-    }
+    ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, 4096)?;
     Ok(Stack::new(vs, d_in, cfg.d_model, cfg.layers, cfg.mlp_ratio, |p, _| {
         Box::new(LinearAttention::new(p, cfg)) as Box<dyn Mixer>
     }))

@@ -79,21 +79,13 @@ const MAX_CHUNK: i64 = 16;
 
 pub(crate) fn build(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Stack, ArchError> {
     check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
-    if !(1..=256).contains(&cfg.state_dim) {
-        return Err(ArchError::invalid(ARCH, "state_dim", cfg.state_dim, "expected 1..=256"));
-    }
-    if !(1..=8).contains(&cfg.expand) {
-        return Err(ArchError::invalid(ARCH, "expand", cfg.expand, "expected 1..=8"));
-    }
-    if !(1..=64).contains(&cfg.conv_kernel) {
-        return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 1..=64"));
-    }
+    ArchError::check_range(ARCH, "state_dim", cfg.state_dim, 1, 256)?;
+    ArchError::check_range(ARCH, "expand", cfg.expand, 1, 8)?;
+    ArchError::check_range(ARCH, "conv_kernel", cfg.conv_kernel, 1, 64)?;
     if !(0..=cfg.d_model).contains(&cfg.dt_rank) {
         return Err(ArchError::invalid(ARCH, "dt_rank", cfg.dt_rank, format!("expected 0..={} (0: ⌈d_model/16⌉)", cfg.d_model)));
     }
-    if !(1..=MAX_CHUNK).contains(&cfg.chunk_size) {
-        return Err(ArchError::invalid(ARCH, "chunk_size", cfg.chunk_size, format!("expected 1..={MAX_CHUNK}")));
-    }
+    ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, MAX_CHUNK)?;
     Ok(Stack::new(vs, d_in, cfg.d_model, cfg.layers, cfg.mlp_ratio, |p, _| Box::new(Mamba::new(p, cfg)) as Box<dyn Mixer>))
 }
 

@@ -115,14 +115,6 @@ impl Default for NtmConfig {
     }
 }
 
-/// Checks `lo <= value <= hi` and names the field otherwise.
-pub(crate) fn check_range(arch: &'static str, field: &'static str, value: i64, lo: i64, hi: i64) -> Result<(), ArchError> {
-    if value < lo || value > hi {
-        return Err(ArchError::invalid(arch, field, value, format!("expected {lo}..={hi}")));
-    }
-    Ok(())
-}
-
 pub(crate) fn check_clip(arch: &'static str, clip: f64) -> Result<(), ArchError> {
     if !(clip.is_finite() && clip > 0.0) {
         return Err(ArchError::invalid(arch, "clip", clip, "expected a finite number > 0"));
@@ -257,14 +249,14 @@ pub const MEMORY_INIT: f64 = 1e-6;
 
 impl Ntm {
     pub fn new(vs: &nn::Path, cfg: &NtmConfig, d_in: i64) -> Result<Self, ArchError> {
-        check_range("ntm", "controller_size", cfg.controller_size, 1, 65_536)?;
-        check_range("ntm", "controller_layers", cfg.controller_layers, 1, 64)?;
-        check_range("ntm", "memory_slots", cfg.memory_slots, 1, 1 << 20)?;
-        check_range("ntm", "slot_width", cfg.slot_width, 1, 65_536)?;
-        check_range("ntm", "read_heads", cfg.read_heads, 1, 64)?;
-        check_range("ntm", "write_heads", cfg.write_heads, 1, 64)?;
+        ArchError::check_range("ntm", "controller_size", cfg.controller_size, 1, 65_536)?;
+        ArchError::check_range("ntm", "controller_layers", cfg.controller_layers, 1, 64)?;
+        ArchError::check_range("ntm", "memory_slots", cfg.memory_slots, 1, 1 << 20)?;
+        ArchError::check_range("ntm", "slot_width", cfg.slot_width, 1, 65_536)?;
+        ArchError::check_range("ntm", "read_heads", cfg.read_heads, 1, 64)?;
+        ArchError::check_range("ntm", "write_heads", cfg.write_heads, 1, 64)?;
         // 2R + 1 ≤ N keeps the shift offsets distinct modulo N.
-        check_range("ntm", "shift_range", cfg.shift_range, 0, (cfg.memory_slots - 1) / 2)?;
+        ArchError::check_range("ntm", "shift_range", cfg.shift_range, 0, (cfg.memory_slots - 1) / 2)?;
         check_clip("ntm", cfg.clip)?;
         let (m, n) = (cfg.slot_width, cfg.memory_slots);
         let heads = cfg.read_heads + cfg.write_heads;

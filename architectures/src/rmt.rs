@@ -92,12 +92,8 @@ pub(crate) fn build(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Rmt, Ar
     if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
         return Err(ArchError::invalid(ARCH, "heads", cfg.heads, format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model)));
     }
-    if !(1..=4096).contains(&cfg.segment_len) {
-        return Err(ArchError::invalid(ARCH, "segment_len", cfg.segment_len, "expected 1..=4096"));
-    }
-    if !(1..=256).contains(&cfg.memory_tokens) {
-        return Err(ArchError::invalid(ARCH, "memory_tokens", cfg.memory_tokens, "expected 1..=256"));
-    }
+    ArchError::check_range(ARCH, "segment_len", cfg.segment_len, 1, 4096)?;
+    ArchError::check_range(ARCH, "memory_tokens", cfg.memory_tokens, 1, 256)?;
     let d = cfg.d_model;
     let slots = 2 * cfg.memory_tokens + cfg.segment_len;
     let stack = Stack::new(&(vs / "transformer"), d, d, cfg.layers, cfg.mlp_ratio, |p, _| {
