@@ -24,10 +24,13 @@
 //! **What this can and cannot do.** A slot holds one step, so a fact must arrive as one input
 //! vector (as in the paper, and in `tests/attention_learning.rs`, where it is learned in ~50
 //! steps). On token streams where a fact spans two steps (MQAR's `k v`), matching the query finds
-//! the key's slot, not the value after it; a probe with 3 hops, d 64, either tying, stayed at
-//! ~25–29% after 1000 Adam steps (the rate of guessing one of the 4 stored values). That is the
-//! family's behaviour, not a bug; `kv_memory` with `key_source: previous` is the variant built for
-//! it.
+//! the key's slot, not the value after it, in one hop; a probe with 3 hops, d 64, either tying,
+//! stayed at ~25–29% after 1000 Adam steps (the rate of guessing one of the 4 stored values).
+//! Later hops can still reach the value: the temporal encoding lets a hop address "one slot after
+//! the one just read". The reference MQAR grid (results/reference/mqar, 8 pairs, 1000 steps)
+//! shows that this is found, but not reliably: d 32 reaches 100 % in 3/3 seeds while d 64 and
+//! 128 stay near the 1/8 plateau. `kv_memory` with `key_source: previous` is the variant built
+//! for token-pair facts.
 //!
 //! **Encodings.** Each memory slot is one time step's vector (the token's embedding, or the dense
 //! input), not a bag of words, so the paper's *position encoding* (PE, weighting the words inside a
