@@ -514,19 +514,23 @@ pub fn report(results: &Path, command: &str) -> Result<Vec<PathBuf>> {
 /// swept task setting with two or more numeric values (e.g. the number of key-value pairs).
 fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
     let mut axes = vec![];
-    let mut has = (false, false);
+    // A plot against eval length or depth needs at least two of them (MQAR evaluates at its one length).
+    let mut seen: [BTreeSet<String>; 2] = Default::default();
     for g in groups {
         for r in g.rows.iter().take(1) {
             for e in read_eval(results, r).unwrap_or_default() {
-                has.0 |= e.get("eval_len").is_some_and(|v| v.parse::<f64>().is_ok());
-                has.1 |= e.get("depth").is_some_and(|v| v.parse::<f64>().is_ok());
+                for (set, col) in seen.iter_mut().zip(["eval_len", "depth"]) {
+                    if let Some(v) = e.get(col).filter(|v| v.parse::<f64>().is_ok()) {
+                        set.insert(v.clone());
+                    }
+                }
             }
         }
     }
-    if has.0 {
+    if seen[0].len() > 1 {
         axes.push(XAxis::EvalLen);
     }
-    if has.1 {
+    if seen[1].len() > 1 {
         axes.push(XAxis::Depth);
     }
     let swept_task_keys = runs.swept_keys().into_iter().filter(|k| k.starts_with("task.")).map(XAxis::Key);
@@ -738,10 +742,19 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &
     if series.iter().all(|s| s.points.is_empty()) {
         bail!("task {}: no {} values to plot against {}", spec.task, spec.metric, x.as_str());
     }
-    let source = match x {
+    let mut source = match x {
         XAxis::EvalLen | XAxis::Depth => format!("eval.csv rows with checkpoint = {}", spec.selection.as_str()),
         _ => format!("runs.csv column {}", spec.column()),
     };
+    // Against a config key, a configuration run at one value only (a width sweep at 8 pairs on a
+    // plot against pairs) says nothing about the dependence: it is left out, and the caption says so.
+    if matches!(x, XAxis::Key(_)) && series.iter().any(|s| s.points.len() > 1) {
+        let before = series.len();
+        series.retain(|s| s.points.len() > 1);
+        if series.len() < before {
+            source += &format!("; {} one-point configurations left out", before - series.len());
+        }
+    }
     let fig = Figure {
         title: format!("{}: {} vs {} (selection: {})", spec.task, spec.metric, x.as_str(), spec.selection.as_str()),
         caption: format!("test split, {source}; line = mean over seeds, band = 95 % t CI of the mean"),
