@@ -533,8 +533,17 @@ fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
     if seen[1].len() > 1 {
         axes.push(XAxis::Depth);
     }
-    let swept_task_keys = runs.swept_keys().into_iter().filter(|k| k.starts_with("task.")).map(XAxis::Key);
-    for x in [XAxis::StateSize, XAxis::ParamCount].into_iter().chain(swept_task_keys) {
+    // Keys zipped together (min_len and max_len advanced in step) would draw the same plot twice:
+    // a key whose value equals an earlier key's in every run is skipped.
+    let task_keys = runs.swept_keys().into_iter().filter(|k| k.starts_with("task."));
+    let mut swept_task_keys: Vec<String> = vec![];
+    for k in task_keys {
+        let twin = |other: &String| groups.iter().flat_map(|g| &g.rows).all(|r| r.get(&k) == r.get(other));
+        if !swept_task_keys.iter().any(twin) {
+            swept_task_keys.push(k);
+        }
+    }
+    for x in [XAxis::StateSize, XAxis::ParamCount].into_iter().chain(swept_task_keys.into_iter().map(XAxis::Key)) {
         let distinct: BTreeSet<String> = groups
             .iter()
             .flat_map(|g| g.rows.iter().filter_map(|r| r.get(&x.run_column()).filter(|v| v.parse::<f64>().is_ok()).cloned()))
