@@ -85,7 +85,10 @@ fn sweep_reproduce_tamper_and_compare() {
     assert!(md.contains("Selection protocol: **last**"), "{md}");
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
     assert_eq!(rows.len(), 2, "header + one group row:\n{md}");
-    assert!(rows[1].starts_with("| lstm | 2 |") && rows[1].ends_with("| best |"), "{}", rows[1]);
+    assert!(rows[1].starts_with("| lstm | 2 |") && rows[1].contains("| best |"), "{}", rows[1]);
+    // The last cell names the row's runs: both seeds' ids.
+    let id_cell = rows[1].trim_end_matches(" |").rsplit(" | ").next().unwrap();
+    assert_eq!(id_cell.split(' ').filter(|id| id.len() == 14 && id.starts_with('`') && id.ends_with('`')).count(), 2, "{}", rows[1]);
     for plot in ["copy_seq_acc_last_vs_eval_len.png", "copy_seq_acc_last_vs_eval_len.svg", "copy_seq_acc_last_curve.png"] {
         assert!(res.join("reports").join(plot).exists(), "{plot} missing");
     }
