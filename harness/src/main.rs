@@ -18,6 +18,8 @@ mod slurm;
 mod stats;
 mod strict;
 mod sys;
+#[cfg(test)]
+mod test_support;
 mod train;
 
 use clap::{Parser, Subcommand};

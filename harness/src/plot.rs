@@ -241,33 +241,31 @@ where
         chart
             .draw_series(LineSeries::new(s.points.iter().map(|p| (p.0, p.1)), color.stroke_width(3)))
             .map_err(|e| err(&e))?;
-        let pts = s.points.iter().map(|p| (p.0, p.1));
-        match marker_kind(i) {
-            0 => chart.draw_series(pts.map(|p| Circle::new(p, 5, color.filled()))).map(drop),
-            1 => chart.draw_series(pts.map(|p| TriangleMarker::new(p, 7, color.filled()))).map(drop),
-            _ => chart.draw_series(pts.map(|p| EmptyElement::at(p) + Rectangle::new([(-5, -5), (5, 5)], color.filled()))).map(drop),
+        // Markers in pixels of the plotting area, so they are the legend's markers exactly.
+        let area = chart.plotting_area().strip_coord_spec();
+        let base = area.get_base_pixel();
+        for p in &s.points {
+            let (x, y) = chart.backend_coord(&(p.0, p.1));
+            draw_marker(&area, (x - base.0, y - base.1), i, color).map_err(|e| err(&e))?;
         }
-        .map_err(|e| err(&e))?;
     }
     Ok(())
 }
 
-fn marker_kind(i: usize) -> usize {
-    (i / COLORS.len()) % 3
-}
-
-/// Marker of series `i` in the legend (pixel coordinates): a circle for the first ten colours, then triangles, then squares, so
-/// series that share a colour (more than ten lines) stay distinguishable.
+/// Marker of series `i` at pixel `(x, y)` of `area`: a circle for the first ten colours, then
+/// triangles, then squares, so series that share a colour (more than ten lines) stay
+/// distinguishable. The chart and the legend both draw through this.
 fn draw_marker<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     (x, y): (i32, i32),
     i: usize,
     color: RGBColor,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    match marker_kind(i) {
-        0 => area.draw(&Circle::new((x, y), 5, color.filled())),
-        1 => area.draw(&TriangleMarker::new((x, y), 7, color.filled())),
-        _ => area.draw(&Rectangle::new([(x - 5, y - 5), (x + 5, y + 5)], color.filled())),
+    let style = color.filled();
+    match (i / COLORS.len()) % 3 {
+        0 => area.draw(&Circle::new((x, y), 5, style)),
+        1 => area.draw(&TriangleMarker::new((x, y), 7, style)),
+        _ => area.draw(&Rectangle::new([(x - 5, y - 5), (x + 5, y + 5)], style)),
     }
 }
 

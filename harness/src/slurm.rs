@@ -243,6 +243,7 @@ pub fn check(file: &Path, out: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::fresh_dir;
 
     fn opts(dir: &Path) -> SlurmOptions {
         SlurmOptions {
@@ -265,15 +266,9 @@ mod tests {
         std::fs::write(dir.join("g.yaml"), y).unwrap();
     }
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("membench-slurm-unit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
     #[test]
     fn scripts_shard_the_grid_and_clamp_tasks_to_runs() {
-        let d = tmp("scripts");
+        let d = fresh_dir("slurm-scripts");
         grid(&d, 3);
         let report = slurm(&opts(&d)).unwrap();
         assert!(report.contains("3 runs in 3 tasks, 2 at a time"), "{report}");
@@ -295,7 +290,7 @@ mod tests {
 
     #[test]
     fn bad_grid_or_options_write_nothing() {
-        let d = tmp("bad");
+        let d = fresh_dir("slurm-bad");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("g.yaml"), "experiments:\n  - task: {name: copy, max_len: 3}\n    arch: {name: lstm, hidden_sise: 16}\n").unwrap();
         let e = slurm(&opts(&d)).unwrap_err();
@@ -310,7 +305,7 @@ mod tests {
 
     #[test]
     fn check_names_every_missing_run() {
-        let d = tmp("check");
+        let d = fresh_dir("slurm-check");
         grid(&d, 2);
         std::fs::create_dir_all(d.join("out")).unwrap();
         let e = format!("{:#}", check(&d.join("g.yaml"), &d.join("out")).unwrap_err());
