@@ -32,30 +32,38 @@ fn main() {
     let version = std::fs::read_to_string(lib.join("../version.py"))
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches(['\'', '"']).to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MEMBENCH_TORCH_VERSION={version}");
-    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("membench") {
-        device_stats_shim(lib);
+    match std::env::var("CARGO_PKG_NAME").as_deref() {
+        // `peak_device_bytes` reads the caching allocator's own counters.
+        Ok("membench") => cpp_shim(lib, "src/cuda_stats.cpp", "membench_cuda_stats"),
+        // The LSTM/GRU recurrences with hand-written backward passes (see the file's header).
+        Ok("membench-architectures") => cpp_shim(lib, "src/fused_rnn.cpp", "membench_fused_rnn"),
+        _ => {}
     }
 }
 
-/// Compiles harness/src/cuda_stats.cpp against the torch headers beside `lib`, so
-/// `peak_device_bytes` reads the caching allocator's own counters.
-fn device_stats_shim(lib: &Path) {
+/// Compiles one C++ file of the crate against the torch headers beside `lib` into a static
+/// library. Always optimised (-O3), also in debug builds: the fused recurrences run inside tests
+/// that train models.
+fn cpp_shim(lib: &Path, file: &str, name: &str) {
     let include = lib.join("../include");
-    println!("cargo:rerun-if-changed=src/cuda_stats.cpp");
+    println!("cargo:rerun-if-changed={file}");
     cc::Build::new()
         .cpp(true)
-        .file("src/cuda_stats.cpp")
+        .file(file)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
+        .opt_level(3)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
-        .compile("membench_cuda_stats");
+        .compile(name);
 }
 
 /// The commit the binary was built from (`+dirty` when the work tree differed), for runs.csv.
@@ -77,6 +85,10 @@ fn git_commit() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    println!("cargo:rustc-env=MEMBENCH_GIT_COMMIT={commit}{}", if dirty { "+dirty" } else { "" });
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    println!(
+        "cargo:rustc-env=MEMBENCH_GIT_COMMIT={commit}{}",
+        if dirty { "+dirty" } else { "" }
+    );
 }

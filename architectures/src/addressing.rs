@@ -29,7 +29,9 @@ pub fn content_weights(mem: &Tensor, keys: &Tensor, beta: &Tensor) -> Tensor {
 pub fn shift_index(slots: i64, shift_range: i64, device: tch::Device) -> Tensor {
     let offsets = Tensor::arange_start(-shift_range, shift_range + 1, (Kind::Int64, device)); // [S]
     let slots_t = Tensor::arange(slots, (Kind::Int64, device)); // [N]
-    (slots_t.unsqueeze(0) - offsets.unsqueeze(1)).remainder(slots).reshape([-1])
+    (slots_t.unsqueeze(0) - offsets.unsqueeze(1))
+        .remainder(slots)
+        .reshape([-1])
 }
 
 /// Circular convolution of each weighting with its shift distribution (Graves et al. 2014, eq. 8):
@@ -117,7 +119,11 @@ mod tests {
         let keys = Tensor::zeros([2, 2, 3], (Kind::Float, Device::Cpu));
         let beta = Tensor::full([2, 2, 1], 5.0, (Kind::Float, Device::Cpu));
         let w = content_weights(&mem, &keys, &beta);
-        assert_close(&w, &Tensor::full([2, 2, 4], 0.25, (Kind::Float, Device::Cpu)), 1e-7);
+        assert_close(
+            &w,
+            &Tensor::full([2, 2, 4], 0.25, (Kind::Float, Device::Cpu)),
+            1e-7,
+        );
     }
 
     /// A one-hot at slot 2 of 5, shifted by +1 (s one-hot at offset +1) lands at slot 3; by −1 at
@@ -125,9 +131,22 @@ mod tests {
     #[test]
     fn circular_shift_moves_a_one_hot() {
         let index = shift_index(5, 1, Device::Cpu);
-        let w = t(&[0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0., 1., 0., 0., 1., 0., 0.], &[1, 4, 5]);
-        let s = t(&[0., 0., 1., 1., 0., 0., 0., 0., 1., 0.5, 0., 0.5], &[1, 4, 3]);
-        let expected = t(&[0., 0., 0., 1., 0., 0., 1., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0.5, 0., 0.5, 0.], &[1, 4, 5]);
+        let w = t(
+            &[
+                0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0., 1., 0., 0., 1., 0., 0.,
+            ],
+            &[1, 4, 5],
+        );
+        let s = t(
+            &[0., 0., 1., 1., 0., 0., 0., 0., 1., 0.5, 0., 0.5],
+            &[1, 4, 3],
+        );
+        let expected = t(
+            &[
+                0., 0., 0., 1., 0., 0., 1., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0.5, 0., 0.5, 0.,
+            ],
+            &[1, 4, 5],
+        );
         assert_close(&circular_shift(&w, &s, &index), &expected, 0.0);
     }
 
@@ -136,7 +155,11 @@ mod tests {
         let index = shift_index(6, 2, Device::Cpu);
         let w = t(&[1., 0., 0., 0., 0., 0.], &[1, 1, 6]);
         let s = t(&[1., 0., 0., 0., 0.], &[1, 1, 5]); // offset −2
-        assert_close(&circular_shift(&w, &s, &index), &t(&[0., 0., 0., 0., 1., 0.], &[1, 1, 6]), 0.0);
+        assert_close(
+            &circular_shift(&w, &s, &index),
+            &t(&[0., 0., 0., 0., 1., 0.], &[1, 1, 6]),
+            0.0,
+        );
     }
 
     /// (0.5, 0.3, 0.2) with γ = 2 → (0.25, 0.09, 0.04)/0.38; any γ leaves a distribution.
@@ -148,7 +171,11 @@ mod tests {
         let first = t(&[0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38], &[1, 3]);
         assert_close(&out.select(1, 0), &first, 1e-6);
         let sums = out.sum_dim_intlist(-1, false, Kind::Float);
-        assert_close(&sums, &Tensor::ones([1, 2], (Kind::Float, Device::Cpu)), 1e-6);
+        assert_close(
+            &sums,
+            &Tensor::ones([1, 2], (Kind::Float, Device::Cpu)),
+            1e-6,
+        );
         // Exact zeros stay finite (and get no weight against non-zero entries).
         let z = sharpen(&t(&[0.0, 1.0], &[1, 1, 2]), &t(&[3.0], &[1, 1, 1]));
         assert_close(&z, &t(&[0.0, 1.0], &[1, 1, 2]), 1e-12);
@@ -163,7 +190,11 @@ mod tests {
         let w = t(&[1.0, 0.5], &[1, 1, 2]);
         let e = t(&[1.0, 0.5], &[1, 1, 2]);
         let a = t(&[10., 20.], &[1, 1, 2]);
-        assert_close(&write(&mem, &w, &e, &a), &t(&[10., 21., 6.5, 13.], &[1, 2, 2]), 1e-6);
+        assert_close(
+            &write(&mem, &w, &e, &a),
+            &t(&[10., 21., 6.5, 13.], &[1, 2, 2]),
+            1e-6,
+        );
     }
 
     /// Two write heads: erasures multiply, adds sum. Head 0 erases slot 0 fully, head 1 half of
@@ -175,7 +206,11 @@ mod tests {
         let e = t(&[1., 0., 0.5, 0.5], &[1, 2, 2]);
         let a = t(&[1., 1., 0., 0.], &[1, 2, 2]);
         // slot 0: 4·(0, 1)·(0.5, 0.5) + (1, 1) + (0, 0) = (1, 3); slot 1: 4·(0.5, 0.5) + 0 = (2, 2).
-        assert_close(&write(&mem, &w, &e, &a), &t(&[1., 3., 2., 2.], &[1, 2, 2]), 1e-6);
+        assert_close(
+            &write(&mem, &w, &e, &a),
+            &t(&[1., 3., 2., 2.], &[1, 2, 2]),
+            1e-6,
+        );
     }
 
     #[test]

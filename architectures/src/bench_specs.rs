@@ -22,21 +22,88 @@ pub struct Spec {
 }
 
 /// Copy-task io: 8 bits plus a delimiter channel in, 8 bits out.
-pub const BITS: TaskIo = TaskIo { input: InputKind::Dense { width: 9 }, output: OutputKind::Bits { width: 8 } };
+pub const BITS: TaskIo = TaskIo {
+    input: InputKind::Dense { width: 9 },
+    output: OutputKind::Bits { width: 8 },
+};
 /// Token io: 64-symbol vocabulary in and out (associative recall, language-like tasks).
-pub const TOKENS: TaskIo = TaskIo { input: InputKind::Tokens { vocab: 64 }, output: OutputKind::Classes { n: 64 } };
+pub const TOKENS: TaskIo = TaskIo {
+    input: InputKind::Tokens { vocab: 64 },
+    output: OutputKind::Classes { n: 64 },
+};
 
 pub const SPECS: &[Spec] = &[
-    Spec { name: "lstm", arch_yaml: "{name: lstm, hidden_size: 128}", io: BITS, batch: 32, time: 40 },
-    Spec { name: "gru", arch_yaml: "{name: gru, hidden_size: 128}", io: BITS, batch: 32, time: 40 },
-    Spec { name: "transformer", arch_yaml: "{name: transformer, d_model: 128, layers: 2, heads: 4}", io: TOKENS, batch: 32, time: 128 },
-    Spec { name: "memn2n", arch_yaml: "{name: memn2n, d_model: 64, hops: 3, memory_size: 50}", io: TOKENS, batch: 32, time: 50 },
-    Spec { name: "kv_memory", arch_yaml: "{name: kv_memory, d_model: 128, hops: 2, memory_size: 50}", io: TOKENS, batch: 32, time: 128 },
-    Spec { name: "ntm", arch_yaml: "{name: ntm, controller_size: 100, memory_slots: 128, slot_width: 20}", io: BITS, batch: 16, time: 20 },
-    Spec { name: "dnc", arch_yaml: "{name: dnc, controller_size: 100, memory_slots: 128, slot_width: 20, read_heads: 1}", io: BITS, batch: 16, time: 20 },
-    Spec { name: "linear_attention", arch_yaml: "{name: linear_attention, d_model: 128, layers: 2, heads: 4}", io: TOKENS, batch: 32, time: 128 },
-    Spec { name: "gla", arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4}", io: TOKENS, batch: 32, time: 128 },
-    Spec { name: "mamba", arch_yaml: "{name: mamba, d_model: 128, layers: 2}", io: TOKENS, batch: 32, time: 128 },
+    Spec {
+        name: "lstm",
+        arch_yaml: "{name: lstm, hidden_size: 128}",
+        io: BITS,
+        batch: 32,
+        time: 40,
+    },
+    Spec {
+        name: "gru",
+        arch_yaml: "{name: gru, hidden_size: 128}",
+        io: BITS,
+        batch: 32,
+        time: 40,
+    },
+    Spec {
+        name: "transformer",
+        arch_yaml: "{name: transformer, d_model: 128, layers: 2, heads: 4}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
+        name: "memn2n",
+        arch_yaml: "{name: memn2n, d_model: 64, hops: 3, memory_size: 50}",
+        io: TOKENS,
+        batch: 32,
+        time: 50,
+    },
+    Spec {
+        name: "kv_memory",
+        arch_yaml: "{name: kv_memory, d_model: 128, hops: 2, memory_size: 50}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
+        name: "ntm",
+        arch_yaml: "{name: ntm, controller_size: 100, memory_slots: 128, slot_width: 20}",
+        io: BITS,
+        batch: 16,
+        time: 20,
+    },
+    Spec {
+        name: "dnc",
+        arch_yaml:
+            "{name: dnc, controller_size: 100, memory_slots: 128, slot_width: 20, read_heads: 1}",
+        io: BITS,
+        batch: 16,
+        time: 20,
+    },
+    Spec {
+        name: "linear_attention",
+        arch_yaml: "{name: linear_attention, d_model: 128, layers: 2, heads: 4}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
+        name: "gla",
+        arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
+        name: "mamba",
+        arch_yaml: "{name: mamba, d_model: 128, layers: 2}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
 ];
 
 /// The spec called `name`.
@@ -66,14 +133,25 @@ impl StepBench {
         let opts = (Kind::Float, Device::Cpu);
         let x = match spec.io.input {
             InputKind::Dense { width } => Tensor::randint(2, [b, t, width as i64], opts),
-            InputKind::Tokens { vocab } => Tensor::randint(vocab as i64, [b, t], (Kind::Int64, Device::Cpu)),
+            InputKind::Tokens { vocab } => {
+                Tensor::randint(vocab as i64, [b, t], (Kind::Int64, Device::Cpu))
+            }
         };
         let y = match spec.io.output {
             OutputKind::Bits { width } => Tensor::randint(2, [b, t, width as i64], opts),
-            OutputKind::Classes { n } => Tensor::randint(n as i64, [b * t], (Kind::Int64, Device::Cpu)),
+            OutputKind::Classes { n } => {
+                Tensor::randint(n as i64, [b * t], (Kind::Int64, Device::Cpu))
+            }
             OutputKind::Real { width, .. } => Tensor::zeros([b, t, width as i64], opts),
         };
-        StepBench { net, opt, x, y, io: spec.io, _store: store }
+        StepBench {
+            net,
+            opt,
+            x,
+            y,
+            io: spec.io,
+            _store: store,
+        }
     }
 
     /// One training step: forward, loss, backward, Adam, and a host read of the loss (so no work
@@ -82,7 +160,10 @@ impl StepBench {
         let out = self.net.forward_t(&self.x, true);
         let loss = match self.io.output {
             OutputKind::Classes { n } => out.view([-1, n as i64]).cross_entropy_for_logits(&self.y),
-            OutputKind::Bits { .. } => out.binary_cross_entropy_with_logits::<Tensor>(&self.y, None, None, Reduction::None).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float),
+            OutputKind::Bits { .. } => out
+                .binary_cross_entropy_with_logits::<Tensor>(&self.y, None, None, Reduction::None)
+                .sum_dim_intlist(-1, false, Kind::Float)
+                .mean(Kind::Float),
             OutputKind::Real { .. } => out.mse_loss(&self.y, Reduction::Mean),
         };
         self.opt.zero_grad();
@@ -96,9 +177,18 @@ impl StepBench {
 /// a sentence saying why there is none (the Rust numbers stay useful without it).
 pub fn pytorch_reference_line(python: &str, name: &str, threads: i32) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pytorch_reference.py");
-    match std::process::Command::new(python).args([script, "--model", name, "--threads", &threads.to_string()]).output() {
+    match std::process::Command::new(python)
+        .args([script, "--model", name, "--threads", &threads.to_string()])
+        .output()
+    {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        Ok(out) => format!("pytorch reference for {name} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")),
+        Ok(out) => format!(
+            "pytorch reference for {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
         Err(e) => format!("pytorch reference not run ({python}: {e})"),
     }
 }
@@ -113,9 +203,11 @@ mod tests {
     #[test]
     fn every_spec_builds_and_names_its_family() {
         for s in SPECS {
-            let cfg: ArchConfig = serde_yaml::from_str(s.arch_yaml).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            let cfg: ArchConfig =
+                serde_yaml::from_str(s.arch_yaml).unwrap_or_else(|e| panic!("{}: {e}", s.name));
             assert_eq!(cfg.name(), s.name);
-            Network::new(&nn::VarStore::new(Device::Cpu), &cfg, s.io).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            Network::new(&nn::VarStore::new(Device::Cpu), &cfg, s.io)
+                .unwrap_or_else(|e| panic!("{}: {e}", s.name));
         }
     }
 }

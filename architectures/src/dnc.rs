@@ -35,7 +35,10 @@
 //!   unsquashed as in the paper.
 
 use crate::addressing;
-use crate::ntm::{check_clip, default_clip, default_controller, default_controller_size, one, Controller, ControllerKind, MEMORY_INIT};
+use crate::ntm::{
+    check_clip, default_clip, default_controller, default_controller_size, one, Controller,
+    ControllerKind, MEMORY_INIT,
+};
 use crate::{ArchError, Core};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -101,8 +104,14 @@ pub fn allocation_weights(usage: &Tensor) -> Tensor {
     let n = usage.size()[1];
     let u = usage * (1.0 - USAGE_EPS) + USAGE_EPS;
     let (sorted, order) = u.sort_stable(true, 1, false); // [B, N] each; ties keep slot order
-    // Exclusive cumulative product: Π_{i<j} sorted[i], with an empty product 1 at j = 0.
-    let shifted = Tensor::cat(&[&sorted.ones_like().narrow(1, 0, 1), &sorted.narrow(1, 0, n - 1)], 1);
+                                                         // Exclusive cumulative product: Π_{i<j} sorted[i], with an empty product 1 at j = 0.
+    let shifted = Tensor::cat(
+        &[
+            &sorted.ones_like().narrow(1, 0, 1),
+            &sorted.narrow(1, 0, n - 1),
+        ],
+        1,
+    );
     let a_sorted: Tensor = (1.0 - &sorted) * shifted.cumprod(1, Kind::Float);
     a_sorted.zeros_like().scatter(1, &order, &a_sorted)
 }
@@ -112,7 +121,12 @@ pub fn allocation_weights(usage: &Tensor) -> Tensor {
 /// `p ← (1 − Σ_i w[i]) p + w`. The outer product w pᵀ is one baddbmm.
 ///
 /// link: [B, N, N], precedence and write_w: [B, N], off_diagonal: 1 − I [N, N] → (link, precedence)
-pub fn update_links(link: &Tensor, precedence: &Tensor, write_w: &Tensor, off_diagonal: &Tensor) -> (Tensor, Tensor) {
+pub fn update_links(
+    link: &Tensor,
+    precedence: &Tensor,
+    write_w: &Tensor,
+    off_diagonal: &Tensor,
+) -> (Tensor, Tensor) {
     let (w_i, w_j) = (write_w.unsqueeze(2), write_w.unsqueeze(1)); // [B, N, 1], [B, 1, N]
     let scale: Tensor = 1.0 - w_i.shallow_clone() - w_j; // [B, N, N]
     let link = (scale * link).baddbmm(&w_i, &precedence.unsqueeze(1), 1.0, 1.0) * off_diagonal;
@@ -138,13 +152,29 @@ impl Dnc {
         ArchError::check_range("dnc", "read_heads", cfg.read_heads, 1, 64)?;
         check_clip("dnc", cfg.clip)?;
         let (w, r) = (cfg.slot_width, cfg.read_heads);
-        let controller = Controller::new(&(vs / "controller"), cfg.controller, cfg.controller_size, cfg.controller_layers, d_in, r * w);
+        let controller = Controller::new(
+            &(vs / "controller"),
+            cfg.controller,
+            cfg.controller_size,
+            cfg.controller_layers,
+            d_in,
+            r * w,
+        );
         let p = Self::interface_sizes(cfg).iter().sum::<i64>();
         let bound = 1.0 / (cfg.controller_size as f64).sqrt();
-        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        let init = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         let w_iface = vs.var("interface_weight", &[p, cfg.controller_size], init);
         let b_iface = vs.var("interface_bias", &[p], init);
-        Ok(Dnc { cfg: cfg.clone(), d_in, controller, w_iface, b_iface })
+        Ok(Dnc {
+            cfg: cfg.clone(),
+            d_in,
+            controller,
+            w_iface,
+            b_iface,
+        })
     }
 
     /// Interface layout: read keys R·W, write key W, strengths R + 1 (reads, then write), erase W,
@@ -177,7 +207,9 @@ impl Core for Dnc {
         let mut outputs = Vec::with_capacity(t as usize);
         for x_t in &x_proj {
             let h = self.controller.step(x_t, &reads, &mut state); // [B, C]
-            let iface = h.linear(&self.w_iface, Some(&self.b_iface)).clamp(-c.clip, c.clip);
+            let iface = h
+                .linear(&self.w_iface, Some(&self.b_iface))
+                .clamp(-c.clip, c.clip);
             let p = iface.split_with_sizes(Self::interface_sizes(c), 1);
             let read_keys = p[0].view([b, r, w]);
             let write_key = p[1].view([b, 1, w]);
@@ -194,7 +226,12 @@ impl Core for Dnc {
             let alloc = allocation_weights(&usage);
 
             // Write weighting and write, on M_{t−1}.
-            let content_w = addressing::content_weights(&mem, &write_key, &strengths.narrow(1, r, 1).unsqueeze(-1)).squeeze_dim(1);
+            let content_w = addressing::content_weights(
+                &mem,
+                &write_key,
+                &strengths.narrow(1, r, 1).unsqueeze(-1),
+            )
+            .squeeze_dim(1);
             let (alloc_gate, write_gate) = (gates.narrow(1, r, 1), gates.narrow(1, r + 1, 1)); // [B, 1]
             write_w = content_w.lerp_tensor(&alloc, &alloc_gate) * write_gate; // [B, N]
             mem = addressing::write(&mem, &write_w.unsqueeze(1), &erase, &write_vec);
@@ -205,7 +242,11 @@ impl Core for Dnc {
             // Read weightings: backward, content and forward modes mixed by π. [B, R, N]
             let forward = read_w.bmm(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
             let backward = read_w.bmm(&link); // b_i[k] = Σ_j L[j, k] w[j]
-            let content_r = addressing::content_weights(&mem, &read_keys, &strengths.narrow(1, 0, r).unsqueeze(-1));
+            let content_r = addressing::content_weights(
+                &mem,
+                &read_keys,
+                &strengths.narrow(1, 0, r).unsqueeze(-1),
+            );
             let stacked = Tensor::stack(&[backward, content_r, forward], 2).view([b * r, 3, n]); // [B·R, 3, N]
             read_w = modes.view([b * r, 1, 3]).bmm(&stacked).view([b, r, n]);
             reads = addressing::read(&mem, &read_w).view([b, r * w]);
@@ -231,9 +272,15 @@ impl Core for Dnc {
     /// ~6NW; links ~6N²; forward/backward 4RN²; read content 2RNW; mode mix 6RN; reads 2RNW.
     fn flops_per_token(&self, _seq_len: i64) -> f64 {
         let c = &self.cfg;
-        let (n, w, r) = (c.memory_slots as f64, c.slot_width as f64, c.read_heads as f64);
+        let (n, w, r) = (
+            c.memory_slots as f64,
+            c.slot_width as f64,
+            c.read_heads as f64,
+        );
         let p = Self::interface_sizes(c).iter().sum::<i64>() as f64;
-        let controller = self.controller.flops(self.d_in + c.read_heads * c.slot_width);
+        let controller = self
+            .controller
+            .flops(self.d_in + c.read_heads * c.slot_width);
         let iface = 2.0 * c.controller_size as f64 * p;
         let memory = 6.0 * n * w + 2.0 * n * w + 6.0 * n * w + 2.0 * r * n * w + 2.0 * r * n * w;
         let weights = (3.0 * r + 4.0) * n + n * n.log2().max(1.0) + 8.0 * n + 6.0 * r * n;
@@ -253,7 +300,8 @@ mod tests {
     fn allocation_matches_the_papers_formula_by_hand() {
         let usage = Tensor::from_slice(&[0.4f32, 0.1, 0.9, 0.6, 0.0, 0.0, 1.0, 1.0]).view([2, 4]);
         let a = allocation_weights(&usage);
-        let expected = Tensor::from_slice(&[0.06f32, 0.9, 0.0024, 0.016, 1.0, 0.0, 0.0, 0.0]).view([2, 4]);
+        let expected =
+            Tensor::from_slice(&[0.06f32, 0.9, 0.0024, 0.016, 1.0, 0.0, 0.0, 0.0]).view([2, 4]);
         // Second row: two free slots; the first in sort order gets everything (1·… = 1 − ε), the
         // other gets (1 − ε)·ε ≈ 10⁻⁶.
         let diff = (&a - &expected).abs().max().double_value(&[]);
@@ -278,14 +326,27 @@ mod tests {
         assert_eq!(link, expected);
         let from0 = Tensor::from_slice(&[1f32, 0., 0.]).view([1, 1, 3]);
         let from2 = Tensor::from_slice(&[0f32, 0., 1.]).view([1, 1, 3]);
-        assert_eq!(from0.bmm(&link.transpose(1, 2)), Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3]));
-        assert_eq!(from2.bmm(&link), Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3]));
+        assert_eq!(
+            from0.bmm(&link.transpose(1, 2)),
+            Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3])
+        );
+        assert_eq!(
+            from2.bmm(&link),
+            Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3])
+        );
 
         let half = Tensor::from_slice(&[0.5f32, 0., 0.]).view([1, 3]);
         let (link, prec) = update_links(&link, &prec, &half, &off);
-        let expected = Tensor::from_slice(&[0f32, 0., 0.5, 0.5, 0., 0., 0., 1., 0.]).view([1, 3, 3]);
-        assert!((&link - &expected).abs().max().double_value(&[]) < 1e-7, "{link}");
+        let expected =
+            Tensor::from_slice(&[0f32, 0., 0.5, 0.5, 0., 0., 0., 1., 0.]).view([1, 3, 3]);
+        assert!(
+            (&link - &expected).abs().max().double_value(&[]) < 1e-7,
+            "{link}"
+        );
         let expected_p = Tensor::from_slice(&[0.5f32, 0., 0.5]).view([1, 3]);
-        assert!((&prec - &expected_p).abs().max().double_value(&[]) < 1e-7, "{prec}");
+        assert!(
+            (&prec - &expected_p).abs().max().double_value(&[]) < 1e-7,
+            "{prec}"
+        );
     }
 }

@@ -73,16 +73,38 @@ const ARCH: &str = "gla";
 pub(crate) fn build(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Stack, ArchError> {
     check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
     if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
-        return Err(ArchError::invalid(ARCH, "heads", cfg.heads, format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model)));
+        return Err(ArchError::invalid(
+            ARCH,
+            "heads",
+            cfg.heads,
+            format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model),
+        ));
     }
     if !(cfg.gate_temperature >= 1.0 && cfg.gate_temperature <= 1024.0) {
-        return Err(ArchError::invalid(ARCH, "gate_temperature", cfg.gate_temperature, "expected 1 <= τ <= 1024"));
+        return Err(ArchError::invalid(
+            ARCH,
+            "gate_temperature",
+            cfg.gate_temperature,
+            "expected 1 <= τ <= 1024",
+        ));
     }
     if !(0..=64).contains(&cfg.conv_kernel) {
-        return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 0..=64 (0: no convolution)"));
+        return Err(ArchError::invalid(
+            ARCH,
+            "conv_kernel",
+            cfg.conv_kernel,
+            "expected 0..=64 (0: no convolution)",
+        ));
     }
     ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, 256)?;
-    Ok(Stack::new(vs, d_in, cfg.d_model, cfg.layers, cfg.mlp_ratio, |p, _| Box::new(Gla::new(p, cfg)) as Box<dyn Mixer>))
+    Ok(Stack::new(
+        vs,
+        d_in,
+        cfg.d_model,
+        cfg.layers,
+        cfg.mlp_ratio,
+        |p, _| Box::new(Gla::new(p, cfg)) as Box<dyn Mixer>,
+    ))
 }
 
 pub struct Gla {
@@ -101,7 +123,10 @@ pub struct Gla {
 impl Gla {
     fn new(vs: &nn::Path, cfg: &GlaConfig) -> Self {
         let d = cfg.d_model;
-        let no_bias = nn::LinearConfig { bias: false, ..Default::default() };
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
         Gla {
             wq: nn::linear(vs / "wq", d, d, no_bias),
             wk: nn::linear(vs / "wk", d, d, no_bias),
@@ -123,7 +148,12 @@ impl Gla {
         let dh = (self.cfg.d_model / self.cfg.heads) as f64;
         let q = split(self.wq.forward(xs)) / dh.sqrt();
         let log_alpha = split(self.wa.forward(xs)).log_sigmoid() / self.cfg.gate_temperature;
-        (q, split(self.wk.forward(xs)), split(self.wv.forward(xs)), log_alpha)
+        (
+            q,
+            split(self.wk.forward(xs)),
+            split(self.wv.forward(xs)),
+            log_alpha,
+        )
     }
 
     /// o: [B, H, T, d_v] → per-head norm, output gate, projection: [B, T, d]
@@ -147,11 +177,15 @@ impl Gla {
         let n = cum.size()[2];
         // Pairwise log-decays b_i − b_j: [B, H, N, C(i), C(j), d_k], −∞ above the diagonal so
         // exp gives exactly 0 there (and a zero gradient).
-        let above = Tensor::ones([c, c], (Kind::Bool, xs.device())).triu(1).view([c, c, 1]);
-        let decay = (cum.unsqueeze(-2) - cum.unsqueeze(-3)).masked_fill(&above, f64::NEG_INFINITY).exp();
+        let above = Tensor::ones([c, c], (Kind::Bool, xs.device()))
+            .triu(1)
+            .view([c, c, 1]);
+        let decay = (cum.unsqueeze(-2) - cum.unsqueeze(-3))
+            .masked_fill(&above, f64::NEG_INFINITY)
+            .exp();
         let scores = (q.unsqueeze(-2) * k.unsqueeze(-3) * decay).sum_dim_intlist(-1, false, None);
         let intra = scores.matmul(&v); // [B, H, N, C, d_v]
-        // What each chunk adds to the state, decayed to the chunk's end: [B, H, N, d_k, d_v].
+                                       // What each chunk adds to the state, decayed to the chunk's end: [B, H, N, d_k, d_v].
         let last = cum.narrow(3, c - 1, 1); // b_C: [B, H, N, 1, d_k]
         let added = (&k * (&last - &cum).exp()).transpose(-1, -2).matmul(&v);
         let chunk_decay = last.squeeze_dim(3).exp().unsqueeze(-1); // [B, H, N, d_k, 1]
@@ -225,7 +259,16 @@ mod tests {
     use tch::{nn::VarStore, Device};
 
     fn cfg(chunk_size: i64) -> GlaConfig {
-        GlaConfig { d_model: 16, layers: 2, heads: 2, gate_temperature: 16.0, mlp_ratio: 2, chunk_size, conv_kernel: 0, scan: Scan::Chunked }
+        GlaConfig {
+            d_model: 16,
+            layers: 2,
+            heads: 2,
+            gate_temperature: 16.0,
+            mlp_ratio: 2,
+            chunk_size,
+            conv_kernel: 0,
+            scan: Scan::Chunked,
+        }
     }
 
     /// Max |chunked − recurrent| at T = 29, for chunk sizes that do and do not divide T, with the
@@ -235,7 +278,11 @@ mod tests {
         let mut worst: f64 = 0.0;
         for chunk in [1, 4, 7, 16, 64] {
             let mut vs = VarStore::new(Device::Cpu);
-            let c = GlaConfig { gate_temperature: tau, conv_kernel: 2, ..cfg(chunk) };
+            let c = GlaConfig {
+                gate_temperature: tau,
+                conv_kernel: 2,
+                ..cfg(chunk)
+            };
             let m = Gla::new(&vs.root(), &c);
             tch::no_grad(|| {
                 let _ = m.wa.bs.as_ref().unwrap().shallow_clone().fill_(gate_bias);
@@ -243,7 +290,10 @@ mod tests {
             vs.set_kind(kind);
             let x = input(3, 3, 29, 16, kind);
             let (a, b) = (m.forward_chunked(&x), m.forward_recurrent(&x));
-            assert!(a.isfinite().all().int64_value(&[]) == 1, "chunked output not finite");
+            assert!(
+                a.isfinite().all().int64_value(&[]) == 1,
+                "chunked output not finite"
+            );
             worst = worst.max(max_diff(&a, &b));
         }
         worst
@@ -254,7 +304,10 @@ mod tests {
         tch::set_num_threads(1);
         for (tau, bias) in [(16.0, 0.0), (1.0, -30.0), (1.0, 5.0)] {
             let d = forms_diff(Kind::Double, tau, bias);
-            assert!(d < 1e-10, "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}");
+            assert!(
+                d < 1e-10,
+                "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}"
+            );
         }
     }
 
@@ -265,7 +318,10 @@ mod tests {
         tch::set_num_threads(1);
         for (tau, bias) in [(16.0, 0.0), (1.0, -30.0)] {
             let d = forms_diff(Kind::Float, tau, bias);
-            assert!(d < 1e-4, "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}");
+            assert!(
+                d < 1e-4,
+                "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}"
+            );
         }
     }
 
@@ -277,7 +333,11 @@ mod tests {
         let y = core.forward_t(&input(0, 2, 11, 16, Kind::Float), true);
         assert_eq!(y.size(), [2, 11, 16]);
         assert_eq!(core.state_size(1000), 2 * 2 * 8 * 8);
-        let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        let params: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
         // No input projection (d_in = d_model); per layer six 16×16 maps, two with bias, an MLP
         // 16→32→16 and two LayerNorms; one final LayerNorm.
         let per_layer = 6 * 256 + 2 * 16 + (16 * 32 + 32 + 32 * 16 + 16) + 2 * 32;
@@ -288,7 +348,15 @@ mod tests {
     fn causal() {
         tch::set_num_threads(1);
         let mut vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &GlaConfig { conv_kernel: 3, ..cfg(4) }, 16).unwrap();
+        let core = build(
+            &vs.root(),
+            &GlaConfig {
+                conv_kernel: 3,
+                ..cfg(4)
+            },
+            16,
+        )
+        .unwrap();
         vs.set_kind(Kind::Double);
         assert_causal(|x| core.forward_t(x, false), 16);
     }
@@ -297,7 +365,15 @@ mod tests {
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &GlaConfig { conv_kernel: 3, ..cfg(4) }, 6).unwrap();
+        let core = build(
+            &vs.root(),
+            &GlaConfig {
+                conv_kernel: 3,
+                ..cfg(4)
+            },
+            6,
+        )
+        .unwrap();
         assert_grads(&vs, |x| core.forward_t(x, true), 6);
     }
 
@@ -308,6 +384,9 @@ mod tests {
         c.gate_temperature = 0.5;
         let err = build(&vs.root(), &c, 4).err().expect("τ < 1").to_string();
         assert!(err.contains("gate_temperature"), "{err}");
-        assert!(serde_yaml::from_str::<crate::ArchConfig>("name: gla\nd_model: 16\nchunk: 4\n").is_err());
+        assert!(
+            serde_yaml::from_str::<crate::ArchConfig>("name: gla\nd_model: 16\nchunk: 4\n")
+                .is_err()
+        );
     }
 }

@@ -101,11 +101,26 @@ impl KvMemory {
     pub fn new(vs: &nn::Path, cfg: &KvMemoryConfig, d_in: i64) -> Result<Self, ArchError> {
         cfg.validate()?;
         let d = cfg.d_model;
-        let init = nn::Init::Randn { mean: 0.0, stdev: 0.1 };
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.1,
+        };
         let embed = vs.var("embed", &[d_in, 3 * d], init);
-        let lin = nn::LinearConfig { ws_init: init, bs_init: None, bias: false };
-        let hops = (0..cfg.hops).map(|j| nn::linear(vs / "r" / j, d, d, lin)).collect();
-        Ok(KvMemory { cfg: cfg.clone(), d_in, embed, hops, masks: RefCell::new(HashMap::new()) })
+        let lin = nn::LinearConfig {
+            ws_init: init,
+            bs_init: None,
+            bias: false,
+        };
+        let hops = (0..cfg.hops)
+            .map(|j| nn::linear(vs / "r" / j, d, d, lin))
+            .collect();
+        Ok(KvMemory {
+            cfg: cfg.clone(),
+            d_in,
+            embed,
+            hops,
+            masks: RefCell::new(HashMap::new()),
+        })
     }
 }
 
@@ -133,7 +148,16 @@ impl Core for KvMemory {
         });
         for r in &self.hops {
             // [B, 1, T, d]
-            let o = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0.0, mask.is_none(), 1.0, false);
+            let o = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.0,
+                mask.is_none(),
+                1.0,
+                false,
+            );
             q = r.forward(&(q + o));
         }
         q.squeeze_dim(1)
@@ -153,7 +177,8 @@ impl Core for KvMemory {
     fn flops_per_token(&self, seq_len: i64) -> f64 {
         let d = self.cfg.d_model as f64;
         let mean_slots = mean_attended(seq_len, Some(self.cfg.memory_size));
-        2.0 * self.d_in as f64 * 3.0 * d + self.cfg.hops as f64 * (4.0 * d * mean_slots + 2.0 * d * d)
+        2.0 * self.d_in as f64 * 3.0 * d
+            + self.cfg.hops as f64 * (4.0 * d * mean_slots + 2.0 * d * d)
     }
 }
 
@@ -169,7 +194,12 @@ mod tests {
         for key_source in [KeySource::Current, KeySource::Previous] {
             tch::manual_seed(4);
             let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = KvMemoryConfig { d_model: 6, hops: 2, memory_size: 3, key_source };
+            let cfg = KvMemoryConfig {
+                d_model: 6,
+                hops: 2,
+                memory_size: 3,
+                key_source,
+            };
             let (b, t, d_in, d) = (2, 7, 5, 6);
             let net = KvMemory::new(&vs.root(), &cfg, d_in).unwrap();
             let xs = Tensor::randn([b, t, d_in], (Kind::Float, Device::Cpu));
@@ -186,14 +216,20 @@ mod tests {
                 for ti in 0..t {
                     let slots: Vec<i64> = (0..=ti).filter(|i| ti - i < cfg.memory_size).collect();
                     let keys = Tensor::stack(&slots.iter().map(|&i| key(i)).collect::<Vec<_>>(), 0);
-                    let values = Tensor::stack(&slots.iter().map(|&i| proj(2, &x(i))).collect::<Vec<_>>(), 0);
+                    let values = Tensor::stack(
+                        &slots.iter().map(|&i| proj(2, &x(i))).collect::<Vec<_>>(),
+                        0,
+                    );
                     let mut q = proj(0, &x(ti));
                     for r in &net.hops {
                         let a = keys.mv(&q).softmax(0, Kind::Float);
                         q = r.forward(&(&q + values.tr().mv(&a)));
                     }
                     let diff = f64::try_from((q - fused.get(bi).get(ti)).abs().max()).unwrap();
-                    assert!(diff < 1e-5, "{key_source:?}: b {bi}, t {ti}: fused and per-position differ by {diff}");
+                    assert!(
+                        diff < 1e-5,
+                        "{key_source:?}: b {bi}, t {ti}: fused and per-position differ by {diff}"
+                    );
                 }
             }
         }

@@ -9,6 +9,7 @@
 pub mod addressing;
 pub mod bench_specs;
 pub mod dnc;
+mod fused_rnn;
 pub mod gla;
 pub mod kv_memory;
 pub mod linear_attention;
@@ -41,20 +42,46 @@ pub trait Core: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum ArchError {
     #[error("architecture {arch}: `{field}` = {value}: {expected}")]
-    Invalid { arch: &'static str, field: &'static str, value: String, expected: String },
+    Invalid {
+        arch: &'static str,
+        field: &'static str,
+        value: String,
+        expected: String,
+    },
 }
 
 impl ArchError {
-    pub fn invalid(arch: &'static str, field: &'static str, value: impl ToString, expected: impl Into<String>) -> Self {
-        ArchError::Invalid { arch, field, value: value.to_string(), expected: expected.into() }
+    pub fn invalid(
+        arch: &'static str,
+        field: &'static str,
+        value: impl ToString,
+        expected: impl Into<String>,
+    ) -> Self {
+        ArchError::Invalid {
+            arch,
+            field,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
     }
 
     /// `Ok` when `value` lies in `lo..=hi`, else the error "expected lo..=hi" naming the field.
-    pub fn check_range(arch: &'static str, field: &'static str, value: i64, lo: i64, hi: i64) -> Result<(), Self> {
+    pub fn check_range(
+        arch: &'static str,
+        field: &'static str,
+        value: i64,
+        lo: i64,
+        hi: i64,
+    ) -> Result<(), Self> {
         if (lo..=hi).contains(&value) {
             Ok(())
         } else {
-            Err(ArchError::invalid(arch, field, value, format!("expected {lo}..={hi}")))
+            Err(ArchError::invalid(
+                arch,
+                field,
+                value,
+                format!("expected {lo}..={hi}"),
+            ))
         }
     }
 }
@@ -111,7 +138,9 @@ impl ArchConfig {
     /// evaluation length before starting, instead of letting the run panic at that length.
     pub fn max_seq_len(&self) -> Option<i64> {
         match self {
-            ArchConfig::Transformer(c) if c.pos_encoding == transformer::PosEncoding::Learned => Some(c.max_len),
+            ArchConfig::Transformer(c) if c.pos_encoding == transformer::PosEncoding::Learned => {
+                Some(c.max_len)
+            }
             _ => None,
         }
     }
@@ -168,14 +197,33 @@ impl Network {
             InputKind::Dense { width } => (None, width as i64),
             InputKind::Tokens { vocab } => {
                 let d = cfg.embed_width();
-                (Some(nn::embedding(vs / "embed", vocab as i64, d, Default::default())), d)
+                (
+                    Some(nn::embedding(
+                        vs / "embed",
+                        vocab as i64,
+                        d,
+                        Default::default(),
+                    )),
+                    d,
+                )
             }
         };
         let core = cfg.build_core(&(vs / "core"), d_in)?;
         let d_out = io.output.width() as i64;
         let head = nn::linear(vs / "head", core.out_width(), d_out, Default::default());
-        let params = store.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-        Ok(Network { embed, core, head, d_in, d_out, params })
+        let params = store
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+        Ok(Network {
+            embed,
+            core,
+            head,
+            d_in,
+            d_out,
+            params,
+        })
     }
 
     /// inputs: [B, T, width] float or [B, T] int64 → [B, T, out]

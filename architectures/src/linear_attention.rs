@@ -80,19 +80,38 @@ const ARCH: &str = "linear_attention";
 /// Keeps the normaliser away from 0; φ > 0 for both maps, so it is only a guard.
 const EPS: f64 = 1e-6;
 
-pub(crate) fn build(vs: &nn::Path, cfg: &LinearAttentionConfig, d_in: i64) -> Result<Stack, ArchError> {
+pub(crate) fn build(
+    vs: &nn::Path,
+    cfg: &LinearAttentionConfig,
+    d_in: i64,
+) -> Result<Stack, ArchError> {
     check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
     if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
-        return Err(ArchError::invalid(ARCH, "heads", cfg.heads, format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model)));
+        return Err(ArchError::invalid(
+            ARCH,
+            "heads",
+            cfg.heads,
+            format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model),
+        ));
     }
     ArchError::check_range(ARCH, "feature_dim", cfg.feature_dim, 1, 256)?;
     if !(0..=64).contains(&cfg.conv_kernel) {
-        return Err(ArchError::invalid(ARCH, "conv_kernel", cfg.conv_kernel, "expected 0..=64 (0: no convolution)"));
+        return Err(ArchError::invalid(
+            ARCH,
+            "conv_kernel",
+            cfg.conv_kernel,
+            "expected 0..=64 (0: no convolution)",
+        ));
     }
     ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, 4096)?;
-    Ok(Stack::new(vs, d_in, cfg.d_model, cfg.layers, cfg.mlp_ratio, |p, _| {
-        Box::new(LinearAttention::new(p, cfg)) as Box<dyn Mixer>
-    }))
+    Ok(Stack::new(
+        vs,
+        d_in,
+        cfg.d_model,
+        cfg.layers,
+        cfg.mlp_ratio,
+        |p, _| Box::new(LinearAttention::new(p, cfg)) as Box<dyn Mixer>,
+    ))
 }
 
 pub struct LinearAttention {
@@ -107,7 +126,10 @@ pub struct LinearAttention {
 impl LinearAttention {
     fn new(vs: &nn::Path, cfg: &LinearAttentionConfig) -> Self {
         let (d, hf) = (cfg.d_model, cfg.heads * cfg.feature_dim);
-        let no_bias = nn::LinearConfig { bias: false, ..Default::default() };
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
         LinearAttention {
             wq: nn::linear(vs / "wq", d, hf, no_bias),
             wk: nn::linear(vs / "wk", d, hf, no_bias),
@@ -139,7 +161,10 @@ impl LinearAttention {
                 shape.push(-1);
                 // [B, H, T, f, f] → [B, H, T, f²]
                 let outer = (x.unsqueeze(-1) * x.unsqueeze(-2)).reshape(&shape[..]);
-                Tensor::cat(&[ones, x / f.powf(0.25), outer / (2.0f64.sqrt() * f.sqrt())], -1)
+                Tensor::cat(
+                    &[ones, x / f.powf(0.25), outer / (2.0f64.sqrt() * f.sqrt())],
+                    -1,
+                )
             }
         }
     }
@@ -159,7 +184,8 @@ impl LinearAttention {
     /// [B, H, T, d_v] → [B, T, d]
     fn merge(&self, o: &Tensor) -> Tensor {
         let (b, t) = (o.size()[0], o.size()[2]);
-        self.wo.forward(&o.transpose(1, 2).reshape([b, t, self.cfg.d_model]))
+        self.wo
+            .forward(&o.transpose(1, 2).reshape([b, t, self.cfg.d_model]))
     }
 
     /// Chunked parallel form; see the module doc.
@@ -173,7 +199,9 @@ impl LinearAttention {
         let (q, k, v) = (chunks(q, f), chunks(k, f), chunks(v, dv));
         let causal = Tensor::ones([c, c], (Kind::Bool, xs.device())).tril(0);
         // Within the chunk: [B, H, N, C, C], zero above the diagonal.
-        let scores = q.matmul(&k.transpose(-1, -2)).masked_fill(&causal.logical_not(), 0.0);
+        let scores = q
+            .matmul(&k.transpose(-1, -2))
+            .masked_fill(&causal.logical_not(), 0.0);
         let num_intra = scores.matmul(&v);
         let den_intra = scores.sum_dim_intlist(-1, false, None);
         // State before each chunk: exclusive cumulative sum over chunks of φ(K)ᵀV and Σφ(K).
@@ -183,7 +211,9 @@ impl LinearAttention {
         let z_prev = ksum.cumsum(2, None) - &ksum;
         let num = num_intra + q.matmul(&s_prev);
         let den = den_intra + q.matmul(&z_prev.unsqueeze(-1)).squeeze_dim(-1);
-        let o = (num / (den.unsqueeze(-1) + EPS)).view([b, h, -1, dv]).narrow(2, 0, t);
+        let o = (num / (den.unsqueeze(-1) + EPS))
+            .view([b, h, -1, dv])
+            .narrow(2, 0, t);
         self.merge(&o)
     }
 
@@ -254,7 +284,17 @@ mod tests {
     use tch::{nn::VarStore, Device};
 
     fn cfg(feature_map: FeatureMap, chunk_size: i64) -> LinearAttentionConfig {
-        LinearAttentionConfig { d_model: 16, layers: 2, heads: 2, feature_dim: 4, feature_map, mlp_ratio: 2, chunk_size, conv_kernel: 0, scan: Scan::Chunked }
+        LinearAttentionConfig {
+            d_model: 16,
+            layers: 2,
+            heads: 2,
+            feature_dim: 4,
+            feature_map,
+            mlp_ratio: 2,
+            chunk_size,
+            conv_kernel: 0,
+            scan: Scan::Chunked,
+        }
     }
 
     /// Max |chunked − recurrent| over both maps and chunk sizes that do and do not divide T = 23
@@ -264,7 +304,13 @@ mod tests {
         for map in [FeatureMap::Elu1, FeatureMap::Taylor] {
             for chunk in [1, 5, 8, 64] {
                 let mut vs = VarStore::new(Device::Cpu);
-                let m = LinearAttention::new(&vs.root(), &LinearAttentionConfig { conv_kernel: 2, ..cfg(map, chunk) });
+                let m = LinearAttention::new(
+                    &vs.root(),
+                    &LinearAttentionConfig {
+                        conv_kernel: 2,
+                        ..cfg(map, chunk)
+                    },
+                );
                 vs.set_kind(kind);
                 let x = input(3, 3, 23, 16, kind);
                 worst = worst.max(max_diff(&m.forward_chunked(&x), &m.forward_recurrent(&x)));
@@ -300,7 +346,11 @@ mod tests {
         assert_eq!(y.size(), [2, 11, 16]);
         // Per layer and head: F = 1 + 4 + 16 = 21 features, S is 21 × 8 and z is 21.
         assert_eq!(core.state_size(100), 3 * 2 * 21 * (8 + 1));
-        let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        let params: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
         // input 5·16+16; per layer: q, k 16·8 each, v, o 16·16 each, MLP 16·32+32+32·16+16,
         // two LayerNorms 2·32; final LayerNorm 32.
         let per_layer = 2 * 16 * 8 + 2 * 16 * 16 + (16 * 32 + 32 + 32 * 16 + 16) + 2 * 32;
@@ -311,9 +361,21 @@ mod tests {
     #[test]
     fn causal() {
         tch::set_num_threads(1);
-        for (map, conv_kernel) in [(FeatureMap::Elu1, 0), (FeatureMap::Taylor, 0), (FeatureMap::Taylor, 3)] {
+        for (map, conv_kernel) in [
+            (FeatureMap::Elu1, 0),
+            (FeatureMap::Taylor, 0),
+            (FeatureMap::Taylor, 3),
+        ] {
             let mut vs = VarStore::new(Device::Cpu);
-            let core = build(&vs.root(), &LinearAttentionConfig { conv_kernel, ..cfg(map, 8) }, 16).unwrap();
+            let core = build(
+                &vs.root(),
+                &LinearAttentionConfig {
+                    conv_kernel,
+                    ..cfg(map, 8)
+                },
+                16,
+            )
+            .unwrap();
             vs.set_kind(Kind::Double);
             assert_causal(|x| core.forward_t(x, false), 16);
         }
@@ -324,7 +386,15 @@ mod tests {
         tch::set_num_threads(1);
         for (map, conv_kernel) in [(FeatureMap::Elu1, 3), (FeatureMap::Taylor, 3)] {
             let vs = VarStore::new(Device::Cpu);
-            let core = build(&vs.root(), &LinearAttentionConfig { conv_kernel, ..cfg(map, 8) }, 6).unwrap();
+            let core = build(
+                &vs.root(),
+                &LinearAttentionConfig {
+                    conv_kernel,
+                    ..cfg(map, 8)
+                },
+                6,
+            )
+            .unwrap();
             assert_grads(&vs, |x| core.forward_t(x, true), 6);
         }
     }
@@ -334,11 +404,26 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut c = cfg(FeatureMap::Elu1, 8);
         c.heads = 3;
-        let err = build(&vs.root(), &c, 4).err().expect("heads 3 ∤ 16").to_string();
+        let err = build(&vs.root(), &c, 4)
+            .err()
+            .expect("heads 3 ∤ 16")
+            .to_string();
         assert!(err.contains("heads"), "{err}");
         let yaml = "name: linear_attention\nd_model: 16\nfeature_dims: 4\n";
-        assert!(serde_yaml::from_str::<crate::ArchConfig>(yaml).is_err(), "typo accepted");
-        let ok: crate::ArchConfig = serde_yaml::from_str("name: linear_attention\nd_model: 16\nfeature_map: taylor\n").unwrap();
-        assert!(matches!(ok, crate::ArchConfig::LinearAttention(LinearAttentionConfig { feature_map: FeatureMap::Taylor, heads: 4, .. })));
+        assert!(
+            serde_yaml::from_str::<crate::ArchConfig>(yaml).is_err(),
+            "typo accepted"
+        );
+        let ok: crate::ArchConfig =
+            serde_yaml::from_str("name: linear_attention\nd_model: 16\nfeature_map: taylor\n")
+                .unwrap();
+        assert!(matches!(
+            ok,
+            crate::ArchConfig::LinearAttention(LinearAttentionConfig {
+                feature_map: FeatureMap::Taylor,
+                heads: 4,
+                ..
+            })
+        ));
     }
 }

@@ -83,10 +83,22 @@ pub(crate) fn build(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Stack
     ArchError::check_range(ARCH, "expand", cfg.expand, 1, 8)?;
     ArchError::check_range(ARCH, "conv_kernel", cfg.conv_kernel, 1, 64)?;
     if !(0..=cfg.d_model).contains(&cfg.dt_rank) {
-        return Err(ArchError::invalid(ARCH, "dt_rank", cfg.dt_rank, format!("expected 0..={} (0: ⌈d_model/16⌉)", cfg.d_model)));
+        return Err(ArchError::invalid(
+            ARCH,
+            "dt_rank",
+            cfg.dt_rank,
+            format!("expected 0..={} (0: ⌈d_model/16⌉)", cfg.d_model),
+        ));
     }
     ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, MAX_CHUNK)?;
-    Ok(Stack::new(vs, d_in, cfg.d_model, cfg.layers, cfg.mlp_ratio, |p, _| Box::new(Mamba::new(p, cfg)) as Box<dyn Mixer>))
+    Ok(Stack::new(
+        vs,
+        d_in,
+        cfg.d_model,
+        cfg.layers,
+        cfg.mlp_ratio,
+        |p, _| Box::new(Mamba::new(p, cfg)) as Box<dyn Mixer>,
+    ))
 }
 
 pub struct Mamba {
@@ -109,16 +121,31 @@ impl Mamba {
     fn new(vs: &nn::Path, cfg: &MambaConfig) -> Self {
         let (d, n, k) = (cfg.d_model, cfg.state_dim, cfg.conv_kernel);
         let e = cfg.expand * d;
-        let dt_rank = if cfg.dt_rank == 0 { (d + 15) / 16 } else { cfg.dt_rank };
-        let no_bias = nn::LinearConfig { bias: false, ..Default::default() };
+        let dt_rank = if cfg.dt_rank == 0 {
+            (d + 15) / 16
+        } else {
+            cfg.dt_rank
+        };
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
         let mut dt_proj = nn::linear(vs / "dt_proj", dt_rank, e, Default::default());
         tch::no_grad(|| {
             // Δ₀ = exp(U(log 1e-3, log 1e-1)); bias = softplus⁻¹(Δ₀) = Δ₀ + log(1 − e^{−Δ₀}).
-            let dt0 = (Tensor::rand([e], (Kind::Float, vs.device())) * (0.1f64.ln() - 0.001f64.ln()) + 0.001f64.ln()).exp();
+            let dt0 = (Tensor::rand([e], (Kind::Float, vs.device()))
+                * (0.1f64.ln() - 0.001f64.ln())
+                + 0.001f64.ln())
+            .exp();
             let inv = &dt0 + (-(-&dt0).exp()).log1p();
             dt_proj.bs.as_mut().expect("dt_proj has a bias").copy_(&inv);
         });
-        let a_log = vs.var_copy("a_log", &Tensor::arange_start(1, n + 1, (Kind::Float, vs.device())).log().repeat([e, 1]));
+        let a_log = vs.var_copy(
+            "a_log",
+            &Tensor::arange_start(1, n + 1, (Kind::Float, vs.device()))
+                .log()
+                .repeat([e, 1]),
+        );
         Mamba {
             in_proj: nn::linear(vs / "in_proj", d, 2 * e, no_bias),
             conv: ShortConv::new(vs, e, k),
@@ -141,7 +168,10 @@ impl Mamba {
         let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
         let x = self.conv.forward(&x).silu(); // [B, T, E]
         let proj = self.x_proj.forward(&x);
-        let dt = self.dt_proj.forward(&proj.narrow(-1, 0, self.dt_rank)).softplus(); // [B, T, E]
+        let dt = self
+            .dt_proj
+            .forward(&proj.narrow(-1, 0, self.dt_rank))
+            .softplus(); // [B, T, E]
         let bmat = proj.narrow(-1, self.dt_rank, n);
         let cmat = proj.narrow(-1, self.dt_rank + n, n);
         let a = -self.a_log.exp(); // [E, N]
@@ -185,7 +215,10 @@ impl Mamba {
         // libtorch's strided cumsum (and the flips of its backward): 50 MQAR training steps at d 32,
         // T 24 took 8.1 s instead of 11.3 s (shared, loaded machine).
         let tri = Tensor::ones([c, c], (u.kind(), u.device())).tril(0);
-        let chunk_cumsum = |x: &Tensor| tri.matmul(&x.reshape([-1, c, e * n])).view([b, -1, c, e, n]);
+        let chunk_cumsum = |x: &Tensor| {
+            tri.matmul(&x.reshape([-1, c, e * n]))
+                .view([b, -1, c, e, n])
+        };
         let cum = chunk_cumsum(&chunks(&log_decay)); // c_i ≤ 0
         let acc = chunk_cumsum(&(chunks(&input) * (-&cum).exp())); // Σ_{j≤i} e^{−c_j} u_j
         let nc = cum.size()[1];
@@ -231,7 +264,13 @@ impl Mixer for Mamba {
             self.cfg.conv_kernel as f64,
             self.dt_rank as f64,
         );
-        4.0 * d * e + 2.0 * k * e + 2.0 * e * (r + 2.0 * n) + 2.0 * r * e + 2.0 * e * d + 9.0 * e * n + 10.0 * e
+        4.0 * d * e
+            + 2.0 * k * e
+            + 2.0 * e * (r + 2.0 * n)
+            + 2.0 * r * e
+            + 2.0 * e * d
+            + 9.0 * e * n
+            + 10.0 * e
     }
 }
 
@@ -243,7 +282,17 @@ mod tests {
     use tch::{nn::VarStore, Device};
 
     fn cfg(chunk_size: i64) -> MambaConfig {
-        MambaConfig { d_model: 8, layers: 2, state_dim: 4, expand: 2, conv_kernel: 4, dt_rank: 0, mlp_ratio: 0, chunk_size, scan: Scan::Chunked }
+        MambaConfig {
+            d_model: 8,
+            layers: 2,
+            state_dim: 4,
+            expand: 2,
+            conv_kernel: 4,
+            dt_rank: 0,
+            mlp_ratio: 0,
+            chunk_size,
+            scan: Scan::Chunked,
+        }
     }
 
     /// Max |chunked − sequential| at T = 29 for chunk sizes that do and do not divide T; with
@@ -261,7 +310,10 @@ mod tests {
             vs.set_kind(kind);
             let x = input(3, 3, 29, 8, kind);
             let (a, b) = (m.forward_chunked(&x), m.forward_sequential(&x));
-            assert!(a.isfinite().all().int64_value(&[]) == 1, "chunked output not finite");
+            assert!(
+                a.isfinite().all().int64_value(&[]) == 1,
+                "chunked output not finite"
+            );
             worst = worst.max(max_diff(&a, &b));
         }
         worst
@@ -272,7 +324,10 @@ mod tests {
         tch::set_num_threads(1);
         for bias in [None, Some(5.0)] {
             let d = forms_diff(Kind::Double, bias);
-            assert!(d < 1e-10, "dt bias {bias:?}: max |chunked − sequential| = {d}");
+            assert!(
+                d < 1e-10,
+                "dt bias {bias:?}: max |chunked − sequential| = {d}"
+            );
         }
     }
 
@@ -284,7 +339,10 @@ mod tests {
         tch::set_num_threads(1);
         for bias in [None, Some(5.0)] {
             let d = forms_diff(Kind::Float, bias);
-            assert!(d < 1e-4, "dt bias {bias:?}: max |chunked − sequential| = {d}");
+            assert!(
+                d < 1e-4,
+                "dt bias {bias:?}: max |chunked − sequential| = {d}"
+            );
         }
     }
 
@@ -297,7 +355,11 @@ mod tests {
         assert_eq!(y.size(), [2, 11, 8]);
         // E = 16 channels × (N = 4 states + K − 1 = 3 conv inputs) per layer.
         assert_eq!(core.state_size(50), 2 * 16 * (4 + 3));
-        let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        let params: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
         // r = 1. in_proj 8·32, conv 16·4+16, x_proj 16·(1+8), dt_proj 1·16+16, A_log 16·4, D 16,
         // out_proj 16·8, LayerNorm 16; input 3·8+8 and the final LayerNorm 16.
         let per_layer = 8 * 32 + 16 * 4 + 16 + 16 * 9 + 16 + 16 + 16 * 4 + 16 + 16 * 8 + 16;
@@ -324,8 +386,14 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let vs = VarStore::new(Device::Cpu);
-        let err = build(&vs.root(), &cfg(32), 4).err().expect("chunk 32 > 16").to_string();
+        let err = build(&vs.root(), &cfg(32), 4)
+            .err()
+            .expect("chunk 32 > 16")
+            .to_string();
         assert!(err.contains("chunk_size"), "{err}");
-        assert!(serde_yaml::from_str::<crate::ArchConfig>("name: mamba\nd_model: 16\nstate_size: 4\n").is_err());
+        assert!(serde_yaml::from_str::<crate::ArchConfig>(
+            "name: mamba\nd_model: 16\nstate_size: 4\n"
+        )
+        .is_err());
     }
 }

@@ -155,14 +155,32 @@ impl MemN2N {
     pub fn new(vs: &nn::Path, cfg: &MemN2NConfig, d_in: i64) -> Result<Self, ArchError> {
         cfg.validate()?;
         let d = cfg.d_model;
-        let init = nn::Init::Randn { mean: 0.0, stdev: 0.1 };
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.1,
+        };
         let embed = vs.var("embed", &[d_in, cfg.embeddings() * d], init);
-        let temporal = vs.var("temporal", &[cfg.temporal_tables(), cfg.memory_size, d], init);
+        let temporal = vs.var(
+            "temporal",
+            &[cfg.temporal_tables(), cfg.memory_size, d],
+            init,
+        );
         let h = (cfg.tying == Tying::Layerwise).then(|| {
-            let c = nn::LinearConfig { ws_init: init, bs_init: None, bias: false };
+            let c = nn::LinearConfig {
+                ws_init: init,
+                bs_init: None,
+                bias: false,
+            };
             nn::linear(vs / "h", d, d, c)
         });
-        Ok(MemN2N { cfg: cfg.clone(), d_in, embed, temporal, h, tables: RefCell::new(HashMap::new()) })
+        Ok(MemN2N {
+            cfg: cfg.clone(),
+            d_in,
+            embed,
+            temporal,
+            h,
+            tables: RefCell::new(HashMap::new()),
+        })
     }
 
     fn build_tables(&self, t: i64, device: Device) -> Tables {
@@ -176,7 +194,12 @@ impl MemN2N {
         let slot = idx.unsqueeze(1) - Tensor::arange(m, (Kind::Int64, device)).unsqueeze(0);
         let offset_valid = slot.ge(0).to_kind(Kind::Float);
         let slot_of_offset = slot.clamp_min(0);
-        Tables { offset_of_slot, outside, slot_of_offset, offset_valid }
+        Tables {
+            offset_of_slot,
+            outside,
+            slot_of_offset,
+            offset_valid,
+        }
     }
 }
 
@@ -185,12 +208,16 @@ impl Core for MemN2N {
         let (b, t, _) = xs.size3().unwrap();
         let (d, m) = (self.cfg.d_model, self.cfg.memory_size.min(t));
         let mut cache = self.tables.borrow_mut();
-        let tab = cache.entry((t, xs.device())).or_insert_with(|| self.build_tables(t, xs.device()));
+        let tab = cache
+            .entry((t, xs.device()))
+            .or_insert_with(|| self.build_tables(t, xs.device()));
         let offset_of_slot = tab.offset_of_slot.expand([b, t, t], false);
         let slot_of_offset = tab.slot_of_offset.expand([b, t, m], false);
 
         // Every embedding of every position in one matmul: [B, T, n_emb, d]
-        let emb = xs.matmul(&self.embed).view([b, t, self.cfg.embeddings(), d]);
+        let emb = xs
+            .matmul(&self.embed)
+            .view([b, t, self.cfg.embeddings(), d]);
         let mut u = emb.select(2, self.cfg.query_index()); // [B, T, d]
         for k in 1..=self.cfg.hops {
             let (ia, ic) = self.cfg.hop_indices(k);
@@ -200,7 +227,9 @@ impl Core for MemN2N {
             // uᵀ(A x_i + T_A[t − i]): [B, T, T]
             let content = u.matmul(&a.transpose(1, 2));
             let temporal = u.matmul(&t_a.tr()).gather(2, &offset_of_slot, false);
-            let p = (content + temporal).masked_fill(&tab.outside, f64::NEG_INFINITY).softmax(-1, Kind::Float);
+            let p = (content + temporal)
+                .masked_fill(&tab.outside, f64::NEG_INFINITY)
+                .softmax(-1, Kind::Float);
             // Σ_i p_ti (C x_i + T_C[t − i]) = p·(C x) + p_by_offset·T_C: [B, T, d]
             let p_by_offset = p.gather(2, &slot_of_offset, false) * &tab.offset_valid; // [B, T, M']
             let o = p.matmul(&c) + p_by_offset.matmul(&t_c);
@@ -253,7 +282,12 @@ mod tests {
         for tying in [Tying::Adjacent, Tying::Layerwise] {
             tch::manual_seed(3);
             let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = MemN2NConfig { d_model: 6, hops: 3, memory_size: 4, tying };
+            let cfg = MemN2NConfig {
+                d_model: 6,
+                hops: 3,
+                memory_size: 4,
+                tying,
+            };
             let (b, t, d_in) = (2, 7, 5);
             let net = MemN2N::new(&vs.root(), &cfg, d_in).unwrap();
             let xs = Tensor::randn([b, t, d_in], (Kind::Float, Device::Cpu));
@@ -266,10 +300,18 @@ mod tests {
                     let mut u = embed(cfg.query_index(), &x(ti));
                     for k in 1..=cfg.hops {
                         let (ia, ic) = cfg.hop_indices(k);
-                        let slots: Vec<i64> = (0..=ti).filter(|i| ti - i < cfg.memory_size).collect();
-                        let m: Vec<Tensor> = slots.iter().map(|&i| embed(ia, &x(i)) + net.temporal.get(ia).get(ti - i)).collect();
-                        let c: Vec<Tensor> = slots.iter().map(|&i| embed(ic, &x(i)) + net.temporal.get(ic).get(ti - i)).collect();
-                        let scores = Tensor::stack(&m.iter().map(|mi| u.dot(mi)).collect::<Vec<_>>(), 0);
+                        let slots: Vec<i64> =
+                            (0..=ti).filter(|i| ti - i < cfg.memory_size).collect();
+                        let m: Vec<Tensor> = slots
+                            .iter()
+                            .map(|&i| embed(ia, &x(i)) + net.temporal.get(ia).get(ti - i))
+                            .collect();
+                        let c: Vec<Tensor> = slots
+                            .iter()
+                            .map(|&i| embed(ic, &x(i)) + net.temporal.get(ic).get(ti - i))
+                            .collect();
+                        let scores =
+                            Tensor::stack(&m.iter().map(|mi| u.dot(mi)).collect::<Vec<_>>(), 0);
                         let p = scores.softmax(0, Kind::Float);
                         let o = p.unsqueeze(0).matmul(&Tensor::stack(&c, 0)).squeeze_dim(0);
                         u = match &net.h {
@@ -278,7 +320,10 @@ mod tests {
                         };
                     }
                     let diff = f64::try_from((u - batched.get(bi).get(ti)).abs().max()).unwrap();
-                    assert!(diff < 1e-5, "{tying:?}: b {bi}, t {ti}: batched and per-position differ by {diff}");
+                    assert!(
+                        diff < 1e-5,
+                        "{tying:?}: b {bi}, t {ti}: batched and per-position differ by {diff}"
+                    );
                 }
             }
         }

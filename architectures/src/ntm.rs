@@ -117,7 +117,12 @@ impl Default for NtmConfig {
 
 pub(crate) fn check_clip(arch: &'static str, clip: f64) -> Result<(), ArchError> {
     if !(clip.is_finite() && clip > 0.0) {
-        return Err(ArchError::invalid(arch, "clip", clip, "expected a finite number > 0"));
+        return Err(ArchError::invalid(
+            arch,
+            "clip",
+            clip,
+            "expected a finite number > 0",
+        ));
     }
     Ok(())
 }
@@ -145,7 +150,14 @@ pub(crate) struct Controller {
 pub(crate) type ControllerState = Vec<(Tensor, Tensor)>;
 
 impl Controller {
-    pub(crate) fn new(vs: &nn::Path, kind: ControllerKind, size: i64, layers: i64, d_x: i64, d_r: i64) -> Self {
+    pub(crate) fn new(
+        vs: &nn::Path,
+        kind: ControllerKind,
+        size: i64,
+        layers: i64,
+        d_x: i64,
+        d_r: i64,
+    ) -> Self {
         let gates = match kind {
             ControllerKind::Lstm => 4 * size,
             ControllerKind::Feedforward => size,
@@ -159,19 +171,38 @@ impl Controller {
                 ControllerKind::Lstm => 1.0 / (size as f64).sqrt(),
                 ControllerKind::Feedforward => 1.0 / (inp as f64).sqrt(),
             };
-            let init = nn::Init::Uniform { lo: -bound, up: bound };
+            let init = nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            };
             let (w_ih, recurrent) = if l == 0 {
                 w_x = Some(vs.var("weight_ix_l0", &[gates, d_x], init));
-                (vs.var("weight_ir_l0", &[gates, d_r], init), kind == ControllerKind::Lstm)
+                (
+                    vs.var("weight_ir_l0", &[gates, d_r], init),
+                    kind == ControllerKind::Lstm,
+                )
             } else {
-                (vs.var(&format!("weight_ih_l{l}"), &[gates, inp], init), kind == ControllerKind::Lstm)
+                (
+                    vs.var(&format!("weight_ih_l{l}"), &[gates, inp], init),
+                    kind == ControllerKind::Lstm,
+                )
             };
             let w_hh = recurrent.then(|| vs.var(&format!("weight_hh_l{l}"), &[gates, size], init));
             let b_ih = vs.var(&format!("bias_ih_l{l}"), &[gates], init);
             let b_hh = recurrent.then(|| vs.var(&format!("bias_hh_l{l}"), &[gates], init));
-            out.push(Layer { w_ih, w_hh, b_ih, b_hh });
+            out.push(Layer {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            });
         }
-        Controller { kind, size, w_x: w_x.expect("at least one layer"), layers: out }
+        Controller {
+            kind,
+            size,
+            w_x: w_x.expect("at least one layer"),
+            layers: out,
+        }
     }
 
     /// xs: [B, T, d_x] → [B, T, G], the first layer's input term W_x x_t + b for every step.
@@ -179,28 +210,49 @@ impl Controller {
         xs.linear(&self.w_x, Some(&self.layers[0].b_ih))
     }
 
-    pub(crate) fn initial_state(&self, batch: i64, options: (Kind, tch::Device)) -> ControllerState {
+    pub(crate) fn initial_state(
+        &self,
+        batch: i64,
+        options: (Kind, tch::Device),
+    ) -> ControllerState {
         match self.kind {
             ControllerKind::Lstm => {
                 let z = Tensor::zeros([batch, self.size], options);
-                (0..self.layers.len()).map(|_| (z.shallow_clone(), z.shallow_clone())).collect()
+                (0..self.layers.len())
+                    .map(|_| (z.shallow_clone(), z.shallow_clone()))
+                    .collect()
             }
             ControllerKind::Feedforward => vec![],
         }
     }
 
     /// x_proj: [B, G] (this step's row of `project_inputs`), reads: [B, d_r] → h: [B, size]
-    pub(crate) fn step(&self, x_proj: &Tensor, reads: &Tensor, state: &mut ControllerState) -> Tensor {
+    pub(crate) fn step(
+        &self,
+        x_proj: &Tensor,
+        reads: &Tensor,
+        state: &mut ControllerState,
+    ) -> Tensor {
         let mut h = Tensor::new();
         for (l, layer) in self.layers.iter().enumerate() {
             // Layer 0 gets x's share of the pre-activation as a per-example [B, G] bias, which
             // libtorch's addmm broadcasts; upper layers use their own bias.
-            let (input, bias) = if l == 0 { (reads, x_proj) } else { (&h, &layer.b_ih) };
+            let (input, bias) = if l == 0 {
+                (reads, x_proj)
+            } else {
+                (&h, &layer.b_ih)
+            };
             h = match self.kind {
                 ControllerKind::Lstm => {
                     let (hx, cx) = &state[l];
                     let w_hh = layer.w_hh.as_ref().expect("lstm weights");
-                    let (h_new, c_new) = input.lstm_cell(&[hx, cx], &layer.w_ih, w_hh, Some(bias), layer.b_hh.as_ref());
+                    let (h_new, c_new) = input.lstm_cell(
+                        &[hx, cx],
+                        &layer.w_ih,
+                        w_hh,
+                        Some(bias),
+                        layer.b_hh.as_ref(),
+                    );
                     state[l] = (h_new.shallow_clone(), c_new);
                     h_new
                 }
@@ -256,7 +308,13 @@ impl Ntm {
         ArchError::check_range("ntm", "read_heads", cfg.read_heads, 1, 64)?;
         ArchError::check_range("ntm", "write_heads", cfg.write_heads, 1, 64)?;
         // 2R + 1 ≤ N keeps the shift offsets distinct modulo N.
-        ArchError::check_range("ntm", "shift_range", cfg.shift_range, 0, (cfg.memory_slots - 1) / 2)?;
+        ArchError::check_range(
+            "ntm",
+            "shift_range",
+            cfg.shift_range,
+            0,
+            (cfg.memory_slots - 1) / 2,
+        )?;
         check_clip("ntm", cfg.clip)?;
         let (m, n) = (cfg.slot_width, cfg.memory_slots);
         let heads = cfg.read_heads + cfg.write_heads;
@@ -270,7 +328,10 @@ impl Ntm {
         );
         let p = heads * Self::addressing_width(cfg) + cfg.write_heads * 2 * m;
         let bound = 1.0 / (cfg.controller_size as f64).sqrt();
-        let init = nn::Init::Uniform { lo: -bound, up: bound };
+        let init = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         let w_iface = vs.var("interface_weight", &[p, cfg.controller_size], init);
         let b_iface = vs.var("interface_bias", &[p], init);
         let read_init = vs.var("read_init", &[cfg.read_heads * m], nn::Init::Const(0.0));
@@ -278,7 +339,15 @@ impl Ntm {
         tch::no_grad(|| {
             let _ = weight_init_logits.narrow(1, 0, 1).fill_(10.0);
         });
-        Ok(Ntm { cfg: cfg.clone(), d_in, controller, w_iface, b_iface, read_init, weight_init_logits })
+        Ok(Ntm {
+            cfg: cfg.clone(),
+            d_in,
+            controller,
+            w_iface,
+            b_iface,
+            read_init,
+            weight_init_logits,
+        })
     }
 
     /// Interface entries per head for addressing: key M, β, γ, g, shift 2R+1.
@@ -304,11 +373,17 @@ impl Core for Ntm {
         let mut state = self.controller.initial_state(b, opts);
         let mut mem = Tensor::full([b, n, m], MEMORY_INIT, opts); // [B, N, M]
         let mut reads = self.read_init.unsqueeze(0).expand([b, hr * m], false); // [B, H_r·M]
-        let mut w = self.weight_init_logits.softmax(-1, Kind::Float).unsqueeze(0).expand([b, heads, n], false); // [B, H, N]
+        let mut w = self
+            .weight_init_logits
+            .softmax(-1, Kind::Float)
+            .unsqueeze(0)
+            .expand([b, heads, n], false); // [B, H, N]
         let mut outputs = Vec::with_capacity(t as usize);
         for x_t in &x_proj {
             let h = self.controller.step(x_t, &reads, &mut state); // [B, C]
-            let iface = h.linear(&self.w_iface, Some(&self.b_iface)).clamp(-c.clip, c.clip); // [B, P]
+            let iface = h
+                .linear(&self.w_iface, Some(&self.b_iface))
+                .clamp(-c.clip, c.clip); // [B, P]
             let parts = iface.split_with_sizes([heads * a_w, hw * 2 * m], 1);
             let addr = parts[0].view([b, heads, a_w]);
             let a = addr.split_with_sizes([m, 1, 1, 1, s], 2);
@@ -318,7 +393,10 @@ impl Core for Ntm {
             // Addressing, every head at once on M_{t−1}: [B, H, N].
             let wc = addressing::content_weights(&mem, key, &beta);
             let wg = w.lerp_tensor(&wc, &gate); // g w^c + (1 − g) w_{t−1}
-            w = addressing::sharpen(&addressing::circular_shift(&wg, &shift, &shift_index), &gamma);
+            w = addressing::sharpen(
+                &addressing::circular_shift(&wg, &shift, &shift_index),
+                &gamma,
+            );
 
             let w_read = w.narrow(1, 0, hr); // [B, H_r, N]
             let r = addressing::read(&mem, &w_read); // [B, H_r, M]
@@ -355,9 +433,16 @@ impl Core for Ntm {
         let (hr, hw) = (c.read_heads as f64, c.write_heads as f64);
         let s = (2 * c.shift_range + 1) as f64;
         let p = (hr + hw) * Self::addressing_width(c) as f64 + hw * 2.0 * m;
-        let controller = self.controller.flops(self.d_in + c.read_heads * c.slot_width);
+        let controller = self
+            .controller
+            .flops(self.d_in + c.read_heads * c.slot_width);
         let iface = 2.0 * c.controller_size as f64 * p;
         let per_head = 2.0 * n * m + 3.0 * m + 5.0 * n + 3.0 * n + 2.0 * s * n + 5.0 * n;
-        controller + iface + 3.0 * n * m + (hr + hw) * per_head + hr * 2.0 * n * m + hw * 6.0 * n * m
+        controller
+            + iface
+            + 3.0 * n * m
+            + (hr + hw) * per_head
+            + hr * 2.0 * n * m
+            + hw * 6.0 * n * m
     }
 }

@@ -29,7 +29,13 @@ pub(crate) fn pad_to_chunks(x: &Tensor, dim: i64, chunk: i64) -> Tensor {
     }
     let mut shape = x.size();
     shape[dim as usize] = rem;
-    Tensor::cat(&[x.shallow_clone(), Tensor::zeros(shape, (x.kind(), x.device()))], dim)
+    Tensor::cat(
+        &[
+            x.shallow_clone(),
+            Tensor::zeros(shape, (x.kind(), x.device())),
+        ],
+        dim,
+    )
 }
 
 /// A causal sequence mixer: [B, T, d_model] → [B, T, d_model].
@@ -56,14 +62,23 @@ impl ShortConv {
     pub(crate) fn new(vs: &nn::Path, channels: i64, k: i64) -> Self {
         // PyTorch's Conv1d init: U(±1/√fan_in), fan_in = K for a depthwise filter.
         let bound = 1.0 / (k as f64).sqrt();
-        let init = nn::Init::Uniform { lo: -bound, up: bound };
-        ShortConv { w: vs.var("conv_w", &[channels, 1, k], init), b: vs.var("conv_b", &[channels], init), k }
+        let init = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        ShortConv {
+            w: vs.var("conv_w", &[channels, 1, k], init),
+            b: vs.var("conv_b", &[channels], init),
+            k,
+        }
     }
 
     /// x: [B, T, C] → [B, T, C]. Pads K−1 on both sides and keeps the first T outputs.
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let (t, c) = (x.size()[1], x.size()[2]);
-        let y = x.transpose(1, 2).conv1d(&self.w, Some(&self.b), [1], [self.k - 1], [1], c);
+        let y = x
+            .transpose(1, 2)
+            .conv1d(&self.w, Some(&self.b), [1], [self.k - 1], [1], c);
         y.narrow(2, 0, t).transpose(1, 2)
     }
 
@@ -75,7 +90,8 @@ impl ShortConv {
 
 /// State of an optional short convolution over `channels`.
 pub(crate) fn conv_state(conv: &Option<ShortConv>, channels: i64) -> i64 {
-    conv.as_ref().map_or(0, |c| c.state_per_channel() * channels)
+    conv.as_ref()
+        .map_or(0, |c| c.state_per_channel() * channels)
 }
 
 /// Position-wise MLP d → r·d → d with GELU.
@@ -108,15 +124,35 @@ pub(crate) struct Stack {
 }
 
 /// Checks the fields every stacked family shares; `arch` names the family in errors.
-pub(crate) fn check_shape(arch: &'static str, d_model: i64, layers: i64, mlp_ratio: i64) -> Result<(), ArchError> {
+pub(crate) fn check_shape(
+    arch: &'static str,
+    d_model: i64,
+    layers: i64,
+    mlp_ratio: i64,
+) -> Result<(), ArchError> {
     if !(1..=65_536).contains(&d_model) {
-        return Err(ArchError::invalid(arch, "d_model", d_model, "expected 1..=65536"));
+        return Err(ArchError::invalid(
+            arch,
+            "d_model",
+            d_model,
+            "expected 1..=65536",
+        ));
     }
     if !(1..=64).contains(&layers) {
-        return Err(ArchError::invalid(arch, "layers", layers, "expected 1..=64"));
+        return Err(ArchError::invalid(
+            arch,
+            "layers",
+            layers,
+            "expected 1..=64",
+        ));
     }
     if !(0..=16).contains(&mlp_ratio) {
-        return Err(ArchError::invalid(arch, "mlp_ratio", mlp_ratio, "expected 0..=16 (0: no MLP)"));
+        return Err(ArchError::invalid(
+            arch,
+            "mlp_ratio",
+            mlp_ratio,
+            "expected 0..=16 (0: no MLP)",
+        ));
     }
     Ok(())
 }
@@ -131,7 +167,8 @@ impl Stack {
         mlp_ratio: i64,
         mut make_mixer: impl FnMut(&nn::Path, i64) -> Box<dyn Mixer>,
     ) -> Self {
-        let input = (d_in != d_model).then(|| nn::linear(vs / "input", d_in, d_model, Default::default()));
+        let input =
+            (d_in != d_model).then(|| nn::linear(vs / "input", d_in, d_model, Default::default()));
         let blocks = (0..layers)
             .map(|l| {
                 let p = vs / format!("layer{l}");
@@ -141,7 +178,10 @@ impl Stack {
                         up: nn::linear(&p / "mlp_up", d_model, hidden, Default::default()),
                         down: nn::linear(&p / "mlp_down", hidden, d_model, Default::default()),
                     };
-                    (nn::layer_norm(&p / "norm_mlp", vec![d_model], Default::default()), mlp)
+                    (
+                        nn::layer_norm(&p / "norm_mlp", vec![d_model], Default::default()),
+                        mlp,
+                    )
                 });
                 Block {
                     norm_mix: nn::layer_norm(&p / "norm_mix", vec![d_model], Default::default()),
@@ -151,7 +191,14 @@ impl Stack {
             })
             .collect();
         let final_norm = nn::layer_norm(vs / "final_norm", vec![d_model], Default::default());
-        Stack { input, blocks, final_norm, d_in, d_model, mlp_ratio }
+        Stack {
+            input,
+            blocks,
+            final_norm,
+            d_in,
+            d_model,
+            mlp_ratio,
+        }
     }
 }
 
@@ -176,14 +223,21 @@ impl Core for Stack {
     }
 
     fn state_size(&self, seq_len: i64) -> i64 {
-        self.blocks.iter().map(|b| b.mixer.state_size(seq_len)).sum()
+        self.blocks
+            .iter()
+            .map(|b| b.mixer.state_size(seq_len))
+            .sum()
     }
 
     /// Mixers + MLPs (2·2·r·d² per layer) + input projection; norms and residual adds (~10·d per
     /// layer) included for honesty, though they are small.
     fn flops_per_token(&self, seq_len: i64) -> f64 {
         let d = self.d_model as f64;
-        let input = if self.input.is_some() { 2.0 * self.d_in as f64 * d } else { 0.0 };
+        let input = if self.input.is_some() {
+            2.0 * self.d_in as f64 * d
+        } else {
+            0.0
+        };
         let mlp = 4.0 * self.mlp_ratio as f64 * d * d;
         input
             + self
@@ -233,8 +287,14 @@ pub(crate) mod testing {
         for (name, v) in store.variables() {
             let g = v.grad();
             assert!(g.defined(), "{name}: no gradient");
-            let (finite, norm) = (g.isfinite().all().int64_value(&[]) == 1, g.abs().sum(Kind::Double).double_value(&[]));
-            assert!(finite && norm > 0.0, "{name}: gradient finite={finite}, |g|₁={norm}");
+            let (finite, norm) = (
+                g.isfinite().all().int64_value(&[]) == 1,
+                g.abs().sum(Kind::Double).double_value(&[]),
+            );
+            assert!(
+                finite && norm > 0.0,
+                "{name}: gradient finite={finite}, |g|₁={norm}"
+            );
         }
     }
 }

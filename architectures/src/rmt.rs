@@ -59,9 +59,22 @@ impl Mixer for CausalAttention {
     /// xs: [B, L, d] → [B, L, d]
     fn forward(&self, xs: &Tensor) -> Tensor {
         let (b, l) = (xs.size()[0], xs.size()[1]);
-        let qkv = self.qkv.forward(xs).view([b, l, 3, self.heads, -1]).permute([2, 0, 3, 1, 4]);
+        let qkv = self
+            .qkv
+            .forward(xs)
+            .view([b, l, 3, self.heads, -1])
+            .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2)); // [B, H, L, d_h]
-        let o = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false);
+        let o = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            true,
+            None,
+            false,
+        );
         self.out.forward(&o.transpose(1, 2).reshape([b, l, self.d]))
     }
 
@@ -90,24 +103,50 @@ pub struct Rmt {
 pub(crate) fn build(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Rmt, ArchError> {
     check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
     if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
-        return Err(ArchError::invalid(ARCH, "heads", cfg.heads, format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model)));
+        return Err(ArchError::invalid(
+            ARCH,
+            "heads",
+            cfg.heads,
+            format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model),
+        ));
     }
     ArchError::check_range(ARCH, "segment_len", cfg.segment_len, 1, 4096)?;
     ArchError::check_range(ARCH, "memory_tokens", cfg.memory_tokens, 1, 256)?;
     let d = cfg.d_model;
     let slots = 2 * cfg.memory_tokens + cfg.segment_len;
-    let stack = Stack::new(&(vs / "transformer"), d, d, cfg.layers, cfg.mlp_ratio, |p, _| {
-        Box::new(CausalAttention {
-            qkv: nn::linear(p / "qkv", d, 3 * d, Default::default()),
-            out: nn::linear(p / "out", d, d, Default::default()),
-            heads: cfg.heads,
-            d,
-        }) as Box<dyn Mixer>
-    });
+    let stack = Stack::new(
+        &(vs / "transformer"),
+        d,
+        d,
+        cfg.layers,
+        cfg.mlp_ratio,
+        |p, _| {
+            Box::new(CausalAttention {
+                qkv: nn::linear(p / "qkv", d, 3 * d, Default::default()),
+                out: nn::linear(p / "out", d, d, Default::default()),
+                heads: cfg.heads,
+                d,
+            }) as Box<dyn Mixer>
+        },
+    );
     Ok(Rmt {
         input: (d_in != d).then(|| nn::linear(vs / "input", d_in, d, Default::default())),
-        memory_init: vs.var("memory_init", &[cfg.memory_tokens, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
-        positions: vs.var("positions", &[slots, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+        memory_init: vs.var(
+            "memory_init",
+            &[cfg.memory_tokens, d],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        ),
+        positions: vs.var(
+            "positions",
+            &[slots, d],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        ),
         stack,
         cfg: cfg.clone(),
     })
@@ -121,14 +160,18 @@ impl Core for Rmt {
             None => xs.shallow_clone(),
         };
         let (b, t, m) = (xs.size()[0], xs.size()[1], self.cfg.memory_tokens);
-        let mut memory = self.memory_init.unsqueeze(0).expand([b, m, self.cfg.d_model], true);
+        let mut memory = self
+            .memory_init
+            .unsqueeze(0)
+            .expand([b, m, self.cfg.d_model], true);
         let mut outs = Vec::new();
         let mut start = 0;
         while start < t {
             let s = self.cfg.segment_len.min(t - start);
             let seg = xs.narrow(1, start, s);
             // [B, 2M + s, d]: read memory, segment, write memory, plus positions.
-            let slots = Tensor::cat(&[&memory, &seg, &memory], 1) + self.positions.narrow(0, 0, 2 * m + s);
+            let slots =
+                Tensor::cat(&[&memory, &seg, &memory], 1) + self.positions.narrow(0, 0, 2 * m + s);
             let h = self.stack.forward_t(&slots, train);
             outs.push(h.narrow(1, m, s));
             memory = h.narrow(1, m + s, m);
@@ -163,7 +206,14 @@ mod tests {
     use tch::{nn::VarStore, Device, Kind};
 
     fn cfg() -> RmtConfig {
-        RmtConfig { d_model: 16, layers: 2, heads: 2, mlp_ratio: 2, segment_len: 4, memory_tokens: 2 }
+        RmtConfig {
+            d_model: 16,
+            layers: 2,
+            heads: 2,
+            mlp_ratio: 2,
+            segment_len: 4,
+            memory_tokens: 2,
+        }
     }
 
     #[test]
@@ -172,7 +222,11 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let core = build(&vs.root(), &cfg(), 5).unwrap();
         // 11 = two full segments and a partial one.
-        assert_eq!(core.forward_t(&input(0, 2, 11, 5, Kind::Float), false).size(), [2, 11, 16]);
+        assert_eq!(
+            core.forward_t(&input(0, 2, 11, 5, Kind::Float), false)
+                .size(),
+            [2, 11, 16]
+        );
         assert_eq!(core.state_size(11), 2 * 16);
     }
 
@@ -196,7 +250,10 @@ mod tests {
         let x = input(1, 1, 8, 16, Kind::Double);
         let x2 = x.copy();
         let _ = x2.narrow(1, 0, 1).fill_(3.0); // first segment only
-        let moved = crate::residual::testing::max_diff(&core.forward_t(&x, false).narrow(1, 4, 4), &core.forward_t(&x2, false).narrow(1, 4, 4));
+        let moved = crate::residual::testing::max_diff(
+            &core.forward_t(&x, false).narrow(1, 4, 4),
+            &core.forward_t(&x2, false).narrow(1, 4, 4),
+        );
         assert!(moved > 1e-6, "second segment ignores the first ({moved})");
     }
 

@@ -87,7 +87,9 @@ fn default_max_len() -> i64 {
 impl TransformerConfig {
     /// Checks every field without building anything.
     pub fn validate(&self) -> Result<(), ArchError> {
-        let bad = |field, value: &dyn ToString, expected: &str| Err(ArchError::invalid(ARCH, field, value.to_string(), expected));
+        let bad = |field, value: &dyn ToString, expected: &str| {
+            Err(ArchError::invalid(ARCH, field, value.to_string(), expected))
+        };
         if !(1..=65_536).contains(&self.d_model) {
             return bad("d_model", &self.d_model, "expected 1..=65536");
         }
@@ -95,7 +97,11 @@ impl TransformerConfig {
             return bad("layers", &self.layers, "expected 1..=256");
         }
         if self.heads < 1 || self.d_model % self.heads != 0 {
-            return bad("heads", &self.heads, &format!("expected a divisor of d_model = {}", self.d_model));
+            return bad(
+                "heads",
+                &self.heads,
+                &format!("expected a divisor of d_model = {}", self.d_model),
+            );
         }
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
             return bad("mlp_ratio", &self.mlp_ratio, "expected 0 < mlp_ratio <= 64");
@@ -110,10 +116,18 @@ impl TransformerConfig {
         }
         match self.pos_encoding {
             PosEncoding::Sinusoidal if self.d_model % 2 != 0 => {
-                return bad("d_model", &self.d_model, "expected an even d_model for sinusoidal positions");
+                return bad(
+                    "d_model",
+                    &self.d_model,
+                    "expected an even d_model for sinusoidal positions",
+                );
             }
             PosEncoding::Rope if (self.d_model / self.heads) % 2 != 0 => {
-                return bad("heads", &self.heads, "expected an even head width d_model / heads for rope");
+                return bad(
+                    "heads",
+                    &self.heads,
+                    "expected an even head width d_model / heads for rope",
+                );
             }
             PosEncoding::Learned if !(1..=1 << 20).contains(&self.max_len) => {
                 return bad("max_len", &self.max_len, "expected 1..=1048576");
@@ -163,7 +177,11 @@ pub struct Transformer {
 }
 
 fn gpt2_linear(vs: nn::Path, d_in: i64, d_out: i64, stdev: f64) -> nn::Linear {
-    let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev }, bs_init: Some(nn::Init::Const(0.0)), bias: true };
+    let cfg = nn::LinearConfig {
+        ws_init: nn::Init::Randn { mean: 0.0, stdev },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias: true,
+    };
     nn::linear(vs, d_in, d_out, cfg)
 }
 
@@ -176,7 +194,16 @@ impl Transformer {
         // per-unit scale near the sinusoid table's (~0.6 vs ~0.7 for unit-variance inputs); with
         // 0.02 the fixed positional signal drowns the content and MQAR training stalls.
         let input = nn::linear(vs / "input", d_in, d, Default::default());
-        let learned_pos = (cfg.pos_encoding == PosEncoding::Learned).then(|| vs.var("pos", &[cfg.max_len, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }));
+        let learned_pos = (cfg.pos_encoding == PosEncoding::Learned).then(|| {
+            vs.var(
+                "pos",
+                &[cfg.max_len, d],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )
+        });
         let blocks = (0..cfg.layers)
             .map(|l| {
                 let p = vs / "blocks" / l;
@@ -191,7 +218,15 @@ impl Transformer {
             })
             .collect();
         let ln_f = nn::layer_norm(vs / "ln_f", vec![d], Default::default());
-        Ok(Transformer { cfg: cfg.clone(), d_in, input, learned_pos, blocks, ln_f, tables: RefCell::new(HashMap::new()) })
+        Ok(Transformer {
+            cfg: cfg.clone(),
+            d_in,
+            input,
+            learned_pos,
+            blocks,
+            ln_f,
+            tables: RefCell::new(HashMap::new()),
+        })
     }
 
     fn build_tables(&self, t: i64, device: Device) -> Tables {
@@ -199,7 +234,9 @@ impl Transformer {
         // angles[t, j] = t · base^(−2j/width), j < width/2: [T, width/2]
         let angles = |width: i64| {
             let pos = Tensor::arange(t, opts).unsqueeze(1);
-            let inv_freq = (Tensor::arange_start_step(0, width, 2, opts) * (-ROPE_BASE.ln() / width as f64)).exp();
+            let inv_freq = (Tensor::arange_start_step(0, width, 2, opts)
+                * (-ROPE_BASE.ln() / width as f64))
+                .exp();
             pos * inv_freq.unsqueeze(0)
         };
         let sinusoid = (self.cfg.pos_encoding == PosEncoding::Sinusoidal).then(|| {
@@ -217,7 +254,11 @@ impl Transformer {
             let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
             offset.ge(0).logical_and(&offset.lt(w))
         });
-        Tables { sinusoid, rope, window_mask }
+        Tables {
+            sinusoid,
+            rope,
+            window_mask,
+        }
     }
 
     /// Rotates the first two of q, k, v: qkv [3, B, H, T, d_head].
@@ -231,7 +272,11 @@ impl Transformer {
         let (b, t, d) = xs.size3().unwrap();
         let (h, dh) = (self.cfg.heads, self.cfg.head_width());
         // [B, T, 3·D] → [B, T, 3, H, dh] → [3, B, H, T, dh]
-        let qkv = block.qkv.forward(xs).view([b, t, 3, h, dh]).permute([2, 0, 3, 1, 4]);
+        let qkv = block
+            .qkv
+            .forward(xs)
+            .view([b, t, 3, h, dh])
+            .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = match &tables.rope {
             Some((cos, sin)) => {
                 let qk = Self::apply_rope(&qkv.narrow(0, 0, 2), cos, sin);
@@ -242,8 +287,12 @@ impl Transformer {
         let p = if train { self.cfg.dropout } else { 0.0 };
         // [B, H, T, dh]
         let ys = match &tables.window_mask {
-            Some(mask) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false),
-            None => Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, p, true, None, false),
+            Some(mask) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p, false, None, false)
+            }
+            None => Tensor::scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, p, true, None, false,
+            ),
         };
         let ys = ys.transpose(1, 2).reshape([b, t, d]);
         block.proj.forward(&ys).dropout(p, train)
@@ -255,7 +304,9 @@ impl Core for Transformer {
         let (_, t, _) = xs.size3().unwrap();
         let key = (t, xs.device());
         let mut cache = self.tables.borrow_mut();
-        let tables = cache.entry(key).or_insert_with(|| self.build_tables(t, xs.device()));
+        let tables = cache
+            .entry(key)
+            .or_insert_with(|| self.build_tables(t, xs.device()));
         let p = if train { self.cfg.dropout } else { 0.0 };
 
         // [B, T, d_in] → [B, T, D]. Residual adds are out of place (`&hs + …`): layer norms save
@@ -271,7 +322,10 @@ impl Core for Transformer {
         hs = hs.dropout(p, train);
         for block in &self.blocks {
             hs = &hs + self.attention(block, &block.ln1.forward(&hs), tables, train);
-            let mlp = block.fc2.forward(&block.fc1.forward(&block.ln2.forward(&hs)).gelu("none")).dropout(p, train);
+            let mlp = block
+                .fc2
+                .forward(&block.fc1.forward(&block.ln2.forward(&hs)).gelu("none"))
+                .dropout(p, train);
             hs = &hs + mlp;
         }
         self.ln_f.forward(&hs)
@@ -318,7 +372,16 @@ mod tests {
     fn model(pos_encoding: PosEncoding, window: Option<i64>) -> (nn::VarStore, Transformer) {
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = TransformerConfig { d_model: 8, layers: 1, heads: 2, mlp_ratio: 2.0, dropout: 0.0, pos_encoding, window, max_len: 32 };
+        let cfg = TransformerConfig {
+            d_model: 8,
+            layers: 1,
+            heads: 2,
+            mlp_ratio: 2.0,
+            dropout: 0.0,
+            pos_encoding,
+            window,
+            max_len: 32,
+        };
         let net = Transformer::new(&vs.root(), &cfg, 8).unwrap();
         (vs, net)
     }
@@ -334,15 +397,22 @@ mod tests {
         // The same q and k vector at every position: [2, 1, 1, T, d_head]
         let q = Tensor::randn([4], (Kind::Float, Device::Cpu));
         let k = Tensor::randn([4], (Kind::Float, Device::Cpu));
-        let qk = Tensor::stack(&[q.expand([t, 4], false), k.expand([t, 4], false)], 0).view([2, 1, 1, t, 4]);
+        let qk = Tensor::stack(&[q.expand([t, 4], false), k.expand([t, 4], false)], 0)
+            .view([2, 1, 1, t, 4]);
         let r = Transformer::apply_rope(&qk, cos, sin).view([2, t, 4]);
         let score = |i: i64, j: i64| f64::try_from(r.get(0).get(i).dot(&r.get(1).get(j))).unwrap();
         for (i, j) in [(5, 2), (3, 3), (2, 7)] {
             for c in [1, 4] {
-                assert!((score(i, j) - score(i + c, j + c)).abs() < 1e-5, "score({i},{j}) changes with shift {c}");
+                assert!(
+                    (score(i, j) - score(i + c, j + c)).abs() < 1e-5,
+                    "score({i},{j}) changes with shift {c}"
+                );
             }
         }
-        assert!((score(5, 2) - score(5, 3)).abs() > 1e-4, "rope leaves scores position-blind");
+        assert!(
+            (score(5, 2) - score(5, 3)).abs() > 1e-4,
+            "rope leaves scores position-blind"
+        );
     }
 
     /// The fused attention (is_causal, or the boolean band mask) equals
@@ -357,16 +427,27 @@ mod tests {
             let block = &net.blocks[0];
             let fused = net.attention(block, &xs, &tables, false);
 
-            let qkv = block.qkv.forward(&xs).view([b, t, 3, h, dh]).permute([2, 0, 3, 1, 4]);
+            let qkv = block
+                .qkv
+                .forward(&xs)
+                .view([b, t, 3, h, dh])
+                .permute([2, 0, 3, 1, 4]);
             let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
             let idx = Tensor::arange(t, (Kind::Int64, Device::Cpu));
             let offset = idx.unsqueeze(1) - idx.unsqueeze(0); // t − i
             let hidden = offset.lt(0).logical_or(&offset.ge(window.unwrap_or(t)));
             let scores = q.matmul(&k.transpose(-2, -1)) / (dh as f64).sqrt();
-            let p = scores.masked_fill(&hidden, f64::NEG_INFINITY).softmax(-1, Kind::Float);
-            let explicit = block.proj.forward(&p.matmul(&v).transpose(1, 2).reshape([b, t, d]));
+            let p = scores
+                .masked_fill(&hidden, f64::NEG_INFINITY)
+                .softmax(-1, Kind::Float);
+            let explicit = block
+                .proj
+                .forward(&p.matmul(&v).transpose(1, 2).reshape([b, t, d]));
             let diff = f64::try_from((fused - explicit).abs().max()).unwrap();
-            assert!(diff < 1e-5, "window {window:?}: fused and explicit attention differ by {diff}");
+            assert!(
+                diff < 1e-5,
+                "window {window:?}: fused and explicit attention differ by {diff}"
+            );
         }
     }
 

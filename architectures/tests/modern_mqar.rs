@@ -22,7 +22,9 @@ const BATCH: i64 = 32;
 fn mqar_batch(b: i64) -> (Tensor, Tensor) {
     let opts = (Kind::Int64, Device::Cpu);
     // P distinct keys per example: the first P of a random permutation of 0..16.
-    let keys = Tensor::rand([b, KEYS], (Kind::Float, Device::Cpu)).argsort(-1, false).narrow(1, 0, PAIRS);
+    let keys = Tensor::rand([b, KEYS], (Kind::Float, Device::Cpu))
+        .argsort(-1, false)
+        .narrow(1, 0, PAIRS);
     let values = Tensor::randint_low(KEYS, VOCAB, [b, PAIRS], opts);
     let pick = Tensor::randint(PAIRS, [b, QUERIES], opts);
     let (queries, answers) = (keys.gather(1, &pick, false), values.gather(1, &pick, false));
@@ -42,19 +44,29 @@ fn train_mqar(yaml: &str, steps: usize, lr: f64) -> f64 {
     tch::manual_seed(0);
     let cfg: ArchConfig = serde_yaml::from_str(yaml).unwrap();
     let store = nn::VarStore::new(Device::Cpu);
-    let io = TaskIo { input: InputKind::Tokens { vocab: VOCAB as usize }, output: OutputKind::Classes { n: VOCAB as usize } };
+    let io = TaskIo {
+        input: InputKind::Tokens {
+            vocab: VOCAB as usize,
+        },
+        output: OutputKind::Classes { n: VOCAB as usize },
+    };
     let net = Network::new(&store, &cfg, io).unwrap();
     let mut opt = nn::Adam::default().build(&store, lr).unwrap();
-    let logits_at_queries = |x: &Tensor, train: bool| net.forward_t(x, train).narrow(1, 2 * PAIRS, QUERIES);
+    let logits_at_queries =
+        |x: &Tensor, train: bool| net.forward_t(x, train).narrow(1, 2 * PAIRS, QUERIES);
     for _ in 0..steps {
         let (x, y) = mqar_batch(BATCH);
-        let loss = logits_at_queries(&x, true).reshape([-1, VOCAB]).cross_entropy_for_logits(&y.reshape([-1]));
+        let loss = logits_at_queries(&x, true)
+            .reshape([-1, VOCAB])
+            .cross_entropy_for_logits(&y.reshape([-1]));
         opt.backward_step(&loss);
     }
     tch::no_grad(|| {
         let (x, y) = mqar_batch(512);
         let hits = logits_at_queries(&x, false).argmax(-1, false).eq_tensor(&y);
-        hits.to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+        hits.to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[])
     })
 }
 
@@ -89,8 +101,11 @@ fn gla_learns_mqar() {
 /// chunk_size 8 divides T = 24 (no padding).
 #[test]
 fn mamba_learns_mqar() {
-    let acc = train_mqar("name: mamba\nd_model: 32\nlayers: 2\nstate_dim: 8\nchunk_size: 8\nscan: chunked\n", 400, 1e-2);
+    let acc = train_mqar(
+        "name: mamba\nd_model: 32\nlayers: 2\nstate_dim: 8\nchunk_size: 8\nscan: chunked\n",
+        400,
+        1e-2,
+    );
     eprintln!("Mamba MQAR accuracy {acc:.3}");
     assert!(acc > 0.6, "accuracy {acc}");
 }
-

@@ -45,15 +45,45 @@ pub fn random_batch(spec: &Spec) -> Batch {
     let (b, t) = (spec.batch, spec.time);
     tch::manual_seed(0);
     let inputs = match spec.io.input {
-        InputKind::Dense { width } => Inputs::Dense(Vec::<f32>::try_from(Tensor::rand([(b * t * width) as i64], (Kind::Float, Device::Cpu)).round()).expect("f32")),
-        InputKind::Tokens { vocab } => Inputs::Tokens(Vec::<i64>::try_from(Tensor::randint(vocab as i64, [(b * t) as i64], (Kind::Int64, Device::Cpu))).expect("i64")),
+        InputKind::Dense { width } => Inputs::Dense(
+            Vec::<f32>::try_from(
+                Tensor::rand([(b * t * width) as i64], (Kind::Float, Device::Cpu)).round(),
+            )
+            .expect("f32"),
+        ),
+        InputKind::Tokens { vocab } => Inputs::Tokens(
+            Vec::<i64>::try_from(Tensor::randint(
+                vocab as i64,
+                [(b * t) as i64],
+                (Kind::Int64, Device::Cpu),
+            ))
+            .expect("i64"),
+        ),
     };
     let targets = match spec.io.output {
-        OutputKind::Bits { width } => Targets::Bits(Vec::<f32>::try_from(Tensor::rand([(b * t * width) as i64], (Kind::Float, Device::Cpu)).round()).expect("f32")),
-        OutputKind::Classes { n } => Targets::Classes(Vec::<i64>::try_from(Tensor::randint(n as i64, [(b * t) as i64], (Kind::Int64, Device::Cpu))).expect("i64")),
+        OutputKind::Bits { width } => Targets::Bits(
+            Vec::<f32>::try_from(
+                Tensor::rand([(b * t * width) as i64], (Kind::Float, Device::Cpu)).round(),
+            )
+            .expect("f32"),
+        ),
+        OutputKind::Classes { n } => Targets::Classes(
+            Vec::<i64>::try_from(Tensor::randint(
+                n as i64,
+                [(b * t) as i64],
+                (Kind::Int64, Device::Cpu),
+            ))
+            .expect("i64"),
+        ),
         OutputKind::Real { width, .. } => Targets::Real(vec![0.5; b * t * width]),
     };
-    Batch { batch: b, time: t, inputs, targets, mask: vec![1.0; b * t] }
+    Batch {
+        batch: b,
+        time: t,
+        inputs,
+        targets,
+        mask: vec![1.0; b * t],
+    }
 }
 
 /// Dense matmul throughput with the current thread count: the machine's practical peak (FLOP/s).
@@ -72,7 +102,6 @@ pub fn matmul_peak_flops() -> f64 {
     2.0 * (n * n * n) as f64 / best
 }
 
-
 /// What [`time_step`] measured.
 pub struct StepTiming {
     pub wall_ms: f64,
@@ -84,7 +113,8 @@ pub struct StepTiming {
 /// Median wall and CPU ms of one training step of `spec` in this process, on `threads` threads
 /// (already set with `tch::set_num_threads`).
 pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Result<StepTiming> {
-    let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).with_context(|| format!("{}: {}", spec.name, spec.arch_yaml))?;
+    let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml)
+        .with_context(|| format!("{}: {}", spec.name, spec.arch_yaml))?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Network::new(&vs, &cfg, spec.io)?;
@@ -103,7 +133,12 @@ pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Resu
             cpu.push((crate::sys::cpu_seconds(threads) - c0) * 1e3);
         }
     }
-    Ok(StepTiming { wall_ms: crate::stats::median(&wall), cpu_ms: crate::stats::median(&cpu), params: net.param_count(), flops_per_token: net.flops_per_token(spec.time as i64) })
+    Ok(StepTiming {
+        wall_ms: crate::stats::median(&wall),
+        cpu_ms: crate::stats::median(&cpu),
+        params: net.param_count(),
+        flops_per_token: net.flops_per_token(spec.time as i64),
+    })
 }
 
 /// The PyTorch eager reference's line for one spec: (wall ms, CPU ms, params), medians.
@@ -114,10 +149,26 @@ pub struct PytorchTiming {
 }
 
 /// Runs `bench/pytorch_reference.py` for one spec; None (with a note on stderr) when it fails.
-pub fn pytorch_reference(python: &str, name: &str, threads: i32, warmup: usize, steps: usize) -> Option<PytorchTiming> {
+pub fn pytorch_reference(
+    python: &str,
+    name: &str,
+    threads: i32,
+    warmup: usize,
+    steps: usize,
+) -> Option<PytorchTiming> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pytorch_reference.py");
     let out = match Command::new(python)
-        .args([script, "--model", name, "--threads", &threads.to_string(), "--warmup", &warmup.to_string(), "--steps", &steps.to_string()])
+        .args([
+            script,
+            "--model",
+            name,
+            "--threads",
+            &threads.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+            "--steps",
+            &steps.to_string(),
+        ])
         .output()
     {
         Ok(out) => out,
@@ -127,11 +178,21 @@ pub fn pytorch_reference(python: &str, name: &str, threads: i32, warmup: usize, 
         }
     };
     if !out.status.success() {
-        eprintln!("bench: pytorch reference for {name} failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        eprintln!(
+            "bench: pytorch reference for {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some(PytorchTiming { wall_ms: v.get("step_ms_median")?.as_f64()?, cpu_ms: v.get("cpu_ms_median")?.as_f64()?, params: v.get("params")?.as_i64()? })
+    Some(PytorchTiming {
+        wall_ms: v.get("step_ms_median")?.as_f64()?,
+        cpu_ms: v.get("cpu_ms_median")?.as_f64()?,
+        params: v.get("params")?.as_i64()?,
+    })
 }
 
 /// Resets this process's peak-RSS high-water mark (Linux: `5` to /proc/self/clear_refs), so that
@@ -150,15 +211,28 @@ pub struct BenchOptions {
 }
 
 pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
-    if let Some(unknown) = opts.models.iter().find(|m| !SPECS.iter().any(|s| &s.name == m)) {
-        anyhow::bail!("bench: no spec called `{unknown}`; known: {}", SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+    if let Some(unknown) = opts
+        .models
+        .iter()
+        .find(|m| !SPECS.iter().any(|s| &s.name == m))
+    {
+        anyhow::bail!(
+            "bench: no spec called `{unknown}`; known: {}",
+            SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
     }
     let mut rows = vec![];
     for &threads in &opts.threads {
         tch::set_num_threads(threads);
         let peak = matmul_peak_flops();
-        eprintln!("bench: {threads} thread(s), matmul peak {:.1} GFLOP/s", peak / 1e9);
-        for spec in SPECS.iter().filter(|s| opts.models.is_empty() || opts.models.iter().any(|m| m == s.name)) {
+        eprintln!(
+            "bench: {threads} thread(s), matmul peak {:.1} GFLOP/s",
+            peak / 1e9
+        );
+        for spec in SPECS
+            .iter()
+            .filter(|s| opts.models.is_empty() || opts.models.iter().any(|m| m == s.name))
+        {
             reset_peak_rss();
             let st = match time_step(spec, threads, opts.warmup, opts.steps) {
                 Ok(r) => r,
@@ -171,13 +245,29 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
             let ms = st.wall_ms;
             let tokens = (spec.batch * spec.time) as f64;
             let flops = 3.0 * st.flops_per_token * tokens / (ms / 1e3);
-            let py = opts.compare_pytorch.then(|| pytorch_reference(&opts.python, spec.name, threads, opts.warmup, opts.steps)).flatten();
+            let py = opts
+                .compare_pytorch
+                .then(|| {
+                    pytorch_reference(&opts.python, spec.name, threads, opts.warmup, opts.steps)
+                })
+                .flatten();
             if let Some(p) = &py {
                 if p.params != st.params {
-                    eprintln!("bench: note: {} has {} parameters here and {} in the PyTorch reference", spec.name, st.params, p.params);
+                    eprintln!(
+                        "bench: note: {} has {} parameters here and {} in the PyTorch reference",
+                        spec.name, st.params, p.params
+                    );
                 }
             }
-            eprintln!("bench: {} ×{threads}: {ms:.2} ms wall, {:.2} ms cpu{}", spec.name, st.cpu_ms, py.as_ref().map_or(String::new(), |p| format!("; pytorch {:.2} ms wall, {:.2} ms cpu", p.wall_ms, p.cpu_ms)));
+            eprintln!(
+                "bench: {} ×{threads}: {ms:.2} ms wall, {:.2} ms cpu{}",
+                spec.name,
+                st.cpu_ms,
+                py.as_ref().map_or(String::new(), |p| format!(
+                    "; pytorch {:.2} ms wall, {:.2} ms cpu",
+                    p.wall_ms, p.cpu_ms
+                ))
+            );
             rows.push(BenchRow {
                 model: spec.name.into(),
                 threads,
@@ -205,7 +295,8 @@ pub fn markdown(rows: &[BenchRow]) -> String {
         "| model | threads | B×T | params | step ms (median, wall) | CPU ms | samples/s | GFLOP/s | MFU | peak RSS MiB | PyTorch eager ms (wall) | PyTorch CPU ms | ratio (CPU) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        let opt = |v: Option<f64>, suffix: &str| v.map_or("–".into(), |v| format!("{v:.2}{suffix}"));
+        let opt =
+            |v: Option<f64>, suffix: &str| v.map_or("–".into(), |v| format!("{v:.2}{suffix}"));
         s += &format!(
             "| {} | {} | {}×{} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.1} % | {:.0} | {} | {} | {} |\n",
             r.model,

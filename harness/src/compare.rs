@@ -149,7 +149,13 @@ pub fn read_runs(results: &Path) -> Result<Runs> {
         if rec.len() != header.len() {
             continue;
         }
-        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+        rows.push(
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect(),
+        );
     }
     Ok(Runs { header, rows })
 }
@@ -165,7 +171,12 @@ impl Runs {
         }
     }
     fn tasks(&self) -> Vec<String> {
-        self.rows.iter().filter_map(|r| r.get("task").cloned()).collect::<BTreeSet<_>>().into_iter().collect()
+        self.rows
+            .iter()
+            .filter_map(|r| r.get("task").cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 }
 
@@ -193,11 +204,20 @@ fn cell(v: &serde_yaml::Value) -> Option<String> {
 fn resolve(runs: &mut Runs, results: &Path) {
     let swept = runs.swept_keys();
     for row in &mut runs.rows {
-        let Some(id) = row.get("run_id") else { continue };
-        let Ok(text) = std::fs::read_to_string(record::run_dir(results, id).join("config.yaml")) else { continue };
-        let Ok(cfg) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
+        let Some(id) = row.get("run_id") else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(record::run_dir(results, id).join("config.yaml"))
+        else {
+            continue;
+        };
+        let Ok(cfg) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+            continue;
+        };
         for section in ["task", "arch", "train"] {
-            let Some(map) = cfg.get(section).and_then(|m| m.as_mapping()) else { continue };
+            let Some(map) = cfg.get(section).and_then(|m| m.as_mapping()) else {
+                continue;
+            };
             for (k, v) in map {
                 if let (Some(k), Some(v)) = (k.as_str(), cell(v)) {
                     row.insert(cfg_key(&format!("{section}.{k}")), v);
@@ -216,7 +236,10 @@ fn resolve(runs: &mut Runs, results: &Path) {
 
 /// The value of `key` in a row: its runs.csv column, else its resolved config value.
 fn lookup<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
-    row.get(key).filter(|v| !v.is_empty()).or_else(|| row.get(&cfg_key(key))).map(String::as_str)
+    row.get(key)
+        .filter(|v| !v.is_empty())
+        .or_else(|| row.get(&cfg_key(key)))
+        .map(String::as_str)
 }
 
 /// Equal as numbers when both parse (`0.003` = `3e-3`), else as text.
@@ -235,7 +258,8 @@ fn apply_filters(runs: &mut Runs, filters: &[(String, String)]) -> Result<()> {
                 "--where {k}={v}: no run has `{k}` (runs.csv columns or resolved config keys such as task.num_kv_pairs)"
             )));
         }
-        runs.rows.retain(|r| lookup(r, k).is_some_and(|x| same_value(x, v)));
+        runs.rows
+            .retain(|r| lookup(r, k).is_some_and(|x| same_value(x, v)));
     }
     Ok(())
 }
@@ -244,7 +268,9 @@ fn apply_filters(runs: &mut Runs, filters: &[(String, String)]) -> Result<()> {
 pub fn parse_filter(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE (e.g. task.num_kv_pairs=8), got `{s}`")),
+        _ => Err(format!(
+            "expected KEY=VALUE (e.g. task.num_kv_pairs=8), got `{s}`"
+        )),
     }
 }
 
@@ -270,7 +296,11 @@ fn pretty(cell: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(cell) {
         Ok(serde_json::Value::Object(m)) => {
             let name = m.get("name").and_then(|v| v.as_str()).map(String::from);
-            let rest: Vec<String> = m.iter().filter(|(k, _)| k.as_str() != "name").map(|(k, v)| format!("{k}={v}")).collect();
+            let rest: Vec<String> = m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "name")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             match name {
                 Some(n) if rest.is_empty() => n,
                 Some(n) => format!("{n}({})", rest.join(", ")),
@@ -289,7 +319,10 @@ fn mode<'a>(rows: impl Iterator<Item = &'a Row>, col: &str) -> Option<String> {
             *counts.entry(v.clone()).or_default() += 1;
         }
     }
-    counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(k, _)| k)
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(k, _)| k)
 }
 
 /// The runs of one group (all seeds of one configuration).
@@ -305,7 +338,11 @@ impl Group {
         for (i, (k, v)) in self.key.iter().enumerate() {
             // `arch.hidden_size` reads as `hidden_size` next to the arch name.
             let k = k.strip_prefix("arch.").unwrap_or(k);
-            parts.push(if i == 0 { pretty(v) } else { format!("{k}={}", pretty(v)) });
+            parts.push(if i == 0 {
+                pretty(v)
+            } else {
+                format!("{k}={}", pretty(v))
+            });
         }
         parts.join(" ")
     }
@@ -316,19 +353,43 @@ impl Group {
 
 fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
     if !runs.header.iter().any(|h| h == by) {
-        bail!("--by {by}: no such column in runs.csv (columns: {})", runs.header.join(", "));
+        bail!(
+            "--by {by}: no such column in runs.csv (columns: {})",
+            runs.header.join(", ")
+        );
     }
-    let task_rows: Vec<&Row> = runs.rows.iter().filter(|r| r.get("task").map(String::as_str) == Some(task)).collect();
+    let task_rows: Vec<&Row> = runs
+        .rows
+        .iter()
+        .filter(|r| r.get("task").map(String::as_str) == Some(task))
+        .collect();
     let cell = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
-    let varies = |k: &str| task_rows.iter().map(|r| cell(r, k)).collect::<BTreeSet<_>>().len() > 1;
-    let swept: Vec<String> = runs.swept_keys().into_iter().filter(|k| k != by && k != "seed" && varies(k)).collect();
+    let varies = |k: &str| {
+        task_rows
+            .iter()
+            .map(|r| cell(r, k))
+            .collect::<BTreeSet<_>>()
+            .len()
+            > 1
+    };
+    let swept: Vec<String> = runs
+        .swept_keys()
+        .into_iter()
+        .filter(|k| k != by && k != "seed" && varies(k))
+        .collect();
     // Runs of different experiments differ in settings that need not be swept (steps, lr, ...),
     // so they are never pooled; the experiment becomes part of the key only where `by` and the
     // swept keys do not already tell the experiments apart (copy_lstm vs copy_ntm needs no column).
     let mut experiment_of: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
     for r in &task_rows {
-        let k = std::iter::once(by).chain(swept.iter().map(String::as_str)).map(|k| cell(r, k)).collect();
-        experiment_of.entry(k).or_default().insert(cell(r, "experiment"));
+        let k = std::iter::once(by)
+            .chain(swept.iter().map(String::as_str))
+            .map(|k| cell(r, k))
+            .collect();
+        experiment_of
+            .entry(k)
+            .or_default()
+            .insert(cell(r, "experiment"));
     }
     let experiment_needed = by != "experiment" && experiment_of.values().any(|e| e.len() > 1);
     let keys: Vec<String> = std::iter::once(by.to_string())
@@ -337,10 +398,16 @@ fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
         .collect();
     let mut map: BTreeMap<Vec<(String, String)>, Vec<Row>> = BTreeMap::new();
     for r in task_rows {
-        let key = keys.iter().map(|k| (k.clone(), r.get(k).cloned().unwrap_or_default())).collect();
+        let key = keys
+            .iter()
+            .map(|k| (k.clone(), r.get(k).cloned().unwrap_or_default()))
+            .collect();
         map.entry(key).or_default().push(r.clone());
     }
-    Ok(map.into_iter().map(|(key, rows)| Group { key, rows }).collect())
+    Ok(map
+        .into_iter()
+        .map(|(key, rows)| Group { key, rows })
+        .collect())
 }
 
 /// One table row's numbers.
@@ -363,10 +430,19 @@ fn median(xs: &[f64]) -> Option<f64> {
 fn group_stats(g: &Group, col: &str, prefix: &str) -> GroupStats {
     let mut success = (0, 0);
     for r in &g.rows {
-        let (Some(metric), Some(th)) = (r.get("success_metric"), num(r, "success_threshold")) else { continue };
-        let Some(v) = num(r, &format!("{prefix}{metric}")).filter(|v| v.is_finite()) else { continue };
+        let (Some(metric), Some(th)) = (r.get("success_metric"), num(r, "success_threshold"))
+        else {
+            continue;
+        };
+        let Some(v) = num(r, &format!("{prefix}{metric}")).filter(|v| v.is_finite()) else {
+            continue;
+        };
         success.1 += 1;
-        if if lower_is_better(metric) { v <= th } else { v >= th } {
+        if if lower_is_better(metric) {
+            v <= th
+        } else {
+            v >= th
+        } {
             success.0 += 1;
         }
     }
@@ -374,7 +450,11 @@ fn group_stats(g: &Group, col: &str, prefix: &str) -> GroupStats {
     GroupStats {
         summary: stats::summarize(&g.values(col)),
         runs: g.rows.len(),
-        not_done: g.rows.iter().filter(|r| r.get("status").map(String::as_str) != Some("done")).count(),
+        not_done: g
+            .rows
+            .iter()
+            .filter(|r| r.get("status").map(String::as_str) != Some("done"))
+            .count(),
         success: (success.1 > 0).then_some(success),
         steps_to_threshold: median(&reached).map(|m| (m, reached.len())),
         param_count: median(&g.values("param_count")),
@@ -390,7 +470,10 @@ fn fmt(v: f64) -> String {
     } else if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
         format!("{v:.3e}")
     } else {
-        format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -403,7 +486,9 @@ fn fmt_p(p: f64) -> String {
 }
 
 fn csv_num(v: Option<f64>) -> String {
-    v.filter(|v| !v.is_nan()).map(|v| format!("{v:?}")).unwrap_or_default()
+    v.filter(|v| !v.is_nan())
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default()
 }
 
 /// What one table/plot set is about.
@@ -435,7 +520,9 @@ pub fn command_line() -> String {
         .enumerate()
         .map(|(i, a)| {
             let a = if i == 0 { "membench".to_string() } else { a };
-            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,".contains(c)) {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,".contains(c))
+            {
                 a
             } else {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -450,7 +537,11 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     resolve(&mut runs, &opts.results);
     apply_filters(&mut runs, &opts.filters)?;
     if let Some(XAxis::Key(k)) = &opts.x {
-        if !runs.rows.iter().any(|r| lookup(r, k).is_some_and(|v| v.parse::<f64>().is_ok())) {
+        if !runs
+            .rows
+            .iter()
+            .any(|r| lookup(r, k).is_some_and(|v| v.parse::<f64>().is_ok()))
+        {
             return Err(crate::strict::bad_option(anyhow::anyhow!(
                 "--x {k}: no run has a numeric `{k}` in runs.csv or its resolved config (swept keys here: {})",
                 runs.swept_keys().join(", ")
@@ -459,27 +550,47 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     }
     let tasks = match &opts.task {
         Some(t) if runs.tasks().contains(t) => vec![t.clone()],
-        Some(t) => bail!("--task {t}: no runs of that task in runs.csv (tasks: {})", runs.tasks().join(", ")),
+        Some(t) => bail!(
+            "--task {t}: no runs of that task in runs.csv (tasks: {})",
+            runs.tasks().join(", ")
+        ),
         None => runs.tasks(),
     };
     if tasks.is_empty() {
         bail!("{}: no runs", opts.results.join("runs.csv").display());
     }
-    let out = opts.out.clone().unwrap_or_else(|| opts.results.join("reports"));
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| opts.results.join("reports"));
     let mut written = vec![];
     for task in &tasks {
         let task_rows = || runs.rows.iter().filter(|r| r.get("task") == Some(task));
         let metric = match &opts.metric {
-            Some(m) => m.trim_start_matches("final_").trim_start_matches("best_").to_string(),
-            None => mode(task_rows(), "success_metric").with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
+            Some(m) => m
+                .trim_start_matches("final_")
+                .trim_start_matches("best_")
+                .to_string(),
+            None => mode(task_rows(), "success_metric")
+                .with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
         };
         let selection = match opts.selection {
             Some(s) => s,
-            None => mode(task_rows(), "selection").and_then(|s| Selection::parse(&s)).unwrap_or(Selection::BestValid),
+            None => mode(task_rows(), "selection")
+                .and_then(|s| Selection::parse(&s))
+                .unwrap_or(Selection::BestValid),
         };
-        let spec = Spec { task, metric, selection };
+        let spec = Spec {
+            task,
+            metric,
+            selection,
+        };
         if !runs.header.contains(&spec.column()) {
-            bail!("--metric {}: runs.csv has no column {}", spec.metric, spec.column());
+            bail!(
+                "--metric {}: runs.csv has no column {}",
+                spec.metric,
+                spec.column()
+            );
         }
         let groups = groups(&runs, task, &opts.by)?;
         written.extend(write_table(&spec, &groups, &opts.by, &out, &opts.command)?);
@@ -488,9 +599,22 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             None => default_axes(&opts.results, &runs, &groups),
         };
         for x in &axes {
-            written.extend(write_x_plot(&spec, &groups, x, &opts.results, &out, &opts.command)?);
+            written.extend(write_x_plot(
+                &spec,
+                &groups,
+                x,
+                &opts.results,
+                &out,
+                &opts.command,
+            )?);
         }
-        written.extend(write_curve_plot(&spec, &groups, &opts.results, &out, &opts.command)?);
+        written.extend(write_curve_plot(
+            &spec,
+            &groups,
+            &opts.results,
+            &out,
+            &opts.command,
+        )?);
     }
     Ok(written)
 }
@@ -535,18 +659,35 @@ fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
     }
     // Keys zipped together (min_len and max_len advanced in step) would draw the same plot twice:
     // a key whose value equals an earlier key's in every run is skipped.
-    let task_keys = runs.swept_keys().into_iter().filter(|k| k.starts_with("task."));
+    let task_keys = runs
+        .swept_keys()
+        .into_iter()
+        .filter(|k| k.starts_with("task."));
     let mut swept_task_keys: Vec<String> = vec![];
     for k in task_keys {
-        let twin = |other: &String| groups.iter().flat_map(|g| &g.rows).all(|r| r.get(&k) == r.get(other));
+        let twin = |other: &String| {
+            groups
+                .iter()
+                .flat_map(|g| &g.rows)
+                .all(|r| r.get(&k) == r.get(other))
+        };
         if !swept_task_keys.iter().any(twin) {
             swept_task_keys.push(k);
         }
     }
-    for x in [XAxis::StateSize, XAxis::ParamCount].into_iter().chain(swept_task_keys.into_iter().map(XAxis::Key)) {
+    for x in [XAxis::StateSize, XAxis::ParamCount]
+        .into_iter()
+        .chain(swept_task_keys.into_iter().map(XAxis::Key))
+    {
         let distinct: BTreeSet<String> = groups
             .iter()
-            .flat_map(|g| g.rows.iter().filter_map(|r| r.get(&x.run_column()).filter(|v| v.parse::<f64>().is_ok()).cloned()))
+            .flat_map(|g| {
+                g.rows.iter().filter_map(|r| {
+                    r.get(&x.run_column())
+                        .filter(|v| v.parse::<f64>().is_ok())
+                        .cloned()
+                })
+            })
             .collect();
         if distinct.len() > 1 {
             axes.push(x);
@@ -558,15 +699,34 @@ fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
 fn header_lines(spec: &Spec, command: &str, what: &str) -> Vec<String> {
     vec![
         format!("generated by: {command}"),
-        format!("{what}; task {}; metric {} ({}); {}", spec.task, spec.column(), spec.direction(), spec.selection.describe()),
+        format!(
+            "{what}; task {}; metric {} ({}); {}",
+            spec.task,
+            spec.column(),
+            spec.direction(),
+            spec.selection.describe()
+        ),
     ]
 }
 
-fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+fn write_table(
+    spec: &Spec,
+    groups: &[Group],
+    by: &str,
+    out: &Path,
+    command: &str,
+) -> Result<Vec<PathBuf>> {
     let col = spec.column();
-    let mut st: Vec<GroupStats> = groups.iter().map(|g| group_stats(g, &col, spec.selection.prefix())).collect();
+    let mut st: Vec<GroupStats> = groups
+        .iter()
+        .map(|g| group_stats(g, &col, spec.selection.prefix()))
+        .collect();
     // The best group by mean (the quantity Welch's test compares); the others are tested against it.
-    let sign = if lower_is_better(&spec.metric) { -1.0 } else { 1.0 };
+    let sign = if lower_is_better(&spec.metric) {
+        -1.0
+    } else {
+        1.0
+    };
     let best = (0..st.len())
         .filter(|&i| st[i].summary.n > 0)
         .max_by(|&a, &b| (sign * st[a].summary.mean).total_cmp(&(sign * st[b].summary.mean)));
@@ -579,7 +739,10 @@ fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &st
             }
         }
     }
-    let keys: Vec<&str> = groups.first().map(|g| g.key.iter().map(|(k, _)| k.as_str()).collect()).unwrap_or_else(|| vec![by]);
+    let keys: Vec<&str> = groups
+        .first()
+        .map(|g| g.key.iter().map(|(k, _)| k.as_str()).collect())
+        .unwrap_or_else(|| vec![by]);
 
     let mut md = String::new();
     for l in header_lines(spec, command, "table") {
@@ -596,31 +759,80 @@ fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &st
         stats::BOOTSTRAP_RESAMPLES
     )?;
     let rows = || groups.iter().flat_map(|g| g.rows.iter());
-    if let (Some(m), Some(th)) = (mode(rows(), "success_metric"), mode(rows(), "success_threshold")) {
+    if let (Some(m), Some(th)) = (
+        mode(rows(), "success_metric"),
+        mode(rows(), "success_threshold"),
+    ) {
         let op = if lower_is_better(&m) { "≤" } else { "≥" };
-        writeln!(md, "Success criterion: `{}{m}` {op} {th}.\n", spec.selection.prefix())?;
+        writeln!(
+            md,
+            "Success criterion: `{}{m}` {op} {th}.\n",
+            spec.selection.prefix()
+        )?;
     }
     let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     head.extend(
-        ["n", "median [boot95]", "mean [t95]", "success", "steps to thr. (reached)", "params", "state size", "Welch p vs best", "run ids"]
-            .map(String::from),
+        [
+            "n",
+            "median [boot95]",
+            "mean [t95]",
+            "success",
+            "steps to thr. (reached)",
+            "params",
+            "state size",
+            "Welch p vs best",
+            "run ids",
+        ]
+        .map(String::from),
     );
     writeln!(md, "| {} |", head.join(" | "))?;
     writeln!(md, "|{}", head.iter().map(|_| "---|").collect::<String>())?;
     for (g, s) in groups.iter().zip(&st) {
         let mut cells: Vec<String> = g.key.iter().map(|(_, v)| pretty(v)).collect();
         let sm = &s.summary;
-        let n = if s.not_done > 0 { format!("{} ({} of {} not done)", sm.n, s.not_done, s.runs) } else { sm.n.to_string() };
+        let n = if s.not_done > 0 {
+            format!("{} ({} of {} not done)", sm.n, s.not_done, s.runs)
+        } else {
+            sm.n.to_string()
+        };
         cells.push(n);
-        cells.push(format!("{} [{}, {}]", fmt(sm.median), fmt(sm.boot_ci.0), fmt(sm.boot_ci.1)));
-        cells.push(format!("{} [{}, {}]", fmt(sm.mean), fmt(sm.t_ci.0), fmt(sm.t_ci.1)));
-        cells.push(s.success.map(|(k, n)| format!("{k}/{n}")).unwrap_or_else(|| "–".into()));
-        cells.push(s.steps_to_threshold.map(|(m, k)| format!("{} ({k}/{})", fmt(m), s.runs)).unwrap_or_else(|| format!("– (0/{})", s.runs)));
+        cells.push(format!(
+            "{} [{}, {}]",
+            fmt(sm.median),
+            fmt(sm.boot_ci.0),
+            fmt(sm.boot_ci.1)
+        ));
+        cells.push(format!(
+            "{} [{}, {}]",
+            fmt(sm.mean),
+            fmt(sm.t_ci.0),
+            fmt(sm.t_ci.1)
+        ));
+        cells.push(
+            s.success
+                .map(|(k, n)| format!("{k}/{n}"))
+                .unwrap_or_else(|| "–".into()),
+        );
+        cells.push(
+            s.steps_to_threshold
+                .map(|(m, k)| format!("{} ({k}/{})", fmt(m), s.runs))
+                .unwrap_or_else(|| format!("– (0/{})", s.runs)),
+        );
         cells.push(s.param_count.map(fmt).unwrap_or_else(|| "–".into()));
         cells.push(s.state_size.map(fmt).unwrap_or_else(|| "–".into()));
-        cells.push(if s.best { "best".into() } else { s.welch_p.map(fmt_p).unwrap_or_else(|| "–".into()) });
+        cells.push(if s.best {
+            "best".into()
+        } else {
+            s.welch_p.map(fmt_p).unwrap_or_else(|| "–".into())
+        });
         // Every row names its runs, so any one can be checked with `membench reproduce <id>`.
-        cells.push(g.rows.iter().filter_map(|r| r.get("run_id").map(|id| format!("`{id}`"))).collect::<Vec<_>>().join(" "));
+        cells.push(
+            g.rows
+                .iter()
+                .filter_map(|r| r.get("run_id").map(|id| format!("`{id}`")))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         writeln!(md, "| {} |", cells.join(" | "))?;
     }
 
@@ -633,9 +845,26 @@ fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &st
     let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     head.extend(
         [
-            "metric", "selection", "n", "runs", "median", "median_boot95_lo", "median_boot95_hi", "mean", "sd", "mean_t95_lo",
-            "mean_t95_hi", "successes", "success_n", "steps_to_threshold_median", "reached", "param_count", "state_size",
-            "welch_p_vs_best", "best", "run_ids",
+            "metric",
+            "selection",
+            "n",
+            "runs",
+            "median",
+            "median_boot95_lo",
+            "median_boot95_hi",
+            "mean",
+            "sd",
+            "mean_t95_lo",
+            "mean_t95_hi",
+            "successes",
+            "success_n",
+            "steps_to_threshold_median",
+            "reached",
+            "param_count",
+            "state_size",
+            "welch_p_vs_best",
+            "best",
+            "run_ids",
         ]
         .map(String::from),
     );
@@ -663,24 +892,38 @@ fn write_table(spec: &Spec, groups: &[Group], by: &str, out: &Path, command: &st
             csv_num(s.state_size),
             csv_num(s.welch_p),
             s.best.to_string(),
-            g.rows.iter().filter_map(|r| r.get("run_id").cloned()).collect::<Vec<_>>().join(" "),
+            g.rows
+                .iter()
+                .filter_map(|r| r.get("run_id").cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
         ]);
         w.write_record(&r)?;
     }
     let csv_bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (md_path, csv_path) = (out.join(format!("{}.md", spec.stem())), out.join(format!("{}.csv", spec.stem())));
+    let (md_path, csv_path) = (
+        out.join(format!("{}.md", spec.stem())),
+        out.join(format!("{}.csv", spec.stem())),
+    );
     record::write_atomic(&md_path, md.as_bytes())?;
     record::write_atomic(&csv_path, &csv_bytes)?;
     Ok(vec![md_path, csv_path])
 }
 
 fn read_csv_rows(path: &Path) -> Result<Vec<Row>> {
-    let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
     let mut rows = vec![];
     for rec in r.records() {
         let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+        rows.push(
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect(),
+        );
     }
     Ok(rows)
 }
@@ -725,7 +968,14 @@ impl Ord for OrdF64 {
     }
 }
 
-fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+fn write_x_plot(
+    spec: &Spec,
+    groups: &[Group],
+    x: &XAxis,
+    results: &Path,
+    out: &Path,
+    command: &str,
+) -> Result<Vec<PathBuf>> {
     let bounds = metric_bounds(&spec.metric);
     let mut series = vec![];
     match x {
@@ -735,7 +985,8 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &
                 for r in &g.rows {
                     // A failed run has no eval.csv; it is counted as "not done" in the table.
                     for e in read_eval(results, r).unwrap_or_default() {
-                        if e.get("checkpoint").map(String::as_str) != Some(spec.selection.as_str()) {
+                        if e.get("checkpoint").map(String::as_str) != Some(spec.selection.as_str())
+                        {
                             continue;
                         }
                         if let (Some(xv), Some(y)) = (num(&e, x.as_str()), num(&e, &spec.metric)) {
@@ -743,7 +994,10 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &
                         }
                     }
                 }
-                series.push(Series { label: g.label(), points: band(pts, bounds) });
+                series.push(Series {
+                    label: g.label(),
+                    points: band(pts, bounds),
+                });
             }
         }
         XAxis::StateSize | XAxis::ParamCount | XAxis::Steps | XAxis::Key(_) => {
@@ -751,10 +1005,18 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &
         }
     }
     if series.iter().all(|s| s.points.is_empty()) {
-        bail!("task {}: no {} values to plot against {}", spec.task, spec.metric, x.as_str());
+        bail!(
+            "task {}: no {} values to plot against {}",
+            spec.task,
+            spec.metric,
+            x.as_str()
+        );
     }
     let mut source = match x {
-        XAxis::EvalLen | XAxis::Depth => format!("eval.csv rows with checkpoint = {}", spec.selection.as_str()),
+        XAxis::EvalLen | XAxis::Depth => format!(
+            "eval.csv rows with checkpoint = {}",
+            spec.selection.as_str()
+        ),
         _ => format!("runs.csv column {}", spec.column()),
     };
     // Against a config key, a configuration run at one value only (a width sweep at 8 pairs on a
@@ -763,12 +1025,23 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &
         let before = series.len();
         series.retain(|s| s.points.len() > 1);
         if series.len() < before {
-            source += &format!("; {} one-point configurations left out", before - series.len());
+            source += &format!(
+                "; {} one-point configurations left out",
+                before - series.len()
+            );
         }
     }
     let fig = Figure {
-        title: format!("{}: {} vs {} (selection: {})", spec.task, spec.metric, x.as_str(), spec.selection.as_str()),
-        caption: format!("test split, {source}; line = mean over seeds, band = 95 % t CI of the mean"),
+        title: format!(
+            "{}: {} vs {} (selection: {})",
+            spec.task,
+            spec.metric,
+            x.as_str(),
+            spec.selection.as_str()
+        ),
+        caption: format!(
+            "test split, {source}; line = mean over seeds, band = 95 % t CI of the mean"
+        ),
         x_label: x.label(),
         y_label: format!("{} ({})", spec.metric, spec.direction()),
         log_x: x.log(),
@@ -776,7 +1049,15 @@ fn write_x_plot(spec: &Spec, groups: &[Group], x: &XAxis, results: &Path, out: &
         series,
     };
     // `task.num_kv_pairs` → `_vs_task_num_kv_pairs` (a dot would read as the file extension).
-    plot::write(&fig, &out.join(format!("{}_vs_{}", spec.stem(), x.as_str().replace('.', "_"))), command)
+    plot::write(
+        &fig,
+        &out.join(format!(
+            "{}_vs_{}",
+            spec.stem(),
+            x.as_str().replace('.', "_")
+        )),
+        command,
+    )
 }
 
 /// Metric against a per-run x (state size, parameter count, steps or a config key): one point per
@@ -788,23 +1069,45 @@ fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) 
     // and 8 pairs at one width are three points on three lines, never one pooled point.
     let xcol = x.run_column();
     let fixed = |g: &Group| -> BTreeMap<String, String> {
-        let Some(r) = g.rows.iter().find(|r| r.keys().any(|k| k.starts_with("cfg:"))) else { return BTreeMap::new() };
+        let Some(r) = g
+            .rows
+            .iter()
+            .find(|r| r.keys().any(|k| k.starts_with("cfg:")))
+        else {
+            return BTreeMap::new();
+        };
         let keep = |k: &str| {
             k != xcol
-                && (k.starts_with("cfg:task.") || k.starts_with("cfg:train.") || (matches!(x, XAxis::Key(_)) && k.starts_with("cfg:arch.")))
+                && (k.starts_with("cfg:task.")
+                    || k.starts_with("cfg:train.")
+                    || (matches!(x, XAxis::Key(_)) && k.starts_with("cfg:arch.")))
         };
-        r.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        r.iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
-    let mut lines: BTreeMap<(String, BTreeMap<String, String>), BTreeMap<OrdF64, Vec<f64>>> = BTreeMap::new();
+    let mut lines: BTreeMap<(String, BTreeMap<String, String>), BTreeMap<OrdF64, Vec<f64>>> =
+        BTreeMap::new();
     for g in groups {
-        let Some(xv) = median(&g.values(&xcol)) else { continue };
-        lines.entry((pretty(&g.key[0].1), fixed(g))).or_default().entry(OrdF64(xv)).or_default().extend(g.values(column));
+        let Some(xv) = median(&g.values(&xcol)) else {
+            continue;
+        };
+        lines
+            .entry((pretty(&g.key[0].1), fixed(g)))
+            .or_default()
+            .entry(OrdF64(xv))
+            .or_default()
+            .extend(g.values(column));
     }
     // Labels name, beside the `by` value, the settings that tell lines of one `by` value apart.
     let mut varying: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (by_value, settings) in lines.keys() {
         for k in settings.keys() {
-            let others = lines.keys().filter(|(b, _)| b == by_value).map(|(_, s)| s.get(k).map(String::as_str));
+            let others = lines
+                .keys()
+                .filter(|(b, _)| b == by_value)
+                .map(|(_, s)| s.get(k).map(String::as_str));
             if others.collect::<BTreeSet<_>>().len() > 1 {
                 varying.entry(by_value).or_default().insert(k);
             }
@@ -816,27 +1119,47 @@ fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) 
             let mut label = by_value.clone();
             for k in varying.get(by_value.as_str()).into_iter().flatten() {
                 let short = k.rsplit('.').next().unwrap_or(k);
-                label += &format!(" {short}={}", settings.get(*k).map(|v| pretty(v)).unwrap_or_else(|| "–".into()));
+                label += &format!(
+                    " {short}={}",
+                    settings
+                        .get(*k)
+                        .map(|v| pretty(v))
+                        .unwrap_or_else(|| "–".into())
+                );
             }
-            Series { label, points: band(pts.clone(), bounds) }
+            Series {
+                label,
+                points: band(pts.clone(), bounds),
+            }
         })
         .collect()
 }
 
-fn write_curve_plot(spec: &Spec, groups: &[Group], results: &Path, out: &Path, command: &str) -> Result<Vec<PathBuf>> {
+fn write_curve_plot(
+    spec: &Spec,
+    groups: &[Group],
+    results: &Path,
+    out: &Path,
+    command: &str,
+) -> Result<Vec<PathBuf>> {
     let col = format!("valid_{}", spec.metric);
     let mut series = vec![];
     for g in groups {
         let mut pts: BTreeMap<OrdF64, Vec<f64>> = BTreeMap::new();
         for r in &g.rows {
             let Some(id) = r.get("run_id") else { continue };
-            for p in read_csv_rows(&record::run_dir(results, id).join("curve.csv")).unwrap_or_default() {
+            for p in
+                read_csv_rows(&record::run_dir(results, id).join("curve.csv")).unwrap_or_default()
+            {
                 if let (Some(step), Some(y)) = (num(&p, "step"), num(&p, &col)) {
                     pts.entry(OrdF64(step)).or_default().push(y);
                 }
             }
         }
-        series.push(Series { label: g.label(), points: band(pts, metric_bounds(&spec.metric)) });
+        series.push(Series {
+            label: g.label(),
+            points: band(pts, metric_bounds(&spec.metric)),
+        });
     }
     if series.iter().all(|s| s.points.is_empty()) {
         return Ok(vec![]);
@@ -864,7 +1187,10 @@ mod tests {
 
     #[test]
     fn pretty_flattens_swept_mappings() {
-        assert_eq!(pretty(r#"{"name":"lstm","hidden_size":32}"#), "lstm(hidden_size=32)");
+        assert_eq!(
+            pretty(r#"{"name":"lstm","hidden_size":32}"#),
+            "lstm(hidden_size=32)"
+        );
         assert_eq!(pretty("gru"), "gru");
         assert_eq!(pretty("64"), "64");
     }
@@ -874,7 +1200,10 @@ mod tests {
         let header = "run_id,experiment,task,arch,seed,status,steps,param_count,state_size,final_seq_acc,best_seq_acc,\
                       steps_to_threshold,success_metric,success_threshold,selection\n";
         let mut text = header.to_string();
-        for (arch, accs, reached) in [("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]), ("gru", [0.5, 0.6, 0.4], ["", "", ""])] {
+        for (arch, accs, reached) in [
+            ("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]),
+            ("gru", [0.5, 0.6, 0.4], ["", "", ""]),
+        ] {
             for (seed, (acc, r)) in accs.iter().zip(reached).enumerate() {
                 text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last\n");
             }
@@ -900,45 +1229,101 @@ mod tests {
         };
         // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
         let written = compare(&opts).unwrap();
-        assert!(written.iter().any(|p| p.ends_with("copy_seq_acc_last_vs_state_size.png")), "{written:?}");
+        assert!(
+            written
+                .iter()
+                .any(|p| p.ends_with("copy_seq_acc_last_vs_state_size.png")),
+            "{written:?}"
+        );
         let md = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.md")).unwrap();
-        let row = |arch: &str| md.lines().find(|l| l.starts_with(&format!("| {arch} |"))).unwrap().to_string();
+        let row = |arch: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {arch} |")))
+                .unwrap()
+                .to_string()
+        };
         // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; median steps of the two that reached = 200.
         let lstm = row("lstm");
-        assert!(lstm.contains("| 2/3 |") && lstm.contains("| 200 (2/3) |") && lstm.ends_with("| best | `lstm0` `lstm1` `lstm2` |"), "{lstm}");
+        assert!(
+            lstm.contains("| 2/3 |")
+                && lstm.contains("| 200 (2/3) |")
+                && lstm.ends_with("| best | `lstm0` `lstm1` `lstm2` |"),
+            "{lstm}"
+        );
         // gru against lstm: Welch p from scipy 1.17.1 `ttest_ind([0.5, 0.6, 0.4], [1.0, 0.9, 0.95],
         // equal_var=False)`: p = 0.006457589202672629 (t = -6.9714, ν = 2.94), printed to 4 decimals.
         let gru = row("gru");
         assert!(gru.contains("| 0/3 |") && gru.contains("– (0/3)"), "{gru}");
-        assert!((welch(&[0.5, 0.6, 0.4], &[1.0, 0.9, 0.95]).unwrap().p - 0.006457589202672629).abs() < 1e-9);
+        assert!(
+            (welch(&[0.5, 0.6, 0.4], &[1.0, 0.9, 0.95]).unwrap().p - 0.006457589202672629).abs()
+                < 1e-9
+        );
         assert!(gru.ends_with("| 0.0065 | `gru0` `gru1` `gru2` |"), "{gru}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn swept_keys_sit_between_arch_and_seed() {
-        let header: Vec<String> =
-            ["run_id", "experiment", "task", "arch", "arch.hidden_size", "train.lr", "seed", "status"].map(String::from).to_vec();
-        let runs = Runs { header, rows: vec![] };
-        assert_eq!(runs.swept_keys(), vec!["arch.hidden_size".to_string(), "train.lr".to_string()]);
+        let header: Vec<String> = [
+            "run_id",
+            "experiment",
+            "task",
+            "arch",
+            "arch.hidden_size",
+            "train.lr",
+            "seed",
+            "status",
+        ]
+        .map(String::from)
+        .to_vec();
+        let runs = Runs {
+            header,
+            rows: vec![],
+        };
+        assert_eq!(
+            runs.swept_keys(),
+            vec!["arch.hidden_size".to_string(), "train.lr".to_string()]
+        );
     }
 
     #[test]
     fn experiments_are_never_pooled_and_constant_swept_keys_add_nothing() {
-        let header: Vec<String> = ["run_id", "experiment", "task", "arch", "task.bits", "seed"].map(String::from).to_vec();
+        let header: Vec<String> = ["run_id", "experiment", "task", "arch", "task.bits", "seed"]
+            .map(String::from)
+            .to_vec();
         let row = |id: &str, exp: &str, task: &str, bits: &str| -> Row {
-            header.iter().cloned().zip([id, exp, task, "lstm", bits, "0"].map(String::from)).collect()
+            header
+                .iter()
+                .cloned()
+                .zip([id, exp, task, "lstm", bits, "0"].map(String::from))
+                .collect()
         };
         // Two copy experiments with the same arch (e.g. other step counts); `task.bits` is swept
         // only by a third experiment on another task.
         let runs = Runs {
             header: header.clone(),
-            rows: vec![row("a", "short", "copy", ""), row("b", "long", "copy", ""), row("c", "other", "adding", "4")],
+            rows: vec![
+                row("a", "short", "copy", ""),
+                row("b", "long", "copy", ""),
+                row("c", "other", "adding", "4"),
+            ],
         };
         let g = groups(&runs, "copy", "arch").unwrap();
         assert_eq!(g.len(), 2, "one group per experiment");
-        assert!(g.iter().all(|g| g.key.iter().map(|(k, _)| k.as_str()).eq(["arch", "experiment"])), "{:?}", g[0].key);
-        assert_eq!(groups(&runs, "adding", "arch").unwrap()[0].key.len(), 1, "nothing varies within adding");
+        assert!(
+            g.iter().all(|g| g
+                .key
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .eq(["arch", "experiment"])),
+            "{:?}",
+            g[0].key
+        );
+        assert_eq!(
+            groups(&runs, "adding", "arch").unwrap()[0].key.len(),
+            1,
+            "nothing varies within adding"
+        );
     }
 
     /// MQAR-like results with config files: the `pairs` experiment sweeps task.num_kv_pairs at
@@ -978,7 +1363,12 @@ mod tests {
         // Three configurations, one experiment each: no experiment column is needed to tell them apart.
         let g = groups(&runs, "mqar", "arch").unwrap();
         assert_eq!(g.len(), 3);
-        assert!(g.iter().all(|g| g.key.iter().all(|(k, _)| k != "experiment")), "{:?}", g[0].key);
+        assert!(
+            g.iter()
+                .all(|g| g.key.iter().all(|(k, _)| k != "experiment")),
+            "{:?}",
+            g[0].key
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -988,16 +1378,43 @@ mod tests {
         let runs = mqar_like(&dir);
         let g = groups(&runs, "mqar", "arch").unwrap();
         let by_label = |series: Vec<Series>| -> BTreeMap<String, Vec<(f64, f64)>> {
-            series.into_iter().map(|s| (s.label, s.points.iter().map(|p| (p.0, (p.1 * 1e6).round() / 1e6)).collect())).collect()
+            series
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.label,
+                        s.points
+                            .iter()
+                            .map(|p| (p.0, (p.1 * 1e6).round() / 1e6))
+                            .collect(),
+                    )
+                })
+                .collect()
         };
         // Against state size: the 2-pair run is never pooled with the 8-pair runs at the same size.
-        let lines = by_label(joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0)));
+        let lines = by_label(joined_series(
+            &g,
+            &XAxis::StateSize,
+            "best_token_acc",
+            (0.0, 1.0),
+        ));
         assert_eq!(lines["transformer num_kv_pairs=2"], vec![(100.0, 0.85)]);
-        assert_eq!(lines["transformer num_kv_pairs=8"], vec![(100.0, 0.25), (400.0, 0.55)]);
+        assert_eq!(
+            lines["transformer num_kv_pairs=8"],
+            vec![(100.0, 0.25), (400.0, 0.55)]
+        );
         assert_eq!(lines.len(), 2);
         // Against the number of pairs: one line per width.
-        let lines = by_label(joined_series(&g, &XAxis::Key("task.num_kv_pairs".into()), "best_token_acc", (0.0, 1.0)));
-        assert_eq!(lines["transformer d_model=64"], vec![(2.0, 0.85), (8.0, 0.25)]);
+        let lines = by_label(joined_series(
+            &g,
+            &XAxis::Key("task.num_kv_pairs".into()),
+            "best_token_acc",
+            (0.0, 1.0),
+        ));
+        assert_eq!(
+            lines["transformer d_model=64"],
+            vec![(2.0, 0.85), (8.0, 0.25)]
+        );
         assert_eq!(lines["transformer d_model=128"], vec![(8.0, 0.55)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1010,9 +1427,17 @@ mod tests {
         let ids: Vec<&str> = runs.rows.iter().map(|r| r["run_id"].as_str()).collect();
         assert_eq!(ids, ["b0", "b1", "c0", "c1"]);
         let e = apply_filters(&mut runs, &[("task.num_pairs".into(), "8".into())]).unwrap_err();
-        assert!(format!("{e:#}").contains("no run has `task.num_pairs`"), "{e:#}");
-        assert!(parse_filter("task.num_kv_pairs").is_err() && parse_filter("a=1").unwrap() == ("a".into(), "1".into()));
-        assert!("task.num_kv_pairs".parse::<XAxis>().unwrap() == XAxis::Key("task.num_kv_pairs".into()));
+        assert!(
+            format!("{e:#}").contains("no run has `task.num_pairs`"),
+            "{e:#}"
+        );
+        assert!(
+            parse_filter("task.num_kv_pairs").is_err()
+                && parse_filter("a=1").unwrap() == ("a".into(), "1".into())
+        );
+        assert!(
+            "task.num_kv_pairs".parse::<XAxis>().unwrap() == XAxis::Key("task.num_kv_pairs".into())
+        );
         assert!("num_kv_pairs".parse::<XAxis>().is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -133,21 +133,35 @@ impl TrainConfig {
 
     /// Impossible values: Err((key under `train`, message)); serde has already checked names and types.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let bad = |key: &'static str, value: String, expected: &str| Err((key, format!("{value}: {expected}")));
+        let bad = |key: &'static str, value: String, expected: &str| {
+            Err((key, format!("{value}: {expected}")))
+        };
         if self.steps == 0 || self.steps > 100_000_000 {
             return bad("steps", self.steps.to_string(), "expected 1..=100000000");
         }
         if self.batch_size == 0 || self.batch_size > 65_536 {
-            return bad("batch_size", self.batch_size.to_string(), "expected 1..=65536");
+            return bad(
+                "batch_size",
+                self.batch_size.to_string(),
+                "expected 1..=65536",
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", self.lr.to_string(), "expected a finite number > 0");
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad("weight_decay", self.weight_decay.to_string(), "expected a finite number >= 0");
+            return bad(
+                "weight_decay",
+                self.weight_decay.to_string(),
+                "expected a finite number >= 0",
+            );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return bad("momentum", self.momentum.to_string(), "expected 0 <= momentum < 1");
+            return bad(
+                "momentum",
+                self.momentum.to_string(),
+                "expected 0 <= momentum < 1",
+            );
         }
         if let Some(c) = self.grad_clip {
             if !(c.is_finite() && c > 0.0) {
@@ -158,11 +172,19 @@ impl TrainConfig {
             return bad("eval_interval", "0".into(), "expected >= 1");
         }
         if self.valid_batches == 0 || self.test_batches == 0 {
-            let key = if self.valid_batches == 0 { "valid_batches" } else { "test_batches" };
+            let key = if self.valid_batches == 0 {
+                "valid_batches"
+            } else {
+                "test_batches"
+            };
             return bad(key, "0".into(), "expected >= 1");
         }
         if self.warmup_steps > self.steps {
-            return bad("warmup_steps", self.warmup_steps.to_string(), "expected <= steps");
+            return bad(
+                "warmup_steps",
+                self.warmup_steps.to_string(),
+                "expected <= steps",
+            );
         }
         Ok(())
     }

@@ -13,10 +13,19 @@ use tch::Device;
 /// `cuda:0`. Whether a named CUDA device exists is checked where the run executes.
 pub fn canonical(spec: &str) -> Result<String, String> {
     match spec {
-        "auto" => Ok(if tch::Cuda::is_available() { "cuda:0".into() } else { "cpu".into() }),
+        "auto" => Ok(if tch::Cuda::is_available() {
+            "cuda:0".into()
+        } else {
+            "cpu".into()
+        }),
         "cpu" => Ok("cpu".into()),
         "cuda" => Ok("cuda:0".into()),
-        s if s.strip_prefix("cuda:").is_some_and(|n| n.parse::<u16>().is_ok()) => Ok(s.into()),
+        s if s
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u16>().is_ok()) =>
+        {
+            Ok(s.into())
+        }
         s => Err(format!("device `{s}`: expected auto, cpu, cuda or cuda:N")),
     }
 }
@@ -39,10 +48,18 @@ pub fn resolve(spec: &str) -> Result<Device> {
             }
             Device::Cuda(0)
         }
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) if cuda_ok && (n as i64) < tch::Cuda::device_count() => Device::Cuda(n),
-            Some(_) if !cuda_ok => bail!("device `{spec}`: CUDA is not usable here (membench --version says why)"),
-            Some(n) => bail!("device `{spec}`: no CUDA device {n} here ({} usable)", tch::Cuda::device_count()),
+            Some(_) if !cuda_ok => {
+                bail!("device `{spec}`: CUDA is not usable here (membench --version says why)")
+            }
+            Some(n) => bail!(
+                "device `{spec}`: no CUDA device {n} here ({} usable)",
+                tch::Cuda::device_count()
+            ),
             None => bail!("device `{spec}`: expected auto, cpu, cuda or cuda:N"),
         },
     })
@@ -64,7 +81,12 @@ pub fn synchronize(device: Device) {
 }
 
 extern "C" {
-    fn membench_cuda_memory(device: i32, peak_allocated: *mut i64, allocated: *mut i64, peak_reserved: *mut i64) -> i32;
+    fn membench_cuda_memory(
+        device: i32,
+        peak_allocated: *mut i64,
+        allocated: *mut i64,
+        peak_reserved: *mut i64,
+    ) -> i32;
     fn membench_cuda_reset_peak(device: i32) -> i32;
 }
 
@@ -98,7 +120,10 @@ mod tests {
         if !tch::Cuda::is_available() {
             assert_eq!(canonical("auto").unwrap(), "cpu");
         }
-        assert!(resolve("tpu").unwrap_err().to_string().contains("expected auto, cpu, cuda or cuda:N"));
+        assert!(resolve("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("expected auto, cpu, cuda or cuda:N"));
         assert!(resolve("cuda:x").is_err());
         if !tch::Cuda::is_available() {
             assert_eq!(resolve("auto").unwrap(), Device::Cpu);

@@ -43,7 +43,11 @@ impl BatchTensors {
             Targets::Classes(v) => Tensor::from_slice(v).view([bt, t]),
         };
         let mask = Tensor::from_slice(&b.mask).view([bt, t]);
-        BatchTensors { x: x.to_device(device), y: y.to_device(device), mask: mask.to_device(device) }
+        BatchTensors {
+            x: x.to_device(device),
+            y: y.to_device(device),
+            mask: mask.to_device(device),
+        }
     }
 }
 
@@ -87,11 +91,17 @@ impl MetricSums {
         self.sequences += mask.size()[0] as f64;
         let wrong_per_position = match kind {
             OutputKind::Bits { .. } => {
-                let wrong_bits = out.gt(0.0).ne_tensor(&bt.y.gt(0.5)).to_kind(Kind::Float) * mask.unsqueeze(-1);
+                let wrong_bits =
+                    out.gt(0.0).ne_tensor(&bt.y.gt(0.5)).to_kind(Kind::Float) * mask.unsqueeze(-1);
                 self.bit_errors += wrong_bits.sum(Kind::Float).double_value(&[]);
-                wrong_bits.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).to_kind(Kind::Float)
+                wrong_bits
+                    .sum_dim_intlist(-1, false, Kind::Float)
+                    .gt(0.0)
+                    .to_kind(Kind::Float)
             }
-            OutputKind::Classes { .. } => out.argmax(-1, false).ne_tensor(&bt.y).to_kind(Kind::Float) * mask,
+            OutputKind::Classes { .. } => {
+                out.argmax(-1, false).ne_tensor(&bt.y).to_kind(Kind::Float) * mask
+            }
             OutputKind::Real { width, tolerance } => {
                 let diff = out - &bt.y;
                 let m3 = mask.unsqueeze(-1);
@@ -99,18 +109,28 @@ impl MetricSums {
                 let within = diff.abs().le(tolerance as f64).to_kind(Kind::Float) * &m3;
                 self.within_tol += within.sum(Kind::Float).double_value(&[]);
                 self.values += positions * width as f64;
-                within.sum_dim_intlist(-1, false, Kind::Float).lt(width as f64).to_kind(Kind::Float) * mask
+                within
+                    .sum_dim_intlist(-1, false, Kind::Float)
+                    .lt(width as f64)
+                    .to_kind(Kind::Float)
+                    * mask
             }
         };
         let wrong_per_position = wrong_per_position * mask;
         self.correct_positions += positions - wrong_per_position.sum(Kind::Float).double_value(&[]);
-        let wrong_seqs = wrong_per_position.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).sum(Kind::Float);
+        let wrong_seqs = wrong_per_position
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .gt(0.0)
+            .sum(Kind::Float);
         self.correct_sequences += mask.size()[0] as f64 - wrong_seqs.double_value(&[]);
     }
 
     pub fn finish(&self, kind: OutputKind) -> Metrics {
         let per = |num: f64, den: f64| if den > 0.0 { num / den } else { f64::NAN };
-        let (bits, real) = (matches!(kind, OutputKind::Bits { .. }), matches!(kind, OutputKind::Real { .. }));
+        let (bits, real) = (
+            matches!(kind, OutputKind::Bits { .. }),
+            matches!(kind, OutputKind::Real { .. }),
+        );
         Metrics {
             loss: per(self.loss, self.positions),
             token_acc: per(self.correct_positions, self.positions),
@@ -134,7 +154,14 @@ pub struct Metrics {
 
 impl Metrics {
     /// Names of the metric columns, in CSV order.
-    pub const NAMES: [&'static str; 6] = ["loss", "token_acc", "seq_acc", "bit_errors_per_seq", "mse", "within_tol"];
+    pub const NAMES: [&'static str; 6] = [
+        "loss",
+        "token_acc",
+        "seq_acc",
+        "bit_errors_per_seq",
+        "mse",
+        "within_tol",
+    ];
 
     pub fn get(&self, name: &str) -> Option<f64> {
         match name {
@@ -159,13 +186,22 @@ mod tests {
     use super::*;
 
     fn batch(targets: Targets, mask: Vec<f32>) -> Batch {
-        Batch { batch: 2, time: 2, inputs: Inputs::Tokens(vec![0; 4]), targets, mask }
+        Batch {
+            batch: 2,
+            time: 2,
+            inputs: Inputs::Tokens(vec![0; 4]),
+            targets,
+            mask,
+        }
     }
 
     #[test]
     fn bit_metrics_count_only_scored_positions() {
         // Two sequences of two steps, 2 bits; second step of each scored.
-        let b = batch(Targets::Bits(vec![1., 1., 1., 0., 0., 0., 1., 1.]), vec![0., 1., 0., 1.]);
+        let b = batch(
+            Targets::Bits(vec![1., 1., 1., 0., 0., 0., 1., 1.]),
+            vec![0., 1., 0., 1.],
+        );
         let bt = BatchTensors::new(&b, Device::Cpu);
         // Predictions: seq 0 step 1 → (1, 1) one bit wrong; seq 1 step 1 → (1, 1) right.
         // Unscored step 0 predictions are all wrong and must not count.
@@ -184,7 +220,8 @@ mod tests {
         let b = batch(Targets::Classes(vec![0, 1, 2, 2]), vec![1., 1., 0., 1.]);
         let bt = BatchTensors::new(&b, Device::Cpu);
         // argmax: [0, 1, 0, 0] → seq 0 fully right, seq 1: scored step 1 wrong.
-        let logits = Tensor::from_slice(&[9f32, 0., 0., 0., 9., 0., 9., 0., 0., 9., 0., 0.]).view([2, 2, 3]);
+        let logits =
+            Tensor::from_slice(&[9f32, 0., 0., 0., 9., 0., 9., 0., 0., 9., 0., 0.]).view([2, 2, 3]);
         let kind = OutputKind::Classes { n: 3 };
         let mut sums = MetricSums::default();
         sums.add(kind, &logits, &bt);

@@ -87,14 +87,21 @@ fn set_path(root: &mut Value, dotted: &str, value: Value) -> Result<(), String> 
     let mut node = root;
     let parts: Vec<&str> = dotted.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let Value::Mapping(m) = node else { return Err(format!("`{}` is not a mapping, so `{dotted}` cannot be set", parts[..i].join("."))) };
+        let Value::Mapping(m) = node else {
+            return Err(format!(
+                "`{}` is not a mapping, so `{dotted}` cannot be set",
+                parts[..i].join(".")
+            ));
+        };
         let key = Value::String(part.to_string());
         if i + 1 == parts.len() {
             // Replace, don't merge: a swept mapping (e.g. a whole `arch:`) stands on its own.
             m.insert(key, value);
             return Ok(());
         }
-        node = m.entry(key).or_insert_with(|| Value::Mapping(Mapping::new()));
+        node = m
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
     }
     Ok(())
 }
@@ -112,22 +119,40 @@ impl Locator<'_> {
     /// An issue at `path` (or the nearest written prefix of it), keyed by the whole path.
     fn at(&self, path: &[String], message: impl Into<String>) -> Issue {
         let (line, col) = self.pos.nearest(path).map_or((1, 1), |(p, _)| p);
-        Issue { line, col, key: strict::display_path(path), message: message.into() }
+        Issue {
+            line,
+            col,
+            key: strict::display_path(path),
+            message: message.into(),
+        }
     }
 
     /// An issue in a resolved run of experiment `ei`, at `run_path` inside the RunConfig: points at
     /// the grid/zip key that set it, else the experiment's own key, else the default, else the
     /// experiment itself.
-    fn in_run(&self, ei: usize, swept: &[(String, &'static str)], run_path: &[String], message: String, combo: &str) -> Issue {
+    fn in_run(
+        &self,
+        ei: usize,
+        swept: &[(String, &'static str)],
+        run_path: &[String],
+        message: String,
+        combo: &str,
+    ) -> Issue {
         let exp = segs(&["experiments", &ei.to_string()]);
-        let message = if combo.is_empty() { message } else { format!("{message} (in the run with {combo})") };
+        let message = if combo.is_empty() {
+            message
+        } else {
+            format!("{message} (in the run with {combo})")
+        };
         for (key, section) in swept {
             let kp: Vec<&str> = key.split('.').collect();
             if run_path.len() >= kp.len() && run_path.iter().zip(&kp).all(|(a, b)| a == b) {
                 let mut p = exp.clone();
                 p.extend([section.to_string(), key.clone()]);
                 let mut issue = self.at(&p, message);
-                issue.key = format!("{}.{}", issue.key, run_path[kp.len()..].join(".")).trim_end_matches('.').to_string();
+                issue.key = format!("{}.{}", issue.key, run_path[kp.len()..].join("."))
+                    .trim_end_matches('.')
+                    .to_string();
                 return issue;
             }
         }
@@ -135,14 +160,24 @@ impl Locator<'_> {
         in_exp.extend(run_path.iter().cloned());
         if let Some((p, n)) = self.pos.nearest(&in_exp) {
             if n > exp.len() {
-                return Issue { line: p.0, col: p.1, key: strict::display_path(&in_exp), message };
+                return Issue {
+                    line: p.0,
+                    col: p.1,
+                    key: strict::display_path(&in_exp),
+                    message,
+                };
             }
         }
         let mut in_defaults = segs(&["defaults"]);
         in_defaults.extend(run_path.iter().cloned());
         if let Some((p, n)) = self.pos.nearest(&in_defaults) {
             if n > 1 {
-                return Issue { line: p.0, col: p.1, key: strict::display_path(&in_defaults), message };
+                return Issue {
+                    line: p.0,
+                    col: p.1,
+                    key: strict::display_path(&in_defaults),
+                    message,
+                };
             }
         }
         let mut issue = self.at(&exp, message);
@@ -158,10 +193,16 @@ fn seeds_of(v: Option<&Value>, loc: &Locator, path: &[String]) -> Result<Vec<u64
         None => Ok(vec![0]),
         Some(Value::Number(n)) => match n.as_u64().filter(|&n| (1..=MAX_SEEDS).contains(&n)) {
             Some(n) => Ok((0..n).collect()),
-            None => Err(loc.at(path, format!("{n}: expected a count 1..={MAX_SEEDS} or a list of distinct integers >= 0"))),
+            None => Err(loc.at(
+                path,
+                format!(
+                    "{n}: expected a count 1..={MAX_SEEDS} or a list of distinct integers >= 0"
+                ),
+            )),
         },
         Some(v @ Value::Sequence(items)) => {
-            let seeds: Vec<u64> = serde_yaml::from_value(v.clone()).map_err(|e| loc.at(path, format!("expected a list of integers >= 0: {e}")))?;
+            let seeds: Vec<u64> = serde_yaml::from_value(v.clone())
+                .map_err(|e| loc.at(path, format!("expected a list of integers >= 0: {e}")))?;
             if seeds.is_empty() {
                 return Err(loc.at(path, "the list is empty, so there are no runs"));
             }
@@ -178,7 +219,13 @@ fn seeds_of(v: Option<&Value>, loc: &Locator, path: &[String]) -> Result<Vec<u64
             }
             Ok(seeds)
         }
-        Some(other) => Err(loc.at(path, format!("expected a count or a list of integers, found {}", kind_of(other)))),
+        Some(other) => Err(loc.at(
+            path,
+            format!(
+                "expected a count or a list of integers, found {}",
+                kind_of(other)
+            ),
+        )),
     }
 }
 
@@ -195,23 +242,44 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Checks a grid/zip mapping: dotted keys into a run, each with a non-empty list.
-fn lists(m: Option<&Mapping>, section: &'static str, loc: &Locator, exp: &[String]) -> Result<Vec<(String, Vec<Value>)>, Issue> {
+fn lists(
+    m: Option<&Mapping>,
+    section: &'static str,
+    loc: &Locator,
+    exp: &[String],
+) -> Result<Vec<(String, Vec<Value>)>, Issue> {
     let Some(m) = m else { return Ok(vec![]) };
     let mut out = BTreeMap::new();
     for (k, v) in m {
         let Some(key) = k.as_str() else {
             let mut p = exp.to_vec();
             p.push(section.into());
-            return Err(loc.at(&p, format!("keys must be dotted key strings such as `arch.hidden_size`, found {}", kind_of(k))));
+            return Err(loc.at(
+                &p,
+                format!(
+                    "keys must be dotted key strings such as `arch.hidden_size`, found {}",
+                    kind_of(k)
+                ),
+            ));
         };
         let mut p = exp.to_vec();
         p.extend([section.to_string(), key.to_string()]);
         let first = key.split('.').next().unwrap_or("");
-        if !RUN_KEYS.contains(&first) || key.split('.').any(str::is_empty) || (matches!(first, "data_seed" | "device") && key != first) {
-            let hint = strict::closest(first, RUN_KEYS).map(|m| format!(" (did you mean `{m}{}`?)", &key[first.len()..])).unwrap_or_default();
+        if !RUN_KEYS.contains(&first)
+            || key.split('.').any(str::is_empty)
+            || (matches!(first, "data_seed" | "device") && key != first)
+        {
+            let hint = strict::closest(first, RUN_KEYS)
+                .map(|m| format!(" (did you mean `{m}{}`?)", &key[first.len()..]))
+                .unwrap_or_default();
             return Err(loc.at(&p, format!("`{key}` does not name a run setting; keys start with one of `task.`, `arch.`, `train.`, or are `data_seed` or `device`{hint}")));
         }
-        let Value::Sequence(vals) = v else { return Err(loc.at(&p, format!("expected a list of values to sweep, found {}", kind_of(v)))) };
+        let Value::Sequence(vals) = v else {
+            return Err(loc.at(
+                &p,
+                format!("expected a list of values to sweep, found {}", kind_of(v)),
+            ));
+        };
         if vals.is_empty() {
             return Err(loc.at(&p, "the list is empty, so there are no runs"));
         }
@@ -223,7 +291,10 @@ fn lists(m: Option<&Mapping>, section: &'static str, loc: &Locator, exp: &[Strin
 /// Every run of `text` (the experiments file `file`), resolved and checked, in the documented
 /// order; or every mistake found, located in the file.
 pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
-    let bad = |issues: Vec<Issue>| BadInput { file: file.to_string(), issues };
+    let bad = |issues: Vec<Issue>| BadInput {
+        file: file.to_string(),
+        issues,
+    };
     let pos = Positions::parse(text).map_err(|i| bad(vec![i]))?;
     let loc = Locator { pos: &pos };
     let de = serde_yaml::Deserializer::from_str(text);
@@ -245,14 +316,22 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
             let message = strict::with_hint(&message);
             let issue = match (inner.location(), unknown_key_path(&path, &message)) {
                 (_, Some(p)) if pos.get(&p).is_some() => loc.at(&p, message),
-                (Some(l), _) => Issue { line: l.line(), col: l.column(), key: strict::display_path(&path), message },
+                (Some(l), _) => Issue {
+                    line: l.line(),
+                    col: l.column(),
+                    key: strict::display_path(&path),
+                    message,
+                },
                 (None, _) => loc.at(&path, message),
             };
             return Err(bad(vec![issue]));
         }
     };
     if schema.experiments.is_empty() {
-        return Err(bad(vec![loc.at(&segs(&["experiments"]), "the list is empty, so there are no runs")]));
+        return Err(bad(vec![loc.at(
+            &segs(&["experiments"]),
+            "the list is empty, so there are no runs",
+        )]));
     }
     let defaults = schema.defaults.unwrap_or_default();
     let mut issues = vec![];
@@ -266,7 +345,13 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
                 if let Some(first) = names.insert(p.name.clone(), ei) {
                     let mut np = ep.clone();
                     np.push("name".into());
-                    issues.push(loc.at(&np, format!("`{}` is also the name of experiments[{first}]; names must be unique", p.name)));
+                    issues.push(loc.at(
+                        &np,
+                        format!(
+                            "`{}` is also the name of experiments[{first}]; names must be unique",
+                            p.name
+                        ),
+                    ));
                 }
                 total = total.saturating_add(p.count);
                 plans.push(p);
@@ -278,8 +363,18 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
         return Err(bad(issues));
     }
     if total > strict::MAX_RUNS {
-        let counts: Vec<String> = plans.iter().map(|p| format!("{}: {}", p.name, p.count)).collect();
-        return Err(bad(vec![loc.at(&segs(&["experiments"]), format!("the grid has {total} runs ({}); the limit is {}", counts.join(", "), strict::MAX_RUNS))]));
+        let counts: Vec<String> = plans
+            .iter()
+            .map(|p| format!("{}: {}", p.name, p.count))
+            .collect();
+        return Err(bad(vec![loc.at(
+            &segs(&["experiments"]),
+            format!(
+                "the grid has {total} runs ({}); the limit is {}",
+                counts.join(", "),
+                strict::MAX_RUNS
+            ),
+        )]));
     }
     let mut runs = vec![];
     let mut ids: HashMap<String, usize> = HashMap::new();
@@ -288,7 +383,14 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
             Ok(rs) => {
                 for r in rs {
                     if let Some(first) = ids.insert(r.run_id(), ei) {
-                        issues.push(loc.at(&segs(&["experiments", &ei.to_string()]), format!("run {} (seed {}) is identical to a run of experiments[{first}]", r.run_id(), r.seed)));
+                        issues.push(loc.at(
+                            &segs(&["experiments", &ei.to_string()]),
+                            format!(
+                                "run {} (seed {}) is identical to a run of experiments[{first}]",
+                                r.run_id(),
+                                r.seed
+                            ),
+                        ));
                         break;
                     }
                     runs.push(r);
@@ -351,11 +453,23 @@ struct Plan {
     count: u64,
 }
 
-fn plan(ei: usize, exp: &Experiment, d: &Defaults, loc: &Locator, ep: &[String]) -> Result<Plan, Issue> {
-    let name = exp.name.clone().unwrap_or_else(|| format!("experiment{ei}"));
+fn plan(
+    ei: usize,
+    exp: &Experiment,
+    d: &Defaults,
+    loc: &Locator,
+    ep: &[String],
+) -> Result<Plan, Issue> {
+    let name = exp
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("experiment{ei}"));
     let mut np = ep.to_vec();
     np.push("name".into());
-    if name.is_empty() || name.len() > 200 || name.chars().any(|c| c.is_control() || c == ',' || c == '/') {
+    if name.is_empty()
+        || name.len() > 200
+        || name.chars().any(|c| c.is_control() || c == ',' || c == '/')
+    {
         return Err(loc.at(&np, "expected a non-empty name of at most 200 characters without control characters, `,` or `/`"));
     }
     let mut base = Value::Mapping(Mapping::new());
@@ -399,15 +513,33 @@ fn plan(ei: usize, exp: &Experiment, d: &Defaults, loc: &Locator, ep: &[String])
         .try_fold(1u64, |a, b| a.checked_mul(b))
         .unwrap_or(u64::MAX);
     if count > strict::MAX_RUNS {
-        return Err(loc.at(ep, format!("experiment `{name}` has {count} runs; the limit is {}", strict::MAX_RUNS)));
+        return Err(loc.at(
+            ep,
+            format!(
+                "experiment `{name}` has {count} runs; the limit is {}",
+                strict::MAX_RUNS
+            ),
+        ));
     }
-    Ok(Plan { name, base, grid, zip, zip_len, seeds, count })
+    Ok(Plan {
+        name,
+        base,
+        grid,
+        zip,
+        zip_len,
+        seeds,
+        count,
+    })
 }
 
 impl Plan {
     fn expand(&self, ei: usize, loc: &Locator) -> Result<Vec<RunConfig>, Issue> {
-        let swept_keys: Vec<(String, &'static str)> =
-            self.grid.iter().map(|(k, _)| (k.clone(), "grid")).chain(self.zip.iter().map(|(k, _)| (k.clone(), "zip"))).collect();
+        let swept_keys: Vec<(String, &'static str)> = self
+            .grid
+            .iter()
+            .map(|(k, _)| (k.clone(), "grid"))
+            .chain(self.zip.iter().map(|(k, _)| (k.clone(), "zip")))
+            .collect();
         let combos: usize = self.grid.iter().map(|(_, v)| v.len()).product();
         let mut runs = Vec::with_capacity(self.count as usize);
         let mut checked_archs = std::collections::HashSet::new();
@@ -423,18 +555,38 @@ impl Plan {
             for z in 0..self.zip_len {
                 let mut cfg = self.base.clone();
                 let mut swept = BTreeMap::new();
-                for (k, v) in picks.iter().copied().chain(self.zip.iter().map(|(k, vals)| (k, &vals[z]))) {
-                    let section = swept_keys.iter().find(|(s, _)| s == k).map_or("grid", |(_, s)| s);
+                for (k, v) in picks
+                    .iter()
+                    .copied()
+                    .chain(self.zip.iter().map(|(k, vals)| (k, &vals[z])))
+                {
+                    let section = swept_keys
+                        .iter()
+                        .find(|(s, _)| s == k)
+                        .map_or("grid", |(_, s)| s);
                     set_path(&mut cfg, k, v.clone()).map_err(|m| {
-                        loc.at(&[segs(&["experiments", &ei.to_string(), section]), vec![k.clone()]].concat(), m)
+                        loc.at(
+                            &[
+                                segs(&["experiments", &ei.to_string(), section]),
+                                vec![k.clone()],
+                            ]
+                            .concat(),
+                            m,
+                        )
                     })?;
                     swept.insert(k.clone(), v.clone());
                 }
-                let combo = swept.iter().map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default())).collect::<Vec<_>>().join(", ");
+                let combo = swept
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 for &seed in &self.seeds {
                     let mut run = cfg.clone();
-                    set_path(&mut run, "experiment", Value::String(self.name.clone())).expect("root is a mapping");
-                    set_path(&mut run, "seed", Value::Number(seed.into())).expect("root is a mapping");
+                    set_path(&mut run, "experiment", Value::String(self.name.clone()))
+                        .expect("root is a mapping");
+                    set_path(&mut run, "seed", Value::Number(seed.into()))
+                        .expect("root is a mapping");
                     let mut rc: RunConfig = match serde_path_to_error::deserialize(run) {
                         Ok(rc) => rc,
                         Err(e) => {
@@ -447,19 +599,40 @@ impl Plan {
                         }
                     };
                     rc.swept = swept.clone();
-                    rc.device = crate::device::canonical(&rc.device).map_err(|m| loc.in_run(ei, &swept_keys, &segs(&["device"]), m, &combo))?;
+                    rc.device = crate::device::canonical(&rc.device)
+                        .map_err(|m| loc.in_run(ei, &swept_keys, &segs(&["device"]), m, &combo))?;
                     if let Err((key, message)) = rc.train.check() {
-                        return Err(loc.in_run(ei, &swept_keys, &segs(&["train", key]), message, &combo));
+                        return Err(loc.in_run(
+                            ei,
+                            &swept_keys,
+                            &segs(&["train", key]),
+                            message,
+                            &combo,
+                        ));
                     }
                     let io = match rc.task.build() {
                         Ok(task) => task.io(),
-                        Err(e) => return Err(loc.in_run(ei, &swept_keys, &segs(&["task", e.field]), e.to_string(), &combo)),
+                        Err(e) => {
+                            return Err(loc.in_run(
+                                ei,
+                                &swept_keys,
+                                &segs(&["task", e.field]),
+                                e.to_string(),
+                                &combo,
+                            ))
+                        }
                     };
                     // Seeds share the architecture: check each distinct (arch, io) once.
                     if checked_archs.insert(format!("{:?}{io:?}", rc.arch)) {
                         if let Err(e) = rc.arch.check(io) {
                             let membench_architectures::ArchError::Invalid { field, .. } = &e;
-                            return Err(loc.in_run(ei, &swept_keys, &segs(&["arch", field]), e.to_string(), &combo));
+                            return Err(loc.in_run(
+                                ei,
+                                &swept_keys,
+                                &segs(&["arch", field]),
+                                e.to_string(),
+                                &combo,
+                            ));
                         }
                     }
                     runs.push(rc);
@@ -498,7 +671,10 @@ mod tests {
         let e = err(&format!("{BASE}    train: {{lrr: 0.1}}\n"));
         let s = e.to_string();
         assert_eq!((e.issues[0].line, e.issues[0].col), (7, 13), "{s}");
-        assert!(s.contains("experiments[0].train.lrr") && s.contains("did you mean `lr`"), "{s}");
+        assert!(
+            s.contains("experiments[0].train.lrr") && s.contains("did you mean `lr`"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -517,8 +693,13 @@ mod tests {
 
     #[test]
     fn huge_grid_is_counted_not_expanded() {
-        let vals = (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-        let e = err(&format!("{BASE}    grid: {{arch.hidden_size: [{vals}], train.steps: [{vals}]}}\n"));
+        let vals = (0..1000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let e = err(&format!(
+            "{BASE}    grid: {{arch.hidden_size: [{vals}], train.steps: [{vals}]}}\n"
+        ));
         assert!(e.to_string().contains("1000000 runs"), "{e}");
     }
 }

@@ -38,14 +38,23 @@ impl DirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let who = if previous.is_empty() { "another membench process".to_string() } else { format!("membench (pid host: {previous})") };
+                let who = if previous.is_empty() {
+                    "another membench process".to_string()
+                } else {
+                    format!("membench (pid host: {previous})")
+                };
                 bail!("{} is in use by {who}; wait for it to finish, or use another --out directory (lock: {})", out.display(), path.display());
             }
             return Err(err).with_context(|| format!("locking {}", path.display()));
         }
         if !previous.is_empty() {
-            tracing::info!("taking over the stale lock {} of a process that is gone ({previous})", path.display());
-            eprintln!("membench: taking over the stale lock of a process that is gone ({previous})");
+            tracing::info!(
+                "taking over the stale lock {} of a process that is gone ({previous})",
+                path.display()
+            );
+            eprintln!(
+                "membench: taking over the stale lock of a process that is gone ({previous})"
+            );
         }
         let me = format!("{} {}\n", std::process::id(), crate::sys::host());
         file.set_len(0)?;

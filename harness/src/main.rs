@@ -27,7 +27,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "membench", about = "Reproducible benchmark harness for memory architectures", disable_version_flag = true)]
+#[command(
+    name = "membench",
+    about = "Reproducible benchmark harness for memory architectures",
+    disable_version_flag = true
+)]
 struct Cli {
     /// Print membench, tch and torch versions and whether CUDA is usable.
     #[arg(long, short = 'V')]
@@ -197,7 +201,10 @@ fn print_written(paths: Vec<PathBuf>) {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     if cli.version {
         println!("{}", sys::version_text());
@@ -208,34 +215,135 @@ fn main() -> ExitCode {
             eprintln!("membench: no command; see `membench --help`");
             return ExitCode::from(2);
         }
-        Some(Cmd::Sweep { file, jobs, threads, out, shard, dry_run, run_timeout, run_memory, device }) => {
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            shard::Shard::resolve(shard.as_deref()).map_err(anyhow::Error::from).and_then(|shard| {
-                runner::sweep(&runner::SweepOptions { file, out, jobs, threads, shard, dry_run, run_timeout, run_memory, device })
+        Some(Cmd::Sweep {
+            file,
+            jobs,
+            threads,
+            out,
+            shard,
+            dry_run,
+            run_timeout,
+            run_memory,
+            device,
+        }) => {
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            shard::Shard::resolve(shard.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|shard| {
+                    runner::sweep(&runner::SweepOptions {
+                        file,
+                        out,
+                        jobs,
+                        threads,
+                        shard,
+                        dry_run,
+                        run_timeout,
+                        run_memory,
+                        device,
+                    })
+                })
+        }
+        Some(Cmd::Bench {
+            models,
+            threads,
+            warmup,
+            steps,
+            compare_pytorch,
+            python,
+        }) => {
+            let python = python
+                .or_else(|| std::env::var("MEMBENCH_PYTHON").ok())
+                .unwrap_or_else(sys::cached_python);
+            bench::bench(&bench::BenchOptions {
+                models,
+                threads,
+                warmup,
+                steps,
+                compare_pytorch,
+                python,
             })
+            .map(|rows| print!("{}", bench::markdown(&rows)))
         }
-        Some(Cmd::Bench { models, threads, warmup, steps, compare_pytorch, python }) => {
-            let python = python.or_else(|| std::env::var("MEMBENCH_PYTHON").ok()).unwrap_or_else(sys::cached_python);
-            bench::bench(&bench::BenchOptions { models, threads, warmup, steps, compare_pytorch, python }).map(|rows| print!("{}", bench::markdown(&rows)))
-        }
-        Some(Cmd::Slurm { file, array, partition, time, cpus_per_task, mem, gpus, threads, out, submit, check }) => match check {
+        Some(Cmd::Slurm {
+            file,
+            array,
+            partition,
+            time,
+            cpus_per_task,
+            mem,
+            gpus,
+            threads,
+            out,
+            submit,
+            check,
+        }) => match check {
             true => slurm::check(&file, &out),
-            false => slurm::slurm(&slurm::SlurmOptions { file, out, array, partition, time, cpus_per_task, mem, gpus, threads, submit }),
+            false => slurm::slurm(&slurm::SlurmOptions {
+                file,
+                out,
+                array,
+                partition,
+                time,
+                cpus_per_task,
+                mem,
+                gpus,
+                threads,
+                submit,
+            }),
         }
         .map(|report| print!("{report}")),
-        Some(Cmd::Validate { file }) => grid::load(&file).map_err(anyhow::Error::from).map(|runs| {
-            println!("{}: ok, {} runs", file.display(), runs.len());
-        }),
+        Some(Cmd::Validate { file }) => {
+            grid::load(&file).map_err(anyhow::Error::from).map(|runs| {
+                println!("{}: ok, {} runs", file.display(), runs.len());
+            })
+        }
         Some(Cmd::List { file, out }) => runner::list(&file, &out),
         Some(Cmd::Merge { dirs, out }) => merge::merge(&dirs, &out),
-        Some(Cmd::Run { config, threads, peak_flops }) => runner::run_one(&config, threads, peak_flops).map(|_| ()),
-        Some(Cmd::Reproduce { target, results, keep }) => reproduce::reproduce(&reproduce::ReproduceOptions { target, results, keep }),
-        Some(Cmd::Compare { results, all: true, .. }) | Some(Cmd::Report { results }) => {
+        Some(Cmd::Run {
+            config,
+            threads,
+            peak_flops,
+        }) => runner::run_one(&config, threads, peak_flops).map(|_| ()),
+        Some(Cmd::Reproduce {
+            target,
+            results,
+            keep,
+        }) => reproduce::reproduce(&reproduce::ReproduceOptions {
+            target,
+            results,
+            keep,
+        }),
+        Some(Cmd::Compare {
+            results, all: true, ..
+        })
+        | Some(Cmd::Report { results }) => {
             compare::report(&results, &compare::command_line()).map(print_written)
         }
-        Some(Cmd::Compare { results, task, by, x, filters, metric, selection, out, all: false }) => {
+        Some(Cmd::Compare {
+            results,
+            task,
+            by,
+            x,
+            filters,
+            metric,
+            selection,
+            out,
+            all: false,
+        }) => {
             let command = compare::command_line();
-            compare::compare(&compare::CompareOptions { results, task, by, x, filters, metric, selection, out, command }).map(print_written)
+            compare::compare(&compare::CompareOptions {
+                results,
+                task,
+                by,
+                x,
+                filters,
+                metric,
+                selection,
+                out,
+                command,
+            })
+            .map(print_written)
         }
     };
     match result {
@@ -243,7 +351,13 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("membench: {e:#}");
             // Bad input (a mistake in a file or flag the user can fix) is 2; anything else 1.
-            ExitCode::from(if e.downcast_ref::<strict::BadInput>().is_some() || e.is::<strict::BadOption>() { 2 } else { 1 })
+            ExitCode::from(
+                if e.downcast_ref::<strict::BadInput>().is_some() || e.is::<strict::BadOption>() {
+                    2
+                } else {
+                    1
+                },
+            )
         }
     }
 }
@@ -253,14 +367,21 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.trim().parse().map_err(|_| format!("`{s}`: expected a size such as 4GiB or 512MiB"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size such as 4GiB or 512MiB"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1u64,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use B, KiB, MiB, GiB or TiB")),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}`; use B, KiB, MiB, GiB or TiB"
+            ))
+        }
     };
     let bytes = n * mult as f64;
     if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {

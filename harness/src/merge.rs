@@ -17,8 +17,22 @@ use std::path::{Path, PathBuf};
 fn varies(column: &str) -> bool {
     matches!(
         column,
-        "reason" | "wall_s" | "train_samples_per_s" | "train_tokens_per_s" | "step_ms_median" | "peak_rss_bytes" | "peak_device_bytes" | "mfu"
-            | "host" | "started_at" | "device" | "threads" | "membench_version" | "git_commit" | "tch_version" | "torch_version"
+        "reason"
+            | "wall_s"
+            | "train_samples_per_s"
+            | "train_tokens_per_s"
+            | "step_ms_median"
+            | "peak_rss_bytes"
+            | "peak_device_bytes"
+            | "mfu"
+            | "host"
+            | "started_at"
+            | "device"
+            | "threads"
+            | "membench_version"
+            | "git_commit"
+            | "tch_version"
+            | "torch_version"
     )
 }
 
@@ -26,7 +40,10 @@ fn conflicting_columns(a: &BTreeMap<String, String>, b: &BTreeMap<String, String
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).filter(|k| !varies(k)).collect();
     keys.sort();
     keys.dedup();
-    keys.into_iter().filter(|k| a.get(*k).map_or("", String::as_str) != b.get(*k).map_or("", String::as_str)).cloned().collect()
+    keys.into_iter()
+        .filter(|k| a.get(*k).map_or("", String::as_str) != b.get(*k).map_or("", String::as_str))
+        .cloned()
+        .collect()
 }
 
 pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
@@ -54,7 +71,10 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
                 }
                 Some((first, from)) => {
                     let cols = conflicting_columns(first, row);
-                    let (s1, s2) = (first.get("status").cloned().unwrap_or_default(), row.get("status").cloned().unwrap_or_default());
+                    let (s1, s2) = (
+                        first.get("status").cloned().unwrap_or_default(),
+                        row.get("status").cloned().unwrap_or_default(),
+                    );
                     if !is_final(&s1) && is_final(&s2) {
                         // A retried run finished elsewhere: the finished row wins, no conflict.
                         *first = row.clone();
@@ -82,12 +102,20 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
         }
         csv.upsert_row(row.clone())?;
     }
-    eprintln!("merge: {} runs from {} directories into {}", order.len(), inputs.len(), out.display());
+    eprintln!(
+        "merge: {} runs from {} directories into {}",
+        order.len(),
+        inputs.len(),
+        out.display()
+    );
     if !conflicts.is_empty() {
         for c in &conflicts {
             eprintln!("merge: conflict: {c}");
         }
-        bail!("{} conflicting duplicate run(s); see above", conflicts.len());
+        bail!(
+            "{} conflicting duplicate run(s); see above",
+            conflicts.len()
+        );
     }
     Ok(())
 }

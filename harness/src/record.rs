@@ -88,7 +88,8 @@ pub fn copy_run_dir(src: &Path, dst: &Path) -> Result<()> {
         if !entry.file_type()?.is_file() || name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let bytes = fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
+        let bytes = fs::read(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
         write_atomic(&dst.join(&name), &bytes)?;
     }
     Ok(())
@@ -98,7 +99,11 @@ pub fn copy_run_dir(src: &Path, dst: &Path) -> Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().and_then(|s| s.to_str()).unwrap_or("f"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("f"),
+        std::process::id()
+    ));
     let result = (|| -> Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -136,7 +141,10 @@ fn csv_bytes(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result
 }
 
 fn metric_header(prefix: &str) -> Vec<String> {
-    Metrics::NAMES.iter().map(|n| format!("{prefix}{n}")).collect()
+    Metrics::NAMES
+        .iter()
+        .map(|n| format!("{prefix}{n}"))
+        .collect()
 }
 
 fn metric_cells(m: Option<&Metrics>) -> Vec<String> {
@@ -156,22 +164,35 @@ pub fn write_curve(path: &Path, curve: &[CurvePoint]) -> Result<()> {
         r.extend([fmt_f64(p.lr), fmt_f64(p.grad_norm), p.rss_bytes.to_string()]);
         r
     });
-    write_atomic(path, &csv_bytes(&header.iter().map(String::as_str).collect::<Vec<_>>(), rows)?)
+    write_atomic(
+        path,
+        &csv_bytes(&header.iter().map(String::as_str).collect::<Vec<_>>(), rows)?,
+    )
 }
 
 pub fn write_eval(path: &Path, rows: &[EvalRow]) -> Result<()> {
-    let mut header: Vec<String> = ["checkpoint", "eval_len", "depth"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["checkpoint", "eval_len", "depth"]
+        .map(String::from)
+        .to_vec();
     header.extend(metric_header(""));
     let rows = rows.iter().map(|e| {
         let mut r = vec![
             e.checkpoint.as_str().to_string(),
-            e.point.map(|p| p.length.to_string()).unwrap_or_else(|| "train".into()),
-            e.point.and_then(|p| p.depth).map(fmt_f64).unwrap_or_default(),
+            e.point
+                .map(|p| p.length.to_string())
+                .unwrap_or_else(|| "train".into()),
+            e.point
+                .and_then(|p| p.depth)
+                .map(fmt_f64)
+                .unwrap_or_default(),
         ];
         r.extend(metric_cells(Some(&e.metrics)));
         r
     });
-    write_atomic(path, &csv_bytes(&header.iter().map(String::as_str).collect::<Vec<_>>(), rows)?)
+    write_atomic(
+        path,
+        &csv_bytes(&header.iter().map(String::as_str).collect::<Vec<_>>(), rows)?,
+    )
 }
 
 /// Columns of runs.csv before the swept keys.
@@ -180,8 +201,20 @@ const LEAD: [&str; 4] = ["run_id", "experiment", "task", "arch"];
 /// Columns of runs.csv after the swept keys.
 fn tail_columns() -> Vec<String> {
     let mut c: Vec<String> = [
-        "seed", "status", "reason", "steps", "wall_s", "train_samples_per_s", "train_tokens_per_s", "step_ms_median",
-        "peak_rss_bytes", "peak_device_bytes", "param_count", "state_size", "flops_per_token", "mfu",
+        "seed",
+        "status",
+        "reason",
+        "steps",
+        "wall_s",
+        "train_samples_per_s",
+        "train_tokens_per_s",
+        "step_ms_median",
+        "peak_rss_bytes",
+        "peak_device_bytes",
+        "param_count",
+        "state_size",
+        "flops_per_token",
+        "mfu",
     ]
     .map(String::from)
     .to_vec();
@@ -189,8 +222,19 @@ fn tail_columns() -> Vec<String> {
     c.extend(metric_header("best_"));
     c.extend(
         [
-            "best_step", "steps_to_threshold", "success_metric", "success_threshold", "selection", "device", "threads",
-            "membench_version", "git_commit", "tch_version", "torch_version", "host", "started_at",
+            "best_step",
+            "steps_to_threshold",
+            "success_metric",
+            "success_threshold",
+            "selection",
+            "device",
+            "threads",
+            "membench_version",
+            "git_commit",
+            "tch_version",
+            "torch_version",
+            "host",
+            "started_at",
         ]
         .map(String::from),
     );
@@ -238,22 +282,58 @@ impl RunRecord {
         put("train_samples_per_s", opt(o.map(|o| o.train_samples_per_s)));
         put("train_tokens_per_s", opt(o.map(|o| o.train_tokens_per_s)));
         put("step_ms_median", opt(o.map(|o| o.step_ms_median)));
-        put("peak_rss_bytes", self.env.peak_rss_bytes.map(|v| v.to_string()).unwrap_or_default());
-        put("peak_device_bytes", self.env.peak_device_bytes.map(|v| v.to_string()).unwrap_or_default());
-        put("param_count", o.map(|o| o.param_count.to_string()).unwrap_or_default());
-        put("state_size", o.map(|o| o.state_size.to_string()).unwrap_or_default());
+        put(
+            "peak_rss_bytes",
+            self.env
+                .peak_rss_bytes
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+        put(
+            "peak_device_bytes",
+            self.env
+                .peak_device_bytes
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+        put(
+            "param_count",
+            o.map(|o| o.param_count.to_string()).unwrap_or_default(),
+        );
+        put(
+            "state_size",
+            o.map(|o| o.state_size.to_string()).unwrap_or_default(),
+        );
         put("flops_per_token", opt(o.map(|o| o.flops_per_token)));
         // Training FLOPs ≈ 3 × forward (forward + backward of activations and weights).
-        let mfu = o.zip(self.env.peak_flops).map(|(o, peak)| 3.0 * o.flops_per_token * o.train_tokens_per_s / peak);
+        let mfu = o
+            .zip(self.env.peak_flops)
+            .map(|(o, peak)| 3.0 * o.flops_per_token * o.train_tokens_per_s / peak);
         put("mfu", opt(mfu));
-        for (prefix, metrics) in [("final_", o.and_then(|o| o.final_metrics.as_ref())), ("best_", o.and_then(|o| o.best_metrics.as_ref()))] {
+        for (prefix, metrics) in [
+            ("final_", o.and_then(|o| o.final_metrics.as_ref())),
+            ("best_", o.and_then(|o| o.best_metrics.as_ref())),
+        ] {
             for (name, cell) in metric_header(prefix).into_iter().zip(metric_cells(metrics)) {
                 put(&name, cell);
             }
         }
-        put("best_step", o.and_then(|o| o.best_step).map(|v| v.to_string()).unwrap_or_default());
-        put("steps_to_threshold", o.and_then(|o| o.steps_to_threshold).map(|v| v.to_string()).unwrap_or_default());
-        put("success_metric", o.map(|o| o.success.metric.clone()).unwrap_or_default());
+        put(
+            "best_step",
+            o.and_then(|o| o.best_step)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+        put(
+            "steps_to_threshold",
+            o.and_then(|o| o.steps_to_threshold)
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+        put(
+            "success_metric",
+            o.map(|o| o.success.metric.clone()).unwrap_or_default(),
+        );
         put("success_threshold", opt(o.map(|o| o.success.threshold)));
         put("selection", c.train.selection.as_str().into());
         let e = &self.env;
@@ -297,15 +377,27 @@ impl RunsCsv {
         let mut header = vec![];
         let mut rows = vec![];
         if path.exists() {
-            let mut bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut bytes =
+                fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             if skip_torn && bytes.last().is_some_and(|&b| b != b'\n') {
                 bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
             }
             let mut r = csv::Reader::from_reader(bytes.as_slice());
-            header = r.headers().with_context(|| format!("reading {}", path.display()))?.iter().map(String::from).collect();
+            header = r
+                .headers()
+                .with_context(|| format!("reading {}", path.display()))?
+                .iter()
+                .map(String::from)
+                .collect();
             for rec in r.records() {
                 let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-                rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+                rows.push(
+                    header
+                        .iter()
+                        .cloned()
+                        .zip(rec.iter().map(String::from))
+                        .collect(),
+                );
             }
         }
         Ok(RunsCsv { path, header, rows })
@@ -316,7 +408,12 @@ impl RunsCsv {
     }
 
     pub fn status_of(&self, run_id: &str) -> Option<&str> {
-        self.rows.iter().rev().find(|r| r.get("run_id").map(String::as_str) == Some(run_id)).and_then(|r| r.get("status")).map(String::as_str)
+        self.rows
+            .iter()
+            .rev()
+            .find(|r| r.get("run_id").map(String::as_str) == Some(run_id))
+            .and_then(|r| r.get("status"))
+            .map(String::as_str)
     }
 
     /// Adds or replaces the row of `rec.run_id`. Appends and syncs when the columns fit; otherwise
@@ -327,20 +424,35 @@ impl RunsCsv {
 
     /// [`RunsCsv::upsert`] of a row given by its cells (column name → text); `run_id` is required.
     pub fn upsert_row(&mut self, cells: BTreeMap<String, String>) -> Result<()> {
-        anyhow::ensure!(cells.contains_key("run_id"), "a runs.csv row needs a run_id");
+        anyhow::ensure!(
+            cells.contains_key("run_id"),
+            "a runs.csv row needs a run_id"
+        );
         // One row is one line: the torn-line repair cuts at the last newline.
-        let cells: BTreeMap<String, String> = cells.into_iter().map(|(k, v)| (k, v.replace(['\n', '\r'], " "))).collect();
-        let replaced = self.rows.iter().position(|r| r.get("run_id") == cells.get("run_id"));
+        let cells: BTreeMap<String, String> = cells
+            .into_iter()
+            .map(|(k, v)| (k, v.replace(['\n', '\r'], " ")))
+            .collect();
+        let replaced = self
+            .rows
+            .iter()
+            .position(|r| r.get("run_id") == cells.get("run_id"));
         let fits = !self.header.is_empty() && cells.keys().all(|k| self.header.contains(k));
         match replaced {
             Some(i) => self.rows[i] = cells.clone(),
             None => self.rows.push(cells.clone()),
         }
         if fits && replaced.is_none() {
-            let line = csv_bytes(&self.header.iter().map(String::as_str).collect::<Vec<_>>(), std::iter::once(self.row_cells(&cells)))?;
+            let line = csv_bytes(
+                &self.header.iter().map(String::as_str).collect::<Vec<_>>(),
+                std::iter::once(self.row_cells(&cells)),
+            )?;
             // Skip the header line that csv_bytes wrote.
             let body = &line[line.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)..];
-            let mut f = OpenOptions::new().append(true).open(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("opening {}", self.path.display()))?;
             let before = f.metadata()?.len();
             let written = append_row(&mut f, body);
             if written.is_err() {
@@ -357,7 +469,10 @@ impl RunsCsv {
     }
 
     fn row_cells(&self, row: &BTreeMap<String, String>) -> Vec<String> {
-        self.header.iter().map(|h| row.get(h).cloned().unwrap_or_default()).collect()
+        self.header
+            .iter()
+            .map(|h| row.get(h).cloned().unwrap_or_default())
+            .collect()
     }
 
     /// Lead columns, then every swept key seen (sorted), then the fixed tail.
@@ -372,7 +487,11 @@ impl RunsCsv {
             .collect();
         swept.sort();
         swept.dedup();
-        LEAD.iter().map(|s| s.to_string()).chain(swept).chain(tail).collect()
+        LEAD.iter()
+            .map(|s| s.to_string())
+            .chain(swept)
+            .chain(tail)
+            .collect()
     }
 }
 
@@ -381,10 +500,17 @@ impl RunsCsv {
 fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
     static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = APPENDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    if std::env::var("MEMBENCH_FAULT_WRITE").ok().and_then(|v| v.parse::<u64>().ok()) == Some(n) {
+    if std::env::var("MEMBENCH_FAULT_WRITE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(n)
+    {
         f.write_all(&body[..body.len() / 2])?;
         f.sync_data()?;
-        return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "injected write failure (MEMBENCH_FAULT_WRITE)"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "injected write failure (MEMBENCH_FAULT_WRITE)",
+        ));
     }
     f.write_all(body)?;
     f.sync_data()
@@ -392,7 +518,11 @@ fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
 
 /// Cuts a file back to its last complete line (a crash can leave half a row).
 fn repair_torn_tail(path: &Path) -> Result<()> {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     let len = f.metadata()?.len();
     if len == 0 {
         return Ok(());
@@ -407,7 +537,11 @@ fn repair_torn_tail(path: &Path) -> Result<()> {
     f.seek(SeekFrom::Start(0))?;
     f.read_to_end(&mut bytes)?;
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    tracing::warn!("{}: cutting a torn last line ({} bytes)", path.display(), bytes.len() - keep);
+    tracing::warn!(
+        "{}: cutting a torn last line ({} bytes)",
+        path.display(),
+        bytes.len() - keep
+    );
     f.set_len(keep as u64)?;
     f.sync_all()?;
     Ok(())

@@ -62,15 +62,34 @@ fn run_ids(target: &str) -> Result<Vec<String>> {
     let Some((table, row)) = target.rsplit_once(':').filter(|(t, _)| t.ends_with(".csv")) else {
         return Ok(vec![target.to_string()]);
     };
-    let row: usize = row.parse().ok().filter(|&r| r >= 1).with_context(|| format!("{target}: ROW must be a data row number ≥ 1"))?;
+    let row: usize = row
+        .parse()
+        .ok()
+        .filter(|&r| r >= 1)
+        .with_context(|| format!("{target}: ROW must be a data row number ≥ 1"))?;
     let text = std::fs::read_to_string(table).with_context(|| format!("reading {table}"))?;
     // Tables start with `# ` comment lines (the command that made them).
-    let body: String = text.lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut r = csv::Reader::from_reader(body.as_bytes());
     let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
-    let rec = r.records().nth(row - 1).with_context(|| format!("{table}: no data row {row}"))??;
-    let cell = |name: &str| header.iter().position(|h| h == name).and_then(|i| rec.get(i)).map(String::from);
-    let ids = cell("run_id").or_else(|| cell("run_ids")).with_context(|| format!("{table}: no run_id or run_ids column"))?;
+    let rec = r
+        .records()
+        .nth(row - 1)
+        .with_context(|| format!("{table}: no data row {row}"))??;
+    let cell = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .and_then(|i| rec.get(i))
+            .map(String::from)
+    };
+    let ids = cell("run_id")
+        .or_else(|| cell("run_ids"))
+        .with_context(|| format!("{table}: no run_id or run_ids column"))?;
     let ids: Vec<String> = ids.split_whitespace().map(String::from).collect();
     if ids.is_empty() {
         bail!("{table} row {row}: empty run id");
@@ -91,11 +110,17 @@ pub(crate) fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<Stri
     let get = |k: &str| stored.get(k).map(String::as_str).unwrap_or("");
     let torch = get("torch_version");
     if torch != crate::sys::TORCH_VERSION {
-        return Some(format!("stored run used torch {torch}, this binary links torch {}", crate::sys::TORCH_VERSION));
+        return Some(format!(
+            "stored run used torch {torch}, this binary links torch {}",
+            crate::sys::TORCH_VERSION
+        ));
     }
     let mb = get("membench_version");
     if minor(mb) != minor(crate::sys::MEMBENCH_VERSION) {
-        return Some(format!("stored run used membench {mb}, this binary is membench {}", crate::sys::MEMBENCH_VERSION));
+        return Some(format!(
+            "stored run used membench {mb}, this binary is membench {}",
+            crate::sys::MEMBENCH_VERSION
+        ));
     }
     None
 }
@@ -114,21 +139,35 @@ fn same(a: &str, b: &str, gpu: bool) -> bool {
 }
 
 fn read_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-    let mut r = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
     let header = r.headers()?.iter().map(String::from).collect();
-    let rows = r.records().map(|rec| rec.map(|r| r.iter().map(String::from).collect())).collect::<Result<_, _>>()?;
+    let rows = r
+        .records()
+        .map(|rec| rec.map(|r| r.iter().map(String::from).collect()))
+        .collect::<Result<_, _>>()?;
     Ok((header, rows))
 }
 
 /// Differences between two per-run CSV files, as `file:row:column` names (row 1 = first data row).
-fn diff_files(name: &str, stored: &Path, new: &Path, gpu: bool, skip: fn(&str) -> bool) -> Result<Vec<String>> {
+fn diff_files(
+    name: &str,
+    stored: &Path,
+    new: &Path,
+    gpu: bool,
+    skip: fn(&str) -> bool,
+) -> Result<Vec<String>> {
     let (h1, r1) = read_table(stored)?;
     let (h2, r2) = read_table(new)?;
     if h1 != h2 {
         return Ok(vec![format!("{name}:header")]);
     }
     if r1.len() != r2.len() {
-        return Ok(vec![format!("{name}:rows ({} stored, {} new)", r1.len(), r2.len())]);
+        return Ok(vec![format!(
+            "{name}:rows ({} stored, {} new)",
+            r1.len(),
+            r2.len()
+        )]);
     }
     let mut out = vec![];
     for (i, (a, b)) in r1.iter().zip(&r2).enumerate() {
@@ -151,7 +190,12 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
             .iter()
             .rev()
             .find(|r| r.get("run_id") == Some(id))
-            .with_context(|| format!("run {id}: not in {}", opts.results.join("runs.csv").display()))?;
+            .with_context(|| {
+                format!(
+                    "run {id}: not in {}",
+                    opts.results.join("runs.csv").display()
+                )
+            })?;
         let differing = reproduce_one(id, row, &runs.header, opts)?;
         if !differing.is_empty() {
             failed.push(format!("{id}: {}", differing.join(", ")));
@@ -165,18 +209,31 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
 }
 
 /// Reruns one stored run; returns the names of the columns (and eval/curve cells) that differ.
-fn reproduce_one(id: &str, stored: &BTreeMap<String, String>, header: &[String], opts: &ReproduceOptions) -> Result<Vec<String>> {
+fn reproduce_one(
+    id: &str,
+    stored: &BTreeMap<String, String>,
+    header: &[String],
+    opts: &ReproduceOptions,
+) -> Result<Vec<String>> {
     if let Some(why) = version_mismatch(stored) {
         bail!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version");
     }
     let stored_dir = record::run_dir(&opts.results, id);
-    let config = std::fs::read(stored_dir.join("config.yaml")).with_context(|| format!("reading {}", stored_dir.join("config.yaml").display()))?;
-    let threads: i32 = stored.get("threads").and_then(|t| t.parse().ok()).unwrap_or(1);
-    let scratch = std::env::temp_dir().join(format!("membench-reproduce-{id}-{}", std::process::id()));
+    let config = std::fs::read(stored_dir.join("config.yaml"))
+        .with_context(|| format!("reading {}", stored_dir.join("config.yaml").display()))?;
+    let threads: i32 = stored
+        .get("threads")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let scratch =
+        std::env::temp_dir().join(format!("membench-reproduce-{id}-{}", std::process::id()));
     let dir = record::run_dir(&scratch, id);
     record::write_atomic(&dir.join("config.yaml"), &config)?;
     let exe = std::env::current_exe().context("locating the membench binary")?;
-    eprintln!("reproduce: rerunning {id} with {threads} thread(s) in {}", dir.display());
+    eprintln!(
+        "reproduce: rerunning {id} with {threads} thread(s) in {}",
+        dir.display()
+    );
     let log = std::fs::File::create(dir.join("run.log"))?;
     let status = Command::new(&exe)
         .arg("run")
@@ -189,30 +246,55 @@ fn reproduce_one(id: &str, stored: &BTreeMap<String, String>, header: &[String],
         .status()
         .context("starting the rerun")?;
     let result = dir.join("result.json");
-    let bytes = std::fs::read(&result).with_context(|| format!("rerun exited ({status}) without {}; see {}", result.display(), dir.join("run.log").display()))?;
-    let rec: RunRecord = serde_json::from_slice(&bytes).with_context(|| format!("reading {}", result.display()))?;
+    let bytes = std::fs::read(&result).with_context(|| {
+        format!(
+            "rerun exited ({status}) without {}; see {}",
+            result.display(),
+            dir.join("run.log").display()
+        )
+    })?;
+    let rec: RunRecord =
+        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", result.display()))?;
     let new = rec.cells();
     let gpu = stored.get("device").is_some_and(|d| d.starts_with("cuda"));
 
     let mut differing = vec![];
-    println!("run {id} ({} on {}; {})", stored.get("arch").map(String::as_str).unwrap_or("?"), stored.get("device").map(String::as_str).unwrap_or("?"), if gpu {
-        format!("GPU: numbers within rel {GPU_REL_TOL:e} + abs {GPU_ABS_TOL:e}")
-    } else {
-        "CPU: identical cells".to_string()
-    });
+    println!(
+        "run {id} ({} on {}; {})",
+        stored.get("arch").map(String::as_str).unwrap_or("?"),
+        stored.get("device").map(String::as_str).unwrap_or("?"),
+        if gpu {
+            format!("GPU: numbers within rel {GPU_REL_TOL:e} + abs {GPU_ABS_TOL:e}")
+        } else {
+            "CPU: identical cells".to_string()
+        }
+    );
     println!("{:<26} {:>24} {:>24}  ", "column", "stored", "rerun");
     for col in header.iter().filter(|c| !is_unchecked(c)) {
         let a = stored.get(col).map(String::as_str).unwrap_or("");
         let b = new.get(col).map(String::as_str).unwrap_or("");
         let ok = same(a, b, gpu);
-        println!("{col:<26} {a:>24} {b:>24}  {}", if ok { "" } else { "DIFFERS" });
+        println!(
+            "{col:<26} {a:>24} {b:>24}  {}",
+            if ok { "" } else { "DIFFERS" }
+        );
         if !ok {
             differing.push(col.clone());
         }
     }
-    for (file, skip) in [("eval.csv", (|_: &str| false) as fn(&str) -> bool), ("curve.csv", curve_unchecked)] {
+    for (file, skip) in [
+        ("eval.csv", (|_: &str| false) as fn(&str) -> bool),
+        ("curve.csv", curve_unchecked),
+    ] {
         let d = diff_files(file, &stored_dir.join(file), &dir.join(file), gpu, skip)?;
-        println!("{file}: {}", if d.is_empty() { "identical".to_string() } else { format!("{} cell(s) differ", d.len()) });
+        println!(
+            "{file}: {}",
+            if d.is_empty() {
+                "identical".to_string()
+            } else {
+                format!("{} cell(s) differ", d.len())
+            }
+        );
         for line in d.iter().take(20) {
             println!("  {line}");
         }
@@ -242,10 +324,29 @@ mod tests {
 
     #[test]
     fn only_timings_and_provenance_are_unchecked() {
-        for c in ["wall_s", "train_tokens_per_s", "step_ms_median", "peak_rss_bytes", "host", "started_at"] {
+        for c in [
+            "wall_s",
+            "train_tokens_per_s",
+            "step_ms_median",
+            "peak_rss_bytes",
+            "host",
+            "started_at",
+        ] {
             assert!(is_unchecked(c), "{c}");
         }
-        for c in ["final_seq_acc", "best_loss", "steps", "best_step", "steps_to_threshold", "param_count", "state_size", "status", "seed", "threads", "device"] {
+        for c in [
+            "final_seq_acc",
+            "best_loss",
+            "steps",
+            "best_step",
+            "steps_to_threshold",
+            "param_count",
+            "state_size",
+            "status",
+            "seed",
+            "threads",
+            "device",
+        ] {
             assert!(!is_unchecked(c), "{c}");
         }
     }
@@ -253,12 +354,28 @@ mod tests {
     #[test]
     fn versions_that_change_numbers_are_refused() {
         let row = |torch: &str, mb: &str| -> BTreeMap<String, String> {
-            [("torch_version", torch), ("membench_version", mb)].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            [("torch_version", torch), ("membench_version", mb)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, crate::sys::MEMBENCH_VERSION)).is_none());
-        assert!(version_mismatch(&row("1.0.0", crate::sys::MEMBENCH_VERSION)).unwrap().contains("torch"));
+        assert!(version_mismatch(&row(
+            crate::sys::TORCH_VERSION,
+            crate::sys::MEMBENCH_VERSION
+        ))
+        .is_none());
+        assert!(
+            version_mismatch(&row("1.0.0", crate::sys::MEMBENCH_VERSION))
+                .unwrap()
+                .contains("torch")
+        );
         let patch = format!("{}.999", minor(crate::sys::MEMBENCH_VERSION));
-        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, &patch)).is_none(), "a patch release keeps numbers");
-        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, "99.0.0")).unwrap().contains("membench"));
+        assert!(
+            version_mismatch(&row(crate::sys::TORCH_VERSION, &patch)).is_none(),
+            "a patch release keeps numbers"
+        );
+        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, "99.0.0"))
+            .unwrap()
+            .contains("membench"));
     }
 }

@@ -46,13 +46,20 @@ pub fn is_final(status: &str) -> bool {
 fn planned_runs(file: &Path, shard: Option<Shard>) -> Result<Vec<RunConfig>> {
     let runs = crate::grid::load(file)?;
     Ok(match shard {
-        Some(s) => runs.into_iter().filter(|r| s.contains(&r.run_id())).collect(),
+        Some(s) => runs
+            .into_iter()
+            .filter(|r| s.contains(&r.run_id()))
+            .collect(),
         None => runs,
     })
 }
 
 fn swept_text(run: &RunConfig) -> String {
-    run.swept.iter().map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default())).collect::<Vec<_>>().join(" ")
+    run.swept
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `membench list`: every run of the file with its status in `out` (pending when it has no row).
@@ -63,7 +70,12 @@ pub fn list(file: &Path, out: &Path) -> Result<()> {
     for r in &runs {
         let id = r.run_id();
         let status = csv.status_of(&id).unwrap_or("pending");
-        text.push_str(&format!("{id}\t{}\t{}\t{status}\t{}\n", r.experiment, r.seed, swept_text(r)));
+        text.push_str(&format!(
+            "{id}\t{}\t{}\t{status}\t{}\n",
+            r.experiment,
+            r.seed,
+            swept_text(r)
+        ));
     }
     print!("{text}");
     Ok(())
@@ -72,34 +84,63 @@ pub fn list(file: &Path, out: &Path) -> Result<()> {
 pub fn sweep(opts: &SweepOptions) -> Result<()> {
     let mut runs = planned_runs(&opts.file, opts.shard)?;
     if let Some(spec) = &opts.device {
-        let device = crate::device::canonical(spec).map_err(|m| crate::strict::bad_option(anyhow::anyhow!("--device: {m}")))?;
+        let device = crate::device::canonical(spec)
+            .map_err(|m| crate::strict::bad_option(anyhow::anyhow!("--device: {m}")))?;
         runs.iter_mut().for_each(|r| r.device = device.clone());
     }
     if opts.dry_run {
         let csv = RunsCsv::read_only(&opts.out)?;
-        let pending = runs.iter().filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final)).count();
+        let pending = runs
+            .iter()
+            .filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final))
+            .count();
         for r in &runs {
             let status = csv.status_of(&r.run_id()).unwrap_or("pending").to_string();
-            println!("{}\t{}\t{}\t{status}\t{}", r.run_id(), r.experiment, r.seed, swept_text(r));
+            println!(
+                "{}\t{}\t{}\t{status}\t{}",
+                r.run_id(),
+                r.experiment,
+                r.seed,
+                swept_text(r)
+            );
         }
-        eprintln!("dry run: {} runs, {pending} would run; nothing written", runs.len());
+        eprintln!(
+            "dry run: {} runs, {pending} would run; nothing written",
+            runs.len()
+        );
         return Ok(());
     }
     // Checked before anything is created or locked, so a refused sweep leaves the directory as it was.
     refuse_other_versions(&RunsCsv::read_only(&opts.out)?, &opts.out)?;
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
     let _lock = DirLock::acquire(&opts.out)?;
     let mut csv = RunsCsv::open(&opts.out)?;
     let total = runs.len();
-    let pending: Vec<RunConfig> = runs.into_iter().filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final)).collect();
+    let pending: Vec<RunConfig> = runs
+        .into_iter()
+        .filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final))
+        .collect();
     let skipped = total - pending.len();
     let tty = std::io::stderr().is_terminal();
     if !tty {
-        eprintln!("sweep: {total} runs, {skipped} already finished, {} to run, {} at once, in {}", pending.len(), opts.jobs, opts.out.display());
+        eprintln!(
+            "sweep: {total} runs, {skipped} already finished, {} to run, {} at once, in {}",
+            pending.len(),
+            opts.jobs,
+            opts.out.display()
+        );
     }
-    let bar = if tty { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    let bar = if tty {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}  {elapsed_precise} ETA {eta}").expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} runs  {msg}  {elapsed_precise} ETA {eta}",
+        )
+        .expect("valid template"),
     );
     bar.set_position(skipped as u64);
     let exe = std::env::current_exe().context("locating the membench binary")?;
@@ -116,7 +157,9 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
         for _ in 0..opts.jobs.max(1) {
             let (tx, queue, exe, running) = (tx.clone(), &queue, &exe, &running);
             scope.spawn(move || loop {
-                let Some(run) = queue.lock().expect("queue lock").next() else { break };
+                let Some(run) = queue.lock().expect("queue lock").next() else {
+                    break;
+                };
                 running.fetch_add(1, Ordering::SeqCst);
                 let rec = run_child(exe, &run, opts, peak_flops.filter(|_| run.device == "cpu"));
                 running.fetch_sub(1, Ordering::SeqCst);
@@ -132,8 +175,17 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
             csv.upsert(&rec)?;
             bar.inc(1);
             let bad = counts.get("failed").unwrap_or(&0) + counts.get("timeout").unwrap_or(&0);
-            bar.set_message(format!("running {}, failed {bad}", running.load(Ordering::SeqCst)));
-            let line = format!("{} {} {} {}", rec.run_id, rec.config.experiment, rec.status.as_str(), rec.reason);
+            bar.set_message(format!(
+                "running {}, failed {bad}",
+                running.load(Ordering::SeqCst)
+            ));
+            let line = format!(
+                "{} {} {} {}",
+                rec.run_id,
+                rec.config.experiment,
+                rec.status.as_str(),
+                rec.reason
+            );
             if tty {
                 if rec.status != Status::Done {
                     bar.println(line);
@@ -146,7 +198,15 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    eprintln!("sweep: finished ({}); {skipped} were already done; rows in {}", if summary.is_empty() { "nothing to run".into() } else { summary.join(", ") }, opts.out.join("runs.csv").display());
+    eprintln!(
+        "sweep: finished ({}); {skipped} were already done; rows in {}",
+        if summary.is_empty() {
+            "nothing to run".into()
+        } else {
+            summary.join(", ")
+        },
+        opts.out.join("runs.csv").display()
+    );
     Ok(())
 }
 
@@ -158,7 +218,10 @@ fn refuse_other_versions(csv: &RunsCsv, out: &Path) -> Result<()> {
         .rows()
         .iter()
         .filter(|row| row.get("status").is_some_and(|s| is_final(s)))
-        .filter_map(|row| crate::reproduce::version_mismatch(row).map(|why| (row.get("run_id").map_or("?", String::as_str), why)))
+        .filter_map(|row| {
+            crate::reproduce::version_mismatch(row)
+                .map(|why| (row.get("run_id").map_or("?", String::as_str), why))
+        })
         .collect();
     match stale.first() {
         None => Ok(()),
@@ -192,15 +255,23 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 /// The last non-empty lines of a run's log, for the reason column; for a Rust panic, the panic
 /// line and its message instead (a backtrace would fill the tail).
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned()).unwrap_or_default();
-    let all: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let start = match all.iter().rposition(|l| l.contains("panicked at")) {
         Some(i) => i,
         None => all.len().saturating_sub(lines),
     };
     let s = all[start..(start + lines).min(all.len())].join(" | ");
     if s.len() > 600 {
-        let cut = (s.len() - 600..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        let cut = (s.len() - 600..s.len())
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
         format!("...{}", &s[cut..])
     } else {
         s
@@ -208,7 +279,12 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// Runs one config in a child process and returns its record, synthesizing one if it died.
-fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Option<f64>) -> RunRecord {
+fn run_child(
+    exe: &Path,
+    run: &RunConfig,
+    opts: &SweepOptions,
+    peak_flops: Option<f64>,
+) -> RunRecord {
     let run_id = run.run_id();
     let dir = record::run_dir(&opts.out, &run_id);
     let started = Instant::now();
@@ -221,11 +297,16 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Optio
         record::write_atomic(&config_path, serde_yaml::to_string(run)?.as_bytes())?;
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(exe);
-        cmd.arg("run").arg(&config_path).arg("--threads").arg(opts.threads.to_string());
+        cmd.arg("run")
+            .arg(&config_path)
+            .arg("--threads")
+            .arg(opts.threads.to_string());
         if let Some(peak) = peak_flops {
             cmd.arg("--peak-flops").arg(format!("{peak:e}"));
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         let memory = opts.run_memory;
         // SAFETY: between fork and exec only async-signal-safe calls (prctl, setrlimit, getppid).
         unsafe {
@@ -235,7 +316,10 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Optio
                     return Err(std::io::Error::other("the sweep exited"));
                 }
                 if let Some(bytes) = memory {
-                    let lim = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+                    let lim = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
                     if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -252,12 +336,17 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Optio
                 let _ = child.kill();
                 let _ = child.wait();
                 status = Status::Timeout;
-                anyhow::bail!("exceeded --run-timeout {}; killed", humantime::format_duration(opts.run_timeout.unwrap_or_default()));
+                anyhow::bail!(
+                    "exceeded --run-timeout {}; killed",
+                    humantime::format_duration(opts.run_timeout.unwrap_or_default())
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         match std::fs::read(dir.join("result.json")) {
-            Ok(bytes) if exit.success() => Ok(serde_json::from_slice(&bytes).context("reading result.json")?),
+            Ok(bytes) if exit.success() => {
+                Ok(serde_json::from_slice(&bytes).context("reading result.json")?)
+            }
             _ => anyhow::bail!("{}: {}", describe_exit(exit), log_tail(&log_path, 4)),
         }
     })();
@@ -267,7 +356,12 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Optio
         status,
         reason: format!("{e:#}"),
         outcome: None,
-        env: RunEnv::here(run.device.clone(), opts.threads, started_at, started.elapsed().as_secs_f64()),
+        env: RunEnv::here(
+            run.device.clone(),
+            opts.threads,
+            started_at,
+            started.elapsed().as_secs_f64(),
+        ),
     })
 }
 
@@ -279,10 +373,18 @@ fn run_child(exe: &Path, run: &RunConfig, opts: &SweepOptions, peak_flops: Optio
 /// f32 step size and panic instead).
 /// Not part of any config, so it cannot change a run id or leak into a results row.
 fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
-    let Ok(spec) = std::env::var("MEMBENCH_FAULT") else { return Ok(()) };
+    let Ok(spec) = std::env::var("MEMBENCH_FAULT") else {
+        return Ok(());
+    };
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (kind, seed) = match item.split_once(':') {
-            Some((k, s)) => (k, Some(s.parse::<u64>().context("MEMBENCH_FAULT: seed must be an integer")?)),
+            Some((k, s)) => (
+                k,
+                Some(
+                    s.parse::<u64>()
+                        .context("MEMBENCH_FAULT: seed must be an integer")?,
+                ),
+            ),
             None => (item, None),
         };
         if seed.is_some_and(|s| s != cfg.seed) {
@@ -297,9 +399,14 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
                 std::thread::sleep(Duration::from_secs(3600));
             },
             "oom" => {
-                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
                 // SAFETY: getrlimit writes into the struct we pass.
-                if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+                if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0
+                    || lim.rlim_cur == libc::RLIM_INFINITY
+                {
                     anyhow::bail!("MEMBENCH_FAULT=oom needs --run-memory (it would eat the machine otherwise)");
                 }
                 let mut hog: Vec<Vec<u8>> = vec![];
@@ -316,8 +423,10 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
 
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
 pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
-    let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
-    let cfg: RunConfig = serde_yaml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let cfg: RunConfig = serde_yaml::from_str(&text)
+        .with_context(|| format!("parsing {}", config_path.display()))?;
     let mut trained = cfg.clone();
     inject_fault(&mut trained)?;
     let dir = config_path.parent().context("config has no directory")?;
@@ -329,7 +438,10 @@ pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Res
     let device = crate::device::resolve(&cfg.device)?;
     crate::device::reset_peak(device);
     let outcome = train::train(&trained, device, &mut |p| {
-        eprintln!("step {} train_loss {:.5} valid_loss {:.5} token_acc {:.4}", p.step, p.train_loss, p.valid.loss, p.valid.token_acc);
+        eprintln!(
+            "step {} train_loss {:.5} valid_loss {:.5} token_acc {:.4}",
+            p.step, p.train_loss, p.valid.loss, p.valid.token_acc
+        );
     })?;
     record::write_curve(&dir.join("curve.csv"), &outcome.curve)?;
     record::write_eval(&dir.join("eval.csv"), &outcome.eval)?;
@@ -342,7 +454,12 @@ pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Res
             peak_rss_bytes: crate::sys::peak_rss_bytes(),
             peak_device_bytes: crate::device::peak_allocated_bytes(device),
             peak_flops,
-            ..RunEnv::here(crate::device::name(device), threads, started_at, started.elapsed().as_secs_f64())
+            ..RunEnv::here(
+                crate::device::name(device),
+                threads,
+                started_at,
+                started.elapsed().as_secs_f64(),
+            )
         },
         outcome: Some(outcome),
     };

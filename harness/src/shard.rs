@@ -20,9 +20,17 @@ pub struct Shard {
 
 impl Shard {
     pub fn parse(s: &str) -> Result<Shard, String> {
-        let (i, n) = s.split_once('/').ok_or_else(|| format!("--shard {s}: expected I/N, e.g. 0/4"))?;
-        let index: u64 = i.trim().parse().map_err(|_| format!("--shard {s}: I must be an integer"))?;
-        let count: u64 = n.trim().parse().map_err(|_| format!("--shard {s}: N must be an integer"))?;
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("--shard {s}: expected I/N, e.g. 0/4"))?;
+        let index: u64 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("--shard {s}: I must be an integer"))?;
+        let count: u64 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("--shard {s}: N must be an integer"))?;
         if count == 0 || index >= count {
             return Err(format!("--shard {s}: expected 0 <= I < N (I is 0-based)"));
         }
@@ -39,10 +47,23 @@ impl Shard {
         match (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT")) {
             (Some(id), Some(count)) => {
                 let min = var("SLURM_ARRAY_TASK_MIN").unwrap_or_else(|| "0".into());
-                let num = |v: &str, name: &str| v.parse::<u64>().map_err(|_| bad(format!("{name}={v} is not an integer")));
-                let (id, min, count) = (num(&id, "SLURM_ARRAY_TASK_ID")?, num(&min, "SLURM_ARRAY_TASK_MIN")?, num(&count, "SLURM_ARRAY_TASK_COUNT")?);
-                let index = id.checked_sub(min).ok_or_else(|| bad(format!("SLURM_ARRAY_TASK_ID {id} < SLURM_ARRAY_TASK_MIN {min}")))?;
-                Shard::parse(&format!("{index}/{count}")).map(Some).map_err(bad)
+                let num = |v: &str, name: &str| {
+                    v.parse::<u64>()
+                        .map_err(|_| bad(format!("{name}={v} is not an integer")))
+                };
+                let (id, min, count) = (
+                    num(&id, "SLURM_ARRAY_TASK_ID")?,
+                    num(&min, "SLURM_ARRAY_TASK_MIN")?,
+                    num(&count, "SLURM_ARRAY_TASK_COUNT")?,
+                );
+                let index = id.checked_sub(min).ok_or_else(|| {
+                    bad(format!(
+                        "SLURM_ARRAY_TASK_ID {id} < SLURM_ARRAY_TASK_MIN {min}"
+                    ))
+                })?;
+                Shard::parse(&format!("{index}/{count}"))
+                    .map(Some)
+                    .map_err(bad)
             }
             _ => Ok(None),
         }
@@ -50,7 +71,11 @@ impl Shard {
 
     pub fn contains(&self, run_id: &str) -> bool {
         let h = u64::from_str_radix(run_id.get(..12).unwrap_or(run_id), 16).unwrap_or_else(|_| {
-            u64::from_le_bytes(blake3::hash(run_id.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"))
+            u64::from_le_bytes(
+                blake3::hash(run_id.as_bytes()).as_bytes()[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
         });
         h % self.count == self.index
     }
@@ -62,12 +87,20 @@ mod tests {
 
     #[test]
     fn shards_partition_ids() {
-        let ids: Vec<String> = (0..200).map(|i: u32| blake3::hash(&i.to_le_bytes()).to_hex()[..12].to_string()).collect();
+        let ids: Vec<String> = (0..200)
+            .map(|i: u32| blake3::hash(&i.to_le_bytes()).to_hex()[..12].to_string())
+            .collect();
         let shards: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
         for id in &ids {
             assert_eq!(shards.iter().filter(|s| s.contains(id)).count(), 1);
         }
-        assert!(shards.iter().all(|s| ids.iter().filter(|id| s.contains(id)).count() > 40));
-        assert!(Shard::parse("3/3").is_err() && Shard::parse("0/0").is_err() && Shard::parse("x").is_err());
+        assert!(shards
+            .iter()
+            .all(|s| ids.iter().filter(|id| s.contains(id)).count() > 40));
+        assert!(
+            Shard::parse("3/3").is_err()
+                && Shard::parse("0/0").is_err()
+                && Shard::parse("x").is_err()
+        );
     }
 }

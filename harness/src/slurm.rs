@@ -47,7 +47,10 @@ use crate::strict::bad_option as bad;
 fn expand_grid(file: &Path) -> Result<Vec<crate::config::RunConfig>> {
     let runs = crate::grid::load(file)?;
     if runs.is_empty() {
-        return Err(bad(anyhow::anyhow!("{}: the grid has no runs", file.display())));
+        return Err(bad(anyhow::anyhow!(
+            "{}: the grid has no runs",
+            file.display()
+        )));
     }
     Ok(runs)
 }
@@ -60,8 +63,13 @@ fn sh_quote(s: &str) -> String {
 /// Checks a value passed through to an `#SBATCH` line: Slurm splits those lines on whitespace and
 /// expands `%` patterns, so neither may appear.
 fn directive_value(name: &str, v: &str) -> Result<()> {
-    if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '%' || c.is_control()) {
-        return Err(bad(anyhow::anyhow!("--{name} {v:?}: must be non-empty, without spaces or '%'")));
+    if v.is_empty()
+        || v.chars()
+            .any(|c| c.is_whitespace() || c == '%' || c.is_control())
+    {
+        return Err(bad(anyhow::anyhow!(
+            "--{name} {v:?}: must be non-empty, without spaces or '%'"
+        )));
     }
     Ok(())
 }
@@ -77,8 +85,15 @@ struct Plan {
 }
 
 fn path_str(p: &Path) -> Result<&str> {
-    let s = p.to_str().with_context(|| format!("{}: not UTF-8", p.display())).map_err(bad)?;
-    directive_value("out", s).map_err(|_| bad(anyhow::anyhow!("{s}: paths in sbatch scripts must not contain spaces or '%'")))?;
+    let s = p
+        .to_str()
+        .with_context(|| format!("{}: not UTF-8", p.display()))
+        .map_err(bad)?;
+    directive_value("out", s).map_err(|_| {
+        bad(anyhow::anyhow!(
+            "{s}: paths in sbatch scripts must not contain spaces or '%'"
+        ))
+    })?;
     Ok(s)
 }
 
@@ -96,7 +111,11 @@ fn common_directives(o: &SlurmOptions, name: &str, cpus: usize) -> String {
 fn sweep_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
     let (exe, file, out) = (path_str(&p.exe)?, path_str(&p.file)?, path_str(&p.out)?);
     let mut s = String::from("#!/bin/bash\n");
-    let _ = writeln!(s, "# Written by `membench slurm`: task i of {} sweeps shard i of the grid {file}", p.shards);
+    let _ = writeln!(
+        s,
+        "# Written by `membench slurm`: task i of {} sweeps shard i of the grid {file}",
+        p.shards
+    );
     s.push_str("# into its own results directory. Submitting again runs only what is missing.\n");
     s.push_str(&common_directives(o, "membench-sweep", o.cpus_per_task));
     let _ = writeln!(s, "#SBATCH --array=0-{}", p.shards - 1);
@@ -127,14 +146,22 @@ fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
     let (exe, file, out) = (path_str(&p.exe)?, path_str(&p.file)?, path_str(&p.out)?);
     let (qexe, qfile, qout) = (sh_quote(exe), sh_quote(file), sh_quote(out));
     let mut s = String::from("#!/bin/bash\n");
-    s.push_str("# Written by `membench slurm`: runs after every array task ended (afterany), merges the\n");
-    let _ = writeln!(s, "# shards into {out} and lists the runs of the grid still missing (exit 1 if any).");
+    s.push_str(
+        "# Written by `membench slurm`: runs after every array task ended (afterany), merges the\n",
+    );
+    let _ = writeln!(
+        s,
+        "# shards into {out} and lists the runs of the grid still missing (exit 1 if any)."
+    );
     s.push_str(&common_directives(o, "membench-merge", 1));
     let _ = writeln!(s, "#SBATCH --output={out}/slurm/merge-%j.out");
     s.push_str("set -uo pipefail\nshopt -s nullglob\n");
     // A task cancelled before its first run finished leaves no runs.csv; merge only what exists.
     s.push_str("shards=()\n");
-    let _ = writeln!(s, "for d in {qout}/shards/*/; do [[ -f $d/runs.csv ]] && shards+=(\"$d\"); done");
+    let _ = writeln!(
+        s,
+        "for d in {qout}/shards/*/; do [[ -f $d/runs.csv ]] && shards+=(\"$d\"); done"
+    );
     s.push_str("status=0\n");
     let _ = writeln!(s, "if ((${{#shards[@]}})); then {qexe} merge \"${{shards[@]}}\" --out {qout} || status=$?; fi");
     let _ = writeln!(s, "{qexe} slurm {qfile} --out {qout} --check || status=$?");
@@ -147,9 +174,15 @@ fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
 pub fn slurm(o: &SlurmOptions) -> Result<String> {
     let runs = expand_grid(&o.file)?;
     if o.array == 0 || o.cpus_per_task == 0 || o.threads < 1 {
-        return Err(bad(anyhow::anyhow!("--array, --cpus-per-task and --threads must be at least 1")));
+        return Err(bad(anyhow::anyhow!(
+            "--array, --cpus-per-task and --threads must be at least 1"
+        )));
     }
-    for (k, v) in [("partition", &o.partition), ("time", &o.time), ("mem", &o.mem)] {
+    for (k, v) in [
+        ("partition", &o.partition),
+        ("time", &o.time),
+        ("mem", &o.mem),
+    ] {
         if let Some(v) = v {
             directive_value(k, v)?;
         }
@@ -157,11 +190,26 @@ pub fn slurm(o: &SlurmOptions) -> Result<String> {
     // More tasks than runs would only queue empty shards.
     let shards = o.array.min(runs.len());
     let jobs = (o.cpus_per_task / o.threads as usize).max(1);
-    let exe = std::env::current_exe().and_then(|p| p.canonicalize()).context("locating the membench binary")?;
-    let file = o.file.canonicalize().with_context(|| format!("resolving {}", o.file.display()))?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .context("locating the membench binary")?;
+    let file = o
+        .file
+        .canonicalize()
+        .with_context(|| format!("resolving {}", o.file.display()))?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let out = o.out.canonicalize().with_context(|| format!("resolving {}", o.out.display()))?;
-    let plan = Plan { exe, file, out, shards, jobs, runs: runs.len() };
+    let out = o
+        .out
+        .canonicalize()
+        .with_context(|| format!("resolving {}", o.out.display()))?;
+    let plan = Plan {
+        exe,
+        file,
+        out,
+        shards,
+        jobs,
+        runs: runs.len(),
+    };
     let (sweep, merge) = (sweep_script(o, &plan)?, merge_script(o, &plan)?);
 
     // A different N would reassign runs to shards, so a shard directory's resume would no longer
@@ -183,9 +231,19 @@ pub fn slurm(o: &SlurmOptions) -> Result<String> {
     record::write_atomic(&sweep_path, sweep.as_bytes())?;
     record::write_atomic(&merge_path, merge.as_bytes())?;
 
-    let mut report = format!("wrote {} ({} runs in {shards} tasks, {jobs} at a time per task) and {}\n", sweep_path.display(), plan.runs, merge_path.display());
+    let mut report = format!(
+        "wrote {} ({} runs in {shards} tasks, {jobs} at a time per task) and {}\n",
+        sweep_path.display(),
+        plan.runs,
+        merge_path.display()
+    );
     if !o.submit {
-        let _ = writeln!(report, "submit with:\n  id=$(sbatch --parsable {})\n  sbatch --dependency=afterany:$id {}", sweep_path.display(), merge_path.display());
+        let _ = writeln!(
+            report,
+            "submit with:\n  id=$(sbatch --parsable {})\n  sbatch --dependency=afterany:$id {}",
+            sweep_path.display(),
+            merge_path.display()
+        );
         return Ok(report);
     }
     let array_id = sbatch(&[], &sweep_path)?;
@@ -197,13 +255,28 @@ pub fn slurm(o: &SlurmOptions) -> Result<String> {
 
 /// Submits `script` with `sbatch --parsable` and returns the job id.
 fn sbatch(args: &[String], script: &Path) -> Result<String> {
-    let out = Command::new("sbatch").arg("--parsable").args(args).arg(script).output().context("running sbatch (is Slurm installed and on PATH?)")?;
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .args(args)
+        .arg(script)
+        .output()
+        .context("running sbatch (is Slurm installed and on PATH?)")?;
     if !out.status.success() {
-        bail!("sbatch {} failed ({}): {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "sbatch {} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     // --parsable prints `id` or `id;cluster`.
     let text = String::from_utf8_lossy(&out.stdout);
-    let id = text.trim().split(';').next().unwrap_or_default().to_string();
+    let id = text
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         bail!("sbatch printed {text:?}, expected a job id");
     }
@@ -219,7 +292,12 @@ pub fn check(file: &Path, out: &Path) -> Result<String> {
     let rows: HashMap<&str, &str> = csv
         .rows()
         .iter()
-        .filter_map(|r| Some((r.get("run_id")?.as_str(), r.get("status").map_or("", String::as_str))))
+        .filter_map(|r| {
+            Some((
+                r.get("run_id")?.as_str(),
+                r.get("status").map_or("", String::as_str),
+            ))
+        })
         .collect();
     let mut missing = String::new();
     let mut n_missing = 0;
@@ -230,14 +308,26 @@ pub fn check(file: &Path, out: &Path) -> Result<String> {
             found => {
                 n_missing += 1;
                 let why = found.map_or("no row".to_string(), |s| format!("status {s}"));
-                let _ = writeln!(missing, "missing: {id} (experiment {}, seed {}: {why})", r.experiment, r.seed);
+                let _ = writeln!(
+                    missing,
+                    "missing: {id} (experiment {}, seed {}: {why})",
+                    r.experiment, r.seed
+                );
             }
         }
     }
     if n_missing > 0 {
-        bail!("{missing}{n_missing} of {} runs missing or unfinished in {}; submit again to run them", runs.len(), out.display());
+        bail!(
+            "{missing}{n_missing} of {} runs missing or unfinished in {}; submit again to run them",
+            runs.len(),
+            out.display()
+        );
     }
-    Ok(format!("check: all {} runs finished in {}\n", runs.len(), out.display()))
+    Ok(format!(
+        "check: all {} runs finished in {}\n",
+        runs.len(),
+        out.display()
+    ))
 }
 
 #[cfg(test)]
@@ -271,20 +361,42 @@ mod tests {
         let d = fresh_dir("slurm-scripts");
         grid(&d, 3);
         let report = slurm(&opts(&d)).unwrap();
-        assert!(report.contains("3 runs in 3 tasks, 2 at a time"), "{report}");
+        assert!(
+            report.contains("3 runs in 3 tasks, 2 at a time"),
+            "{report}"
+        );
         let out = d.join("out").canonicalize().unwrap();
         let s = std::fs::read_to_string(out.join("slurm/sweep.sbatch")).unwrap();
         assert!(s.contains("#SBATCH --array=0-2\n"), "{s}");
-        assert!(s.contains("#SBATCH --gres=gpu:1\n#SBATCH") || s.contains("#SBATCH --gres=gpu:1\n"), "{s}");
-        assert!(s.contains("--shard \"$SLURM_ARRAY_TASK_ID/3\" --jobs 2 --threads 2"), "{s}");
-        assert!(s.contains(&format!("'{}'\"/shards/$SLURM_ARRAY_TASK_ID\"", out.display())), "{s}");
+        assert!(
+            s.contains("#SBATCH --gres=gpu:1\n#SBATCH") || s.contains("#SBATCH --gres=gpu:1\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("--shard \"$SLURM_ARRAY_TASK_ID/3\" --jobs 2 --threads 2"),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!(
+                "'{}'\"/shards/$SLURM_ARRAY_TASK_ID\"",
+                out.display()
+            )),
+            "{s}"
+        );
         let m = std::fs::read_to_string(out.join("slurm/merge.sbatch")).unwrap();
         assert!(m.contains(" merge \"${shards[@]}\" --out "), "{m}");
         assert!(m.contains(" --check || status=$?"), "{m}");
         // Same N again is fine (idempotent); a different N is refused.
         slurm(&opts(&d)).unwrap();
-        let e = slurm(&SlurmOptions { array: 2, ..opts(&d) }).unwrap_err();
-        assert!(e.is::<crate::strict::BadOption>() && format!("{e:#}").contains("--array 3"), "{e:#}");
+        let e = slurm(&SlurmOptions {
+            array: 2,
+            ..opts(&d)
+        })
+        .unwrap_err();
+        assert!(
+            e.is::<crate::strict::BadOption>() && format!("{e:#}").contains("--array 3"),
+            "{e:#}"
+        );
         std::fs::remove_dir_all(&d).ok();
     }
 
@@ -297,8 +409,15 @@ mod tests {
         assert!(e.is::<crate::strict::BadInput>(), "{e:#}");
         assert!(!d.join("out").exists());
         grid(&d, 1);
-        let e = slurm(&SlurmOptions { time: Some("1 hour".into()), ..opts(&d) }).unwrap_err();
-        assert!(e.is::<crate::strict::BadOption>() && format!("{e}").contains("--time"), "{e:#}");
+        let e = slurm(&SlurmOptions {
+            time: Some("1 hour".into()),
+            ..opts(&d)
+        })
+        .unwrap_err();
+        assert!(
+            e.is::<crate::strict::BadOption>() && format!("{e}").contains("--time"),
+            "{e:#}"
+        );
         assert!(!d.join("out").exists());
         std::fs::remove_dir_all(&d).ok();
     }
@@ -308,7 +427,10 @@ mod tests {
         let d = fresh_dir("slurm-check");
         grid(&d, 2);
         std::fs::create_dir_all(d.join("out")).unwrap();
-        let e = format!("{:#}", check(&d.join("g.yaml"), &d.join("out")).unwrap_err());
+        let e = format!(
+            "{:#}",
+            check(&d.join("g.yaml"), &d.join("out")).unwrap_err()
+        );
         assert_eq!(e.matches("missing: ").count(), 2, "{e}");
         assert!(e.contains("2 of 2 runs missing"), "{e}");
         std::fs::remove_dir_all(&d).ok();

@@ -51,7 +51,9 @@ pub fn t_interval(xs: &[f64], level: f64) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().mean();
     let sd = xs.iter().std_dev();
-    let t = StudentsT::new(0.0, 1.0, n - 1.0).expect("n ≥ 2 gives ν ≥ 1").inverse_cdf(0.5 + level / 2.0);
+    let t = StudentsT::new(0.0, 1.0, n - 1.0)
+        .expect("n ≥ 2 gives ν ≥ 1")
+        .inverse_cdf(0.5 + level / 2.0);
     let half = t * sd / n.sqrt();
     (mean - half, mean + half)
 }
@@ -92,7 +94,11 @@ pub fn summarize(xs: &[f64]) -> Summary {
         n,
         mean: if n > 0 { xs.iter().mean() } else { f64::NAN },
         sd: if n > 1 { xs.iter().std_dev() } else { f64::NAN },
-        median: if n > 0 { Data::new(xs.clone()).median() } else { f64::NAN },
+        median: if n > 0 {
+            Data::new(xs.clone()).median()
+        } else {
+            f64::NAN
+        },
         t_ci: t_interval(&xs, 0.95),
         boot_ci: bootstrap_median_interval(&xs, 0.95),
     }
@@ -121,7 +127,15 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
     let se2 = va + vb;
     if se2 == 0.0 {
         let p = if diff == 0.0 { 1.0 } else { 0.0 };
-        return Some(Welch { t: if diff == 0.0 { 0.0 } else { diff.signum() * f64::INFINITY }, df: na + nb - 2.0, p });
+        return Some(Welch {
+            t: if diff == 0.0 {
+                0.0
+            } else {
+                diff.signum() * f64::INFINITY
+            },
+            df: na + nb - 2.0,
+            p,
+        });
     }
     let t = diff / se2.sqrt();
     let df = se2 * se2 / (va * va / (na - 1.0) + vb * vb / (nb - 1.0));
@@ -148,7 +162,10 @@ mod tests {
         assert!(close(hi, 4.9632432, 1e-6), "hi = {hi}");
         // n = 2: t_{0.975,1} = 12.706205; xs = {0, 1}: s = 0.7071068, half = 12.706205·0.5 = 6.3531024.
         let (lo, hi) = t_interval(&[0.0, 1.0], 0.95);
-        assert!(close(lo, 0.5 - 6.3531024, 1e-5) && close(hi, 0.5 + 6.3531024, 1e-5), "[{lo}, {hi}]");
+        assert!(
+            close(lo, 0.5 - 6.3531024, 1e-5) && close(hi, 0.5 + 6.3531024, 1e-5),
+            "[{lo}, {hi}]"
+        );
         assert!(t_interval(&[1.0], 0.95).0.is_nan());
     }
 
@@ -158,8 +175,14 @@ mod tests {
         // a = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
         // b = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
         // gives t = -2.455356398286006, p = 0.021378001462866992, df = 24.988529290231416.
-        let a = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4];
-        let b = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4];
+        let a = [
+            27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7,
+            21.4,
+        ];
+        let b = [
+            27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5,
+            24.4,
+        ];
         let w = welch(&a, &b).unwrap();
         assert!(close(w.t, -2.455356398286006, 1e-9), "t = {}", w.t);
         assert!(close(w.df, 24.988529290231416, 1e-9), "df = {}", w.df);
@@ -176,7 +199,10 @@ mod tests {
         // which exercises the t CDF away from integer degrees of freedom).
         let w = welch(&[0.9, 0.95, 1.0], &[0.5, 0.7]).unwrap();
         let (t, df, p) = (3.3626912299068312, 1.1695501730103808, 0.15449159081679564);
-        assert!(close(w.t, t, 1e-9) && close(w.df, df, 1e-9) && close(w.p, p, 1e-7), "{w:?}");
+        assert!(
+            close(w.t, t, 1e-9) && close(w.df, df, 1e-9) && close(w.p, p, 1e-7),
+            "{w:?}"
+        );
         assert!(welch(&[1.0], &[1.0, 2.0]).is_none());
         assert_eq!(welch(&[1.0, 1.0], &[1.0, 1.0]).unwrap().p, 1.0);
     }
@@ -186,7 +212,10 @@ mod tests {
         let xs = [0.2, 0.9, 0.95, 1.0, 0.97];
         let a = bootstrap_median_interval(&xs, 0.95);
         assert_eq!(a, bootstrap_median_interval(&xs, 0.95));
-        assert!(a.0 >= 0.2 && a.1 <= 1.0 && a.0 <= 0.95 && a.1 >= 0.95, "{a:?}");
+        assert!(
+            a.0 >= 0.2 && a.1 <= 1.0 && a.0 <= 0.95 && a.1 >= 0.95,
+            "{a:?}"
+        );
         let s = summarize(&[3.0, f64::NAN, 1.0, 2.0]);
         assert_eq!((s.n, s.median, s.mean), (3, 2.0, 2.0));
     }

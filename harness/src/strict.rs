@@ -50,8 +50,22 @@ pub fn bad_option(e: impl Into<anyhow::Error>) -> anyhow::Error {
 }
 
 impl BadInput {
-    pub fn one(file: impl Into<String>, line: usize, col: usize, key: impl Into<String>, message: impl Into<String>) -> Self {
-        BadInput { file: file.into(), issues: vec![Issue { line, col, key: key.into(), message: message.into() }] }
+    pub fn one(
+        file: impl Into<String>,
+        line: usize,
+        col: usize,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        BadInput {
+            file: file.into(),
+            issues: vec![Issue {
+                line,
+                col,
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
     }
 }
 
@@ -77,10 +91,15 @@ pub fn read_source(path: &Path) -> Result<String, BadInput> {
     let bad = |msg: String| BadInput::one(name.clone(), 1, 1, "", msg);
     let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read the file: {e}")))?;
     if meta.is_dir() {
-        return Err(bad("is a directory, expected an experiments YAML file".into()));
+        return Err(bad(
+            "is a directory, expected an experiments YAML file".into()
+        ));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(bad(format!("file is {} bytes; experiments files are limited to {MAX_FILE_BYTES} bytes", meta.len())));
+        return Err(bad(format!(
+            "file is {} bytes; experiments files are limited to {MAX_FILE_BYTES} bytes",
+            meta.len()
+        )));
     }
     let mut bytes = Vec::new();
     use std::io::Read;
@@ -96,7 +115,16 @@ pub fn read_source(path: &Path) -> Result<String, BadInput> {
         let head = &e.as_bytes()[..at];
         let line = head.iter().filter(|&&b| b == b'\n').count() + 1;
         let col = at - head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
-        BadInput::one(name.clone(), line, col, "", format!("invalid UTF-8 (byte 0x{:02x} at offset {at}); the file must be UTF-8 text", e.as_bytes()[at]))
+        BadInput::one(
+            name.clone(),
+            line,
+            col,
+            "",
+            format!(
+                "invalid UTF-8 (byte 0x{:02x} at offset {at}); the file must be UTF-8 text",
+                e.as_bytes()[at]
+            ),
+        )
     })
 }
 
@@ -109,8 +137,13 @@ pub struct Positions {
 
 enum Frame {
     /// A mapping: the key whose value is being read, and every key seen so far with its line.
-    Map { key: Option<String>, seen: HashMap<String, usize> },
-    Seq { index: usize },
+    Map {
+        key: Option<String>,
+        seen: HashMap<String, usize>,
+    },
+    Seq {
+        index: usize,
+    },
 }
 
 struct Collector {
@@ -131,7 +164,10 @@ impl Collector {
             Some(Frame::Seq { index }) => {
                 self.path.push(index.to_string());
                 let p = self.path.clone();
-                self.positions.at.entry(p).or_insert((mark.line(), mark.col() + 1));
+                self.positions
+                    .at
+                    .entry(p)
+                    .or_insert((mark.line(), mark.col() + 1));
                 Some(true)
             }
         }
@@ -140,7 +176,9 @@ impl Collector {
     /// After a value ends: the map expects a key again, the sequence moves to its next index.
     fn leave_value(&mut self) {
         match self.frames.last_mut() {
-            Some(Frame::Map { key: key @ Some(_), .. }) => {
+            Some(Frame::Map {
+                key: key @ Some(_), ..
+            }) => {
                 *key = None;
                 self.path.pop();
             }
@@ -157,7 +195,10 @@ impl Collector {
             None => {
                 // A mapping key: remember where it is written.
                 self.path.push(text.clone());
-                self.positions.at.entry(self.path.clone()).or_insert((mark.line(), mark.col() + 1));
+                self.positions
+                    .at
+                    .entry(self.path.clone())
+                    .or_insert((mark.line(), mark.col() + 1));
                 if let Some(Frame::Map { key, seen }) = self.frames.last_mut() {
                     if let Some(first) = seen.insert(text.clone(), mark.line()) {
                         let msg = format!("duplicate key `{text}` (first written at line {first})");
@@ -180,7 +221,8 @@ impl Collector {
         }
         self.frames.push(frame);
         if self.frames.len() > MAX_DEPTH {
-            self.refused.get_or_insert((mark, format!("nesting deeper than {MAX_DEPTH} levels")));
+            self.refused
+                .get_or_insert((mark, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
     }
 }
@@ -191,16 +233,31 @@ impl MarkedEventReceiver for Collector {
             return;
         }
         // Local tags (`!name`) ask for types we do not have; serde_yaml would silently drop them.
-        if let Event::Scalar(_, _, _, Some(t)) | Event::MappingStart(_, Some(t)) | Event::SequenceStart(_, Some(t)) = &ev {
+        if let Event::Scalar(_, _, _, Some(t))
+        | Event::MappingStart(_, Some(t))
+        | Event::SequenceStart(_, Some(t)) = &ev
+        {
             if t.handle != "!!" && t.handle != "tag:yaml.org,2002:" {
-                self.refused = Some((mark, format!("YAML tag `{}{}` is not supported; remove it", t.handle, t.suffix)));
+                self.refused = Some((
+                    mark,
+                    format!(
+                        "YAML tag `{}{}` is not supported; remove it",
+                        t.handle, t.suffix
+                    ),
+                ));
                 return;
             }
         }
         match ev {
             Event::Scalar(text, ..) => self.scalar_or_alias(text, mark),
             Event::Alias(_) => self.scalar_or_alias("*alias".into(), mark),
-            Event::MappingStart(..) => self.open(Frame::Map { key: None, seen: HashMap::new() }, mark),
+            Event::MappingStart(..) => self.open(
+                Frame::Map {
+                    key: None,
+                    seen: HashMap::new(),
+                },
+                mark,
+            ),
             Event::SequenceStart(..) => self.open(Frame::Seq { index: 0 }, mark),
             Event::MappingEnd | Event::SequenceEnd => {
                 self.frames.pop();
@@ -214,14 +271,29 @@ impl MarkedEventReceiver for Collector {
 impl Positions {
     /// Parses `text` (the first document only) for positions; a syntax error is an [`Issue`].
     pub fn parse(text: &str) -> Result<Self, Issue> {
-        let mut c = Collector { positions: Positions::default(), path: vec![], frames: vec![], refused: None };
+        let mut c = Collector {
+            positions: Positions::default(),
+            path: vec![],
+            frames: vec![],
+            refused: None,
+        };
         let mut parser = Parser::new_from_str(text);
         if let Err(e) = parser.load(&mut c, false) {
             let m = e.marker();
-            return Err(Issue { line: m.line(), col: m.col() + 1, key: String::new(), message: format!("YAML syntax error: {}", e.info()) });
+            return Err(Issue {
+                line: m.line(),
+                col: m.col() + 1,
+                key: String::new(),
+                message: format!("YAML syntax error: {}", e.info()),
+            });
         }
         if let Some((m, message)) = c.refused {
-            return Err(Issue { line: m.line(), col: m.col() + 1, key: strict_key(&c.path), message });
+            return Err(Issue {
+                line: m.line(),
+                col: m.col() + 1,
+                key: strict_key(&c.path),
+                message,
+            });
         }
         Ok(c.positions)
     }
@@ -232,7 +304,9 @@ impl Positions {
 
     /// Position of the longest prefix of `path` that is written in the file, and that prefix's length.
     pub fn nearest(&self, path: &[String]) -> Option<((usize, usize), usize)> {
-        (1..=path.len()).rev().find_map(|n| self.get(&path[..n]).map(|p| (p, n)))
+        (1..=path.len())
+            .rev()
+            .find_map(|n| self.get(&path[..n]).map(|p| (p, n)))
     }
 }
 
@@ -268,19 +342,25 @@ pub fn closest<'a>(typo: &str, allowed: impl IntoIterator<Item = &'a str>) -> Op
 
 /// The name in serde's "unknown field `x`" / "unknown variant `x`" messages.
 pub fn unknown_name(message: &str) -> Option<&str> {
-    let rest = ["unknown field `", "unknown variant `"].iter().find_map(|p| message.split_once(p).map(|(_, r)| r))?;
+    let rest = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.split_once(p).map(|(_, r)| r))?;
     rest.split('`').next()
 }
 
 /// Names listed after "expected" in serde's unknown field/variant messages.
 fn expected_names(message: &str) -> Vec<&str> {
-    let Some((_, rest)) = message.split_once("expected") else { return vec![] };
+    let Some((_, rest)) = message.split_once("expected") else {
+        return vec![];
+    };
     rest.split('`').skip(1).step_by(2).collect()
 }
 
 /// serde's message, plus " (did you mean `y`?)" when it names an unknown key close to an allowed one.
 pub fn with_hint(message: &str) -> String {
-    let Some(name) = unknown_name(message) else { return message.to_string() };
+    let Some(name) = unknown_name(message) else {
+        return message.to_string();
+    };
     match closest(name, expected_names(message)) {
         Some(m) => format!("{message} (did you mean `{m}`?)"),
         None => message.to_string(),
@@ -303,18 +383,35 @@ mod tests {
         assert_eq!(pos.get(&p("defaults/train/steps")), Some((2, 11)));
         // A block mapping in a sequence is marked on its first line (the column is the parser's).
         assert_eq!(pos.get(&p("experiments/0")).map(|p| p.0), Some(4));
-        assert_eq!(pos.get(&p("experiments/0/grid/arch.hidden_size")), Some((6, 7)));
+        assert_eq!(
+            pos.get(&p("experiments/0/grid/arch.hidden_size")),
+            Some((6, 7))
+        );
         assert_eq!(pos.get(&p("experiments/1/name")), Some((7, 5)));
-        assert_eq!(pos.nearest(&p("experiments/1/train/lr")).map(|(p, n)| (p.0, n)), Some((7, 2)));
+        assert_eq!(
+            pos.nearest(&p("experiments/1/train/lr"))
+                .map(|(p, n)| (p.0, n)),
+            Some((7, 2))
+        );
     }
 
     #[test]
     fn hint_names_the_closest_allowed_key() {
         let m = "unknown field `lrr`, expected one of `steps`, `lr`, `batch_size`";
         assert_eq!(unknown_name(m), Some("lrr"));
-        assert!(with_hint(m).ends_with("(did you mean `lr`?)"), "{}", with_hint(m));
-        assert_eq!(with_hint("unknown field `zzzzzzzz`, expected `lr`"), "unknown field `zzzzzzzz`, expected `lr`");
-        assert_eq!(display_path(&p("experiments/3/train/lr")), "experiments[3].train.lr");
+        assert!(
+            with_hint(m).ends_with("(did you mean `lr`?)"),
+            "{}",
+            with_hint(m)
+        );
+        assert_eq!(
+            with_hint("unknown field `zzzzzzzz`, expected `lr`"),
+            "unknown field `zzzzzzzz`, expected `lr`"
+        );
+        assert_eq!(
+            display_path(&p("experiments/3/train/lr")),
+            "experiments[3].train.lr"
+        );
     }
 
     #[test]

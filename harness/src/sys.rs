@@ -24,7 +24,11 @@ pub const TCH_VERSION: &str = "0.24.0";
 /// `membench --version`: our version, tch, torch, and whether CUDA is usable here.
 pub fn version_text() -> String {
     let cuda = if tch::Cuda::is_available() {
-        format!("yes ({} device(s), cudnn {})", tch::Cuda::device_count(), tch::Cuda::cudnn_is_available())
+        format!(
+            "yes ({} device(s), cudnn {})",
+            tch::Cuda::device_count(),
+            tch::Cuda::cudnn_is_available()
+        )
     } else {
         "no".to_string()
     };
@@ -38,18 +42,30 @@ pub fn now_rfc3339() -> String {
 
 /// The python that scripts/bootstrap.sh chose (it holds torch 2.11), or `python3`.
 pub fn cached_python() -> String {
-    let cache = std::env::var("MEMBENCH_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/membench")
-    });
-    std::fs::read_to_string(cache.join("python")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "python3".into())
+    let cache = std::env::var("MEMBENCH_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/membench")
+        });
+    std::fs::read_to_string(cache.join("python"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "python3".into())
 }
 
 /// CPU time consumed so far, in seconds: by the calling thread when libtorch runs on one thread
 /// (its ops then run on the caller), by the whole process otherwise. On a shared machine this
 /// clock, unlike wall time, does not count the time other processes held the cores.
 pub fn cpu_seconds(threads: i32) -> f64 {
-    let clock = if threads == 1 { libc::CLOCK_THREAD_CPUTIME_ID } else { libc::CLOCK_PROCESS_CPUTIME_ID };
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let clock = if threads == 1 {
+        libc::CLOCK_THREAD_CPUTIME_ID
+    } else {
+        libc::CLOCK_PROCESS_CPUTIME_ID
+    };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {

@@ -103,10 +103,28 @@ fn train_data_seed(cfg: &RunConfig) -> u64 {
 fn build_optimizer(cfg: &RunConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
     let t = &cfg.train;
     let opt = match t.optimizer {
-        Optimizer::Adam => nn::Adam { wd: t.weight_decay, ..Default::default() }.build(vs, t.lr),
-        Optimizer::Adamw => nn::AdamW { wd: t.weight_decay, ..Default::default() }.build(vs, t.lr),
-        Optimizer::Rmsprop => nn::RmsProp { wd: t.weight_decay, momentum: t.momentum, ..Default::default() }.build(vs, t.lr),
-        Optimizer::Sgd => nn::Sgd { wd: t.weight_decay, momentum: t.momentum, ..Default::default() }.build(vs, t.lr),
+        Optimizer::Adam => nn::Adam {
+            wd: t.weight_decay,
+            ..Default::default()
+        }
+        .build(vs, t.lr),
+        Optimizer::Adamw => nn::AdamW {
+            wd: t.weight_decay,
+            ..Default::default()
+        }
+        .build(vs, t.lr),
+        Optimizer::Rmsprop => nn::RmsProp {
+            wd: t.weight_decay,
+            momentum: t.momentum,
+            ..Default::default()
+        }
+        .build(vs, t.lr),
+        Optimizer::Sgd => nn::Sgd {
+            wd: t.weight_decay,
+            momentum: t.momentum,
+            ..Default::default()
+        }
+        .build(vs, t.lr),
     };
     opt.context("building the optimizer")
 }
@@ -114,7 +132,11 @@ fn build_optimizer(cfg: &RunConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> 
 /// Global L2 norm of all gradients, and in-place clipping to `max` without a host sync.
 fn grad_norm_and_clip(params: &[Tensor], max: Option<f64>) -> Tensor {
     let _guard = tch::no_grad_guard();
-    let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .collect();
     if grads.is_empty() {
         return Tensor::zeros([], (Kind::Float, Device::Cpu));
     }
@@ -128,7 +150,16 @@ fn grad_norm_and_clip(params: &[Tensor], max: Option<f64>) -> Tensor {
     norm
 }
 
-fn evaluate(net: &Network, task: &dyn Task, split: Split, seed: u64, batches: u64, batch_size: usize, point: Option<EvalPoint>, device: Device) -> Metrics {
+fn evaluate(
+    net: &Network,
+    task: &dyn Task,
+    split: Split,
+    seed: u64,
+    batches: u64,
+    batch_size: usize,
+    point: Option<EvalPoint>,
+    device: Device,
+) -> Metrics {
     let _guard = tch::no_grad_guard();
     let kind = task.io().output;
     let mut sums = MetricSums::default();
@@ -166,9 +197,12 @@ fn improves(new: (f64, f64), kept: (f64, f64)) -> bool {
     new > kept
 }
 
-
 /// Trains and scores one run in this process. The caller has set the seed and thread count.
-pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoint)) -> Result<TrainOutcome> {
+pub fn train(
+    cfg: &RunConfig,
+    device: Device,
+    progress: &mut dyn FnMut(&CurvePoint),
+) -> Result<TrainOutcome> {
     let task = cfg.task.build().context("task")?;
     let io = task.io();
     let vs = nn::VarStore::new(device);
@@ -180,7 +214,12 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
     if let Some(th) = t.success_threshold {
         success.threshold = th;
     }
-    let eval_len = task.eval_points().iter().map(|p| p.length).max().unwrap_or(1) as i64;
+    let eval_len = task
+        .eval_points()
+        .iter()
+        .map(|p| p.length)
+        .max()
+        .unwrap_or(1) as i64;
     let mut out = TrainOutcome {
         status: Status::Done,
         reason: String::new(),
@@ -217,7 +256,10 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
         let (tx, rx) = mpsc::sync_channel(2);
         scope.spawn(move || {
             for step in 0..t.steps {
-                if tx.send(task_ref.batch(Split::Train, train_seed, step, t.batch_size, None)).is_err() {
+                if tx
+                    .send(task_ref.batch(Split::Train, train_seed, step, t.batch_size, None))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -236,7 +278,8 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
             let t_backward = Instant::now();
             let is_eval = step % t.eval_interval == 0 || step == t.steps;
             // The norm is reported at evaluation points only; without clipping, other steps skip it.
-            let norm = (t.grad_clip.is_some() || is_eval).then(|| grad_norm_and_clip(&params, t.grad_clip));
+            let norm = (t.grad_clip.is_some() || is_eval)
+                .then(|| grad_norm_and_clip(&params, t.grad_clip));
             let t_norm = Instant::now();
             opt.step();
             let loss = loss.detach();
@@ -254,17 +297,32 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
             // Clipping is part of the training algorithm the run is configured with, like the
             // optimizer step; a norm computed only to be logged is harness work.
             let norm_s = (t_norm - t_backward).as_secs_f64();
-            let (clip_s, log_norm_s) = if t.grad_clip.is_some() { (norm_s, 0.0) } else { (0.0, norm_s) };
-            core_s += (t_backward - t_core).as_secs_f64() + clip_s + (t_step - t_norm).as_secs_f64();
+            let (clip_s, log_norm_s) = if t.grad_clip.is_some() {
+                (norm_s, 0.0)
+            } else {
+                (0.0, norm_s)
+            };
+            core_s +=
+                (t_backward - t_core).as_secs_f64() + clip_s + (t_step - t_norm).as_secs_f64();
             wait_s += (t0 - t_wait).as_secs_f64();
-            overhead_s += (t_core - t_wait).as_secs_f64() + log_norm_s + t_step.elapsed().as_secs_f64();
+            overhead_s +=
+                (t_core - t_wait).as_secs_f64() + log_norm_s + t_step.elapsed().as_secs_f64();
             if !loss_value.is_finite() {
                 out.status = Status::Diverged;
                 out.reason = format!("non-finite training loss {loss_value} at step {step}");
                 break;
             }
             if is_eval {
-                let valid = evaluate(&net, task_ref, Split::Valid, cfg.data_seed, t.valid_batches, t.batch_size, None, device);
+                let valid = evaluate(
+                    &net,
+                    task_ref,
+                    Split::Valid,
+                    cfg.data_seed,
+                    t.valid_batches,
+                    t.batch_size,
+                    None,
+                    device,
+                );
                 let point = CurvePoint {
                     step,
                     wall_s: start.elapsed().as_secs_f64(),
@@ -288,8 +346,11 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
                     out.steps_to_threshold = Some(step);
                 }
                 let s = score(&out.success, &valid);
-                if t.selection == Selection::BestValid && best.as_ref().is_none_or(|(b, _)| improves(s, *b)) {
-                    let snapshot = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
+                if t.selection == Selection::BestValid
+                    && best.as_ref().is_none_or(|(b, _)| improves(s, *b))
+                {
+                    let snapshot =
+                        tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
                     best = Some((s, snapshot));
                     out.best_step = Some(step);
                 }
@@ -314,11 +375,30 @@ pub fn train(cfg: &RunConfig, device: Device, progress: &mut dyn FnMut(&CurvePoi
     }
 
     let score_checkpoint = |which: Selection, out: &mut TrainOutcome| -> Metrics {
-        let test = |p| evaluate(&net, task_ref, Split::Test, cfg.data_seed, t.test_batches, t.batch_size, p, device);
+        let test = |p| {
+            evaluate(
+                &net,
+                task_ref,
+                Split::Test,
+                cfg.data_seed,
+                t.test_batches,
+                t.batch_size,
+                p,
+                device,
+            )
+        };
         let at_train = test(None);
-        out.eval.push(EvalRow { checkpoint: which, point: None, metrics: at_train });
+        out.eval.push(EvalRow {
+            checkpoint: which,
+            point: None,
+            metrics: at_train,
+        });
         for p in task_ref.eval_points() {
-            out.eval.push(EvalRow { checkpoint: which, point: Some(p), metrics: test(Some(p)) });
+            out.eval.push(EvalRow {
+                checkpoint: which,
+                point: Some(p),
+                metrics: test(Some(p)),
+            });
         }
         at_train
     };
@@ -339,11 +419,22 @@ mod tests {
     use super::*;
 
     fn copy_criterion() -> SuccessCriterion {
-        SuccessCriterion { metric: "bit_errors_per_seq".into(), threshold: 0.1, lower_is_better: true }
+        SuccessCriterion {
+            metric: "bit_errors_per_seq".into(),
+            threshold: 0.1,
+            lower_is_better: true,
+        }
     }
 
     fn metrics(loss: f64, bit_errors: f64) -> Metrics {
-        Metrics { loss, token_acc: 0.0, seq_acc: 0.0, bit_errors_per_seq: Some(bit_errors), mse: None, within_tol: None }
+        Metrics {
+            loss,
+            token_acc: 0.0,
+            seq_acc: 0.0,
+            bit_errors_per_seq: Some(bit_errors),
+            mse: None,
+            within_tol: None,
+        }
     }
 
     /// Replays a validation curve through the selection rule; returns the index kept.
@@ -361,19 +452,34 @@ mod tests {
 
     #[test]
     fn the_success_metric_decides_first() {
-        assert_eq!(selected(&[metrics(0.1, 3.0), metrics(0.5, 1.0), metrics(0.05, 2.0)]), 1);
+        assert_eq!(
+            selected(&[metrics(0.1, 3.0), metrics(0.5, 1.0), metrics(0.05, 2.0)]),
+            1
+        );
     }
 
     #[test]
     fn ties_on_the_success_metric_go_to_the_lower_validation_loss() {
         // Saturated at 0 bit errors from the second checkpoint on; the loss keeps falling.
-        let curve = [metrics(0.9, 4.0), metrics(0.08, 0.0), metrics(0.02, 0.0), metrics(0.03, 0.0)];
+        let curve = [
+            metrics(0.9, 4.0),
+            metrics(0.08, 0.0),
+            metrics(0.02, 0.0),
+            metrics(0.03, 0.0),
+        ];
         assert_eq!(selected(&curve), 2);
     }
 
     #[test]
     fn a_complete_tie_keeps_the_earlier_checkpoint_and_nan_never_wins() {
         assert_eq!(selected(&[metrics(0.1, 0.0), metrics(0.1, 0.0)]), 0);
-        assert_eq!(selected(&[metrics(0.1, 1.0), metrics(f64::NAN, f64::NAN), metrics(0.2, f64::NAN)]), 0);
+        assert_eq!(
+            selected(&[
+                metrics(0.1, 1.0),
+                metrics(f64::NAN, f64::NAN),
+                metrics(0.2, f64::NAN)
+            ]),
+            0
+        );
     }
 }

@@ -14,18 +14,32 @@ fn sweep(dir: &std::path::Path, device: &str) -> Vec<std::collections::HashMap<S
     .unwrap();
     let out = dir.join(format!("out-{}", device.replace(':', "_")));
     let status = Command::new(env!("CARGO_BIN_EXE_membench"))
-        .args(["sweep", yaml.to_str().unwrap(), "--jobs", "1", "--out", out.to_str().unwrap()])
+        .args([
+            "sweep",
+            yaml.to_str().unwrap(),
+            "--jobs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success(), "a failed run must not fail the sweep");
-    csv::Reader::from_path(out.join("runs.csv")).unwrap().deserialize().map(|r| r.unwrap()).collect()
+    csv::Reader::from_path(out.join("runs.csv"))
+        .unwrap()
+        .deserialize()
+        .map(|r| r.unwrap())
+        .collect()
 }
 
 #[test]
 fn auto_resolves_here_and_a_missing_gpu_fails_only_the_run() {
     let dir = std::env::temp_dir().join(format!("membench-device-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cuda = Command::new(env!("CARGO_BIN_EXE_membench")).arg("--version").output().unwrap();
+    let cuda = Command::new(env!("CARGO_BIN_EXE_membench"))
+        .arg("--version")
+        .output()
+        .unwrap();
     let cuda_here = String::from_utf8_lossy(&cuda.stdout).contains("cuda yes");
 
     let auto = sweep(&dir, "auto");
@@ -38,7 +52,11 @@ fn auto_resolves_here_and_a_missing_gpu_fails_only_the_run() {
         assert!(gpu[0]["peak_device_bytes"].parse::<u64>().unwrap() > 0);
     } else {
         assert_eq!(gpu[0]["status"], "failed");
-        assert!(gpu[0]["reason"].contains("CUDA is not usable"), "{}", gpu[0]["reason"]);
+        assert!(
+            gpu[0]["reason"].contains("CUDA is not usable"),
+            "{}",
+            gpu[0]["reason"]
+        );
         // A CUDA run is a different run from the CPU one.
         assert_ne!(gpu[0]["run_id"], auto[0]["run_id"]);
     }

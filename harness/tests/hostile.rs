@@ -11,7 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn header(text: &str, field: &str) -> String {
-    text.lines().find_map(|l| l.strip_prefix(&format!("# {field}: "))).unwrap_or("").trim().to_string()
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("# {field}: ")))
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 /// What one refused case cost: exit code, stderr, wall seconds, CPU seconds, peak RSS (KiB).
@@ -26,7 +30,12 @@ struct Cost {
 /// Runs `membench sweep FILE --out OUT` and reaps it with wait4 to get its own CPU time and peak
 /// memory: on a shared machine wall time mostly measures the neighbours.
 fn sweep_bad(file: &Path, out: &Path) -> Cost {
-    cost(&["sweep", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+    cost(&[
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also returns its rusage
@@ -40,14 +49,25 @@ fn cost(args: &[&str]) -> Cost {
         .spawn()
         .unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let (mut status, mut ru): (i32, libc::rusage) = (0, unsafe { std::mem::zeroed() });
     // SAFETY: wait4 on our own child, writing into locals.
     let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
     assert_eq!(rc, child.id() as i32);
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Cost { code, err, wall: t.elapsed().as_secs_f64(), cpu: secs(ru.ru_utime) + secs(ru.ru_stime), max_rss_kib: ru.ru_maxrss }
+    Cost {
+        code,
+        err,
+        wall: t.elapsed().as_secs_f64(),
+        cpu: secs(ru.ru_utime) + secs(ru.ru_stime),
+        max_rss_kib: ru.ru_maxrss,
+    }
 }
 
 #[test]
@@ -65,47 +85,109 @@ fn hostile_files_are_refused_quickly_with_located_messages() {
     let base = cost(&["validate", good.to_str().unwrap()]);
     assert_eq!(base.code, Some(0), "{}", base.err);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 40, "corpus has {} files", files.len());
     let big = d.join("huge.yaml");
-    std::fs::File::create(&big).unwrap().set_len(100 << 20).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
     let a_dir = d.join("a_directory.yaml");
     std::fs::create_dir_all(&a_dir).unwrap();
-    let generated = [(big, "limited to"), (a_dir, "is a directory"), (d.join("missing.yaml"), "cannot read")];
+    let generated = [
+        (big, "limited to"),
+        (a_dir, "is a directory"),
+        (d.join("missing.yaml"), "cannot read"),
+    ];
 
     // Cases run 3 at a time: the corpus is ~60 process start-ups.
     let cases: Vec<(PathBuf, String, usize)> = files
         .iter()
         .map(|f| {
             let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
-            (f.clone(), header(&text, "expect-key"), header(&text, "expect-line").parse().unwrap_or(0))
+            (
+                f.clone(),
+                header(&text, "expect-key"),
+                header(&text, "expect-line").parse().unwrap_or(0),
+            )
         })
         .chain(generated.iter().map(|(p, m)| (p.clone(), m.to_string(), 1)))
         .collect();
     let results: Vec<_> = std::thread::scope(|s| {
         let chunks: Vec<_> = cases.chunks(cases.len().div_ceil(3)).collect();
-        let handles: Vec<_> = chunks.into_iter().map(|c| s.spawn(|| c.iter().map(|(f, k, l)| (f, k, l, sweep_bad(f, &out))).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                s.spawn(|| {
+                    c.iter()
+                        .map(|(f, k, l)| (f, k, l, sweep_bad(f, &out)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let (mut max_cpu, mut max_wall, mut max_rss) = (0.0f64, 0.0f64, 0i64);
     for (file, key, line, c) in &results {
         let (code, err) = (c.code, &c.err);
         let name = file.file_name().unwrap().to_str().unwrap();
-        assert_eq!(code, Some(2), "{name}: expected exit 2, got {code:?}: {err}");
-        assert!(err.contains(name), "{name}: message does not name the file: {err}");
+        assert_eq!(
+            code,
+            Some(2),
+            "{name}: expected exit 2, got {code:?}: {err}"
+        );
+        assert!(
+            err.contains(name),
+            "{name}: message does not name the file: {err}"
+        );
         let located = format!("{}:{}:", file.display(), line);
         if **line > 0 {
-            assert!(err.contains(&located), "{name}: expected {located} in: {err}");
+            assert!(
+                err.contains(&located),
+                "{name}: expected {located} in: {err}"
+            );
         } else {
             let after = err.split(name).nth(1).unwrap_or("");
-            assert!(after.starts_with(':') && after[1..].split(':').next().unwrap().parse::<usize>().is_ok(), "{name}: no line:col: {err}");
+            assert!(
+                after.starts_with(':')
+                    && after[1..]
+                        .split(':')
+                        .next()
+                        .unwrap()
+                        .parse::<usize>()
+                        .is_ok(),
+                "{name}: no line:col: {err}"
+            );
         }
-        assert!(err.contains(key.as_str()), "{name}: message does not name `{key}`: {err}");
-        assert!(c.cpu < base.cpu + 1.0, "{name}: {:.2} s of CPU (start-up {:.2} s)", c.cpu, base.cpu);
-        assert!(c.max_rss_kib < base.max_rss_kib + 64 * 1024, "{name}: peak RSS {} KiB (start-up {} KiB)", c.max_rss_kib, base.max_rss_kib);
+        assert!(
+            err.contains(key.as_str()),
+            "{name}: message does not name `{key}`: {err}"
+        );
+        assert!(
+            c.cpu < base.cpu + 1.0,
+            "{name}: {:.2} s of CPU (start-up {:.2} s)",
+            c.cpu,
+            base.cpu
+        );
+        assert!(
+            c.max_rss_kib < base.max_rss_kib + 64 * 1024,
+            "{name}: peak RSS {} KiB (start-up {} KiB)",
+            c.max_rss_kib,
+            base.max_rss_kib
+        );
         assert!(c.wall < 20.0, "{name}: {:.1} s wall: a hang?", c.wall);
-        (max_cpu, max_wall, max_rss) = (max_cpu.max(c.cpu), max_wall.max(c.wall), max_rss.max(c.max_rss_kib));
+        (max_cpu, max_wall, max_rss) = (
+            max_cpu.max(c.cpu),
+            max_wall.max(c.wall),
+            max_rss.max(c.max_rss_kib),
+        );
     }
     eprintln!(
         "hostile: {} cases; max CPU {max_cpu:.2} s (start-up {:.2} s), max wall {max_wall:.2} s, max RSS {} MiB (start-up {} MiB)",

@@ -26,10 +26,17 @@ impl Rng {
 fn children_of(pid: u32) -> Vec<i32> {
     let mut out = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         // Fields after the parenthesised command name: state, ppid, ...
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|s| s.parse::<u32>().ok());
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
         if ppid == Some(pid) {
             out.push(p);
         }
@@ -39,7 +46,14 @@ fn children_of(pid: u32) -> Vec<i32> {
 
 fn start(file: &std::path::Path, out: &std::path::Path) -> Child {
     Command::new(BIN)
-        .args(["sweep", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "2"])
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--jobs",
+            "2",
+        ])
         .env_remove("MEMBENCH_FAULT")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -52,11 +66,20 @@ fn check_complete(out: &std::path::Path, reference: &std::collections::BTreeMap<
     let rs = rows(out);
     let ids: Vec<&String> = rs.iter().map(|r| &r["run_id"]).collect();
     let unique: std::collections::BTreeSet<&&String> = ids.iter().collect();
-    assert_eq!(ids.len(), unique.len(), "a run id appears twice in {}", out.display());
+    assert_eq!(
+        ids.len(),
+        unique.len(),
+        "a run id appears twice in {}",
+        out.display()
+    );
     assert_eq!(rs.len(), RUNS, "{}", out.display());
     for r in &rs {
         assert_eq!(r["status"], "done", "{r:?}");
-        assert_eq!(deterministic(r), deterministic(&reference[&r["run_id"]]), "metrics differ from the uninterrupted sweep");
+        assert_eq!(
+            deterministic(r),
+            deterministic(&reference[&r["run_id"]]),
+            "metrics differ from the uninterrupted sweep"
+        );
     }
 }
 
@@ -115,5 +138,8 @@ fn kill_9_at_random_moments_then_resume_gives_the_uninterrupted_results() {
          {completed_dirs} directories completed and checked, {:.1} s (one sweep {one_sweep:.1} s)",
         t0.elapsed().as_secs_f64()
     );
-    assert!(interrupted >= KILLS / 2, "most kills must land mid-sweep ({interrupted}/{KILLS})");
+    assert!(
+        interrupted >= KILLS / 2,
+        "most kills must land mid-sweep ({interrupted}/{KILLS})"
+    );
 }

@@ -16,10 +16,23 @@ fn grid_zip_and_seed_counts() {
     let runs = listed(&f, &d.join("results"));
     assert_eq!(runs.len(), 24);
     assert!(runs.iter().all(|(_, s)| s == "pending"));
-    assert_eq!(runs.iter().map(|(id, _)| id).collect::<BTreeSet<_>>().len(), 24, "run ids are distinct");
+    assert_eq!(
+        runs.iter().map(|(id, _)| id).collect::<BTreeSet<_>>().len(),
+        24,
+        "run ids are distinct"
+    );
     assert!(!d.join("results").exists(), "list writes nothing");
     // dry run prints every run and writes nothing.
-    let o = membench(&["sweep", f.to_str().unwrap(), "--out", d.join("results").to_str().unwrap(), "--dry-run"], &[]);
+    let o = membench(
+        &[
+            "sweep",
+            f.to_str().unwrap(),
+            "--out",
+            d.join("results").to_str().unwrap(),
+            "--dry-run",
+        ],
+        &[],
+    );
     assert!(o.status.success());
     assert_eq!(stdout(&o).lines().count(), 24);
     assert!(!d.join("results").exists(), "dry run writes nothing");
@@ -33,17 +46,34 @@ fn strict_errors_point_at_line_key_and_suggest() {
     std::fs::write(out.join("keep.txt"), "x").unwrap();
     let before = dir_digest(&out);
     // Line 9 is the grid key; the bad value only shows after expansion.
-    let f = write(&d.join("bad.yaml"), &tiny_yaml("2", "    grid:\n      train.lr: [0.1, -0.5]\n"));
-    let o = membench(&["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    let f = write(
+        &d.join("bad.yaml"),
+        &tiny_yaml("2", "    grid:\n      train.lr: [0.1, -0.5]\n"),
+    );
+    let o = membench(
+        &["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("bad.yaml:9:7:") && e.contains("grid.train.lr") && e.contains("-0.5"), "{e}");
+    assert!(
+        e.contains("bad.yaml:9:7:") && e.contains("grid.train.lr") && e.contains("-0.5"),
+        "{e}"
+    );
     // A typo in the train section of defaults, with a suggestion.
-    let f = write(&d.join("typo.yaml"), &tiny_yaml("2", "").replace("eval_interval", "eval_intervall"));
+    let f = write(
+        &d.join("typo.yaml"),
+        &tiny_yaml("2", "").replace("eval_interval", "eval_intervall"),
+    );
     let o = membench(&["validate", f.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("typo.yaml:2:") && e.contains("defaults.train.eval_intervall") && e.contains("did you mean `eval_interval`"), "{e}");
+    assert!(
+        e.contains("typo.yaml:2:")
+            && e.contains("defaults.train.eval_intervall")
+            && e.contains("did you mean `eval_interval`"),
+        "{e}"
+    );
     assert_eq!(dir_digest(&out), before, "nothing written on bad input");
 }
 
@@ -60,30 +90,53 @@ fn rerun_skips_finished_runs_repairs_torn_csv_and_is_deterministic() {
 
     // Rerun: nothing to do, the file is untouched.
     let o = sweep_ok(&f, &a, &[], &[]);
-    assert!(stderr(&o).contains("2 already finished, 0 to run"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 already finished, 0 to run"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read(a.join("runs.csv")).unwrap(), csv_bytes);
 
     // A torn last line (a crash mid-append) is cut off and nothing is redone.
     let mut torn = csv_bytes.clone();
     torn.extend_from_slice(b"0123456789ab,tiny,copy,lstm,5,do");
     std::fs::write(a.join("runs.csv"), &torn).unwrap();
-    assert_eq!(listed(&f, &a).iter().filter(|(_, s)| s == "done").count(), 2, "list reads past a torn line");
+    assert_eq!(
+        listed(&f, &a).iter().filter(|(_, s)| s == "done").count(),
+        2,
+        "list reads past a torn line"
+    );
     let o = sweep_ok(&f, &a, &[], &[]);
     assert!(stderr(&o).contains("0 to run"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(a.join("runs.csv")).unwrap(), csv_bytes, "torn line cut, rows intact");
+    assert_eq!(
+        std::fs::read(a.join("runs.csv")).unwrap(),
+        csv_bytes,
+        "torn line cut, rows intact"
+    );
 
     // A second, separate sweep of the same config, seeds and threads gives identical metrics.
     sweep_ok(&f, &b, &["--threads", "1"], &[]);
     let (ra, rb) = (by_id(&first), by_id(&rows(&b)));
     assert_eq!(ra.keys().collect::<Vec<_>>(), rb.keys().collect::<Vec<_>>());
     for (id, row) in &ra {
-        assert_eq!(deterministic(row), deterministic(&rb[id]), "run {id} differs between sweeps");
+        assert_eq!(
+            deterministic(row),
+            deterministic(&rb[id]),
+            "run {id} differs between sweeps"
+        );
     }
 
     // A changed config is a new run id, pending until swept.
-    let f2 = write(&d.join("e2.yaml"), &tiny_yaml("2", "").replace("lr: 0.01", "lr: 0.02"));
+    let f2 = write(
+        &d.join("e2.yaml"),
+        &tiny_yaml("2", "").replace("lr: 0.01", "lr: 0.02"),
+    );
     let l = listed(&f2, &a);
-    assert!(l.iter().all(|(id, s)| s == "pending" && !ra.contains_key(id)), "{l:?}");
+    assert!(
+        l.iter()
+            .all(|(id, s)| s == "pending" && !ra.contains_key(id)),
+        "{l:?}"
+    );
 }
 
 #[test]
@@ -99,10 +152,19 @@ fn a_sweep_never_adds_to_results_of_another_version() {
     let old = csv.replace(version, "0.0.9");
     std::fs::write(a.join("runs.csv"), &old).unwrap();
     let before = dir_digest(&a);
-    let o = membench(&["sweep", f.to_str().unwrap(), "--out", a.to_str().unwrap()], &[]);
+    let o = membench(
+        &["sweep", f.to_str().unwrap(), "--out", a.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("runs.csv") && e.contains("another version") && e.contains("membench 0.0.9") && e.contains("--out"), "{e}");
+    assert!(
+        e.contains("runs.csv")
+            && e.contains("another version")
+            && e.contains("membench 0.0.9")
+            && e.contains("--out"),
+        "{e}"
+    );
     assert_eq!(dir_digest(&a), before, "the old results are untouched");
 }
 
@@ -110,7 +172,10 @@ fn a_sweep_never_adds_to_results_of_another_version() {
 fn shards_partition_the_grid_and_merge_rebuilds_it() {
     let d = temp_dir("shards");
     let f = write(&d.join("e.yaml"), &tiny_yaml("4", ""));
-    let all: BTreeSet<String> = listed(&f, &d.join("none")).into_iter().map(|(id, _)| id).collect();
+    let all: BTreeSet<String> = listed(&f, &d.join("none"))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let shard_ids = |i: &str, env: &[(&str, &str)], flag: bool| -> BTreeSet<String> {
         let mut a = vec!["sweep", f.to_str().unwrap(), "--dry-run", "--out", "unused"];
         if flag {
@@ -118,26 +183,69 @@ fn shards_partition_the_grid_and_merge_rebuilds_it() {
         }
         let o = membench(&a, env);
         assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o).lines().map(|l| l.split('\t').next().unwrap().to_string()).collect()
+        stdout(&o)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect()
     };
     let (s0, s1) = (shard_ids("0/2", &[], true), shard_ids("1/2", &[], true));
     assert!(s0.is_disjoint(&s1));
     assert_eq!(s0.union(&s1).cloned().collect::<BTreeSet<_>>(), all);
     // SLURM array variables select the same shard when --shard is absent (MIN defaults to 0).
-    assert_eq!(shard_ids("", &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_COUNT", "2")], false), s1);
-    assert_eq!(shard_ids("", &[("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "2"), ("SLURM_ARRAY_TASK_MIN", "1")], false), s1);
+    assert_eq!(
+        shard_ids(
+            "",
+            &[
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "2")
+            ],
+            false
+        ),
+        s1
+    );
+    assert_eq!(
+        shard_ids(
+            "",
+            &[
+                ("SLURM_ARRAY_TASK_ID", "2"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+                ("SLURM_ARRAY_TASK_MIN", "1")
+            ],
+            false
+        ),
+        s1
+    );
 
     let (o0, o1, m) = (d.join("s0"), d.join("s1"), d.join("merged"));
     sweep_ok(&f, &o0, &["--shard", "0/2"], &[]);
     sweep_ok(&f, &o1, &["--shard", "1/2"], &[]);
     // Merging a shard twice is harmless: duplicates are kept once.
-    let o = membench(&["merge", o0.to_str().unwrap(), o1.to_str().unwrap(), o0.to_str().unwrap(), "--out", m.to_str().unwrap()], &[]);
+    let o = membench(
+        &[
+            "merge",
+            o0.to_str().unwrap(),
+            o1.to_str().unwrap(),
+            o0.to_str().unwrap(),
+            "--out",
+            m.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let merged = rows(&m);
     assert_eq!(merged.len(), all.len());
-    assert_eq!(merged.iter().map(|r| r["run_id"].clone()).collect::<BTreeSet<_>>(), all);
+    assert_eq!(
+        merged
+            .iter()
+            .map(|r| r["run_id"].clone())
+            .collect::<BTreeSet<_>>(),
+        all
+    );
     for id in &all {
-        assert!(m.join("runs").join(id).join("result.json").is_file(), "run dir {id} copied");
+        assert!(
+            m.join("runs").join(id).join("result.json").is_file(),
+            "run dir {id} copied"
+        );
     }
     assert!(listed(&f, &m).iter().all(|(_, s)| s == "done"));
 
@@ -150,13 +258,33 @@ fn shards_partition_the_grid_and_merge_rebuilds_it() {
     let col = header.iter().position(|h| h == "final_loss").unwrap();
     let mut w = csv::Writer::from_path(c.join("runs.csv")).unwrap();
     w.write_record(&header).unwrap();
-    let mut rec: Vec<String> = r.records().next().unwrap().unwrap().iter().map(String::from).collect();
+    let mut rec: Vec<String> = r
+        .records()
+        .next()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(String::from)
+        .collect();
     rec[col] = "123.0".into();
     w.write_record(&rec).unwrap();
     w.flush().unwrap();
-    let o = membench(&["merge", o0.to_str().unwrap(), c.to_str().unwrap(), "--out", d.join("m2").to_str().unwrap()], &[]);
+    let o = membench(
+        &[
+            "merge",
+            o0.to_str().unwrap(),
+            c.to_str().unwrap(),
+            "--out",
+            d.join("m2").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("conflict") && stderr(&o).contains("final_loss"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("conflict") && stderr(&o).contains("final_loss"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -166,7 +294,14 @@ fn lock_refuses_a_second_sweep_and_a_stale_lock_is_taken_over() {
     let f = write(&d.join("e.yaml"), &tiny_yaml("1", ""));
     // A sweep whose only run hangs holds the lock.
     let mut first = std::process::Command::new(BIN)
-        .args(["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--run-timeout", "60s"])
+        .args([
+            "sweep",
+            f.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--run-timeout",
+            "60s",
+        ])
         .env("MEMBENCH_FAULT", "hang")
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -174,20 +309,38 @@ fn lock_refuses_a_second_sweep_and_a_stale_lock_is_taken_over() {
     let lock = out.join(".membench.lock");
     let t0 = std::time::Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|s| !s.trim().is_empty()) {
-        assert!(t0.elapsed().as_secs() < 30, "first sweep never took the lock");
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "first sweep never took the lock"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let o = membench(&["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    let o = membench(
+        &["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("is in use by") && e.contains(&first.id().to_string()), "{e}");
+    assert!(
+        e.contains("is in use by") && e.contains(&first.id().to_string()),
+        "{e}"
+    );
     // kill -9: the lock file stays, naming a dead process; the next sweep takes it over.
     first.kill().unwrap();
     first.wait().unwrap();
-    assert!(std::fs::read_to_string(&lock).unwrap().contains(&first.id().to_string()));
+    assert!(std::fs::read_to_string(&lock)
+        .unwrap()
+        .contains(&first.id().to_string()));
     let o = sweep_ok(&f, &out, &[], &[]);
-    assert!(stderr(&o).contains("taking over the stale lock"), "{}", stderr(&o));
-    assert_eq!(rows(&out).iter().filter(|r| r["status"] == "done").count(), 1);
+    assert!(
+        stderr(&o).contains("taking over the stale lock"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        rows(&out).iter().filter(|r| r["status"] == "done").count(),
+        1
+    );
 }
 
 #[test]
@@ -198,12 +351,19 @@ fn failing_runs_get_rows_while_the_others_finish() {
     // Seed 0 is healthy; the others panic, diverge, hang past the timeout, abort.
     let faults = [("MEMBENCH_FAULT", "panic:1,nan:2,hang:3,abort:4")];
     let o = sweep_ok(&f, &out, &["--run-timeout", "10s"], &faults);
-    let by_seed: std::collections::BTreeMap<String, Row> = rows(&out).into_iter().map(|r| (r["seed"].clone(), r)).collect();
+    let by_seed: std::collections::BTreeMap<String, Row> = rows(&out)
+        .into_iter()
+        .map(|r| (r["seed"].clone(), r))
+        .collect();
     let st = |s: &str| (by_seed[s]["status"].as_str(), by_seed[s]["reason"].as_str());
     assert_eq!(by_seed.len(), 5, "{}", stderr(&o));
     assert_eq!(st("0").0, "done");
     assert_eq!(st("1").0, "failed");
-    assert!(st("1").1.contains("exit status 101") && st("1").1.contains("injected panic"), "{:?}", st("1"));
+    assert!(
+        st("1").1.contains("exit status 101") && st("1").1.contains("injected panic"),
+        "{:?}",
+        st("1")
+    );
     assert_eq!(st("2").0, "diverged");
     assert!(st("2").1.contains("non-finite"), "{:?}", st("2"));
     assert_eq!(st("3").0, "timeout");
@@ -213,9 +373,20 @@ fn failing_runs_get_rows_while_the_others_finish() {
 
     // Rerun without faults: failed and timed-out runs are retried; done and diverged are final.
     let o = sweep_ok(&f, &out, &[], &[]);
-    assert!(stderr(&o).contains("2 already finished, 3 to run"), "{}", stderr(&o));
-    let after: Vec<(String, String)> = rows(&out).into_iter().map(|r| (r["seed"].clone(), r["status"].clone())).collect();
-    assert_eq!(after.len(), 5, "one row per run, replaced in place: {after:?}");
+    assert!(
+        stderr(&o).contains("2 already finished, 3 to run"),
+        "{}",
+        stderr(&o)
+    );
+    let after: Vec<(String, String)> = rows(&out)
+        .into_iter()
+        .map(|r| (r["seed"].clone(), r["status"].clone()))
+        .collect();
+    assert_eq!(
+        after.len(),
+        5,
+        "one row per run, replaced in place: {after:?}"
+    );
     for (seed, status) in after {
         assert_eq!(status, if seed == "2" { "diverged" } else { "done" });
     }
@@ -228,18 +399,33 @@ fn memory_limits_produce_failed_rows() {
     // 4 GiB of address space fits a run (the CUDA-enabled libtorch maps ~3 GB at start), not the
     // injected allocation loop of seed 0.
     let out = d.join("oom");
-    sweep_ok(&f, &out, &["--run-memory", "4GiB"], &[("MEMBENCH_FAULT", "oom:0")]);
+    sweep_ok(
+        &f,
+        &out,
+        &["--run-memory", "4GiB"],
+        &[("MEMBENCH_FAULT", "oom:0")],
+    );
     let r = by_id(&rows(&out));
-    let by_seed: std::collections::BTreeMap<&str, &Row> = r.values().map(|r| (r["seed"].as_str(), r)).collect();
+    let by_seed: std::collections::BTreeMap<&str, &Row> =
+        r.values().map(|r| (r["seed"].as_str(), r)).collect();
     assert_eq!(by_seed["0"]["status"], "failed");
-    assert!(by_seed["0"]["reason"].contains("memory allocation") || by_seed["0"]["reason"].contains("signal"), "{:?}", by_seed["0"]);
+    assert!(
+        by_seed["0"]["reason"].contains("memory allocation")
+            || by_seed["0"]["reason"].contains("signal"),
+        "{:?}",
+        by_seed["0"]
+    );
     assert_eq!(by_seed["1"]["status"], "done", "{:?}", by_seed["1"]);
     // A limit too small to even load libtorch: every run fails with a reason, the sweep finishes.
     let out = d.join("tiny-limit");
     sweep_ok(&f, &out, &["--run-memory", "512MiB"], &[]);
     let rs = rows(&out);
     assert_eq!(rs.len(), 2);
-    assert!(rs.iter().all(|r| r["status"] == "failed" && !r["reason"].is_empty()), "{rs:?}");
+    assert!(
+        rs.iter()
+            .all(|r| r["status"] == "failed" && !r["reason"].is_empty()),
+        "{rs:?}"
+    );
 }
 
 #[test]
@@ -247,12 +433,22 @@ fn a_failed_row_write_is_a_clear_error_and_leaves_a_valid_csv() {
     let d = temp_dir("writefail");
     let out = d.join("results");
     let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
-    let mut a = vec!["sweep", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "1"];
+    let mut a = vec![
+        "sweep",
+        f.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "1",
+    ];
     // The first row creates runs.csv (atomic write); the second is the first append: make it fail.
     let o = membench(&a, &[("MEMBENCH_FAULT_WRITE", "1")]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("appending a row to") && e.contains("injected write failure"), "{e}");
+    assert!(
+        e.contains("appending a row to") && e.contains("injected write failure"),
+        "{e}"
+    );
     let text = std::fs::read_to_string(out.join("runs.csv")).unwrap();
     assert!(text.ends_with('\n'), "no torn line left: {text:?}");
     assert_eq!(rows(&out).len(), 1);

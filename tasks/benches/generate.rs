@@ -17,14 +17,26 @@ fn reference_configs() -> Vec<(String, TaskConfig)> {
     TaskConfig::all_defaults()
         .into_iter()
         .map(|c| match c {
-            TaskConfig::Copy(_) => ("copy B32 len 1-20 bits 8".to_string(), TaskConfig::Copy(copy::CopyConfig::default())),
+            TaskConfig::Copy(_) => (
+                "copy B32 len 1-20 bits 8".to_string(),
+                TaskConfig::Copy(copy::CopyConfig::default()),
+            ),
             TaskConfig::Mqar(_) => (
                 "mqar B32 seq 128 vocab 256 pairs 16".to_string(),
-                TaskConfig::Mqar(mqar::MqarConfig { vocab_size: 256, num_kv_pairs: 16, seq_len: 128, ..Default::default() }),
+                TaskConfig::Mqar(mqar::MqarConfig {
+                    vocab_size: 256,
+                    num_kv_pairs: 16,
+                    seq_len: 128,
+                    ..Default::default()
+                }),
             ),
-            TaskConfig::Passkey(_) => {
-                ("passkey B32 L 512".to_string(), TaskConfig::Passkey(passkey::PasskeyConfig { length: 512, ..Default::default() }))
-            }
+            TaskConfig::Passkey(_) => (
+                "passkey B32 L 512".to_string(),
+                TaskConfig::Passkey(passkey::PasskeyConfig {
+                    length: 512,
+                    ..Default::default()
+                }),
+            ),
             other => (format!("{} B32 defaults", other.name()), other),
         })
         .collect()
@@ -47,10 +59,20 @@ fn generate<M: Measurement>(c: &mut Criterion<M>, group_name: &str) {
     // The floor every task pays: one blake3-seeded ChaCha8 stream per example, and raw draws.
     let mut group = c.benchmark_group(format!("{group_name} rng"));
     group.sample_size(20);
-    group.bench_function("example_rng x32", |b| b.iter(|| (0..32).map(|e| example_rng(0, Split::Train, 1, e).next_u32()).sum::<u32>()));
+    group.bench_function("example_rng x32", |b| {
+        b.iter(|| {
+            (0..32)
+                .map(|e| example_rng(0, Split::Train, 1, e).next_u32())
+                .sum::<u32>()
+        })
+    });
     let mut rng = example_rng(0, Split::Train, 0, 0);
-    group.bench_function("1024 next_u32", |b| b.iter(|| (0..1024).map(|_| rng.next_u32()).fold(0u32, |a, x| a ^ x)));
-    group.bench_function("1024 random_range u32 0..16", |b| b.iter(|| (0..1024).map(|_| rng.random_range(0..16u32)).sum::<u32>()));
+    group.bench_function("1024 next_u32", |b| {
+        b.iter(|| (0..1024).map(|_| rng.next_u32()).fold(0u32, |a, x| a ^ x))
+    });
+    group.bench_function("1024 random_range u32 0..16", |b| {
+        b.iter(|| (0..1024).map(|_| rng.random_range(0..16u32)).sum::<u32>())
+    });
     group.finish();
 }
 
@@ -66,7 +88,10 @@ fn cpu(c: &mut Criterion<ThreadCpuTime>) {
 struct ThreadCpuTime;
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid clock id and a pointer to a live timespec.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
@@ -103,7 +128,12 @@ impl ValueFormatter for MicrosCpu {
         values.iter_mut().for_each(|v| *v /= 1e3);
         "µs cpu"
     }
-    fn scale_throughputs(&self, _typical: f64, _throughput: &Throughput, _values: &mut [f64]) -> &'static str {
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        _throughput: &Throughput,
+        _values: &mut [f64],
+    ) -> &'static str {
         "(no throughput)"
     }
     fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {

@@ -23,8 +23,13 @@
 //! (Arjovsky's baseline), and within_tol = P(|s - 1| ≤ τ) = 1 - (1 - τ)² = 0.0784 for τ = 0.04,
 //! which is what `chance()` returns for the success metric.
 
-use crate::common::{at_least_field, each_in_range, in_range, length_points, real_in_range, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::common::{
+    at_least_field, each_in_range, in_range, length_points, real_in_range, MAX_STEPS,
+};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +59,12 @@ fn default_tolerance() -> f32 {
 
 impl Default for AddingConfig {
     fn default() -> Self {
-        AddingConfig { min_len: default_len(), max_len: default_len(), tolerance: default_tolerance(), eval_lengths: vec![] }
+        AddingConfig {
+            min_len: default_len(),
+            max_len: default_len(),
+            tolerance: default_tolerance(),
+            eval_lengths: vec![],
+        }
     }
 }
 
@@ -68,7 +78,14 @@ impl Adding {
     pub fn new(cfg: AddingConfig) -> Result<Self, TaskError> {
         // One marker in each half needs T >= 2.
         in_range(NAME, "min_len", cfg.min_len, 2, MAX_STEPS)?;
-        at_least_field(NAME, "max_len", cfg.max_len, "min_len", cfg.min_len, MAX_STEPS)?;
+        at_least_field(
+            NAME,
+            "max_len",
+            cfg.max_len,
+            "min_len",
+            cfg.min_len,
+            MAX_STEPS,
+        )?;
         each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 2, MAX_STEPS)?;
         // Above 1 the constant 1 is always within tolerance; 0 would reject every real output.
         real_in_range(NAME, "tolerance", cfg.tolerance as f64, 1e-6, 1.0)?;
@@ -78,12 +95,27 @@ impl Adding {
 
 impl Task for Adding {
     fn io(&self) -> TaskIo {
-        TaskIo { input: InputKind::Dense { width: 2 }, output: OutputKind::Real { width: 1, tolerance: self.cfg.tolerance } }
+        TaskIo {
+            input: InputKind::Dense { width: 2 },
+            output: OutputKind::Real {
+                width: 1,
+                tolerance: self.cfg.tolerance,
+            },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         let lengths: Vec<usize> = rngs
             .iter_mut()
             .map(|rng| match point {
@@ -107,7 +139,13 @@ impl Task for Adding {
             targets[e * time + len - 1] = x[2 * i] + x[2 * j];
             mask[e * time + len - 1] = 1.0;
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Dense(inputs), targets: Targets::Real(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Dense(inputs),
+            targets: Targets::Real(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -118,7 +156,11 @@ impl Task for Adding {
         // Hochreiter & Schmidhuber stop when the recent sequences are all within 0.04; 0.95 of
         // them within tolerance keeps that bar while allowing a few misses in a finite evaluation
         // (it needs an error sd below ~0.02, i.e. mse ~4e-4, vs 1/6 for the constant baseline).
-        SuccessCriterion { metric: "within_tol".into(), threshold: 0.95, lower_is_better: false }
+        SuccessCriterion {
+            metric: "within_tol".into(),
+            threshold: 0.95,
+            lower_is_better: false,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -133,18 +175,34 @@ mod tests {
     use crate::testkit;
 
     fn task() -> Adding {
-        Adding::new(AddingConfig { min_len: 2, max_len: 60, eval_lengths: vec![2, 200], ..Default::default() }).unwrap()
+        Adding::new(AddingConfig {
+            min_len: 2,
+            max_len: 60,
+            eval_lengths: vec![2, 200],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// Sums the marked values and writes the sum at the example's last step, found as the last
     /// step with a nonzero input (padding is all zero; a drawn value is 0 with probability 2^-24).
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Dense(x) = &b.inputs else { panic!("dense") };
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!("dense")
+        };
         let mut y = vec![0f32; b.batch * b.time];
         for e in 0..b.batch {
             let row = &x[e * b.time * 2..(e + 1) * b.time * 2];
-            let sum: f32 = row.chunks_exact(2).filter(|s| s[1] == 1.0).map(|s| s[0]).sum();
-            let len = row.chunks_exact(2).rposition(|s| s[0] != 0.0 || s[1] != 0.0).unwrap() + 1;
+            let sum: f32 = row
+                .chunks_exact(2)
+                .filter(|s| s[1] == 1.0)
+                .map(|s| s[0])
+                .sum();
+            let len = row
+                .chunks_exact(2)
+                .rposition(|s| s[0] != 0.0 || s[1] != 0.0)
+                .unwrap()
+                + 1;
             y[e * b.time + len - 1] = sum;
         }
         Targets::Real(y)
@@ -160,20 +218,36 @@ mod tests {
         let t = task();
         testkit::assert_chance_matches(&t, 100, |b, _| Targets::Real(vec![1.0; b.batch * b.time]));
         // Arjovsky's baseline: mse of the constant 1 is 1/6.
-        let pairs: Vec<_> = (0..100).map(|i| t.batch(Split::Train, 3, i, 32, None)).map(|b| {
-            let g = Targets::Real(vec![1.0; b.batch * b.time]);
-            (b, g)
-        }).collect();
+        let pairs: Vec<_> = (0..100)
+            .map(|i| t.batch(Split::Train, 3, i, 32, None))
+            .map(|b| {
+                let g = Targets::Real(vec![1.0; b.batch * b.time]);
+                (b, g)
+            })
+            .collect();
         let (mse, se) = testkit::measure(t.io().output, "mse", 1.0 / 6.0, &pairs);
         assert!((mse - 1.0 / 6.0).abs() < 4.0 * se, "mse {mse} ± {se}");
     }
 
     #[test]
     fn one_marker_in_each_half() {
-        let b = task().batch(Split::Test, 0, 0, 16, Some(EvalPoint { length: 51, depth: None }));
-        let Inputs::Dense(x) = &b.inputs else { panic!() };
+        let b = task().batch(
+            Split::Test,
+            0,
+            0,
+            16,
+            Some(EvalPoint {
+                length: 51,
+                depth: None,
+            }),
+        );
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!()
+        };
         for e in 0..16 {
-            let marks: Vec<usize> = (0..51).filter(|&t| x[(e * 51 + t) * 2 + 1] == 1.0).collect();
+            let marks: Vec<usize> = (0..51)
+                .filter(|&t| x[(e * 51 + t) * 2 + 1] == 1.0)
+                .collect();
             assert_eq!(marks.len(), 2);
             assert!(marks[0] < 25 && marks[1] >= 25, "{marks:?}");
         }
@@ -182,10 +256,46 @@ mod tests {
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: AddingConfig| Adding::new(cfg).err().unwrap();
-        assert_eq!(bad(AddingConfig { min_len: 1, ..Default::default() }).field, "min_len");
-        assert_eq!(bad(AddingConfig { min_len: 100, max_len: 99, ..Default::default() }).field, "max_len");
-        assert_eq!(bad(AddingConfig { tolerance: 0.0, ..Default::default() }).field, "tolerance");
-        assert_eq!(bad(AddingConfig { tolerance: f32::NAN, ..Default::default() }).field, "tolerance");
-        assert_eq!(bad(AddingConfig { eval_lengths: vec![1], ..Default::default() }).field, "eval_lengths");
+        assert_eq!(
+            bad(AddingConfig {
+                min_len: 1,
+                ..Default::default()
+            })
+            .field,
+            "min_len"
+        );
+        assert_eq!(
+            bad(AddingConfig {
+                min_len: 100,
+                max_len: 99,
+                ..Default::default()
+            })
+            .field,
+            "max_len"
+        );
+        assert_eq!(
+            bad(AddingConfig {
+                tolerance: 0.0,
+                ..Default::default()
+            })
+            .field,
+            "tolerance"
+        );
+        assert_eq!(
+            bad(AddingConfig {
+                tolerance: f32::NAN,
+                ..Default::default()
+            })
+            .field,
+            "tolerance"
+        );
+        assert_eq!(
+            bad(AddingConfig {
+                eval_lengths: vec![1],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
     }
 }

@@ -22,7 +22,10 @@
 //! the time: bits/2 · item_len bit errors per sequence (9 for Graves's 6 bits × 3 vectors).
 
 use crate::common::{at_least_field, each_in_range, in_range, length_points, BitDraws, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -85,11 +88,24 @@ impl AssociativeRecall {
         // n·(k+1) + 2k + 2 steps must fit in MAX_STEPS.
         let most_items = (MAX_STEPS - 2 * k - 2) / (k + 1);
         in_range(NAME, "min_items", cfg.min_items, 2, most_items)?;
-        at_least_field(NAME, "max_items", cfg.max_items, "min_items", cfg.min_items, most_items)?;
+        at_least_field(
+            NAME,
+            "max_items",
+            cfg.max_items,
+            "min_items",
+            cfg.min_items,
+            most_items,
+        )?;
         each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 2, most_items)?;
         // Distinct items by rejection: keep at least twice as many possible items as drawn ones,
         // so a redraw is needed less than half the time.
-        let n_max = cfg.eval_lengths.iter().copied().chain([cfg.max_items]).max().unwrap_or(0);
+        let n_max = cfg
+            .eval_lengths
+            .iter()
+            .copied()
+            .chain([cfg.max_items])
+            .max()
+            .unwrap_or(0);
         let item_bits = cfg.bits * k;
         if item_bits < 64 && (1u128 << item_bits) < 2 * n_max as u128 {
             return Err(TaskError::new(
@@ -105,14 +121,30 @@ impl AssociativeRecall {
 
 impl Task for AssociativeRecall {
     fn io(&self) -> TaskIo {
-        TaskIo { input: InputKind::Dense { width: self.cfg.bits + 2 }, output: OutputKind::Bits { width: self.cfg.bits } }
+        TaskIo {
+            input: InputKind::Dense {
+                width: self.cfg.bits + 2,
+            },
+            output: OutputKind::Bits {
+                width: self.cfg.bits,
+            },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
         let (w, k) = (c.bits, c.item_len);
         let (in_w, item_size) = (w + 2, w * k);
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         let counts: Vec<usize> = rngs
             .iter_mut()
             .map(|rng| match point {
@@ -160,7 +192,13 @@ impl Task for AssociativeRecall {
             }
             mask[answer0..answer0 + k].fill(1.0);
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Dense(inputs), targets: Targets::Bits(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Dense(inputs),
+            targets: Targets::Bits(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -170,7 +208,11 @@ impl Task for AssociativeRecall {
     fn success(&self) -> SuccessCriterion {
         // Graves et al. train to a cost near 0 bits per sequence; 0.1 is one wrong bit in ten
         // answers, far below chance (bits/2 · item_len = 9 with the defaults).
-        SuccessCriterion { metric: "bit_errors_per_seq".into(), threshold: 0.1, lower_is_better: true }
+        SuccessCriterion {
+            metric: "bit_errors_per_seq".into(),
+            threshold: 0.1,
+            lower_is_better: true,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -184,23 +226,38 @@ mod tests {
     use crate::testkit;
 
     fn task() -> AssociativeRecall {
-        AssociativeRecall::new(AssociativeRecallConfig { eval_lengths: vec![6, 12], ..Default::default() }).unwrap()
+        AssociativeRecall::new(AssociativeRecallConfig {
+            eval_lengths: vec![6, 12],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// Parses the items by their delimiters, finds the one equal to the query and answers its
     /// successor.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Dense(x) = &b.inputs else { panic!("dense inputs") };
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!("dense inputs")
+        };
         let (w, k) = (6, 3);
         let in_w = w + 2;
         let mut y = vec![0f32; b.batch * b.time * w];
         for e in 0..b.batch {
             let step = |t: usize| &x[(e * b.time + t) * in_w..(e * b.time + t + 1) * in_w];
-            let item = |t0: usize| (0..k).flat_map(|j| step(t0 + 1 + j)[..w].to_vec()).collect::<Vec<f32>>();
+            let item = |t0: usize| {
+                (0..k)
+                    .flat_map(|j| step(t0 + 1 + j)[..w].to_vec())
+                    .collect::<Vec<f32>>()
+            };
             let starts: Vec<usize> = (0..b.time).filter(|&t| step(t)[w] == 1.0).collect();
-            let q0 = (0..b.time).find(|&t| step(t)[w + 1] == 1.0).expect("query delimiter");
+            let q0 = (0..b.time)
+                .find(|&t| step(t)[w + 1] == 1.0)
+                .expect("query delimiter");
             let query = item(q0);
-            let hit = starts.iter().position(|&s| item(s) == query).expect("query is in the list");
+            let hit = starts
+                .iter()
+                .position(|&s| item(s) == query)
+                .expect("query is in the list");
             let answer = item(starts[hit + 1]);
             let a0 = e * b.time + q0 + k + 2;
             y[a0 * w..(a0 + k) * w].copy_from_slice(&answer);
@@ -221,15 +278,25 @@ mod tests {
     #[test]
     fn items_are_distinct_even_when_the_item_space_is_small() {
         // 2 bits · 2 vectors = 16 possible items for up to 8 items: collisions would be common.
-        let t = AssociativeRecall::new(AssociativeRecallConfig { bits: 2, item_len: 2, min_items: 8, max_items: 8, eval_lengths: vec![] })
-            .unwrap();
+        let t = AssociativeRecall::new(AssociativeRecallConfig {
+            bits: 2,
+            item_len: 2,
+            min_items: 8,
+            max_items: 8,
+            eval_lengths: vec![],
+        })
+        .unwrap();
         let b = t.batch(Split::Train, 0, 0, 32, None);
-        let Inputs::Dense(x) = &b.inputs else { panic!() };
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!()
+        };
         for e in 0..32 {
             let mut seen: Vec<Vec<f32>> = vec![];
             for i in 0..8 {
                 let t0 = e * b.time + i * 3 + 1;
-                let item: Vec<f32> = (0..2).flat_map(|j| x[(t0 + j) * 4..(t0 + j) * 4 + 2].to_vec()).collect();
+                let item: Vec<f32> = (0..2)
+                    .flat_map(|j| x[(t0 + j) * 4..(t0 + j) * 4 + 2].to_vec())
+                    .collect();
                 assert!(!seen.contains(&item), "example {e}: item {i} repeats");
                 seen.push(item);
             }
@@ -239,11 +306,48 @@ mod tests {
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: AssociativeRecallConfig| AssociativeRecall::new(cfg).err().unwrap();
-        assert_eq!(bad(AssociativeRecallConfig { item_len: 0, ..Default::default() }).field, "item_len");
-        assert_eq!(bad(AssociativeRecallConfig { min_items: 1, ..Default::default() }).field, "min_items");
-        assert_eq!(bad(AssociativeRecallConfig { min_items: 5, max_items: 3, ..Default::default() }).field, "max_items");
-        assert_eq!(bad(AssociativeRecallConfig { eval_lengths: vec![1], ..Default::default() }).field, "eval_lengths");
+        assert_eq!(
+            bad(AssociativeRecallConfig {
+                item_len: 0,
+                ..Default::default()
+            })
+            .field,
+            "item_len"
+        );
+        assert_eq!(
+            bad(AssociativeRecallConfig {
+                min_items: 1,
+                ..Default::default()
+            })
+            .field,
+            "min_items"
+        );
+        assert_eq!(
+            bad(AssociativeRecallConfig {
+                min_items: 5,
+                max_items: 3,
+                ..Default::default()
+            })
+            .field,
+            "max_items"
+        );
+        assert_eq!(
+            bad(AssociativeRecallConfig {
+                eval_lengths: vec![1],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
         // 1 bit · 2 vectors = 4 possible items cannot hold 6 distinct ones comfortably.
-        assert_eq!(bad(AssociativeRecallConfig { bits: 1, item_len: 2, ..Default::default() }).field, "bits");
+        assert_eq!(
+            bad(AssociativeRecallConfig {
+                bits: 1,
+                item_len: 2,
+                ..Default::default()
+            })
+            .field,
+            "bits"
+        );
     }
 }

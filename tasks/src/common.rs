@@ -8,11 +8,22 @@ use rand::RngCore;
 pub const MAX_STEPS: usize = 1 << 20;
 
 /// `value` must lie in `lo..=hi`.
-pub(crate) fn in_range(task: &'static str, field: &'static str, value: usize, lo: usize, hi: usize) -> Result<(), TaskError> {
+pub(crate) fn in_range(
+    task: &'static str,
+    field: &'static str,
+    value: usize,
+    lo: usize,
+    hi: usize,
+) -> Result<(), TaskError> {
     if (lo..=hi).contains(&value) {
         Ok(())
     } else {
-        Err(TaskError::new(task, field, value, format!("expected {lo}..={hi}")))
+        Err(TaskError::new(
+            task,
+            field,
+            value,
+            format!("expected {lo}..={hi}"),
+        ))
     }
 }
 
@@ -29,33 +40,69 @@ pub(crate) fn at_least_field(
     if (lo..=hi).contains(&value) {
         Ok(())
     } else {
-        Err(TaskError::new(task, field, value, format!("expected {lo_field} ({lo})..={hi}")))
+        Err(TaskError::new(
+            task,
+            field,
+            value,
+            format!("expected {lo_field} ({lo})..={hi}"),
+        ))
     }
 }
 
 /// Every entry of an `eval_lengths` list must lie in `lo..=hi`.
-pub(crate) fn each_in_range(task: &'static str, field: &'static str, values: &[usize], lo: usize, hi: usize) -> Result<(), TaskError> {
+pub(crate) fn each_in_range(
+    task: &'static str,
+    field: &'static str,
+    values: &[usize],
+    lo: usize,
+    hi: usize,
+) -> Result<(), TaskError> {
     match values.iter().find(|v| !(lo..=hi).contains(*v)) {
-        Some(&bad) => Err(TaskError::new(task, field, bad, format!("each expected {lo}..={hi}"))),
+        Some(&bad) => Err(TaskError::new(
+            task,
+            field,
+            bad,
+            format!("each expected {lo}..={hi}"),
+        )),
         None => Ok(()),
     }
 }
 
 /// A real parameter in `[lo, hi]` (rejects NaN).
-pub(crate) fn real_in_range(task: &'static str, field: &'static str, value: f64, lo: f64, hi: f64) -> Result<(), TaskError> {
+pub(crate) fn real_in_range(
+    task: &'static str,
+    field: &'static str,
+    value: f64,
+    lo: f64,
+    hi: f64,
+) -> Result<(), TaskError> {
     if value >= lo && value <= hi {
         Ok(())
     } else {
-        Err(TaskError::new(task, field, value, format!("expected {lo}..={hi}")))
+        Err(TaskError::new(
+            task,
+            field,
+            value,
+            format!("expected {lo}..={hi}"),
+        ))
     }
 }
 
 /// One evaluation point per listed length, or `[default]` when the list is empty.
 pub(crate) fn length_points(eval_lengths: &[usize], default: usize) -> Vec<EvalPoint> {
     if eval_lengths.is_empty() {
-        vec![EvalPoint { length: default, depth: None }]
+        vec![EvalPoint {
+            length: default,
+            depth: None,
+        }]
     } else {
-        eval_lengths.iter().map(|&length| EvalPoint { length, depth: None }).collect()
+        eval_lengths
+            .iter()
+            .map(|&length| EvalPoint {
+                length,
+                depth: None,
+            })
+            .collect()
     }
 }
 

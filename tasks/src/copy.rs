@@ -12,7 +12,10 @@
 //! time, so `bits / 2` bit errors per vector, `bits / 2 · L` per sequence (4·L for 8 bits).
 
 use crate::common::BitDraws;
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +48,12 @@ fn default_max_len() -> usize {
 
 impl Default for CopyConfig {
     fn default() -> Self {
-        CopyConfig { bits: default_bits(), min_len: default_min_len(), max_len: default_max_len(), eval_lengths: vec![] }
+        CopyConfig {
+            bits: default_bits(),
+            min_len: default_min_len(),
+            max_len: default_max_len(),
+            eval_lengths: vec![],
+        }
     }
 }
 
@@ -56,10 +64,20 @@ pub struct Copy {
 impl Copy {
     pub fn new(cfg: CopyConfig) -> Result<Self, TaskError> {
         if cfg.bits == 0 || cfg.bits > 1024 {
-            return Err(TaskError::new("copy", "bits", cfg.bits, "expected 1..=1024"));
+            return Err(TaskError::new(
+                "copy",
+                "bits",
+                cfg.bits,
+                "expected 1..=1024",
+            ));
         }
         if cfg.min_len == 0 {
-            return Err(TaskError::new("copy", "min_len", cfg.min_len, "expected >= 1"));
+            return Err(TaskError::new(
+                "copy",
+                "min_len",
+                cfg.min_len,
+                "expected >= 1",
+            ));
         }
         if cfg.max_len < cfg.min_len || cfg.max_len > 100_000 {
             return Err(TaskError::new(
@@ -70,7 +88,12 @@ impl Copy {
             ));
         }
         if let Some(&bad) = cfg.eval_lengths.iter().find(|&&l| l == 0 || l > 100_000) {
-            return Err(TaskError::new("copy", "eval_lengths", bad, "each expected 1..=100000"));
+            return Err(TaskError::new(
+                "copy",
+                "eval_lengths",
+                bad,
+                "each expected 1..=100000",
+            ));
         }
         Ok(Copy { cfg })
     }
@@ -78,12 +101,28 @@ impl Copy {
 
 impl Task for Copy {
     fn io(&self) -> TaskIo {
-        TaskIo { input: InputKind::Dense { width: self.cfg.bits + 1 }, output: OutputKind::Bits { width: self.cfg.bits } }
+        TaskIo {
+            input: InputKind::Dense {
+                width: self.cfg.bits + 1,
+            },
+            output: OutputKind::Bits {
+                width: self.cfg.bits,
+            },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let bits = self.cfg.bits;
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         // Each example's stream gives its length first, then its bits.
         let lengths: Vec<usize> = rngs
             .iter_mut()
@@ -111,18 +150,38 @@ impl Task for Copy {
             inputs[(b * time + len) * in_w + bits] = 1.0;
             mask[b * time + len + 1..b * time + 2 * len + 1].fill(1.0);
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Dense(inputs), targets: Targets::Bits(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Dense(inputs),
+            targets: Targets::Bits(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
-        let lengths = if self.cfg.eval_lengths.is_empty() { vec![self.cfg.max_len] } else { self.cfg.eval_lengths.clone() };
-        lengths.into_iter().map(|length| EvalPoint { length, depth: None }).collect()
+        let lengths = if self.cfg.eval_lengths.is_empty() {
+            vec![self.cfg.max_len]
+        } else {
+            self.cfg.eval_lengths.clone()
+        };
+        lengths
+            .into_iter()
+            .map(|length| EvalPoint {
+                length,
+                depth: None,
+            })
+            .collect()
     }
 
     fn success(&self) -> SuccessCriterion {
         // Graves et al. report copy as solved when the cost falls to ~0; 0.1 bit errors per sequence
         // is "one wrong bit in ten sequences".
-        SuccessCriterion { metric: "bit_errors_per_seq".into(), threshold: 0.1, lower_is_better: true }
+        SuccessCriterion {
+            metric: "bit_errors_per_seq".into(),
+            threshold: 0.1,
+            lower_is_better: true,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -136,7 +195,13 @@ mod tests {
     use super::*;
 
     fn task() -> Copy {
-        Copy::new(CopyConfig { bits: 8, min_len: 1, max_len: 20, eval_lengths: vec![40] }).unwrap()
+        Copy::new(CopyConfig {
+            bits: 8,
+            min_len: 1,
+            max_len: 20,
+            eval_lengths: vec![40],
+        })
+        .unwrap()
     }
 
     /// The oracle: read the pattern before the delimiter and write it after. It must score every
@@ -146,15 +211,26 @@ mod tests {
         let t = task();
         for index in 0..20 {
             let b = t.batch(Split::Train, 7, index, 16, None);
-            let (Inputs::Dense(x), Targets::Bits(y)) = (&b.inputs, &b.targets) else { panic!("kinds") };
+            let (Inputs::Dense(x), Targets::Bits(y)) = (&b.inputs, &b.targets) else {
+                panic!("kinds")
+            };
             for e in 0..b.batch {
-                let delim = (0..b.time).find(|&s| x[(e * b.time + s) * 9 + 8] == 1.0).expect("delimiter");
+                let delim = (0..b.time)
+                    .find(|&s| x[(e * b.time + s) * 9 + 8] == 1.0)
+                    .expect("delimiter");
                 for s in 0..b.time {
                     let scored = b.mask[e * b.time + s] == 1.0;
-                    assert_eq!(scored, s > delim && s <= 2 * delim, "mask at {s}, delimiter {delim}");
+                    assert_eq!(
+                        scored,
+                        s > delim && s <= 2 * delim,
+                        "mask at {s}, delimiter {delim}"
+                    );
                     if scored {
                         for k in 0..8 {
-                            assert_eq!(y[(e * b.time + s) * 8 + k], x[(e * b.time + s - delim - 1) * 9 + k]);
+                            assert_eq!(
+                                y[(e * b.time + s) * 8 + k],
+                                x[(e * b.time + s - delim - 1) * 9 + k]
+                            );
                         }
                     }
                 }
@@ -165,10 +241,14 @@ mod tests {
     /// The same oracle as a function, for the shared property test over seeds, splits, indices,
     /// batch sizes and evaluation points.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Dense(x) = &b.inputs else { panic!("dense inputs") };
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!("dense inputs")
+        };
         let mut y = vec![0f32; b.batch * b.time * 8];
         for e in 0..b.batch {
-            let delim = (0..b.time).find(|&s| x[(e * b.time + s) * 9 + 8] == 1.0).expect("delimiter");
+            let delim = (0..b.time)
+                .find(|&s| x[(e * b.time + s) * 9 + 8] == 1.0)
+                .expect("delimiter");
             for s in 0..delim {
                 for k in 0..8 {
                     y[(e * b.time + delim + 1 + s) * 8 + k] = x[(e * b.time + s) * 9 + k];
@@ -191,21 +271,45 @@ mod tests {
     #[test]
     fn same_arguments_same_bytes_other_split_other_data() {
         let t = task();
-        assert_eq!(t.batch(Split::Train, 1, 3, 8, None), t.batch(Split::Train, 1, 3, 8, None));
-        assert_ne!(t.batch(Split::Train, 1, 3, 8, None), t.batch(Split::Test, 1, 3, 8, None));
-        assert_ne!(t.batch(Split::Train, 1, 3, 8, None), t.batch(Split::Train, 2, 3, 8, None));
+        assert_eq!(
+            t.batch(Split::Train, 1, 3, 8, None),
+            t.batch(Split::Train, 1, 3, 8, None)
+        );
+        assert_ne!(
+            t.batch(Split::Train, 1, 3, 8, None),
+            t.batch(Split::Test, 1, 3, 8, None)
+        );
+        assert_ne!(
+            t.batch(Split::Train, 1, 3, 8, None),
+            t.batch(Split::Train, 2, 3, 8, None)
+        );
     }
 
     #[test]
     fn eval_point_fixes_the_length() {
-        let b = task().batch(Split::Test, 1, 0, 4, Some(EvalPoint { length: 40, depth: None }));
+        let b = task().batch(
+            Split::Test,
+            1,
+            0,
+            4,
+            Some(EvalPoint {
+                length: 40,
+                depth: None,
+            }),
+        );
         assert_eq!(b.time, 81);
         assert_eq!(b.mask.iter().sum::<f32>(), 4.0 * 40.0);
     }
 
     #[test]
     fn bad_lengths_name_the_field() {
-        let err = Copy::new(CopyConfig { min_len: 5, max_len: 2, ..Default::default() }).err().unwrap();
+        let err = Copy::new(CopyConfig {
+            min_len: 5,
+            max_len: 2,
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
         assert_eq!(err.field, "max_len");
         assert!(err.to_string().contains("min_len (5)"), "{err}");
     }

@@ -25,7 +25,10 @@
 //! token accuracy 1/alphabet on the scored steps, which is what `chance()` returns.
 
 use crate::common::{at_least_field, each_in_range, in_range, length_points, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +86,14 @@ impl CopyMemory {
         in_range(NAME, "alphabet", cfg.alphabet, 2, 1 << 30)?;
         let longest = MAX_STEPS - 2 * cfg.num_symbols;
         in_range(NAME, "min_delay", cfg.min_delay, 1, longest)?;
-        at_least_field(NAME, "max_delay", cfg.max_delay, "min_delay", cfg.min_delay, longest)?;
+        at_least_field(
+            NAME,
+            "max_delay",
+            cfg.max_delay,
+            "min_delay",
+            cfg.min_delay,
+            longest,
+        )?;
         each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 1, longest)?;
         Ok(CopyMemory { cfg })
     }
@@ -96,13 +106,25 @@ impl CopyMemory {
 impl Task for CopyMemory {
     fn io(&self) -> TaskIo {
         let a = self.cfg.alphabet;
-        TaskIo { input: InputKind::Tokens { vocab: a + 2 }, output: OutputKind::Classes { n: a + 1 } }
+        TaskIo {
+            input: InputKind::Tokens { vocab: a + 2 },
+            output: OutputKind::Classes { n: a + 1 },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
         let k = c.num_symbols;
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         let delays: Vec<usize> = rngs
             .iter_mut()
             .map(|rng| match point {
@@ -125,7 +147,13 @@ impl Task for CopyMemory {
             inputs[recall - 1] = self.delimiter();
             mask[recall..recall + k].fill(1.0);
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Tokens(inputs), targets: Targets::Classes(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Tokens(inputs),
+            targets: Targets::Classes(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -135,7 +163,11 @@ impl Task for CopyMemory {
     fn success(&self) -> SuccessCriterion {
         // Arjovsky et al. judge by the loss falling to ~0 below the memoryless baseline; on the
         // recalled symbols that is accuracy ~1. 0.99 allows one wrong symbol in ten sequences.
-        SuccessCriterion { metric: "token_acc".into(), threshold: 0.99, lower_is_better: false }
+        SuccessCriterion {
+            metric: "token_acc".into(),
+            threshold: 0.99,
+            lower_is_better: false,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -149,12 +181,20 @@ mod tests {
     use crate::testkit;
 
     fn task() -> CopyMemory {
-        CopyMemory::new(CopyMemoryConfig { min_delay: 1, max_delay: 30, eval_lengths: vec![1, 100], ..Default::default() }).unwrap()
+        CopyMemory::new(CopyMemoryConfig {
+            min_delay: 1,
+            max_delay: 30,
+            eval_lengths: vec![1, 100],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// Remembers the first 10 tokens, finds the delimiter and writes them back after it.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Tokens(x) = &b.inputs else { panic!("tokens") };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!("tokens")
+        };
         let mut y = vec![0i64; b.batch * b.time];
         for e in 0..b.batch {
             let row = &x[e * b.time..(e + 1) * b.time];
@@ -171,13 +211,20 @@ mod tests {
 
     #[test]
     fn chance_matches_the_memoryless_guess() {
-        testkit::assert_chance_matches(&task(), 20, |b, rng| testkit::uniform_classes(b, rng, 1..9));
+        testkit::assert_chance_matches(&task(), 20, |b, rng| {
+            testkit::uniform_classes(b, rng, 1..9)
+        });
     }
 
     #[test]
     fn layout_matches_arjovsky() {
-        let b = CopyMemory::new(CopyMemoryConfig::default()).unwrap().batch(Split::Test, 0, 0, 2, None);
-        let Inputs::Tokens(x) = &b.inputs else { panic!() };
+        let b =
+            CopyMemory::new(CopyMemoryConfig::default())
+                .unwrap()
+                .batch(Split::Test, 0, 0, 2, None);
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!()
+        };
         assert_eq!(b.time, 120, "T + 20");
         assert!(x[..10].iter().all(|&s| (1..=8).contains(&s)));
         assert!(x[10..109].iter().all(|&s| s == 0), "T - 1 = 99 blanks");
@@ -189,10 +236,46 @@ mod tests {
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: CopyMemoryConfig| CopyMemory::new(cfg).err().unwrap();
-        assert_eq!(bad(CopyMemoryConfig { alphabet: 1, ..Default::default() }).field, "alphabet");
-        assert_eq!(bad(CopyMemoryConfig { num_symbols: 0, ..Default::default() }).field, "num_symbols");
-        assert_eq!(bad(CopyMemoryConfig { min_delay: 0, ..Default::default() }).field, "min_delay");
-        assert_eq!(bad(CopyMemoryConfig { min_delay: 50, max_delay: 20, ..Default::default() }).field, "max_delay");
-        assert_eq!(bad(CopyMemoryConfig { eval_lengths: vec![0], ..Default::default() }).field, "eval_lengths");
+        assert_eq!(
+            bad(CopyMemoryConfig {
+                alphabet: 1,
+                ..Default::default()
+            })
+            .field,
+            "alphabet"
+        );
+        assert_eq!(
+            bad(CopyMemoryConfig {
+                num_symbols: 0,
+                ..Default::default()
+            })
+            .field,
+            "num_symbols"
+        );
+        assert_eq!(
+            bad(CopyMemoryConfig {
+                min_delay: 0,
+                ..Default::default()
+            })
+            .field,
+            "min_delay"
+        );
+        assert_eq!(
+            bad(CopyMemoryConfig {
+                min_delay: 50,
+                max_delay: 20,
+                ..Default::default()
+            })
+            .field,
+            "max_delay"
+        );
+        assert_eq!(
+            bad(CopyMemoryConfig {
+                eval_lengths: vec![0],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
     }
 }

@@ -21,7 +21,10 @@
 //! one scored position per sequence, sequence accuracy is the same).
 
 use crate::common::{at_least_field, each_in_range, in_range, length_points, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +54,12 @@ fn default_len() -> usize {
 
 impl Default for InductionHeadsConfig {
     fn default() -> Self {
-        InductionHeadsConfig { data_vocab: default_data_vocab(), min_len: default_len(), max_len: default_len(), eval_lengths: vec![] }
+        InductionHeadsConfig {
+            data_vocab: default_data_vocab(),
+            min_len: default_len(),
+            max_len: default_len(),
+            eval_lengths: vec![],
+        }
     }
 }
 
@@ -67,7 +75,14 @@ impl InductionHeads {
         in_range(NAME, "data_vocab", cfg.data_vocab, 2, 1 << 30)?;
         // Trigger, its successor, and the final trigger need 3 steps.
         in_range(NAME, "min_len", cfg.min_len, 3, MAX_STEPS)?;
-        at_least_field(NAME, "max_len", cfg.max_len, "min_len", cfg.min_len, MAX_STEPS)?;
+        at_least_field(
+            NAME,
+            "max_len",
+            cfg.max_len,
+            "min_len",
+            cfg.min_len,
+            MAX_STEPS,
+        )?;
         each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 3, MAX_STEPS)?;
         Ok(InductionHeads { cfg })
     }
@@ -76,12 +91,24 @@ impl InductionHeads {
 impl Task for InductionHeads {
     fn io(&self) -> TaskIo {
         let v = self.cfg.data_vocab + 1;
-        TaskIo { input: InputKind::Tokens { vocab: v }, output: OutputKind::Classes { n: v } }
+        TaskIo {
+            input: InputKind::Tokens { vocab: v },
+            output: OutputKind::Classes { n: v },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         let lengths: Vec<usize> = rngs
             .iter_mut()
             .map(|rng| match point {
@@ -95,14 +122,22 @@ impl Task for InductionHeads {
         let mut mask = vec![0f32; batch_size * time];
         for (e, (rng, &len)) in rngs.iter_mut().zip(&lengths).enumerate() {
             let row = &mut inputs[e * time..e * time + len];
-            row[..len - 1].iter_mut().for_each(|t| *t = rng.random_range(1..=c.data_vocab as u32) as i64);
+            row[..len - 1]
+                .iter_mut()
+                .for_each(|t| *t = rng.random_range(1..=c.data_vocab as u32) as i64);
             let p = rng.random_range(0..=len - 3);
             row[p] = TRIGGER;
             row[len - 1] = TRIGGER;
             targets[e * time + len - 1] = row[p + 1];
             mask[e * time + len - 1] = 1.0;
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Tokens(inputs), targets: Targets::Classes(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Tokens(inputs),
+            targets: Targets::Classes(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -112,7 +147,11 @@ impl Task for InductionHeads {
     fn success(&self) -> SuccessCriterion {
         // H3 and Mamba report induction accuracy at the final position; models with an induction
         // mechanism reach ~100%, others stay near chance. 0.99 counts only the former.
-        SuccessCriterion { metric: "token_acc".into(), threshold: 0.99, lower_is_better: false }
+        SuccessCriterion {
+            metric: "token_acc".into(),
+            threshold: 0.99,
+            lower_is_better: false,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -126,18 +165,31 @@ mod tests {
     use crate::testkit;
 
     fn task() -> InductionHeads {
-        InductionHeads::new(InductionHeadsConfig { min_len: 3, max_len: 40, eval_lengths: vec![3, 200], ..Default::default() }).unwrap()
+        InductionHeads::new(InductionHeadsConfig {
+            min_len: 3,
+            max_len: 40,
+            eval_lengths: vec![3, 200],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// Finds the scored step (the example's last), then the first trigger, and answers its
     /// successor.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Tokens(x) = &b.inputs else { panic!("tokens") };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!("tokens")
+        };
         let mut y = vec![0i64; b.batch * b.time];
         for e in 0..b.batch {
             let row = &x[e * b.time..(e + 1) * b.time];
             let first = row.iter().position(|&t| t == TRIGGER).expect("trigger");
-            let second = first + 1 + row[first + 1..].iter().position(|&t| t == TRIGGER).expect("second trigger");
+            let second = first
+                + 1
+                + row[first + 1..]
+                    .iter()
+                    .position(|&t| t == TRIGGER)
+                    .expect("second trigger");
             y[e * b.time + second] = row[first + 1];
         }
         Targets::Classes(y)
@@ -151,24 +203,67 @@ mod tests {
     #[test]
     fn trigger_appears_exactly_twice() {
         let b = task().batch(Split::Train, 8, 0, 64, None);
-        let Inputs::Tokens(x) = &b.inputs else { panic!() };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!()
+        };
         for e in 0..64 {
-            let len = (0..b.time).rfind(|&s| b.mask[e * b.time + s] == 1.0).unwrap() + 1;
-            assert_eq!(x[e * b.time..e * b.time + len].iter().filter(|&&t| t == TRIGGER).count(), 2, "example {e}");
+            let len = (0..b.time)
+                .rfind(|&s| b.mask[e * b.time + s] == 1.0)
+                .unwrap()
+                + 1;
+            assert_eq!(
+                x[e * b.time..e * b.time + len]
+                    .iter()
+                    .filter(|&&t| t == TRIGGER)
+                    .count(),
+                2,
+                "example {e}"
+            );
         }
     }
 
     #[test]
     fn chance_matches_uniform_data_guesses() {
-        testkit::assert_chance_matches(&task(), 100, |b, rng| testkit::uniform_classes(b, rng, 1..17));
+        testkit::assert_chance_matches(&task(), 100, |b, rng| {
+            testkit::uniform_classes(b, rng, 1..17)
+        });
     }
 
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: InductionHeadsConfig| InductionHeads::new(cfg).err().unwrap();
-        assert_eq!(bad(InductionHeadsConfig { min_len: 2, ..Default::default() }).field, "min_len");
-        assert_eq!(bad(InductionHeadsConfig { min_len: 10, max_len: 9, ..Default::default() }).field, "max_len");
-        assert_eq!(bad(InductionHeadsConfig { data_vocab: 0, ..Default::default() }).field, "data_vocab");
-        assert_eq!(bad(InductionHeadsConfig { eval_lengths: vec![64, 2], ..Default::default() }).field, "eval_lengths");
+        assert_eq!(
+            bad(InductionHeadsConfig {
+                min_len: 2,
+                ..Default::default()
+            })
+            .field,
+            "min_len"
+        );
+        assert_eq!(
+            bad(InductionHeadsConfig {
+                min_len: 10,
+                max_len: 9,
+                ..Default::default()
+            })
+            .field,
+            "max_len"
+        );
+        assert_eq!(
+            bad(InductionHeadsConfig {
+                data_vocab: 0,
+                ..Default::default()
+            })
+            .field,
+            "data_vocab"
+        );
+        assert_eq!(
+            bad(InductionHeadsConfig {
+                eval_lengths: vec![64, 2],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
     }
 }

@@ -145,8 +145,18 @@ pub struct TaskError {
 }
 
 impl TaskError {
-    pub fn new(task: &'static str, field: &'static str, value: impl ToString, expected: impl Into<String>) -> Self {
-        TaskError { task, field, value: value.to_string(), expected: expected.into() }
+    pub fn new(
+        task: &'static str,
+        field: &'static str,
+        value: impl ToString,
+        expected: impl Into<String>,
+    ) -> Self {
+        TaskError {
+            task,
+            field,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
     }
 }
 
@@ -154,7 +164,14 @@ impl TaskError {
 pub trait Task: Send + Sync {
     fn io(&self) -> TaskIo;
     /// Batch of the training distribution (`point = None`) or of one evaluation condition.
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch;
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch;
     /// Evaluation conditions listed in the config (length generalization).
     fn eval_points(&self) -> Vec<EvalPoint>;
     /// The metric and bar that count as solving the task.
@@ -185,10 +202,16 @@ impl TaskConfig {
         Ok(match self {
             TaskConfig::Copy(c) => Box::new(copy::Copy::new(c.clone())?),
             TaskConfig::RepeatCopy(c) => Box::new(repeat_copy::RepeatCopy::new(c.clone())?),
-            TaskConfig::AssociativeRecall(c) => Box::new(associative_recall::AssociativeRecall::new(c.clone())?),
+            TaskConfig::AssociativeRecall(c) => {
+                Box::new(associative_recall::AssociativeRecall::new(c.clone())?)
+            }
             TaskConfig::Mqar(c) => Box::new(mqar::Mqar::new(c.clone())?),
-            TaskConfig::SelectiveCopy(c) => Box::new(selective_copy::SelectiveCopy::new(c.clone())?),
-            TaskConfig::InductionHeads(c) => Box::new(induction_heads::InductionHeads::new(c.clone())?),
+            TaskConfig::SelectiveCopy(c) => {
+                Box::new(selective_copy::SelectiveCopy::new(c.clone())?)
+            }
+            TaskConfig::InductionHeads(c) => {
+                Box::new(induction_heads::InductionHeads::new(c.clone())?)
+            }
             TaskConfig::CopyMemory(c) => Box::new(copy_memory::CopyMemory::new(c.clone())?),
             TaskConfig::Adding(c) => Box::new(adding::Adding::new(c.clone())?),
             TaskConfig::Passkey(c) => Box::new(passkey::Passkey::new(c.clone())?),

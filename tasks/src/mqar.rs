@@ -27,7 +27,10 @@
 //! token accuracy 1 / (V - ⌊V/2⌋).
 
 use crate::common::{each_in_range, in_range, length_points, real_in_range, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::seq::{index, SliceRandom};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -102,24 +105,39 @@ impl Mqar {
         in_range(NAME, "seq_len", cfg.seq_len, shortest, MAX_STEPS)?;
         each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, shortest, MAX_STEPS)?;
         real_in_range(NAME, "power_a", cfg.power_a, f64::MIN_POSITIVE, 1.0)?;
-        Ok(Mqar { cfg, num_queries: q })
+        Ok(Mqar {
+            cfg,
+            num_queries: q,
+        })
     }
 }
 
 impl Task for Mqar {
     fn io(&self) -> TaskIo {
         let v = self.cfg.vocab_size;
-        TaskIo { input: InputKind::Tokens { vocab: v }, output: OutputKind::Classes { n: v } }
+        TaskIo {
+            input: InputKind::Tokens { vocab: v },
+            output: OutputKind::Classes { n: v },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
         let (v, n, q) = (c.vocab_size, c.num_kv_pairs, self.num_queries);
         let time = point.map_or(c.seq_len, |p| p.length);
         let half = v / 2;
         let slots = (time - 2 * n) / 2;
         // p(g) ∝ (g+1)^(a-1), computed once per batch rather than once per example.
-        let weights: Vec<f64> = (0..slots).map(|g| ((g + 1) as f64).powf(c.power_a - 1.0)).collect();
+        let weights: Vec<f64> = (0..slots)
+            .map(|g| ((g + 1) as f64).powf(c.power_a - 1.0))
+            .collect();
         let mut inputs = vec![0i64; batch_size * time];
         let mut targets = vec![0i64; batch_size * time];
         let mut mask = vec![0f32; batch_size * time];
@@ -127,7 +145,9 @@ impl Task for Mqar {
             let mut rng = crate::example_rng(seed, split, index, e);
             let x = &mut inputs[e * time..(e + 1) * time];
             // Noise first, then the pairs and queries overwrite their positions.
-            x[2 * n..].iter_mut().for_each(|t| *t = rng.random_range(0..v as u32) as i64);
+            x[2 * n..]
+                .iter_mut()
+                .for_each(|t| *t = rng.random_range(0..v as u32) as i64);
             let keys = index::sample(&mut rng, half - 1, n);
             let values = index::sample(&mut rng, v - half, n);
             for (j, (key, value)) in keys.iter().zip(values.iter()).enumerate() {
@@ -147,7 +167,13 @@ impl Task for Mqar {
                 mask[e * time + at] = 1.0;
             }
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Tokens(inputs), targets: Targets::Classes(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Tokens(inputs),
+            targets: Targets::Classes(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -157,7 +183,11 @@ impl Task for Mqar {
     fn success(&self) -> SuccessCriterion {
         // Zoology reports MQAR accuracy over query positions; architectures that solve a setting
         // sit at ~99-100% and those that fail far lower, so 0.99 separates them.
-        SuccessCriterion { metric: "token_acc".into(), threshold: 0.99, lower_is_better: false }
+        SuccessCriterion {
+            metric: "token_acc".into(),
+            threshold: 0.99,
+            lower_is_better: false,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -172,13 +202,19 @@ mod tests {
     use crate::testkit;
 
     fn task() -> Mqar {
-        Mqar::new(MqarConfig { eval_lengths: vec![64, 256], ..Default::default() }).unwrap()
+        Mqar::new(MqarConfig {
+            eval_lengths: vec![64, 256],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// At each position, answers the value that followed the latest earlier occurrence of the
     /// token as a key in the pair region.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Tokens(x) = &b.inputs else { panic!("tokens") };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!("tokens")
+        };
         let n = 16;
         let mut y = vec![0i64; b.batch * b.time];
         for e in 0..b.batch {
@@ -199,19 +235,26 @@ mod tests {
 
     #[test]
     fn chance_matches_uniform_value_guesses() {
-        testkit::assert_chance_matches(&task(), 40, |b, rng| testkit::uniform_classes(b, rng, 128..256));
+        testkit::assert_chance_matches(&task(), 40, |b, rng| {
+            testkit::uniform_classes(b, rng, 128..256)
+        });
     }
 
     #[test]
     fn keys_and_values_come_from_their_halves_and_are_distinct() {
         let t = task();
         let b = t.batch(Split::Train, 4, 0, 32, None);
-        let Inputs::Tokens(x) = &b.inputs else { panic!() };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!()
+        };
         for e in 0..32 {
             let row = &x[e * 128..(e + 1) * 128];
             let mut keys: Vec<i64> = (0..16).map(|j| row[2 * j]).collect();
             let mut values: Vec<i64> = (0..16).map(|j| row[2 * j + 1]).collect();
-            assert!(keys.iter().all(|k| (1..128).contains(k)) && values.iter().all(|v| (128..256).contains(v)));
+            assert!(
+                keys.iter().all(|k| (1..128).contains(k))
+                    && values.iter().all(|v| (128..256).contains(v))
+            );
             keys.sort();
             keys.dedup();
             values.sort();
@@ -225,7 +268,11 @@ mod tests {
     fn short_gaps_are_more_likely_than_long_ones() {
         // With a = 0.01, p(g) ∝ (g+1)^-0.99: a query sits in the first quarter of the 48 slots
         // far more often than in the last quarter (weights sum ≈ 3.1 vs ≈ 0.28).
-        let t = Mqar::new(MqarConfig { num_queries: Some(1), ..Default::default() }).unwrap();
+        let t = Mqar::new(MqarConfig {
+            num_queries: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
         let b = t.batch(Split::Train, 0, 0, 2000, None);
         let (mut early, mut late) = (0, 0);
         for e in 0..2000 {
@@ -240,14 +287,57 @@ mod tests {
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: MqarConfig| Mqar::new(cfg).err().unwrap();
-        let e = bad(MqarConfig { vocab_size: 32, ..Default::default() });
+        let e = bad(MqarConfig {
+            vocab_size: 32,
+            ..Default::default()
+        });
         assert_eq!(e.field, "vocab_size");
         assert!(e.to_string().contains("34..="), "{e}");
-        assert_eq!(bad(MqarConfig { seq_len: 63, ..Default::default() }).field, "seq_len");
-        assert_eq!(bad(MqarConfig { num_queries: Some(17), ..Default::default() }).field, "num_queries");
-        assert_eq!(bad(MqarConfig { num_kv_pairs: 0, ..Default::default() }).field, "num_kv_pairs");
-        assert_eq!(bad(MqarConfig { eval_lengths: vec![40], ..Default::default() }).field, "eval_lengths");
-        assert_eq!(bad(MqarConfig { power_a: 0.0, ..Default::default() }).field, "power_a");
-        assert!(Mqar::new(MqarConfig { seq_len: 64, vocab_size: 34, ..Default::default() }).is_ok());
+        assert_eq!(
+            bad(MqarConfig {
+                seq_len: 63,
+                ..Default::default()
+            })
+            .field,
+            "seq_len"
+        );
+        assert_eq!(
+            bad(MqarConfig {
+                num_queries: Some(17),
+                ..Default::default()
+            })
+            .field,
+            "num_queries"
+        );
+        assert_eq!(
+            bad(MqarConfig {
+                num_kv_pairs: 0,
+                ..Default::default()
+            })
+            .field,
+            "num_kv_pairs"
+        );
+        assert_eq!(
+            bad(MqarConfig {
+                eval_lengths: vec![40],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
+        assert_eq!(
+            bad(MqarConfig {
+                power_a: 0.0,
+                ..Default::default()
+            })
+            .field,
+            "power_a"
+        );
+        assert!(Mqar::new(MqarConfig {
+            seq_len: 64,
+            vocab_size: 34,
+            ..Default::default()
+        })
+        .is_ok());
     }
 }

@@ -26,7 +26,10 @@
 //! key_vocab^-key_len (1e-5 with the defaults).
 
 use crate::common::{each_in_range, in_range, real_in_range, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +114,12 @@ impl Passkey {
         real_in_range(NAME, "min_depth", cfg.min_depth, 0.0, 1.0)?;
         real_in_range(NAME, "max_depth", cfg.max_depth, cfg.min_depth, 1.0)?;
         if let Some(&bad) = cfg.eval_depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
-            return Err(TaskError::new(NAME, "eval_depths", bad, "each expected 0..=1"));
+            return Err(TaskError::new(
+                NAME,
+                "eval_depths",
+                bad,
+                "each expected 0..=1",
+            ));
         }
         Ok(Passkey { cfg })
     }
@@ -124,10 +132,20 @@ impl Passkey {
 impl Task for Passkey {
     fn io(&self) -> TaskIo {
         let v = self.vocab();
-        TaskIo { input: InputKind::Tokens { vocab: v }, output: OutputKind::Classes { n: v } }
+        TaskIo {
+            input: InputKind::Tokens { vocab: v },
+            output: OutputKind::Classes { n: v },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
         let k = c.key_len;
         let len = point.map_or(c.length, |p| p.length);
@@ -144,8 +162,12 @@ impl Task for Passkey {
             };
             let row = &mut inputs[e * time..(e + 1) * time];
             let start = (depth * (len - k - 1) as f64).round() as usize;
-            row[..start].iter_mut().for_each(|t| *t = first_filler + rng.random_range(0..c.filler_vocab as u32) as i64);
-            row[start + k + 1..len].iter_mut().for_each(|t| *t = first_filler + rng.random_range(0..c.filler_vocab as u32) as i64);
+            row[..start].iter_mut().for_each(|t| {
+                *t = first_filler + rng.random_range(0..c.filler_vocab as u32) as i64
+            });
+            row[start + k + 1..len].iter_mut().for_each(|t| {
+                *t = first_filler + rng.random_range(0..c.filler_vocab as u32) as i64
+            });
             row[start] = KEY_MARKER;
             for i in 0..k {
                 let digit = FIRST_DIGIT + rng.random_range(0..c.key_vocab as u32) as i64;
@@ -154,19 +176,45 @@ impl Task for Passkey {
             }
             mask[e * time + len..(e + 1) * time].fill(1.0);
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Tokens(inputs), targets: Targets::Classes(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Tokens(inputs),
+            targets: Targets::Classes(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
-        let lengths = if self.cfg.eval_lengths.is_empty() { vec![self.cfg.length] } else { self.cfg.eval_lengths.clone() };
-        let depths = if self.cfg.eval_depths.is_empty() { vec![0.0, 0.25, 0.5, 0.75, 1.0] } else { self.cfg.eval_depths.clone() };
-        lengths.iter().flat_map(|&length| depths.iter().map(move |&d| EvalPoint { length, depth: Some(d) })).collect()
+        let lengths = if self.cfg.eval_lengths.is_empty() {
+            vec![self.cfg.length]
+        } else {
+            self.cfg.eval_lengths.clone()
+        };
+        let depths = if self.cfg.eval_depths.is_empty() {
+            vec![0.0, 0.25, 0.5, 0.75, 1.0]
+        } else {
+            self.cfg.eval_depths.clone()
+        };
+        lengths
+            .iter()
+            .flat_map(|&length| {
+                depths.iter().map(move |&d| EvalPoint {
+                    length,
+                    depth: Some(d),
+                })
+            })
+            .collect()
     }
 
     fn success(&self) -> SuccessCriterion {
         // Passkey accuracy counts a retrieval right only when the whole key is; 0.95 allows one
         // miss in twenty keys, far above chance (key_vocab^-key_len).
-        SuccessCriterion { metric: "seq_acc".into(), threshold: 0.95, lower_is_better: false }
+        SuccessCriterion {
+            metric: "seq_acc".into(),
+            threshold: 0.95,
+            lower_is_better: false,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -180,16 +228,25 @@ mod tests {
     use crate::testkit;
 
     fn cfg() -> PasskeyConfig {
-        PasskeyConfig { length: 64, eval_lengths: vec![6, 300], ..Default::default() }
+        PasskeyConfig {
+            length: 64,
+            eval_lengths: vec![6, 300],
+            ..Default::default()
+        }
     }
 
     /// Finds the key marker and answers the digits after it on the query steps.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Tokens(x) = &b.inputs else { panic!("tokens") };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!("tokens")
+        };
         let mut y = vec![0i64; b.batch * b.time];
         for e in 0..b.batch {
             let row = &x[e * b.time..(e + 1) * b.time];
-            let s = row.iter().position(|&t| t == KEY_MARKER).expect("key marker");
+            let s = row
+                .iter()
+                .position(|&t| t == KEY_MARKER)
+                .expect("key marker");
             let q = b.time - 5;
             y[e * b.time + q..(e + 1) * b.time].copy_from_slice(&row[s + 1..s + 6]);
         }
@@ -203,10 +260,16 @@ mod tests {
 
     #[test]
     fn chance_matches_uniform_digit_guesses() {
-        let guess = |b: &Batch, rng: &mut _| testkit::uniform_classes(b, rng, FIRST_DIGIT..FIRST_DIGIT + 10);
+        let guess = |b: &Batch, rng: &mut _| {
+            testkit::uniform_classes(b, rng, FIRST_DIGIT..FIRST_DIGIT + 10)
+        };
         testkit::assert_chance_matches(&Passkey::new(cfg()).unwrap(), 100, guess);
         // Per digit the guess is right 1/10 of the time: a chance level with room to miss.
-        let easy = Passkey::new(PasskeyConfig { key_len: 1, ..cfg() }).unwrap();
+        let easy = Passkey::new(PasskeyConfig {
+            key_len: 1,
+            ..cfg()
+        })
+        .unwrap();
         testkit::assert_chance_matches(&easy, 100, guess);
     }
 
@@ -214,34 +277,125 @@ mod tests {
     fn depth_places_the_key() {
         let t = Passkey::new(cfg()).unwrap();
         for (depth, start) in [(0.0, 0), (0.5, 29), (1.0, 58)] {
-            let b = t.batch(Split::Test, 1, 0, 4, Some(EvalPoint { length: 64, depth: Some(depth) }));
-            let Inputs::Tokens(x) = &b.inputs else { panic!() };
+            let b = t.batch(
+                Split::Test,
+                1,
+                0,
+                4,
+                Some(EvalPoint {
+                    length: 64,
+                    depth: Some(depth),
+                }),
+            );
+            let Inputs::Tokens(x) = &b.inputs else {
+                panic!()
+            };
             assert_eq!(b.time, 69);
             for e in 0..4 {
                 assert_eq!(x[e * 69 + start], KEY_MARKER, "depth {depth}");
-                assert_eq!(x[e * 69..(e + 1) * 69].iter().filter(|&&t| t == KEY_MARKER).count(), 1);
+                assert_eq!(
+                    x[e * 69..(e + 1) * 69]
+                        .iter()
+                        .filter(|&&t| t == KEY_MARKER)
+                        .count(),
+                    1
+                );
             }
         }
     }
 
     #[test]
     fn eval_points_are_the_grid() {
-        let t = Passkey::new(PasskeyConfig { eval_lengths: vec![32, 64], eval_depths: vec![0.0, 1.0], ..cfg() }).unwrap();
-        let got: Vec<(usize, Option<f64>)> = t.eval_points().iter().map(|p| (p.length, p.depth)).collect();
-        assert_eq!(got, vec![(32, Some(0.0)), (32, Some(1.0)), (64, Some(0.0)), (64, Some(1.0))]);
+        let t = Passkey::new(PasskeyConfig {
+            eval_lengths: vec![32, 64],
+            eval_depths: vec![0.0, 1.0],
+            ..cfg()
+        })
+        .unwrap();
+        let got: Vec<(usize, Option<f64>)> = t
+            .eval_points()
+            .iter()
+            .map(|p| (p.length, p.depth))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (32, Some(0.0)),
+                (32, Some(1.0)),
+                (64, Some(0.0)),
+                (64, Some(1.0))
+            ]
+        );
     }
 
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |c: PasskeyConfig| Passkey::new(c).err().unwrap();
         assert_eq!(bad(PasskeyConfig { length: 5, ..cfg() }).field, "length");
-        assert_eq!(bad(PasskeyConfig { eval_lengths: vec![5], ..cfg() }).field, "eval_lengths");
-        assert_eq!(bad(PasskeyConfig { min_depth: -0.1, ..cfg() }).field, "min_depth");
-        assert_eq!(bad(PasskeyConfig { min_depth: 0.6, max_depth: 0.5, ..cfg() }).field, "max_depth");
-        assert_eq!(bad(PasskeyConfig { max_depth: 1.5, ..cfg() }).field, "max_depth");
-        assert_eq!(bad(PasskeyConfig { eval_depths: vec![0.5, 1.01], ..cfg() }).field, "eval_depths");
-        assert_eq!(bad(PasskeyConfig { key_len: 0, ..cfg() }).field, "key_len");
-        assert_eq!(bad(PasskeyConfig { key_vocab: 1, ..cfg() }).field, "key_vocab");
-        assert_eq!(bad(PasskeyConfig { filler_vocab: 0, ..cfg() }).field, "filler_vocab");
+        assert_eq!(
+            bad(PasskeyConfig {
+                eval_lengths: vec![5],
+                ..cfg()
+            })
+            .field,
+            "eval_lengths"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                min_depth: -0.1,
+                ..cfg()
+            })
+            .field,
+            "min_depth"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                min_depth: 0.6,
+                max_depth: 0.5,
+                ..cfg()
+            })
+            .field,
+            "max_depth"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                max_depth: 1.5,
+                ..cfg()
+            })
+            .field,
+            "max_depth"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                eval_depths: vec![0.5, 1.01],
+                ..cfg()
+            })
+            .field,
+            "eval_depths"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                key_len: 0,
+                ..cfg()
+            })
+            .field,
+            "key_len"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                key_vocab: 1,
+                ..cfg()
+            })
+            .field,
+            "key_vocab"
+        );
+        assert_eq!(
+            bad(PasskeyConfig {
+                filler_vocab: 0,
+                ..cfg()
+            })
+            .field,
+            "filler_vocab"
+        );
     }
 }

@@ -26,7 +26,10 @@
 //! E[bit errors per sequence] = bits/2 · E[L] · E[r] + 1 (L and r independent).
 
 use crate::common::{at_least_field, each_in_range, in_range, length_points, BitDraws, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -92,11 +95,25 @@ impl RepeatCopy {
     pub fn new(cfg: RepeatCopyConfig) -> Result<Self, TaskError> {
         in_range(NAME, "bits", cfg.bits, 1, 1024)?;
         in_range(NAME, "min_repeats", cfg.min_repeats, 1, 1000)?;
-        at_least_field(NAME, "max_repeats", cfg.max_repeats, "min_repeats", cfg.min_repeats, 1000)?;
+        at_least_field(
+            NAME,
+            "max_repeats",
+            cfg.max_repeats,
+            "min_repeats",
+            cfg.min_repeats,
+            1000,
+        )?;
         // The longest example, L·(r + 1) + 2 steps, must fit in MAX_STEPS.
         let max_pattern = (MAX_STEPS - 2) / (cfg.max_repeats + 1);
         in_range(NAME, "min_len", cfg.min_len, 1, max_pattern)?;
-        at_least_field(NAME, "max_len", cfg.max_len, "min_len", cfg.min_len, max_pattern)?;
+        at_least_field(
+            NAME,
+            "max_len",
+            cfg.max_len,
+            "min_len",
+            cfg.min_len,
+            max_pattern,
+        )?;
         each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 1, max_pattern)?;
         Ok(RepeatCopy { cfg })
     }
@@ -105,13 +122,25 @@ impl RepeatCopy {
 impl Task for RepeatCopy {
     fn io(&self) -> TaskIo {
         let bits = self.cfg.bits;
-        TaskIo { input: InputKind::Dense { width: bits + 2 }, output: OutputKind::Bits { width: bits + 1 } }
+        TaskIo {
+            input: InputKind::Dense { width: bits + 2 },
+            output: OutputKind::Bits { width: bits + 1 },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
         let (in_w, out_w) = (c.bits + 2, c.bits + 1);
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         // (L, r) per example, drawn first from each example's own stream.
         let shapes: Vec<(usize, usize)> = rngs
             .iter_mut()
@@ -127,7 +156,11 @@ impl Task for RepeatCopy {
         // evaluation batch then depends on the point alone, not on the draws.
         let time = match point {
             Some(p) => p.length * (c.max_repeats + 1) + 2,
-            None => shapes.iter().map(|&(l, r)| l * (r + 1) + 2).max().unwrap_or(0),
+            None => shapes
+                .iter()
+                .map(|&(l, r)| l * (r + 1) + 2)
+                .max()
+                .unwrap_or(0),
         };
         let mut inputs = vec![0f32; batch_size * time * in_w];
         let mut targets = vec![0f32; batch_size * time * out_w];
@@ -154,7 +187,13 @@ impl Task for RepeatCopy {
             y[end * out_w + c.bits] = 1.0;
             mask[e * time + len + 1..=e * time + end].fill(1.0);
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Dense(inputs), targets: Targets::Bits(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Dense(inputs),
+            targets: Targets::Bits(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -164,7 +203,11 @@ impl Task for RepeatCopy {
     fn success(&self) -> SuccessCriterion {
         // As for copy: Graves et al. count the task learned when the cost is ~0; 0.1 bit errors per
         // sequence is one wrong bit (or one misplaced end marker) in ten sequences.
-        SuccessCriterion { metric: "bit_errors_per_seq".into(), threshold: 0.1, lower_is_better: true }
+        SuccessCriterion {
+            metric: "bit_errors_per_seq".into(),
+            threshold: 0.1,
+            lower_is_better: true,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -181,19 +224,27 @@ mod tests {
     use crate::testkit;
 
     fn task() -> RepeatCopy {
-        RepeatCopy::new(RepeatCopyConfig { eval_lengths: vec![5, 20], ..Default::default() }).unwrap()
+        RepeatCopy::new(RepeatCopyConfig {
+            eval_lengths: vec![5, 20],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// Reads the pattern up to the delimiter and the repeat count from its channel, then writes
     /// the pattern that many times and the end marker.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Dense(x) = &b.inputs else { panic!("dense inputs") };
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!("dense inputs")
+        };
         let (bits, max_repeats) = (8, 10);
         let (in_w, out_w) = (bits + 2, bits + 1);
         let mut y = vec![0f32; b.batch * b.time * out_w];
         for e in 0..b.batch {
             let at = |t: usize, k: usize| x[(e * b.time + t) * in_w + k];
-            let len = (0..b.time).find(|&t| at(t, bits) == 1.0).expect("delimiter");
+            let len = (0..b.time)
+                .find(|&t| at(t, bits) == 1.0)
+                .expect("delimiter");
             let repeats = (at(len, bits + 1) * max_repeats as f32).round() as usize;
             for s in 0..repeats * len {
                 for k in 0..bits {
@@ -217,23 +268,78 @@ mod tests {
 
     #[test]
     fn eval_point_fixes_the_pattern_length() {
-        let b = task().batch(Split::Test, 1, 0, 16, Some(EvalPoint { length: 20, depth: None }));
-        let Inputs::Dense(x) = &b.inputs else { panic!() };
+        let b = task().batch(
+            Split::Test,
+            1,
+            0,
+            16,
+            Some(EvalPoint {
+                length: 20,
+                depth: None,
+            }),
+        );
+        let Inputs::Dense(x) = &b.inputs else {
+            panic!()
+        };
         for e in 0..16 {
-            assert_eq!(x[(e * b.time + 20) * 10 + 8], 1.0, "delimiter of example {e} at step 20");
+            assert_eq!(
+                x[(e * b.time + 20) * 10 + 8],
+                1.0,
+                "delimiter of example {e} at step 20"
+            );
         }
     }
 
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: RepeatCopyConfig| RepeatCopy::new(cfg).err().unwrap();
-        assert_eq!(bad(RepeatCopyConfig { bits: 0, ..Default::default() }).field, "bits");
-        assert_eq!(bad(RepeatCopyConfig { min_len: 4, max_len: 3, ..Default::default() }).field, "max_len");
-        assert_eq!(bad(RepeatCopyConfig { min_repeats: 0, ..Default::default() }).field, "min_repeats");
-        let e = bad(RepeatCopyConfig { min_repeats: 5, max_repeats: 2, ..Default::default() });
+        assert_eq!(
+            bad(RepeatCopyConfig {
+                bits: 0,
+                ..Default::default()
+            })
+            .field,
+            "bits"
+        );
+        assert_eq!(
+            bad(RepeatCopyConfig {
+                min_len: 4,
+                max_len: 3,
+                ..Default::default()
+            })
+            .field,
+            "max_len"
+        );
+        assert_eq!(
+            bad(RepeatCopyConfig {
+                min_repeats: 0,
+                ..Default::default()
+            })
+            .field,
+            "min_repeats"
+        );
+        let e = bad(RepeatCopyConfig {
+            min_repeats: 5,
+            max_repeats: 2,
+            ..Default::default()
+        });
         assert_eq!(e.field, "max_repeats");
         assert!(e.to_string().contains("min_repeats (5)"), "{e}");
-        assert_eq!(bad(RepeatCopyConfig { eval_lengths: vec![3, 0], ..Default::default() }).field, "eval_lengths");
-        assert_eq!(bad(RepeatCopyConfig { max_len: MAX_STEPS, ..Default::default() }).field, "max_len");
+        assert_eq!(
+            bad(RepeatCopyConfig {
+                eval_lengths: vec![3, 0],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
+        assert_eq!(
+            bad(RepeatCopyConfig {
+                max_len: MAX_STEPS,
+                ..Default::default()
+            })
+            .field,
+            "max_len"
+        );
     }
 }

@@ -21,7 +21,10 @@
 //! Chance: an input-ignoring predictor guesses a data token: token accuracy 1 / data_vocab.
 
 use crate::common::{at_least_field, each_in_range, in_range, length_points, MAX_STEPS};
-use crate::{Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task, TaskError, TaskIo};
+use crate::{
+    Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
+    TaskError, TaskIo,
+};
 use rand::seq::index;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -83,9 +86,29 @@ impl SelectiveCopy {
         in_range(NAME, "num_tokens", cfg.num_tokens, 1, MAX_STEPS / 2)?;
         let longest = MAX_STEPS - cfg.num_tokens;
         // The K data tokens need K distinct positions in the region.
-        at_least_field(NAME, "min_len", cfg.min_len, "num_tokens", cfg.num_tokens, longest)?;
-        at_least_field(NAME, "max_len", cfg.max_len, "min_len", cfg.min_len, longest)?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, cfg.num_tokens, longest)?;
+        at_least_field(
+            NAME,
+            "min_len",
+            cfg.min_len,
+            "num_tokens",
+            cfg.num_tokens,
+            longest,
+        )?;
+        at_least_field(
+            NAME,
+            "max_len",
+            cfg.max_len,
+            "min_len",
+            cfg.min_len,
+            longest,
+        )?;
+        each_in_range(
+            NAME,
+            "eval_lengths",
+            &cfg.eval_lengths,
+            cfg.num_tokens,
+            longest,
+        )?;
         Ok(SelectiveCopy { cfg })
     }
 }
@@ -93,13 +116,25 @@ impl SelectiveCopy {
 impl Task for SelectiveCopy {
     fn io(&self) -> TaskIo {
         let v = self.cfg.data_vocab + 2;
-        TaskIo { input: InputKind::Tokens { vocab: v }, output: OutputKind::Classes { n: v } }
+        TaskIo {
+            input: InputKind::Tokens { vocab: v },
+            output: OutputKind::Classes { n: v },
+        }
     }
 
-    fn batch(&self, split: Split, seed: u64, index: u64, batch_size: usize, point: Option<EvalPoint>) -> Batch {
+    fn batch(
+        &self,
+        split: Split,
+        seed: u64,
+        index: u64,
+        batch_size: usize,
+        point: Option<EvalPoint>,
+    ) -> Batch {
         let c = &self.cfg;
         let k = c.num_tokens;
-        let mut rngs: Vec<_> = (0..batch_size).map(|e| crate::example_rng(seed, split, index, e)).collect();
+        let mut rngs: Vec<_> = (0..batch_size)
+            .map(|e| crate::example_rng(seed, split, index, e))
+            .collect();
         let lengths: Vec<usize> = rngs
             .iter_mut()
             .map(|rng| match point {
@@ -123,7 +158,13 @@ impl Task for SelectiveCopy {
             inputs[row + len..row + len + k].fill(MARKER);
             mask[row + len..row + len + k].fill(1.0);
         }
-        Batch { batch: batch_size, time, inputs: Inputs::Tokens(inputs), targets: Targets::Classes(targets), mask }
+        Batch {
+            batch: batch_size,
+            time,
+            inputs: Inputs::Tokens(inputs),
+            targets: Targets::Classes(targets),
+            mask,
+        }
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
@@ -133,7 +174,11 @@ impl Task for SelectiveCopy {
     fn success(&self) -> SuccessCriterion {
         // Mamba's Table 1 reports accuracy on the copied tokens: near 100% with selective (S6)
         // layers, far lower with time-invariant ones. 0.99 counts only near-perfect copying.
-        SuccessCriterion { metric: "token_acc".into(), threshold: 0.99, lower_is_better: false }
+        SuccessCriterion {
+            metric: "token_acc".into(),
+            threshold: 0.99,
+            lower_is_better: false,
+        }
     }
 
     fn chance(&self) -> f64 {
@@ -147,13 +192,20 @@ mod tests {
     use crate::testkit;
 
     fn task() -> SelectiveCopy {
-        SelectiveCopy::new(SelectiveCopyConfig { min_len: 20, max_len: 64, eval_lengths: vec![16, 256], ..Default::default() })
-            .unwrap()
+        SelectiveCopy::new(SelectiveCopyConfig {
+            min_len: 20,
+            max_len: 64,
+            eval_lengths: vec![16, 256],
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     /// Collects the data tokens before the first marker and writes them in order on the markers.
     fn oracle(b: &Batch) -> Targets {
-        let Inputs::Tokens(x) = &b.inputs else { panic!("tokens") };
+        let Inputs::Tokens(x) = &b.inputs else {
+            panic!("tokens")
+        };
         let mut y = vec![0i64; b.batch * b.time];
         for e in 0..b.batch {
             let row = &x[e * b.time..(e + 1) * b.time];
@@ -173,18 +225,52 @@ mod tests {
 
     #[test]
     fn chance_matches_uniform_data_guesses() {
-        testkit::assert_chance_matches(&task(), 20, |b, rng| testkit::uniform_classes(b, rng, FIRST_DATA..FIRST_DATA + 16));
+        testkit::assert_chance_matches(&task(), 20, |b, rng| {
+            testkit::uniform_classes(b, rng, FIRST_DATA..FIRST_DATA + 16)
+        });
     }
 
     #[test]
     fn bad_parameters_name_the_field() {
         let bad = |cfg: SelectiveCopyConfig| SelectiveCopy::new(cfg).err().unwrap();
-        let e = bad(SelectiveCopyConfig { min_len: 8, ..Default::default() });
+        let e = bad(SelectiveCopyConfig {
+            min_len: 8,
+            ..Default::default()
+        });
         assert_eq!(e.field, "min_len");
         assert!(e.to_string().contains("num_tokens (16)"), "{e}");
-        assert_eq!(bad(SelectiveCopyConfig { min_len: 64, max_len: 32, ..Default::default() }).field, "max_len");
-        assert_eq!(bad(SelectiveCopyConfig { data_vocab: 1, ..Default::default() }).field, "data_vocab");
-        assert_eq!(bad(SelectiveCopyConfig { num_tokens: 0, ..Default::default() }).field, "num_tokens");
-        assert_eq!(bad(SelectiveCopyConfig { eval_lengths: vec![15], ..Default::default() }).field, "eval_lengths");
+        assert_eq!(
+            bad(SelectiveCopyConfig {
+                min_len: 64,
+                max_len: 32,
+                ..Default::default()
+            })
+            .field,
+            "max_len"
+        );
+        assert_eq!(
+            bad(SelectiveCopyConfig {
+                data_vocab: 1,
+                ..Default::default()
+            })
+            .field,
+            "data_vocab"
+        );
+        assert_eq!(
+            bad(SelectiveCopyConfig {
+                num_tokens: 0,
+                ..Default::default()
+            })
+            .field,
+            "num_tokens"
+        );
+        assert_eq!(
+            bad(SelectiveCopyConfig {
+                eval_lengths: vec![15],
+                ..Default::default()
+            })
+            .field,
+            "eval_lengths"
+        );
     }
 }

@@ -10,8 +10,14 @@ use rand_chacha::ChaCha8Rng;
 /// * `token_acc`, `within_tol`, `seq_acc`: binomial proportions, s.e. sqrt(c(1-c)/n) at the
 ///   claimed chance c, so the check is a z-test of "the claim is the true mean";
 /// * `bit_errors_per_seq`, `mse`: means over sequences (values), s.e. = sample sd / sqrt(n).
-pub(crate) fn measure(kind: OutputKind, metric: &str, chance: f64, pairs: &[(Batch, Targets)]) -> (f64, f64) {
-    let (mut positions, mut correct_positions, mut sequences, mut correct_sequences) = (0f64, 0f64, 0f64, 0f64);
+pub(crate) fn measure(
+    kind: OutputKind,
+    metric: &str,
+    chance: f64,
+    pairs: &[(Batch, Targets)],
+) -> (f64, f64) {
+    let (mut positions, mut correct_positions, mut sequences, mut correct_sequences) =
+        (0f64, 0f64, 0f64, 0f64);
     let mut per_seq_bit_errors = vec![];
     let mut per_value_sq = vec![];
     let mut within = 0f64;
@@ -27,7 +33,9 @@ pub(crate) fn measure(kind: OutputKind, metric: &str, chance: f64, pairs: &[(Bat
                 positions += 1.0;
                 let ok = match (&b.targets, pred, kind) {
                     (Targets::Bits(y), Targets::Bits(q), _) => {
-                        let wrong = (0..w).filter(|&k| (y[p * w + k] > 0.5) != (q[p * w + k] > 0.5)).count();
+                        let wrong = (0..w)
+                            .filter(|&k| (y[p * w + k] > 0.5) != (q[p * w + k] > 0.5))
+                            .count();
                         seq_bits += wrong as f64;
                         wrong == 0
                     }
@@ -63,7 +71,10 @@ pub(crate) fn measure(kind: OutputKind, metric: &str, chance: f64, pairs: &[(Bat
     match metric {
         "token_acc" => (correct_positions / positions, binomial_se(positions)),
         "seq_acc" => (correct_sequences / sequences, binomial_se(sequences)),
-        "within_tol" => (within / per_value_sq.len() as f64, binomial_se(per_value_sq.len() as f64)),
+        "within_tol" => (
+            within / per_value_sq.len() as f64,
+            binomial_se(per_value_sq.len() as f64),
+        ),
         "bit_errors_per_seq" => mean_se(&per_seq_bit_errors),
         "mse" => mean_se(&per_value_sq),
         other => panic!("unknown metric {other}"),
@@ -73,22 +84,41 @@ pub(crate) fn measure(kind: OutputKind, metric: &str, chance: f64, pairs: &[(Bat
 /// Property: for any split, data seed, batch index and batch size, in training or at any
 /// evaluation point, the oracle's predictions equal the targets on every scored position, so its
 /// success metric is perfect. `cases` random draws from a fixed-seed proptest runner (repeatable).
-pub(crate) fn assert_oracle_solves(task: &dyn Task, cases: u32, oracle: impl Fn(&Batch) -> Targets) {
+pub(crate) fn assert_oracle_solves(
+    task: &dyn Task,
+    cases: u32,
+    oracle: impl Fn(&Batch) -> Targets,
+) {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let io = task.io();
     let crit = task.success();
     let points = task.eval_points();
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     let splits = prop_oneof![Just(Split::Train), Just(Split::Valid), Just(Split::Test)];
-    let args = (splits, any::<u64>(), any::<u64>(), 1..20usize, 0..=points.len());
+    let args = (
+        splits,
+        any::<u64>(),
+        any::<u64>(),
+        1..20usize,
+        0..=points.len(),
+    );
     runner
         .run(&args, |(split, seed, index, batch_size, which)| {
             // `which == points.len()` draws from the training distribution.
             let b = task.batch(split, seed, index, batch_size, points.get(which).copied());
             for e in 0..b.batch {
-                prop_assert!(b.mask[e * b.time..(e + 1) * b.time].contains(&1.0), "example {} scores nothing", e);
+                prop_assert!(
+                    b.mask[e * b.time..(e + 1) * b.time].contains(&1.0),
+                    "example {} scores nothing",
+                    e
+                );
             }
             let pred = oracle(&b);
             let (value, _) = measure(io.output, &crit.metric, 0.5, &[(b, pred)]);
@@ -96,7 +126,12 @@ pub(crate) fn assert_oracle_solves(task: &dyn Task, cases: u32, oracle: impl Fn(
                 "bit_errors_per_seq" | "mse" => 0.0,
                 _ => 1.0,
             };
-            prop_assert!((value - perfect).abs() < 1e-9, "oracle scores {} = {}", crit.metric, value);
+            prop_assert!(
+                (value - perfect).abs() < 1e-9,
+                "oracle scores {} = {}",
+                crit.metric,
+                value
+            );
             Ok(())
         })
         .unwrap();
@@ -104,7 +139,11 @@ pub(crate) fn assert_oracle_solves(task: &dyn Task, cases: u32, oracle: impl Fn(
 
 /// The documented chance level matches an input-ignoring predictor within 4 standard errors
 /// (two-sided false alarm 6e-5 under the claim; the seeds are fixed, so the test is repeatable).
-pub(crate) fn assert_chance_matches(task: &dyn Task, batches: u64, mut guess: impl FnMut(&Batch, &mut ChaCha8Rng) -> Targets) {
+pub(crate) fn assert_chance_matches(
+    task: &dyn Task,
+    batches: u64,
+    mut guess: impl FnMut(&Batch, &mut ChaCha8Rng) -> Targets,
+) {
     let io = task.io();
     let crit = task.success();
     let chance = task.chance();
@@ -117,7 +156,11 @@ pub(crate) fn assert_chance_matches(task: &dyn Task, batches: u64, mut guess: im
         })
         .collect();
     let (value, se) = measure(io.output, &crit.metric, chance, &pairs);
-    assert!((value - chance).abs() <= 4.0 * se + 1e-12, "{}: empirical {value} vs chance {chance} (s.e. {se})", crit.metric);
+    assert!(
+        (value - chance).abs() <= 4.0 * se + 1e-12,
+        "{}: empirical {value} vs chance {chance} (s.e. {se})",
+        crit.metric
+    );
 }
 
 /// Input-ignoring guesses: all-zero bits.
@@ -126,7 +169,15 @@ pub(crate) fn zero_bits(b: &Batch, width: usize) -> Targets {
 }
 
 /// Input-ignoring guesses: classes uniform over `alphabet`.
-pub(crate) fn uniform_classes(b: &Batch, rng: &mut ChaCha8Rng, alphabet: std::ops::Range<i64>) -> Targets {
+pub(crate) fn uniform_classes(
+    b: &Batch,
+    rng: &mut ChaCha8Rng,
+    alphabet: std::ops::Range<i64>,
+) -> Targets {
     use rand::Rng;
-    Targets::Classes((0..b.batch * b.time).map(|_| rng.random_range(alphabet.clone())).collect())
+    Targets::Classes(
+        (0..b.batch * b.time)
+            .map(|_| rng.random_range(alphabet.clone()))
+            .collect(),
+    )
 }

@@ -5,7 +5,10 @@ use super::*;
 use rayon::prelude::*;
 
 fn tasks() -> Vec<(TaskConfig, Box<dyn Task>)> {
-    TaskConfig::all_defaults().into_iter().map(|c| (c.clone(), c.build().expect("defaults are valid"))).collect()
+    TaskConfig::all_defaults()
+        .into_iter()
+        .map(|c| (c.clone(), c.build().expect("defaults are valid")))
+        .collect()
 }
 
 /// The batch as the exact bytes a consumer would read.
@@ -29,34 +32,59 @@ fn bytes(b: &Batch) -> Vec<u8> {
 fn batches_match_the_declared_io() {
     for (cfg, task) in tasks() {
         let io = task.io();
-        let mut batches: Vec<Batch> = (0..4).map(|i| task.batch(Split::Train, 0, i, 8, None)).collect();
-        batches.extend(task.eval_points().into_iter().map(|p| task.batch(Split::Test, 0, 0, 8, Some(p))));
+        let mut batches: Vec<Batch> = (0..4)
+            .map(|i| task.batch(Split::Train, 0, i, 8, None))
+            .collect();
+        batches.extend(
+            task.eval_points()
+                .into_iter()
+                .map(|p| task.batch(Split::Test, 0, 0, 8, Some(p))),
+        );
         for b in batches {
             let (n, name) = (b.batch * b.time, cfg.name());
             assert_eq!(b.batch, 8, "{name}");
             assert_eq!(b.mask.len(), n, "{name}");
-            assert!(b.mask.iter().all(|&m| m == 0.0 || m == 1.0), "{name}: mask is 0/1");
+            assert!(
+                b.mask.iter().all(|&m| m == 0.0 || m == 1.0),
+                "{name}: mask is 0/1"
+            );
             for e in 0..b.batch {
-                assert!(b.mask[e * b.time..(e + 1) * b.time].contains(&1.0), "{name}: example {e} scores nothing");
+                assert!(
+                    b.mask[e * b.time..(e + 1) * b.time].contains(&1.0),
+                    "{name}: example {e} scores nothing"
+                );
             }
             match (&b.inputs, io.input) {
-                (Inputs::Dense(x), InputKind::Dense { width }) => assert_eq!(x.len(), n * width, "{name}"),
+                (Inputs::Dense(x), InputKind::Dense { width }) => {
+                    assert_eq!(x.len(), n * width, "{name}")
+                }
                 (Inputs::Tokens(x), InputKind::Tokens { vocab }) => {
                     assert_eq!(x.len(), n, "{name}");
-                    assert!(x.iter().all(|&t| (0..vocab as i64).contains(&t)), "{name}: token outside the vocabulary");
+                    assert!(
+                        x.iter().all(|&t| (0..vocab as i64).contains(&t)),
+                        "{name}: token outside the vocabulary"
+                    );
                 }
                 _ => panic!("{name}: inputs differ from io().input"),
             }
             match (&b.targets, io.output) {
                 (Targets::Bits(y), OutputKind::Bits { width }) => {
                     assert_eq!(y.len(), n * width, "{name}");
-                    assert!(y.iter().all(|&v| v == 0.0 || v == 1.0), "{name}: bits are 0/1");
+                    assert!(
+                        y.iter().all(|&v| v == 0.0 || v == 1.0),
+                        "{name}: bits are 0/1"
+                    );
                 }
                 (Targets::Classes(y), OutputKind::Classes { n: classes }) => {
                     assert_eq!(y.len(), n, "{name}");
-                    assert!(y.iter().all(|&c| (0..classes as i64).contains(&c)), "{name}: class outside 0..n");
+                    assert!(
+                        y.iter().all(|&c| (0..classes as i64).contains(&c)),
+                        "{name}: class outside 0..n"
+                    );
                 }
-                (Targets::Real(y), OutputKind::Real { width, .. }) => assert_eq!(y.len(), n * width, "{name}"),
+                (Targets::Real(y), OutputKind::Real { width, .. }) => {
+                    assert_eq!(y.len(), n * width, "{name}")
+                }
                 _ => panic!("{name}: targets differ from io().output"),
             }
         }
@@ -69,20 +97,40 @@ fn same_arguments_same_bytes_other_split_or_seed_other_data() {
         let name = cfg.name();
         let a = bytes(&task.batch(Split::Train, 1, 3, 8, None));
         assert_eq!(a, bytes(&task.batch(Split::Train, 1, 3, 8, None)), "{name}");
-        assert_ne!(a, bytes(&task.batch(Split::Valid, 1, 3, 8, None)), "{name}: split");
-        assert_ne!(a, bytes(&task.batch(Split::Train, 2, 3, 8, None)), "{name}: seed");
-        assert_ne!(a, bytes(&task.batch(Split::Train, 1, 4, 8, None)), "{name}: index");
+        assert_ne!(
+            a,
+            bytes(&task.batch(Split::Valid, 1, 3, 8, None)),
+            "{name}: split"
+        );
+        assert_ne!(
+            a,
+            bytes(&task.batch(Split::Train, 2, 3, 8, None)),
+            "{name}: seed"
+        );
+        assert_ne!(
+            a,
+            bytes(&task.batch(Split::Train, 1, 4, 8, None)),
+            "{name}: index"
+        );
     }
 }
 
 #[test]
 fn rayon_thread_count_does_not_change_the_bytes() {
     let generate = |threads: usize| -> Vec<Vec<u8>> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             tasks()
                 .par_iter()
-                .flat_map(|(_, task)| (0..6u64).into_par_iter().map(|i| bytes(&task.batch(Split::Train, 9, i, 8, None))).collect::<Vec<_>>())
+                .flat_map(|(_, task)| {
+                    (0..6u64)
+                        .into_par_iter()
+                        .map(|i| bytes(&task.batch(Split::Train, 9, i, 8, None)))
+                        .collect::<Vec<_>>()
+                })
                 .collect()
         })
     };
@@ -97,17 +145,32 @@ fn test_split_depends_only_on_config_seed_and_index() {
     for (cfg, task) in tasks() {
         let name = cfg.name();
         let point = task.eval_points()[0];
-        let first: Vec<Vec<u8>> = (0..3).map(|i| bytes(&task.batch(Split::Test, 7, i, 8, Some(point)))).collect();
+        let first: Vec<Vec<u8>> = (0..3)
+            .map(|i| bytes(&task.batch(Split::Test, 7, i, 8, Some(point))))
+            .collect();
         let yaml = serde_yaml::to_string(&cfg).unwrap();
-        let rebuilt = serde_yaml::from_str::<TaskConfig>(&yaml).unwrap().build().unwrap();
+        let rebuilt = serde_yaml::from_str::<TaskConfig>(&yaml)
+            .unwrap()
+            .build()
+            .unwrap();
         for other in tasks() {
             other.1.batch(Split::Train, 7, 0, 4, None);
         }
         for i in (0..3).rev() {
-            assert_eq!(bytes(&rebuilt.batch(Split::Test, 7, i, 8, Some(point))), first[i as usize], "{name}: index {i}");
+            assert_eq!(
+                bytes(&rebuilt.batch(Split::Test, 7, i, 8, Some(point))),
+                first[i as usize],
+                "{name}: index {i}"
+            );
         }
-        let (big, small) = (task.batch(Split::Test, 7, 0, 8, Some(point)), task.batch(Split::Test, 7, 0, 3, Some(point)));
-        assert_eq!(big.time, small.time, "{name}: an eval point fixes the length");
+        let (big, small) = (
+            task.batch(Split::Test, 7, 0, 8, Some(point)),
+            task.batch(Split::Test, 7, 0, 3, Some(point)),
+        );
+        assert_eq!(
+            big.time, small.time,
+            "{name}: an eval point fixes the length"
+        );
         let rows = 3 * small.time;
         assert_eq!(&big.mask[..rows], &small.mask[..], "{name}");
         match (&big.inputs, &small.inputs) {
@@ -116,8 +179,12 @@ fn test_split_depends_only_on_config_seed_and_index() {
             _ => unreachable!(),
         }
         match (&big.targets, &small.targets) {
-            (Targets::Classes(a), Targets::Classes(b)) => assert_eq!(&a[..b.len()], &b[..], "{name}"),
-            (Targets::Bits(a), Targets::Bits(b)) | (Targets::Real(a), Targets::Real(b)) => assert_eq!(&a[..b.len()], &b[..], "{name}"),
+            (Targets::Classes(a), Targets::Classes(b)) => {
+                assert_eq!(&a[..b.len()], &b[..], "{name}")
+            }
+            (Targets::Bits(a), Targets::Bits(b)) | (Targets::Real(a), Targets::Real(b)) => {
+                assert_eq!(&a[..b.len()], &b[..], "{name}")
+            }
             _ => unreachable!(),
         }
     }
@@ -127,27 +194,59 @@ fn test_split_depends_only_on_config_seed_and_index() {
 fn yaml_round_trip_and_defaults_from_the_name_alone() {
     for cfg in TaskConfig::all_defaults() {
         let yaml = serde_yaml::to_string(&cfg).unwrap();
-        assert_eq!(serde_yaml::from_str::<TaskConfig>(&yaml).unwrap(), cfg, "{yaml}");
+        assert_eq!(
+            serde_yaml::from_str::<TaskConfig>(&yaml).unwrap(),
+            cfg,
+            "{yaml}"
+        );
         let minimal: TaskConfig = serde_yaml::from_str(&format!("name: {}", cfg.name())).unwrap();
-        assert_eq!(minimal, cfg, "{}: omitted fields take the documented defaults", cfg.name());
+        assert_eq!(
+            minimal,
+            cfg,
+            "{}: omitted fields take the documented defaults",
+            cfg.name()
+        );
     }
     // Non-default values survive the round trip too (floats, options, lists).
     let custom = [
-        TaskConfig::Passkey(passkey::PasskeyConfig { length: 512, min_depth: 0.1, eval_depths: vec![0.1, 0.9], ..Default::default() }),
-        TaskConfig::Mqar(mqar::MqarConfig { num_queries: Some(4), power_a: 0.5, eval_lengths: vec![256], ..Default::default() }),
-        TaskConfig::Adding(adding::AddingConfig { tolerance: 0.01, ..Default::default() }),
+        TaskConfig::Passkey(passkey::PasskeyConfig {
+            length: 512,
+            min_depth: 0.1,
+            eval_depths: vec![0.1, 0.9],
+            ..Default::default()
+        }),
+        TaskConfig::Mqar(mqar::MqarConfig {
+            num_queries: Some(4),
+            power_a: 0.5,
+            eval_lengths: vec![256],
+            ..Default::default()
+        }),
+        TaskConfig::Adding(adding::AddingConfig {
+            tolerance: 0.01,
+            ..Default::default()
+        }),
     ];
     for cfg in custom {
         let yaml = serde_yaml::to_string(&cfg).unwrap();
-        assert_eq!(serde_yaml::from_str::<TaskConfig>(&yaml).unwrap(), cfg, "{yaml}");
+        assert_eq!(
+            serde_yaml::from_str::<TaskConfig>(&yaml).unwrap(),
+            cfg,
+            "{yaml}"
+        );
     }
 }
 
 #[test]
 fn unknown_keys_and_names_are_errors() {
     for cfg in TaskConfig::all_defaults() {
-        let err = serde_yaml::from_str::<TaskConfig>(&format!("name: {}\nmax_lenght: 3", cfg.name())).unwrap_err();
-        assert!(err.to_string().contains("max_lenght"), "{}: {err}", cfg.name());
+        let err =
+            serde_yaml::from_str::<TaskConfig>(&format!("name: {}\nmax_lenght: 3", cfg.name()))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("max_lenght"),
+            "{}: {err}",
+            cfg.name()
+        );
     }
     assert!(serde_yaml::from_str::<TaskConfig>("name: no_such_task").is_err());
 }
@@ -156,17 +255,50 @@ fn unknown_keys_and_names_are_errors() {
 fn chance_is_below_the_success_threshold() {
     for (cfg, task) in tasks() {
         let (s, c) = (task.success(), task.chance());
-        let worse = if s.lower_is_better { c > s.threshold } else { c < s.threshold };
-        assert!(worse, "{}: chance {c} already meets {} {}", cfg.name(), s.metric, s.threshold);
-        assert!(["loss", "token_acc", "seq_acc", "bit_errors_per_seq", "mse", "within_tol"].contains(&s.metric.as_str()));
+        let worse = if s.lower_is_better {
+            c > s.threshold
+        } else {
+            c < s.threshold
+        };
+        assert!(
+            worse,
+            "{}: chance {c} already meets {} {}",
+            cfg.name(),
+            s.metric,
+            s.threshold
+        );
+        assert!([
+            "loss",
+            "token_acc",
+            "seq_acc",
+            "bit_errors_per_seq",
+            "mse",
+            "within_tol"
+        ]
+        .contains(&s.metric.as_str()));
     }
 }
 
 /// The chance column of the table in the crate docs, for the default configs.
 #[test]
 fn documented_default_chance_levels() {
-    let expected = [42.0, 122.0, 9.0, 1.0 / 128.0, 1.0 / 16.0, 1.0 / 16.0, 1.0 / 8.0, 0.0784, 1e-5];
+    let expected = [
+        42.0,
+        122.0,
+        9.0,
+        1.0 / 128.0,
+        1.0 / 16.0,
+        1.0 / 16.0,
+        1.0 / 8.0,
+        0.0784,
+        1e-5,
+    ];
     for ((cfg, task), want) in tasks().into_iter().zip(expected) {
-        assert!((task.chance() - want).abs() < 1e-6 * want.max(1e-3), "{}: {} vs {want}", cfg.name(), task.chance());
+        assert!(
+            (task.chance() - want).abs() < 1e-6 * want.max(1e-3),
+            "{}: {} vs {want}",
+            cfg.name(),
+            task.chance()
+        );
     }
 }

@@ -32,7 +32,10 @@ pub fn write(path: &Path, text: &str) -> PathBuf {
 
 pub fn membench(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("MEMBENCH_FAULT").env_remove("MEMBENCH_FAULT_WRITE").env_remove("SLURM_ARRAY_TASK_ID");
+    c.args(args)
+        .env_remove("MEMBENCH_FAULT")
+        .env_remove("MEMBENCH_FAULT_WRITE")
+        .env_remove("SLURM_ARRAY_TASK_ID");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -49,10 +52,22 @@ pub fn stdout(o: &Output) -> String {
 
 /// Runs `membench sweep FILE --out OUT --jobs 2 ARGS...` and asserts it succeeded.
 pub fn sweep_ok(file: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut a = vec!["sweep", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--jobs", "2"];
+    let mut a = vec![
+        "sweep",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ];
     a.extend_from_slice(args);
     let o = membench(&a, env);
-    assert!(o.status.success(), "sweep failed: {}\n{}", o.status, stderr(&o));
+    assert!(
+        o.status.success(),
+        "sweep failed: {}\n{}",
+        o.status,
+        stderr(&o)
+    );
     o
 }
 
@@ -62,18 +77,39 @@ pub type Row = BTreeMap<String, String>;
 pub fn rows(out: &Path) -> Vec<Row> {
     let mut r = csv::Reader::from_path(out.join("runs.csv")).expect("runs.csv exists");
     let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records().map(|rec| header.iter().cloned().zip(rec.unwrap().iter().map(String::from)).collect()).collect()
+    r.records()
+        .map(|rec| {
+            header
+                .iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
 }
 
 pub fn by_id(rows: &[Row]) -> BTreeMap<String, Row> {
-    rows.iter().map(|r| (r["run_id"].clone(), r.clone())).collect()
+    rows.iter()
+        .map(|r| (r["run_id"].clone(), r.clone()))
+        .collect()
 }
 
 /// Columns that must be bit-identical between two executions of one run on the same machine.
 pub fn deterministic(row: &Row) -> BTreeMap<String, String> {
     row.iter()
         .filter(|(k, _)| {
-            k.starts_with("final_") || k.starts_with("best_") || ["run_id", "status", "steps", "param_count", "state_size", "steps_to_threshold", "seed"].contains(&k.as_str())
+            k.starts_with("final_")
+                || k.starts_with("best_")
+                || [
+                    "run_id",
+                    "status",
+                    "steps",
+                    "param_count",
+                    "state_size",
+                    "steps_to_threshold",
+                    "seed",
+                ]
+                .contains(&k.as_str())
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -81,12 +117,24 @@ pub fn deterministic(row: &Row) -> BTreeMap<String, String> {
 
 /// run ids of `membench list FILE` (all runs of the grid).
 pub fn listed(file: &Path, out: &Path) -> Vec<(String, String)> {
-    let o = membench(&["list", file.to_str().unwrap(), "--out", out.to_str().unwrap()], &[]);
+    let o = membench(
+        &[
+            "list",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    stdout(&o).lines().skip(1).map(|l| {
-        let f: Vec<&str> = l.split('\t').collect();
-        (f[0].to_string(), f[3].to_string())
-    }).collect()
+    stdout(&o)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].to_string(), f[3].to_string())
+        })
+        .collect()
 }
 
 /// A digest of every file (path, size, bytes) under `dir`, to prove nothing was written.
@@ -96,10 +144,16 @@ pub fn dir_digest(dir: &Path) -> String {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
-                acc.push((p.strip_prefix(base).unwrap().display().to_string() + "/", vec![]));
+                acc.push((
+                    p.strip_prefix(base).unwrap().display().to_string() + "/",
+                    vec![],
+                ));
                 walk(&p, base, acc);
             } else {
-                acc.push((p.strip_prefix(base).unwrap().display().to_string(), std::fs::read(&p).unwrap_or_default()));
+                acc.push((
+                    p.strip_prefix(base).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
             }
         }
     }
