@@ -41,22 +41,27 @@ fn main() {
     println!("cargo:rustc-env=MEMBENCH_TORCH_VERSION={version}");
     match std::env::var("CARGO_PKG_NAME").as_deref() {
         // `peak_device_bytes` reads the caching allocator's own counters.
-        Ok("membench") => cpp_shim(lib, "src/cuda_stats.cpp", "membench_cuda_stats"),
-        // The LSTM/GRU recurrences with hand-written backward passes (see the file's header).
-        Ok("membench-architectures") => cpp_shim(lib, "src/fused_rnn.cpp", "membench_fused_rnn"),
+        Ok("membench") => cpp_shim(lib, &["src/cuda_stats.cpp"], "membench_cuda_stats"),
+        // CPU kernels with hand-written backward passes (each file's header says why).
+        Ok("membench-architectures") => {
+            cpp_shim(lib, &["src/fused_rnn.cpp", "src/onednn_linear.cpp"], "membench_kernels")
+        }
         _ => {}
     }
 }
 
-/// Compiles one C++ file of the crate against the torch headers beside `lib` into a static
-/// library. Always optimised (-O3), also in debug builds: the fused recurrences run inside tests
-/// that train models.
-fn cpp_shim(lib: &Path, file: &str, name: &str) {
+/// Compiles C++ files of the crate against the torch headers beside `lib` into one static
+/// library. Always optimised (-O3), also in debug builds: the kernels run inside tests that train
+/// models.
+fn cpp_shim(lib: &Path, files: &[&str], name: &str) {
     let include = lib.join("../include");
-    println!("cargo:rerun-if-changed={file}");
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    println!("cargo:rerun-if-changed=src/ffi_guard.h");
     cc::Build::new()
         .cpp(true)
-        .file(file)
+        .files(files)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -16,12 +16,12 @@
 //   r = σ(a_r), z = σ(a_z), n = tanh(gi_n + r⊙gh_n), h_t = n + z⊙(h_{t−1} − n)
 //
 // The loops are sequential and the GEMMs are MKL's, so results are deterministic for a given
-// thread count, like every other op of the step. C ABI below; errors come back as a message.
+// thread count, like every other op of the step. C ABI below; errors as in ffi_guard.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <string>
+#include "ffi_guard.h"
 
 using at::Tensor;
 using torch::autograd::AutogradContext;
@@ -151,29 +151,15 @@ struct GruRecurrence : public torch::autograd::Function<GruRecurrence> {
   }
 };
 
-thread_local std::string last_error;
-
-template <typename F>
-Tensor* guarded(F f) {
-  try {
-    return new Tensor(f());
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 extern "C" {
 
-// The message of the last failed call on this thread.
-const char* membench_fused_rnn_error() { return last_error.c_str(); }
+// The message of the last failed call of any kernel of this crate on this thread.
+const char* membench_kernel_error() { return membench::last_error.c_str(); }
 
 // New tensor hs [B, T, H], or null on error. Arguments are borrowed at::Tensor pointers (tch's C_tensor).
 Tensor* membench_gru_recurrence(const Tensor* gi, const Tensor* h0, const Tensor* w_hh, const Tensor* b_hh) {
-  return guarded([&] { return GruRecurrence::apply(*gi, *h0, *w_hh, *b_hh); });
+  return membench::guarded([&] { return GruRecurrence::apply(*gi, *h0, *w_hh, *b_hh); });
 }
 }

@@ -9,7 +9,8 @@
 pub mod addressing;
 pub mod bench_specs;
 pub mod dnc;
-mod fused_rnn;
+mod dense;
+mod kernels;
 pub mod gla;
 pub mod kv_memory;
 pub mod linear_attention;
@@ -232,7 +233,7 @@ impl Network {
             Some(e) => e.forward(inputs),
             None => inputs.shallow_clone(),
         };
-        self.head.forward(&self.core.forward_t(&xs, train))
+        dense::linear(&self.head, &self.core.forward_t(&xs, train))
     }
 
     /// Trainable parameters, counted when the network was built.

@@ -11,7 +11,7 @@
 //! `nn.LSTM` / `nn.GRU` with the same shapes computes the same function (the fused GRU is tested
 //! against libtorch's to 1e-10 in float64, outputs and every gradient).
 
-use crate::{fused_rnn, ArchError, Core};
+use crate::{kernels, ArchError, Core};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -127,7 +127,7 @@ impl Rnn {
         let mut x = xs.shallow_clone();
         for (layer, w) in self.weights.chunks(4).enumerate() {
             let gi = x.linear(&w[0], Some(&w[2]));
-            x = fused_rnn::gru(&gi, &h0, &w[1], &w[3]);
+            x = kernels::gru(&gi, &h0, &w[1], &w[3]);
             if train && self.cfg.dropout > 0.0 && (layer as i64) + 1 < self.cfg.layers {
                 x = x.dropout(self.cfg.dropout, true);
             }

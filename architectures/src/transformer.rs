@@ -30,7 +30,7 @@
 //! computed on first use and cached in the model (a `RefCell` map keyed by (T, device)), so a
 //! training step allocates none of them.
 
-use crate::{ArchError, Core};
+use crate::{dense, ArchError, Core};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -272,9 +272,7 @@ impl Transformer {
         let (b, t, d) = xs.size3().unwrap();
         let (h, dh) = (self.cfg.heads, self.cfg.head_width());
         // [B, T, 3·D] → [B, T, 3, H, dh] → [3, B, H, T, dh]
-        let qkv = block
-            .qkv
-            .forward(xs)
+        let qkv = dense::linear(&block.qkv, xs)
             .view([b, t, 3, h, dh])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = match &tables.rope {
@@ -295,7 +293,7 @@ impl Transformer {
             ),
         };
         let ys = ys.transpose(1, 2).reshape([b, t, d]);
-        block.proj.forward(&ys).dropout(p, train)
+        dense::linear(&block.proj, &ys).dropout(p, train)
     }
 }
 
@@ -311,7 +309,7 @@ impl Core for Transformer {
 
         // [B, T, d_in] → [B, T, D]. Residual adds are out of place (`&hs + …`): layer norms save
         // their input for backward, so an in-place `+=` would corrupt the graph.
-        let mut hs = self.input.forward(xs);
+        let mut hs = dense::linear(&self.input, xs);
         if let Some(s) = &tables.sinusoid {
             hs = &hs + s;
         }
@@ -322,10 +320,8 @@ impl Core for Transformer {
         hs = hs.dropout(p, train);
         for block in &self.blocks {
             hs = &hs + self.attention(block, &block.ln1.forward(&hs), tables, train);
-            let mlp = block
-                .fc2
-                .forward(&block.fc1.forward(&block.ln2.forward(&hs)).gelu("none"))
-                .dropout(p, train);
+            let up = dense::linear(&block.fc1, &block.ln2.forward(&hs)).gelu("none");
+            let mlp = dense::linear(&block.fc2, &up).dropout(p, train);
             hs = &hs + mlp;
         }
         self.ln_f.forward(&hs)

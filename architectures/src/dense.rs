@@ -1,0 +1,68 @@
+//! Dense (fully connected) layers: `x·Wᵀ + b` with the fastest float32 GEMM libtorch links.
+//!
+//! The parameters are tch's `nn::Linear` (same names, shapes and initialisation); only the product
+//! is routed. On the CPU, float32 products of at least [`ONEDNN_MIN_MACS`] multiply-adds go
+//! through oneDNN (`onednn_linear.cpp`: ~2.3× libtorch's MKL path on AVX-512 AMD cores, on par
+//! elsewhere); smaller ones, where oneDNN's per-call set-up (~10 µs) would cost more than it saves,
+//! other dtypes and CUDA go through libtorch's `linear` as before.
+
+use crate::kernels;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Below this many multiply-adds per call, libtorch's own GEMM is used (measured on the bench
+/// shapes: oneDNN's set-up is ~10 µs a call, i.e. the time MKL needs for ~0.5 M multiply-adds).
+pub const ONEDNN_MIN_MACS: i64 = 1 << 20;
+
+/// `lin(xs)`: xs [..., K] → [..., N].
+pub fn linear(lin: &nn::Linear, xs: &Tensor) -> Tensor {
+    let (n, k) = (lin.ws.size()[0], lin.ws.size()[1]);
+    let rows = if k == 0 { 0 } else { xs.numel() as i64 / k };
+    if xs.device() == Device::Cpu && xs.kind() == Kind::Float && rows * n * k >= ONEDNN_MIN_MACS {
+        let mut ys = kernels::onednn_matmul_t(&xs.reshape([rows, k]), &lin.ws);
+        // In place: the product is not saved for its backward, so autograd allows it, and no
+        // second [rows, N] buffer is allocated.
+        if let Some(b) = &lin.bs {
+            let _ = ys.g_add_(b);
+        }
+        let mut shape = xs.size();
+        *shape.last_mut().expect("an input with a feature dimension") = n;
+        ys.view(shape.as_slice())
+    } else {
+        xs.linear(&lin.ws, lin.bs.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// oneDNN's product and its gradients equal libtorch's up to float32 summation order, with
+    /// and without bias, for a 3-D input (rows folded) large enough to take the oneDNN path.
+    #[test]
+    fn onednn_linear_matches_libtorch() {
+        tch::manual_seed(3);
+        for bias in [true, false] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let lin = nn::linear(vs.root(), 128, 96, nn::LinearConfig { bias, ..Default::default() });
+            let x = Tensor::randn([8, 128, 128], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let w = Tensor::randn([8, 128, 96], (Kind::Float, Device::Cpu));
+            assert!(8 * 128 * 96 * 128 >= ONEDNN_MIN_MACS);
+            let run = |f: &dyn Fn() -> Tensor| {
+                for mut p in vs.trainable_variables().into_iter().chain([x.shallow_clone()]) {
+                    p.zero_grad();
+                }
+                let y = f();
+                (&y * &w).sum(Kind::Float).backward();
+                let mut out = vec![y.detach(), x.grad().copy(), lin.ws.grad().copy()];
+                out.extend(lin.bs.as_ref().map(|b| b.grad().copy()));
+                out
+            };
+            let ours = run(&|| linear(&lin, &x));
+            let torch = run(&|| x.linear(&lin.ws, lin.bs.as_ref()));
+            for (i, (a, b)) in ours.iter().zip(&torch).enumerate() {
+                let rel = (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]);
+                assert!(rel < 1e-5, "bias {bias}, tensor {i}: relative difference {rel:e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Safe wrappers of this crate's C++ kernels (LibTorch autograd functions with hand-derived
+//! backward passes; each `.cpp` file's header says why it exists and gives the equations):
+//! - `fused_rnn.cpp`: the CPU GRU recurrence;
+//! - `onednn_linear.cpp`: float32 `x·Wᵀ` through oneDNN's GEMM on the CPU.
+
+use std::ffi::{c_char, c_void, CStr};
+use tch::Tensor;
+
+extern "C" {
+    fn membench_kernel_error() -> *const c_char;
+    fn membench_gru_recurrence(gi: *const c_void, h0: *const c_void, w_hh: *const c_void, b_hh: *const c_void) -> *mut c_void;
+    fn membench_onednn_matmul_t(x: *const c_void, w: *const c_void) -> *mut c_void;
+}
+
+fn raw(t: &Tensor) -> *const c_void {
+    t.as_ptr() as *const c_void
+}
+
+/// Takes ownership of a tensor a kernel allocated; a null pointer becomes a panic with the C++
+/// message, as tch's own ops do.
+fn owned(ptr: *mut c_void) -> Tensor {
+    if ptr.is_null() {
+        // SAFETY: the shim keeps the message in a thread-local string until its next failure.
+        let msg = unsafe { CStr::from_ptr(membench_kernel_error()) };
+        panic!("membench kernel: {}", msg.to_string_lossy());
+    }
+    // SAFETY: the shim returns `new at::Tensor(...)`, which is what tch's C_tensor points to and
+    // what tch's Drop frees.
+    unsafe { Tensor::from_ptr(ptr as *mut torch_sys::C_tensor) }
+}
+
+/// GRU over all steps. gi: [B, T, 3H] = x·W_ihᵀ + b_ih, h0: [B, H], w_hh: [3H, H], b_hh: [3H]
+/// → h_1 … h_T as [B, T, H]. CPU, float or double.
+pub fn gru(gi: &Tensor, h0: &Tensor, w_hh: &Tensor, b_hh: &Tensor) -> Tensor {
+    // SAFETY: the four pointers are live tensors borrowed for the duration of the call.
+    owned(unsafe { membench_gru_recurrence(raw(gi), raw(h0), raw(w_hh), raw(b_hh)) })
+}
+
+/// x·wᵀ through oneDNN. x: [M, K], w: [N, K] → [M, N], a fresh tensor. CPU, float32.
+pub fn onednn_matmul_t(x: &Tensor, w: &Tensor) -> Tensor {
+    // SAFETY: as in `gru`.
+    owned(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })
+}
