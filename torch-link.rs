@@ -43,9 +43,11 @@ fn main() {
         // `peak_device_bytes` reads the caching allocator's own counters.
         Ok("membench") => cpp_shim(lib, &["src/cuda_stats.cpp"], "membench_cuda_stats"),
         // CPU kernels with hand-written backward passes (each file's header says why).
-        Ok("membench-architectures") => {
-            cpp_shim(lib, &["src/fused_rnn.cpp", "src/onednn_linear.cpp"], "membench_kernels")
-        }
+        Ok("membench-architectures") => cpp_shim(
+            lib,
+            &["src/fused_rnn.cpp", "src/onednn_linear.cpp"],
+            "membench_kernels",
+        ),
         _ => {}
     }
 }

@@ -43,12 +43,25 @@ mod tests {
         tch::manual_seed(3);
         for bias in [true, false] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let lin = nn::linear(vs.root(), 128, 96, nn::LinearConfig { bias, ..Default::default() });
-            let x = Tensor::randn([8, 128, 128], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let lin = nn::linear(
+                vs.root(),
+                128,
+                96,
+                nn::LinearConfig {
+                    bias,
+                    ..Default::default()
+                },
+            );
+            let x =
+                Tensor::randn([8, 128, 128], (Kind::Float, Device::Cpu)).set_requires_grad(true);
             let w = Tensor::randn([8, 128, 96], (Kind::Float, Device::Cpu));
             assert!(8 * 128 * 96 * 128 >= ONEDNN_MIN_MACS);
             let run = |f: &dyn Fn() -> Tensor| {
-                for mut p in vs.trainable_variables().into_iter().chain([x.shallow_clone()]) {
+                for mut p in vs
+                    .trainable_variables()
+                    .into_iter()
+                    .chain([x.shallow_clone()])
+                {
                     p.zero_grad();
                 }
                 let y = f();
@@ -61,7 +74,10 @@ mod tests {
             let torch = run(&|| x.linear(&lin.ws, lin.bs.as_ref()));
             for (i, (a, b)) in ours.iter().zip(&torch).enumerate() {
                 let rel = (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]);
-                assert!(rel < 1e-5, "bias {bias}, tensor {i}: relative difference {rel:e}");
+                assert!(
+                    rel < 1e-5,
+                    "bias {bias}, tensor {i}: relative difference {rel:e}"
+                );
             }
         }
     }

@@ -21,9 +21,9 @@
 //! chunk (T/C steps); everything else is batched.
 
 use crate::residual::{check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::ArchError;
+use crate::{dense, ArchError};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,12 +146,13 @@ impl Gla {
         let (b, t) = (xs.size()[0], xs.size()[1]);
         let split = |y: Tensor| y.view([b, t, self.cfg.heads, -1]).transpose(1, 2);
         let dh = (self.cfg.d_model / self.cfg.heads) as f64;
-        let q = split(self.wq.forward(xs)) / dh.sqrt();
-        let log_alpha = split(self.wa.forward(xs)).log_sigmoid() / self.cfg.gate_temperature;
+        let q = split(dense::linear(&self.wq, xs)) / dh.sqrt();
+        let log_alpha =
+            split(dense::linear(&self.wa, xs)).log_sigmoid() / self.cfg.gate_temperature;
         (
             q,
-            split(self.wk.forward(xs)),
-            split(self.wv.forward(xs)),
+            split(dense::linear(&self.wk, xs)),
+            split(dense::linear(&self.wv, xs)),
             log_alpha,
         )
     }
@@ -162,7 +163,7 @@ impl Gla {
         let dv = d / self.cfg.heads;
         let o = o.layer_norm([dv], None::<Tensor>, None::<Tensor>, 1e-5, false);
         let o = o.transpose(1, 2).reshape([b, t, d]);
-        self.wo.forward(&(o * self.wr.forward(xs).silu()))
+        dense::linear(&self.wo, &(o * dense::linear(&self.wr, xs).silu()))
     }
 
     /// Chunked form; see the module doc.

@@ -8,7 +8,12 @@ use tch::Tensor;
 
 extern "C" {
     fn membench_kernel_error() -> *const c_char;
-    fn membench_gru_recurrence(gi: *const c_void, h0: *const c_void, w_hh: *const c_void, b_hh: *const c_void) -> *mut c_void;
+    fn membench_gru_recurrence(
+        gi: *const c_void,
+        h0: *const c_void,
+        w_hh: *const c_void,
+        b_hh: *const c_void,
+    ) -> *mut c_void;
     fn membench_onednn_matmul_t(x: *const c_void, w: *const c_void) -> *mut c_void;
 }
 

@@ -35,11 +35,11 @@
 //! boolean band mask per (T, device) otherwise. Weights are initialised N(0, 0.1) as in MemN2N.
 
 use crate::transformer::mean_attended;
-use crate::{ArchError, Core};
+use crate::{dense, ArchError, Core};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use tch::{nn, nn::Module, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 const ARCH: &str = "kv_memory";
 
@@ -158,7 +158,7 @@ impl Core for KvMemory {
                 1.0,
                 false,
             );
-            q = r.forward(&(q + o));
+            q = dense::linear(r, &(q + o));
         }
         q.squeeze_dim(1)
     }

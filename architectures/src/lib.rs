@@ -8,10 +8,10 @@
 
 pub mod addressing;
 pub mod bench_specs;
-pub mod dnc;
 mod dense;
-mod kernels;
+pub mod dnc;
 pub mod gla;
+mod kernels;
 pub mod kv_memory;
 pub mod linear_attention;
 pub mod mamba;

@@ -14,9 +14,9 @@
 //! pre-norm residual block with an MLP (see [`crate::residual`]).
 
 use crate::residual::{check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::ArchError;
+use crate::{dense, ArchError};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,16 +176,18 @@ impl LinearAttention {
         let (b, t) = (xs.size()[0], xs.size()[1]);
         let h = self.cfg.heads;
         let split = |y: Tensor| y.view([b, t, h, -1]).transpose(1, 2);
-        let q = self.phi(&split(self.wq.forward(xs)));
-        let k = self.phi(&split(self.wk.forward(xs)));
-        (q, k, split(self.wv.forward(xs)))
+        let q = self.phi(&split(dense::linear(&self.wq, xs)));
+        let k = self.phi(&split(dense::linear(&self.wk, xs)));
+        (q, k, split(dense::linear(&self.wv, xs)))
     }
 
     /// [B, H, T, d_v] → [B, T, d]
     fn merge(&self, o: &Tensor) -> Tensor {
         let (b, t) = (o.size()[0], o.size()[2]);
-        self.wo
-            .forward(&o.transpose(1, 2).reshape([b, t, self.cfg.d_model]))
+        dense::linear(
+            &self.wo,
+            &o.transpose(1, 2).reshape([b, t, self.cfg.d_model]),
+        )
     }
 
     /// Chunked parallel form; see the module doc.

@@ -21,9 +21,9 @@
 //! fine at benchmark sizes on CPU.
 
 use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::ArchError;
+use crate::{dense, ArchError};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,14 +164,11 @@ impl Mamba {
     /// [B, T, E, N], C [B, T, N])
     fn prepare(&self, u: &Tensor) -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
         let (e, n) = (self.e, self.cfg.state_dim);
-        let xz = self.in_proj.forward(u);
+        let xz = dense::linear(&self.in_proj, u);
         let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
         let x = self.conv.forward(&x).silu(); // [B, T, E]
-        let proj = self.x_proj.forward(&x);
-        let dt = self
-            .dt_proj
-            .forward(&proj.narrow(-1, 0, self.dt_rank))
-            .softplus(); // [B, T, E]
+        let proj = dense::linear(&self.x_proj, &x);
+        let dt = dense::linear(&self.dt_proj, &proj.narrow(-1, 0, self.dt_rank)).softplus(); // [B, T, E]
         let bmat = proj.narrow(-1, self.dt_rank, n);
         let cmat = proj.narrow(-1, self.dt_rank + n, n);
         let a = -self.a_log.exp(); // [E, N]
@@ -182,7 +179,7 @@ impl Mamba {
 
     /// y: [B, T, E] → out: [B, T, d]
     fn finish(&self, x: &Tensor, z: &Tensor, y: Tensor) -> Tensor {
-        self.out_proj.forward(&((y + x * &self.d_skip) * z.silu()))
+        dense::linear(&self.out_proj, &((y + x * &self.d_skip) * z.silu()))
     }
 
     /// Sequential scan: T steps, each over [B, E, N].

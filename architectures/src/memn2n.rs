@@ -44,11 +44,11 @@
 //! T_C. Those index tensors and the mask depend only on (T, device) and are cached.
 
 use crate::transformer::mean_attended;
-use crate::{ArchError, Core};
+use crate::{dense, ArchError, Core};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use tch::{nn, nn::Module, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 const ARCH: &str = "memn2n";
 
@@ -234,7 +234,7 @@ impl Core for MemN2N {
             let p_by_offset = p.gather(2, &slot_of_offset, false) * &tab.offset_valid; // [B, T, M']
             let o = p.matmul(&c) + p_by_offset.matmul(&t_c);
             u = match &self.h {
-                Some(h) => h.forward(&u) + o,
+                Some(h) => dense::linear(h, &u) + o,
                 None => u + o,
             };
         }

@@ -3,7 +3,7 @@
 //! (the GPT-2 / Mamba layout). Each family only supplies its [`Mixer`]; the stack owns the
 //! input projection, norms, MLPs and the bookkeeping that [`Core`] asks for.
 
-use crate::{ArchError, Core};
+use crate::{dense, ArchError, Core};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Tensor};
 
@@ -102,7 +102,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, xs: &Tensor) -> Tensor {
-        self.down.forward(&self.up.forward(xs).gelu("none"))
+        dense::linear(&self.down, &dense::linear(&self.up, xs).gelu("none"))
     }
 }
 
@@ -206,7 +206,7 @@ impl Core for Stack {
     /// xs: [B, T, d_in] → [B, T, d_model]
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let mut h = match &self.input {
-            Some(l) => l.forward(xs),
+            Some(l) => dense::linear(l, xs),
             None => xs.shallow_clone(),
         };
         for b in &self.blocks {

@@ -9,9 +9,9 @@
 //! `Tensor::scaled_dot_product_attention`, and a learned position embedding over the 2M + S slots.
 
 use crate::residual::{check_shape, Mixer, Stack};
-use crate::{ArchError, Core};
+use crate::{dense, ArchError, Core};
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,9 +59,7 @@ impl Mixer for CausalAttention {
     /// xs: [B, L, d] → [B, L, d]
     fn forward(&self, xs: &Tensor) -> Tensor {
         let (b, l) = (xs.size()[0], xs.size()[1]);
-        let qkv = self
-            .qkv
-            .forward(xs)
+        let qkv = dense::linear(&self.qkv, xs)
             .view([b, l, 3, self.heads, -1])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2)); // [B, H, L, d_h]
@@ -75,7 +73,7 @@ impl Mixer for CausalAttention {
             None,
             false,
         );
-        self.out.forward(&o.transpose(1, 2).reshape([b, l, self.d]))
+        dense::linear(&self.out, &o.transpose(1, 2).reshape([b, l, self.d]))
     }
 
     /// Memory is counted by the RMT as a whole, not per layer.
@@ -156,7 +154,7 @@ impl Core for Rmt {
     /// xs: [B, T, d_in] → [B, T, d_model], one segment at a time.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let xs = match &self.input {
-            Some(l) => l.forward(xs),
+            Some(l) => dense::linear(l, xs),
             None => xs.shallow_clone(),
         };
         let (b, t, m) = (xs.size()[0], xs.size()[1], self.cfg.memory_tokens);
