@@ -45,7 +45,11 @@ fn main() {
         // CPU kernels with hand-written backward passes (each file's header says why).
         Ok("membench-architectures") => cpp_shim(
             lib,
-            &["src/fused_rnn.cpp", "src/onednn_linear.cpp"],
+            &[
+                "src/fused_rnn.cpp",
+                "src/onednn_linear.cpp",
+                "src/dnc_links.cpp",
+            ],
             "membench_kernels",
         ),
         _ => {}
@@ -67,6 +71,8 @@ fn cpp_shim(lib: &Path, files: &[&str], name: &str) {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
+        // `#pragma omp simd` only (no OpenMP runtime): vectorised reductions in fixed lane order.
+        .flag("-fopenmp-simd")
         .opt_level(3)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)

@@ -13,11 +13,25 @@ use tch::{nn, Device, Kind, Tensor};
 /// shapes: oneDNN's set-up is ~10 µs a call, i.e. the time MKL needs for ~0.5 M multiply-adds).
 pub const ONEDNN_MIN_MACS: i64 = 1 << 20;
 
+/// Rows of `xs` as a [rows, K] matrix when the product with an [N, K] weight should go to oneDNN.
+fn onednn_rows(xs: &Tensor, n: i64, k: i64) -> Option<i64> {
+    let rows = if k == 0 { 0 } else { xs.numel() as i64 / k };
+    (xs.device() == Device::Cpu && xs.kind() == Kind::Float && rows * n * k >= ONEDNN_MIN_MACS)
+        .then_some(rows)
+}
+
+/// xs·wᵀ: xs [M, K], w [N, K] → [M, N], routed like [`linear`] (the bench's matmul peak uses it).
+pub fn matmul_t(xs: &Tensor, w: &Tensor) -> Tensor {
+    match onednn_rows(xs, w.size()[0], w.size()[1]) {
+        Some(_) => kernels::onednn_matmul_t(xs, w),
+        None => xs.matmul(&w.tr()),
+    }
+}
+
 /// `lin(xs)`: xs [..., K] → [..., N].
 pub fn linear(lin: &nn::Linear, xs: &Tensor) -> Tensor {
     let (n, k) = (lin.ws.size()[0], lin.ws.size()[1]);
-    let rows = if k == 0 { 0 } else { xs.numel() as i64 / k };
-    if xs.device() == Device::Cpu && xs.kind() == Kind::Float && rows * n * k >= ONEDNN_MIN_MACS {
+    if let Some(rows) = onednn_rows(xs, n, k) {
         let mut ys = kernels::onednn_matmul_t(&xs.reshape([rows, k]), &lin.ws);
         // In place: the product is not saved for its backward, so autograd allows it, and no
         // second [rows, N] buffer is allocated.

@@ -39,9 +39,9 @@ use crate::ntm::{
     check_clip, default_clip, default_controller, default_controller_size, one, Controller,
     ControllerKind, MEMORY_INIT,
 };
-use crate::{ArchError, Core};
+use crate::{kernels, ArchError, Core};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +118,8 @@ pub fn allocation_weights(usage: &Tensor) -> Tensor {
 
 /// Temporal links and precedence (Graves et al. 2016, Methods, "Temporal memory linkage"):
 /// `L[i,j] ← (1 − w[i] − w[j]) L[i,j] + w[i] p[j]` off the diagonal, `L[i,i] = 0`;
-/// `p ← (1 − Σ_i w[i]) p + w`. The outer product w pᵀ is one baddbmm.
+/// `p ← (1 − Σ_i w[i]) p + w`. On the CPU the link update is one fused kernel each way
+/// (`dnc_links.cpp`); elsewhere it is tensor ops ([`update_links_ops`]).
 ///
 /// link: [B, N, N], precedence and write_w: [B, N], off_diagonal: 1 − I [N, N] → (link, precedence)
 pub fn update_links(
@@ -127,11 +128,32 @@ pub fn update_links(
     write_w: &Tensor,
     off_diagonal: &Tensor,
 ) -> (Tensor, Tensor) {
+    if link.device() == Device::Cpu && matches!(link.kind(), Kind::Float | Kind::Double) {
+        let precedence_next = next_precedence(precedence, write_w);
+        (
+            kernels::dnc_link_update(link, precedence, write_w),
+            precedence_next,
+        )
+    } else {
+        update_links_ops(link, precedence, write_w, off_diagonal)
+    }
+}
+
+/// [`update_links`] as tensor ops: the outer product w pᵀ is one baddbmm.
+pub fn update_links_ops(
+    link: &Tensor,
+    precedence: &Tensor,
+    write_w: &Tensor,
+    off_diagonal: &Tensor,
+) -> (Tensor, Tensor) {
     let (w_i, w_j) = (write_w.unsqueeze(2), write_w.unsqueeze(1)); // [B, N, 1], [B, 1, N]
     let scale: Tensor = 1.0 - w_i.shallow_clone() - w_j; // [B, N, N]
     let link = (scale * link).baddbmm(&w_i, &precedence.unsqueeze(1), 1.0, 1.0) * off_diagonal;
-    let precedence = (1.0 - write_w.sum_dim_intlist(1, true, Kind::Float)) * precedence + write_w;
-    (link, precedence)
+    (link, next_precedence(precedence, write_w))
+}
+
+fn next_precedence(precedence: &Tensor, write_w: &Tensor) -> Tensor {
+    (1.0 - write_w.sum_dim_intlist(1, true, write_w.kind())) * precedence + write_w
 }
 
 pub struct Dnc {
@@ -306,6 +328,48 @@ mod tests {
         // other gets (1 − ε)·ε ≈ 10⁻⁶.
         let diff = (&a - &expected).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "allocation {a} vs {expected}");
+    }
+
+    /// The fused CPU link update equals the tensor-op version in float64: the new links and the
+    /// gradients of links, precedence and write weighting (random, off-diagonal-heavy values; a
+    /// weighted loss so that every entry's gradient counts), to 1e-12.
+    #[test]
+    fn fused_link_update_matches_tensor_ops() {
+        let opts = (Kind::Double, tch::Device::Cpu);
+        tch::manual_seed(11);
+        let (b, n) = (3, 17);
+        let link = Tensor::rand([b, n, n], opts).set_requires_grad(true);
+        let prec = Tensor::rand([b, n], opts).set_requires_grad(true);
+        let w = (Tensor::rand([b, n], opts) / n as f64).set_requires_grad(true);
+        let weights = Tensor::randn([b, n, n], opts);
+        let off = 1.0 - Tensor::eye(n, opts);
+        let run = |fused: bool| {
+            for mut t in [
+                link.shallow_clone(),
+                prec.shallow_clone(),
+                w.shallow_clone(),
+            ] {
+                t.zero_grad();
+            }
+            let (l, p) = if fused {
+                update_links(&link, &prec, &w, &off)
+            } else {
+                update_links_ops(&link, &prec, &w, &off)
+            };
+            ((&l * &weights).sum(Kind::Double) + p.sum(Kind::Double)).backward();
+            [
+                l.detach(),
+                p.detach(),
+                link.grad().copy(),
+                prec.grad().copy(),
+                w.grad().copy(),
+            ]
+        };
+        let (fused, ops) = (run(true), run(false));
+        for (i, (a, b)) in fused.iter().zip(&ops).enumerate() {
+            let diff = (a - b).abs().max().double_value(&[]);
+            assert!(diff < 1e-12, "tensor {i}: max |fused − ops| = {diff:e}");
+        }
     }
 
     /// Writing slots 0, 1, 2 in turn (one-hot) links 1 → 0 and 2 → 1: the forward weighting

@@ -1,7 +1,8 @@
 //! Safe wrappers of this crate's C++ kernels (LibTorch autograd functions with hand-derived
 //! backward passes; each `.cpp` file's header says why it exists and gives the equations):
 //! - `fused_rnn.cpp`: the CPU GRU recurrence;
-//! - `onednn_linear.cpp`: float32 `x·Wᵀ` through oneDNN's GEMM on the CPU.
+//! - `onednn_linear.cpp`: float32 `x·Wᵀ` through oneDNN's GEMM on the CPU;
+//! - `dnc_links.cpp`: the DNC's temporal link update in one pass each way on the CPU.
 
 use std::ffi::{c_char, c_void, CStr};
 use tch::Tensor;
@@ -15,6 +16,11 @@ extern "C" {
         b_hh: *const c_void,
     ) -> *mut c_void;
     fn membench_onednn_matmul_t(x: *const c_void, w: *const c_void) -> *mut c_void;
+    fn membench_dnc_link_update(
+        link: *const c_void,
+        precedence: *const c_void,
+        write_w: *const c_void,
+    ) -> *mut c_void;
 }
 
 fn raw(t: &Tensor) -> *const c_void {
@@ -45,4 +51,11 @@ pub fn gru(gi: &Tensor, h0: &Tensor, w_hh: &Tensor, b_hh: &Tensor) -> Tensor {
 pub fn onednn_matmul_t(x: &Tensor, w: &Tensor) -> Tensor {
     // SAFETY: as in `gru`.
     owned(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })
+}
+
+/// The DNC link update L' = ((1 − w_i − w_j)·L + w_i·p_j) off the diagonal, 0 on it.
+/// link: [B, N, N], precedence and write_w: [B, N] → [B, N, N]. CPU, float or double.
+pub fn dnc_link_update(link: &Tensor, precedence: &Tensor, write_w: &Tensor) -> Tensor {
+    // SAFETY: as in `gru`.
+    owned(unsafe { membench_dnc_link_update(raw(link), raw(precedence), raw(write_w)) })
 }

@@ -223,7 +223,7 @@ mod tests {
                     let mut q = proj(0, &x(ti));
                     for r in &net.hops {
                         let a = keys.mv(&q).softmax(0, Kind::Float);
-                        q = r.forward(&(&q + values.tr().mv(&a)));
+                        q = (&q + values.tr().mv(&a)).linear(&r.ws, r.bs.as_ref());
                     }
                     let diff = f64::try_from((q - fused.get(bi).get(ti)).abs().max()).unwrap();
                     assert!(

@@ -8,7 +8,7 @@
 
 pub mod addressing;
 pub mod bench_specs;
-mod dense;
+pub mod dense;
 pub mod dnc;
 pub mod gla;
 mod kernels;

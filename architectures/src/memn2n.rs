@@ -315,7 +315,7 @@ mod tests {
                         let p = scores.softmax(0, Kind::Float);
                         let o = p.unsqueeze(0).matmul(&Tensor::stack(&c, 0)).squeeze_dim(0);
                         u = match &net.h {
-                            Some(h) => h.forward(&u) + o,
+                            Some(h) => u.linear(&h.ws, h.bs.as_ref()) + o,
                             None => u + o,
                         };
                     }
