@@ -118,38 +118,52 @@ pub fn allocation_weights(usage: &Tensor) -> Tensor {
 
 /// Temporal links and precedence (Graves et al. 2016, Methods, "Temporal memory linkage"):
 /// `L[i,j] ← (1 − w[i] − w[j]) L[i,j] + w[i] p[j]` off the diagonal, `L[i,i] = 0`;
-/// `p ← (1 − Σ_i w[i]) p + w`. On the CPU the link update is one fused kernel each way
-/// (`dnc_links.cpp`); elsewhere it is tensor ops ([`update_links_ops`]).
+/// `p ← (1 − Σ_i w[i]) p + w`; then the forward and backward read weightings through the new
+/// links, `f_r = L v_r` and `b_r = Lᵀ v_r`, from the previous read weightings v. On the CPU the
+/// links and both weightings are one fused kernel each way (`dnc_links.cpp`); elsewhere tensor
+/// ops ([`link_step_ops`]).
 ///
-/// link: [B, N, N], precedence and write_w: [B, N], off_diagonal: 1 − I [N, N] → (link, precedence)
-pub fn update_links(
+/// link: [B, N, N], precedence and write_w: [B, N], read_w: [B, R, N], off_diagonal: 1 − I [N, N]
+/// → (link, precedence, forward [B, R, N], backward [B, R, N])
+pub fn link_step(
     link: &Tensor,
     precedence: &Tensor,
     write_w: &Tensor,
+    read_w: &Tensor,
     off_diagonal: &Tensor,
-) -> (Tensor, Tensor) {
+) -> (Tensor, Tensor, Tensor, Tensor) {
     if link.device() == Device::Cpu && matches!(link.kind(), Kind::Float | Kind::Double) {
-        let precedence_next = next_precedence(precedence, write_w);
+        let (link, forward, backward) = kernels::dnc_link_step(link, precedence, write_w, read_w);
         (
-            kernels::dnc_link_update(link, precedence, write_w),
-            precedence_next,
+            link,
+            next_precedence(precedence, write_w),
+            forward,
+            backward,
         )
     } else {
-        update_links_ops(link, precedence, write_w, off_diagonal)
+        link_step_ops(link, precedence, write_w, read_w, off_diagonal)
     }
 }
 
-/// [`update_links`] as tensor ops: the outer product w pᵀ is one baddbmm.
-pub fn update_links_ops(
+/// [`link_step`] as tensor ops: the outer product w pᵀ is one baddbmm, the reads two bmm's.
+pub fn link_step_ops(
     link: &Tensor,
     precedence: &Tensor,
     write_w: &Tensor,
+    read_w: &Tensor,
     off_diagonal: &Tensor,
-) -> (Tensor, Tensor) {
+) -> (Tensor, Tensor, Tensor, Tensor) {
     let (w_i, w_j) = (write_w.unsqueeze(2), write_w.unsqueeze(1)); // [B, N, 1], [B, 1, N]
     let scale: Tensor = 1.0 - w_i.shallow_clone() - w_j; // [B, N, N]
     let link = (scale * link).baddbmm(&w_i, &precedence.unsqueeze(1), 1.0, 1.0) * off_diagonal;
-    (link, next_precedence(precedence, write_w))
+    let forward = read_w.bmm(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
+    let backward = read_w.bmm(&link); // b_i[k] = Σ_j L[j, k] w[j]
+    (
+        link,
+        next_precedence(precedence, write_w),
+        forward,
+        backward,
+    )
 }
 
 fn next_precedence(precedence: &Tensor, write_w: &Tensor) -> Tensor {
@@ -258,12 +272,12 @@ impl Core for Dnc {
             write_w = content_w.lerp_tensor(&alloc, &alloc_gate) * write_gate; // [B, N]
             mem = addressing::write(&mem, &write_w.unsqueeze(1), &erase, &write_vec);
 
-            // Temporal links, then precedence.
-            (link, precedence) = update_links(&link, &precedence, &write_w, &off_diagonal);
+            // Temporal links and precedence, and the forward/backward weightings through them.
+            let (forward, backward);
+            (link, precedence, forward, backward) =
+                link_step(&link, &precedence, &write_w, &read_w, &off_diagonal);
 
             // Read weightings: backward, content and forward modes mixed by π. [B, R, N]
-            let forward = read_w.bmm(&link.transpose(1, 2)); // f_i[k] = Σ_j L[k, j] w[j]
-            let backward = read_w.bmm(&link); // b_i[k] = Σ_j L[j, k] w[j]
             let content_r = addressing::content_weights(
                 &mem,
                 &read_keys,
@@ -330,45 +344,50 @@ mod tests {
         assert!(diff < 1e-5, "allocation {a} vs {expected}");
     }
 
-    /// The fused CPU link update equals the tensor-op version in float64: the new links and the
-    /// gradients of links, precedence and write weighting (random, off-diagonal-heavy values; a
-    /// weighted loss so that every entry's gradient counts), to 1e-12.
+    /// The fused CPU link step equals the tensor-op version in float64: the new links, both read
+    /// weightings and the gradients of links, precedence, write and read weightings (random values,
+    /// two read heads, a weighted loss on every output so that every entry's gradient counts), to
+    /// 1e-12; also when the new links get no gradient of their own (the last step).
     #[test]
-    fn fused_link_update_matches_tensor_ops() {
+    fn fused_link_step_matches_tensor_ops() {
         let opts = (Kind::Double, tch::Device::Cpu);
         tch::manual_seed(11);
-        let (b, n) = (3, 17);
+        let (b, n, r) = (3, 17, 2);
         let link = Tensor::rand([b, n, n], opts).set_requires_grad(true);
         let prec = Tensor::rand([b, n], opts).set_requires_grad(true);
         let w = (Tensor::rand([b, n], opts) / n as f64).set_requires_grad(true);
-        let weights = Tensor::randn([b, n, n], opts);
+        let v = Tensor::rand([b, r, n], opts).set_requires_grad(true);
+        let weights = [[b, n, n], [b, r, n], [b, r, n]].map(|shape| Tensor::randn(shape, opts));
         let off = 1.0 - Tensor::eye(n, opts);
-        let run = |fused: bool| {
-            for mut t in [
-                link.shallow_clone(),
-                prec.shallow_clone(),
-                w.shallow_clone(),
-            ] {
+        let run = |fused: bool, link_loss: bool| {
+            for mut t in [&link, &prec, &w, &v].map(|t| t.shallow_clone()) {
                 t.zero_grad();
             }
-            let (l, p) = if fused {
-                update_links(&link, &prec, &w, &off)
-            } else {
-                update_links_ops(&link, &prec, &w, &off)
-            };
-            ((&l * &weights).sum(Kind::Double) + p.sum(Kind::Double)).backward();
-            [
-                l.detach(),
-                p.detach(),
-                link.grad().copy(),
-                prec.grad().copy(),
-                w.grad().copy(),
-            ]
+            let step = if fused { link_step } else { link_step_ops };
+            let (l, p, f, bw) = step(&link, &prec, &w, &v, &off);
+            let mut loss = (&f * &weights[1]).sum(Kind::Double)
+                + (&bw * &weights[2]).sum(Kind::Double)
+                + p.sum(Kind::Double);
+            if link_loss {
+                loss = loss + (&l * &weights[0]).sum(Kind::Double);
+            }
+            loss.backward();
+            let grads = [&link, &prec, &w, &v].map(|t| t.grad().copy());
+            [l, p, f, bw]
+                .map(|t| t.detach())
+                .into_iter()
+                .chain(grads)
+                .collect::<Vec<_>>()
         };
-        let (fused, ops) = (run(true), run(false));
-        for (i, (a, b)) in fused.iter().zip(&ops).enumerate() {
-            let diff = (a - b).abs().max().double_value(&[]);
-            assert!(diff < 1e-12, "tensor {i}: max |fused − ops| = {diff:e}");
+        for link_loss in [true, false] {
+            let (fused, ops) = (run(true, link_loss), run(false, link_loss));
+            for (i, (a, b)) in fused.iter().zip(&ops).enumerate() {
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    diff < 1e-12,
+                    "link loss {link_loss}, tensor {i}: max |fused − ops| = {diff:e}"
+                );
+            }
         }
     }
 
@@ -378,29 +397,27 @@ mod tests {
     /// L[2, 0] = (1 − ½)·0 = 0, L[2, 1] = 1 untouched, p = ½·(0, 0, 1) + (½, 0, 0).
     #[test]
     fn links_record_write_order() {
-        let off = 1.0 - Tensor::eye(3, (Kind::Float, tch::Device::Cpu));
-        let mut link = Tensor::zeros([1, 3, 3], (Kind::Float, tch::Device::Cpu));
-        let mut prec = Tensor::zeros([1, 3], (Kind::Float, tch::Device::Cpu));
+        let cpu = (Kind::Float, tch::Device::Cpu);
+        let off = 1.0 - Tensor::eye(3, cpu);
+        let mut link = Tensor::zeros([1, 3, 3], cpu);
+        let mut prec = Tensor::zeros([1, 3], cpu);
+        // Head 0 reads from slot 0, head 1 from slot 2.
+        let v = Tensor::from_slice(&[1f32, 0., 0., 0., 0., 1.]).view([1, 2, 3]);
+        let (mut forward, mut backward) =
+            (Tensor::zeros([1, 2, 3], cpu), Tensor::zeros([1, 2, 3], cpu));
         for slot in 0..3 {
-            let w = Tensor::zeros([1, 3], (Kind::Float, tch::Device::Cpu));
+            let w = Tensor::zeros([1, 3], cpu);
             let _ = w.narrow(1, slot, 1).fill_(1.0);
-            (link, prec) = update_links(&link, &prec, &w, &off);
+            (link, prec, forward, backward) = link_step(&link, &prec, &w, &v, &off);
         }
         let expected = Tensor::from_slice(&[0f32, 0., 0., 1., 0., 0., 0., 1., 0.]).view([1, 3, 3]);
         assert_eq!(link, expected);
-        let from0 = Tensor::from_slice(&[1f32, 0., 0.]).view([1, 1, 3]);
-        let from2 = Tensor::from_slice(&[0f32, 0., 1.]).view([1, 1, 3]);
-        assert_eq!(
-            from0.bmm(&link.transpose(1, 2)),
-            Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3])
-        );
-        assert_eq!(
-            from2.bmm(&link),
-            Tensor::from_slice(&[0f32, 1., 0.]).view([1, 1, 3])
-        );
+        let slot1 = Tensor::from_slice(&[0f32, 1., 0.]).view([1, 3]);
+        assert_eq!(forward.select(1, 0), slot1, "forward from slot 0");
+        assert_eq!(backward.select(1, 1), slot1, "backward from slot 2");
 
         let half = Tensor::from_slice(&[0.5f32, 0., 0.]).view([1, 3]);
-        let (link, prec) = update_links(&link, &prec, &half, &off);
+        let (link, prec, _, _) = link_step(&link, &prec, &half, &v, &off);
         let expected =
             Tensor::from_slice(&[0f32, 0., 0.5, 0.5, 0., 0., 0., 1., 0.]).view([1, 3, 3]);
         assert!(

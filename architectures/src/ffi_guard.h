@@ -24,4 +24,21 @@ at::Tensor* guarded(F f) {
   return nullptr;
 }
 
+// As `guarded`, for a function returning `count` tensors: fills out[0..count) and returns 0, or
+// returns 1 and keeps the message.
+template <typename F>
+int guarded_many(at::Tensor** out, size_t count, F f) {
+  try {
+    auto results = f();
+    TORCH_CHECK(results.size() == count, "expected ", count, " outputs, got ", results.size());
+    for (size_t k = 0; k < count; ++k) out[k] = new at::Tensor(std::move(results[k]));
+    return 0;
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  } catch (...) {
+    last_error = "unknown C++ exception";
+  }
+  return 1;
+}
+
 }  // namespace membench

@@ -2,7 +2,7 @@
 //! backward passes; each `.cpp` file's header says why it exists and gives the equations):
 //! - `fused_rnn.cpp`: the CPU GRU recurrence;
 //! - `onednn_linear.cpp`: float32 `x·Wᵀ` through oneDNN's GEMM on the CPU;
-//! - `dnc_links.cpp`: the DNC's temporal link update in one pass each way on the CPU.
+//! - `dnc_links.cpp`: the DNC's temporal links (update and reads) in one pass each way on the CPU.
 
 use std::ffi::{c_char, c_void, CStr};
 use tch::Tensor;
@@ -16,24 +16,31 @@ extern "C" {
         b_hh: *const c_void,
     ) -> *mut c_void;
     fn membench_onednn_matmul_t(x: *const c_void, w: *const c_void) -> *mut c_void;
-    fn membench_dnc_link_update(
+    fn membench_dnc_link_step(
         link: *const c_void,
         precedence: *const c_void,
         write_w: *const c_void,
-    ) -> *mut c_void;
+        read_w: *const c_void,
+        out: *mut *mut c_void,
+    ) -> i32;
 }
 
 fn raw(t: &Tensor) -> *const c_void {
     t.as_ptr() as *const c_void
 }
 
+/// Panics with the message of the kernel call that just failed.
+fn failed() -> ! {
+    // SAFETY: the shim keeps the message in a thread-local string until its next failure.
+    let msg = unsafe { CStr::from_ptr(membench_kernel_error()) };
+    panic!("membench kernel: {}", msg.to_string_lossy());
+}
+
 /// Takes ownership of a tensor a kernel allocated; a null pointer becomes a panic with the C++
 /// message, as tch's own ops do.
 fn owned(ptr: *mut c_void) -> Tensor {
     if ptr.is_null() {
-        // SAFETY: the shim keeps the message in a thread-local string until its next failure.
-        let msg = unsafe { CStr::from_ptr(membench_kernel_error()) };
-        panic!("membench kernel: {}", msg.to_string_lossy());
+        failed();
     }
     // SAFETY: the shim returns `new at::Tensor(...)`, which is what tch's C_tensor points to and
     // what tch's Drop frees.
@@ -53,9 +60,29 @@ pub fn onednn_matmul_t(x: &Tensor, w: &Tensor) -> Tensor {
     owned(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })
 }
 
-/// The DNC link update L' = ((1 − w_i − w_j)·L + w_i·p_j) off the diagonal, 0 on it.
-/// link: [B, N, N], precedence and write_w: [B, N] → [B, N, N]. CPU, float or double.
-pub fn dnc_link_update(link: &Tensor, precedence: &Tensor, write_w: &Tensor) -> Tensor {
-    // SAFETY: as in `gru`.
-    owned(unsafe { membench_dnc_link_update(raw(link), raw(precedence), raw(write_w)) })
+/// The DNC's link update and the read weightings through it (see `dnc_links.cpp`).
+/// link: [B, N, N], precedence and write_w: [B, N], read_w: [B, R, N]
+/// → (link' [B, N, N], forward L'·v [B, R, N], backward L'ᵀ·v [B, R, N]). CPU, float or double.
+pub fn dnc_link_step(
+    link: &Tensor,
+    precedence: &Tensor,
+    write_w: &Tensor,
+    read_w: &Tensor,
+) -> (Tensor, Tensor, Tensor) {
+    let mut out = [std::ptr::null_mut(); 3];
+    // SAFETY: as in `gru`; on success the shim has written three owned tensors into `out`.
+    let status = unsafe {
+        membench_dnc_link_step(
+            raw(link),
+            raw(precedence),
+            raw(write_w),
+            raw(read_w),
+            out.as_mut_ptr(),
+        )
+    };
+    if status != 0 {
+        failed();
+    }
+    let [l, f, b] = out.map(owned);
+    (l, f, b)
 }
