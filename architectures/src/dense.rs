@@ -28,6 +28,39 @@ pub fn matmul_t(xs: &Tensor, w: &Tensor) -> Tensor {
     }
 }
 
+/// `a.matmul(b)` for the two shapes the models use, routed like [`linear`] when large enough:
+/// a [..., K] times a matrix b [K, N], or batched a [..., M, K] times b [..., K, N] with equal
+/// leading dimensions (either operand may be a transposed view). Anything else, and small
+/// products, go to libtorch's `matmul`.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
+    let on_cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
+    if !(on_cpu_f32(a) && on_cpu_f32(b)) {
+        return a.matmul(b);
+    }
+    let (sa, sb) = (a.size(), b.size());
+    let (k, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    if sb.len() == 2 {
+        return match onednn_rows(a, n, k) {
+            Some(rows) => {
+                let mut shape = sa.clone();
+                *shape.last_mut().expect("a has a feature dimension") = n;
+                kernels::onednn_matmul_t(&a.reshape([rows, k]), &b.tr()).view(shape.as_slice())
+            }
+            None => a.matmul(b),
+        };
+    }
+    let batched = sa.len() == sb.len() && sa.len() >= 3 && sa[..sa.len() - 2] == sb[..sb.len() - 2];
+    let m = sa[sa.len() - 2];
+    // batch·M·K·N multiply-adds
+    if batched && a.numel() as i64 * n >= ONEDNN_MIN_MACS {
+        let mut shape = sa.clone();
+        *shape.last_mut().expect("a is batched") = n;
+        kernels::onednn_bmm(&a.reshape([-1, m, k]), &b.reshape([-1, k, n])).view(shape.as_slice())
+    } else {
+        a.matmul(b)
+    }
+}
+
 /// `lin(xs)`: xs [..., K] → [..., N].
 pub fn linear(lin: &nn::Linear, xs: &Tensor) -> Tensor {
     let (n, k) = (lin.ws.size()[0], lin.ws.size()[1]);
@@ -92,6 +125,40 @@ mod tests {
                     rel < 1e-5,
                     "bias {bias}, tensor {i}: relative difference {rel:e}"
                 );
+            }
+        }
+    }
+
+    /// `matmul` equals libtorch's for a weight on the right (given transposed, as models pass
+    /// `t.tr()`) and for batched operands one of which is a transposed view: values and gradients
+    /// of both operands.
+    #[test]
+    fn onednn_matmul_matches_libtorch() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, Device::Cpu);
+        let a = Tensor::randn([16, 64, 96], opts).set_requires_grad(true);
+        let w = Tensor::randn([80, 96], opts).set_requires_grad(true); // used as wᵀ: [96, 80]
+        let c = Tensor::randn([16, 80, 96], opts).set_requires_grad(true); // used as cᵀ: [16, 96, 80]
+        assert!(16 * 64 * 96 * 80 >= ONEDNN_MIN_MACS);
+        for batched in [false, true] {
+            let right = if batched { &c } else { &w };
+            let rhs = || if batched { c.transpose(1, 2) } else { w.tr() };
+            let g = Tensor::randn([16, 64, 80], opts);
+            let run = |m: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+                for mut t in [&a, right].map(|t| t.shallow_clone()) {
+                    t.zero_grad();
+                }
+                let y = m(&a, &rhs());
+                (&y * &g).sum(Kind::Float).backward();
+                let grads = [&a, right].map(|t| t.grad().copy());
+                std::iter::once(y.detach()).chain(grads).collect::<Vec<_>>()
+            };
+            let ours = run(&|x, y| matmul(x, y));
+            let torch = run(&|x, y| x.matmul(y));
+            for (i, (p, q)) in ours.iter().zip(&torch).enumerate() {
+                let scale = q.abs().max().double_value(&[]).max(1e-30);
+                let rel = (p - q).abs().max().double_value(&[]) / scale;
+                assert!(rel < 1e-5, "batched {batched}, tensor {i}: relative difference {rel:e}");
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Safe wrappers of this crate's C++ kernels (LibTorch autograd functions with hand-derived
 //! backward passes; each `.cpp` file's header says why it exists and gives the equations):
 //! - `fused_rnn.cpp`: the CPU GRU recurrence;
-//! - `onednn_linear.cpp`: float32 `x·Wᵀ` through oneDNN's GEMM on the CPU;
+//! - `onednn_linear.cpp`: float32 `x·Wᵀ` and batched `a·b` through oneDNN's GEMM on the CPU;
 //! - `dnc_links.cpp`: the DNC's temporal links (update and reads) in one pass each way on the CPU.
 
 use std::ffi::{c_char, c_void, CStr};
@@ -16,6 +16,7 @@ extern "C" {
         b_hh: *const c_void,
     ) -> *mut c_void;
     fn membench_onednn_matmul_t(x: *const c_void, w: *const c_void) -> *mut c_void;
+    fn membench_onednn_bmm(a: *const c_void, b: *const c_void) -> *mut c_void;
     fn membench_dnc_link_step(
         link: *const c_void,
         precedence: *const c_void,
@@ -58,6 +59,12 @@ pub fn gru(gi: &Tensor, h0: &Tensor, w_hh: &Tensor, b_hh: &Tensor) -> Tensor {
 pub fn onednn_matmul_t(x: &Tensor, w: &Tensor) -> Tensor {
     // SAFETY: as in `gru`.
     owned(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })
+}
+
+/// a·b through oneDNN. a: [B, M, K], b: [B, K, N] → [B, M, N], a fresh tensor. CPU, float32.
+pub fn onednn_bmm(a: &Tensor, b: &Tensor) -> Tensor {
+    // SAFETY: as in `gru`.
+    owned(unsafe { membench_onednn_bmm(raw(a), raw(b)) })
 }
 
 /// The DNC's link update and the read weightings through it (see `dnc_links.cpp`).

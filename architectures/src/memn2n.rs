@@ -215,8 +215,7 @@ impl Core for MemN2N {
         let slot_of_offset = tab.slot_of_offset.expand([b, t, m], false);
 
         // Every embedding of every position in one matmul: [B, T, n_emb, d]
-        let emb = xs
-            .matmul(&self.embed)
+        let emb = dense::matmul(xs, &self.embed)
             .view([b, t, self.cfg.embeddings(), d]);
         let mut u = emb.select(2, self.cfg.query_index()); // [B, T, d]
         for k in 1..=self.cfg.hops {
@@ -225,14 +224,14 @@ impl Core for MemN2N {
             let t_a = self.temporal.get(ia).narrow(0, 0, m); // [M', d]
             let t_c = self.temporal.get(ic).narrow(0, 0, m);
             // uᵀ(A x_i + T_A[t − i]): [B, T, T]
-            let content = u.matmul(&a.transpose(1, 2));
-            let temporal = u.matmul(&t_a.tr()).gather(2, &offset_of_slot, false);
+            let content = dense::matmul(&u, &a.transpose(1, 2));
+            let temporal = dense::matmul(&u, &t_a.tr()).gather(2, &offset_of_slot, false);
             let p = (content + temporal)
                 .masked_fill(&tab.outside, f64::NEG_INFINITY)
                 .softmax(-1, Kind::Float);
             // Σ_i p_ti (C x_i + T_C[t − i]) = p·(C x) + p_by_offset·T_C: [B, T, d]
             let p_by_offset = p.gather(2, &slot_of_offset, false) * &tab.offset_valid; // [B, T, M']
-            let o = p.matmul(&c) + p_by_offset.matmul(&t_c);
+            let o = dense::matmul(&p, &c) + dense::matmul(&p_by_offset, &t_c);
             u = match &self.h {
                 Some(h) => dense::linear(h, &u) + o,
                 None => u + o,

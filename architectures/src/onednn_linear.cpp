@@ -1,5 +1,7 @@
-// x·Wᵀ on the CPU through oneDNN's matmul (architectures/src/dense.rs adds the bias), as a
-// LibTorch autograd function: forward and both backward GEMMs (dX = dY·W, dW = dYᵀ·X) go to oneDNN.
+// Products on the CPU through oneDNN's matmul (architectures/src/dense.rs routes to them), as
+// LibTorch autograd functions whose forward and both backward GEMMs go to oneDNN:
+// x·Wᵀ for dense layers (dX = dY·W, dW = dYᵀ·X; dense.rs adds the bias) and batched a·b
+// (dA = G·bᵀ, dB = aᵀ·G).
 //
 // Why: libtorch sends float32 `linear`/`addmm` on the CPU to MKL, whose code path on AMD CPUs is
 // AVX2 even where the core has AVX-512 (Zen 4/5); oneDNN, which libtorch also links, dispatches on
@@ -57,9 +59,42 @@ struct OnednnLinear : public torch::autograd::Function<OnednnLinear> {
   }
 };
 
+struct OnednnBmm : public torch::autograd::Function<OnednnBmm> {
+  // a [B, M, K], b [B, K, N] → a·b [B, M, N]. Operands may be transposed views in their last two
+  // dimensions (oneDNN reads them as they are); anything else is made contiguous.
+  static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& b) {
+    auto y = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
+    at::native::mkldnn_matmul(a, b, y, 0.0f, 1.0f);
+    ctx->save_for_backward({a, b});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &a = saved[0], &b = saved[1];
+    const auto g = grad_out[0].contiguous();
+    Tensor da, db;
+    if (ctx->needs_input_grad(0)) {
+      da = at::empty(a.sizes(), g.options());
+      at::native::mkldnn_matmul(g, b.transpose(1, 2), da, 0.0f, 1.0f);
+    }
+    if (ctx->needs_input_grad(1)) {
+      db = at::empty(b.sizes(), g.options());
+      at::native::mkldnn_matmul(a.transpose(1, 2), g, db, 0.0f, 1.0f);
+    }
+    return {da, db};
+  }
+};
+
 }  // namespace
 
 extern "C" {
+
+// New tensor a·b (batched), or null on error (see ffi_guard.h).
+Tensor* membench_onednn_bmm(const Tensor* a, const Tensor* b) {
+  return membench::guarded([&] { return OnednnBmm::apply(*a, *b); });
+}
+
 
 // New tensor x·wᵀ, or null on error (see ffi_guard.h). Arguments are borrowed at::Tensor pointers
 // (tch's C_tensor).
