@@ -214,13 +214,17 @@ impl Core for MemN2N {
         let offset_of_slot = tab.offset_of_slot.expand([b, t, t], false);
         let slot_of_offset = tab.slot_of_offset.expand([b, t, m], false);
 
-        // Every embedding of every position in one matmul: [B, T, n_emb, d]
+        // Every embedding of every position in one matmul, then one copy to [n_emb, B, T, d] so
+        // that each embedding below is a contiguous [B, T, d] block (strided ones would be copied
+        // by every product that reads them, forward and backward).
         let emb = dense::matmul(xs, &self.embed)
-            .view([b, t, self.cfg.embeddings(), d]);
-        let mut u = emb.select(2, self.cfg.query_index()); // [B, T, d]
+            .view([b, t, self.cfg.embeddings(), d])
+            .permute([2, 0, 1, 3])
+            .contiguous();
+        let mut u = emb.get(self.cfg.query_index()); // [B, T, d]
         for k in 1..=self.cfg.hops {
             let (ia, ic) = self.cfg.hop_indices(k);
-            let (a, c) = (emb.select(2, ia), emb.select(2, ic)); // [B, T, d] each
+            let (a, c) = (emb.get(ia), emb.get(ic)); // [B, T, d] each
             let t_a = self.temporal.get(ia).narrow(0, 0, m); // [M', d]
             let t_c = self.temporal.get(ic).narrow(0, 0, m);
             // uᵀ(A x_i + T_A[t − i]): [B, T, T]
