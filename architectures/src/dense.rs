@@ -158,7 +158,10 @@ mod tests {
             for (i, (p, q)) in ours.iter().zip(&torch).enumerate() {
                 let scale = q.abs().max().double_value(&[]).max(1e-30);
                 let rel = (p - q).abs().max().double_value(&[]) / scale;
-                assert!(rel < 1e-5, "batched {batched}, tensor {i}: relative difference {rel:e}");
+                assert!(
+                    rel < 1e-5,
+                    "batched {batched}, tensor {i}: relative difference {rel:e}"
+                );
             }
         }
     }

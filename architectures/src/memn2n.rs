@@ -39,9 +39,10 @@
 //! recent from old slots. Embeddings and temporal rows are initialised N(0, 0.1) as in the paper.
 //!
 //! **Batched.** All positions are computed together: scores are [B, T, T] with a causal band mask
-//! (no Rust loop over time). The temporal terms are u·T_Aᵀ ([B, T, M]) gathered into [B, T, T] by
-//! the offset t − i, and p gathered back from [B, T, T] to offsets [B, T, M] before multiplying
-//! T_C. Those index tensors and the mask depend only on (T, device) and are cached.
+//! (no Rust loop over time). The temporal terms are u·T_Aᵀ ([B, T, M]) moved into [B, T, T] by
+//! the offset t − i, and p moved back from [B, T, T] to offsets [B, T, M] before multiplying T_C,
+//! each as a strided view of a zero-padded copy (`by_slot`, `by_offset`), not a gather. The mask
+//! depends only on (T, device) and is cached.
 
 use crate::transformer::mean_attended;
 use crate::{dense, ArchError, Core};
@@ -127,16 +128,35 @@ impl MemN2NConfig {
     }
 }
 
-/// Index tensors and mask for one (T, device); M' = min(memory_size, T).
+/// The mask for one (T, device); M' = min(memory_size, T).
 struct Tables {
-    /// [T, T] int64: clamp(t − i, 0, M'−1), to gather u·T_Aᵀ [B, T, M'] into [B, T, T].
-    offset_of_slot: Tensor,
     /// [T, T] bool, true outside the window (t − i < 0 or ≥ M'): filled with −∞.
     outside: Tensor,
-    /// [T, M'] int64: clamp(t − r, 0), to gather p [B, T, T] into offsets [B, T, M'].
-    slot_of_offset: Tensor,
-    /// [T, M'] float: 1 where t − r ≥ 0.
-    offset_valid: Tensor,
+}
+
+/// Relative-offset bookkeeping without gathers (the "skew" of Transformer-XL, Dai et al. 2019):
+/// a row-wise shift is a strided view of a zero-padded copy, whose backward is a strided copy
+/// instead of a scatter-add.
+///
+/// `by_slot`: r [B, T, M'] with r[t, j] = v_t·T[M'−1−j] (T's rows reversed) → s [B, T, T] with
+/// s[t, i] = v_t·T[t − i] for 0 ≤ t − i < M'; other entries are finite filler (the caller masks
+/// them).
+fn by_slot(r: &Tensor, t: i64, m: i64) -> Tensor {
+    let b = r.size()[0];
+    let w = m + t; // r padded with T zero columns on the right: [B, T, W]
+    let padded = r.constant_pad_nd([0, t]);
+    // s[t, i] = padded[t, (M' − 1) − (t − i)]: one element left per row.
+    padded.as_strided([b, t, t], [t * w, w - 1, 1], Some(m - 1))
+}
+
+/// `by_offset`: p [B, T, T] → q [B, T, M'] with q[t, j] = p[t, t − (M'−1−j)] (offsets reversed,
+/// as `by_slot` takes them), 0 where that slot precedes the sequence.
+fn by_offset(p: &Tensor, t: i64, m: i64) -> Tensor {
+    let b = p.size()[0];
+    let w = t + m - 1; // p padded with M' − 1 zero columns on the left: [B, T, W]
+    let padded = p.constant_pad_nd([m - 1, 0]);
+    // q[t, j] = padded[t, t + j]: one element right per row.
+    padded.as_strided([b, t, m], [t * w, w + 1, 1], Some(0))
 }
 
 pub struct MemN2N {
@@ -188,17 +208,8 @@ impl MemN2N {
         let idx = Tensor::arange(t, (Kind::Int64, device));
         // offset[t, i] = t − i
         let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
-        let outside = offset.lt(0).logical_or(&offset.ge(m));
-        let offset_of_slot = offset.clamp(0, m - 1);
-        // slot[t, r] = t − r
-        let slot = idx.unsqueeze(1) - Tensor::arange(m, (Kind::Int64, device)).unsqueeze(0);
-        let offset_valid = slot.ge(0).to_kind(Kind::Float);
-        let slot_of_offset = slot.clamp_min(0);
         Tables {
-            offset_of_slot,
-            outside,
-            slot_of_offset,
-            offset_valid,
+            outside: offset.lt(0).logical_or(&offset.ge(m)),
         }
     }
 }
@@ -211,8 +222,6 @@ impl Core for MemN2N {
         let tab = cache
             .entry((t, xs.device()))
             .or_insert_with(|| self.build_tables(t, xs.device()));
-        let offset_of_slot = tab.offset_of_slot.expand([b, t, t], false);
-        let slot_of_offset = tab.slot_of_offset.expand([b, t, m], false);
 
         // Every embedding of every position in one matmul, then one copy to [n_emb, B, T, d] so
         // that each embedding below is a contiguous [B, T, d] block (strided ones would be copied
@@ -229,13 +238,13 @@ impl Core for MemN2N {
             let t_c = self.temporal.get(ic).narrow(0, 0, m);
             // uᵀ(A x_i + T_A[t − i]): [B, T, T]
             let content = dense::matmul(&u, &a.transpose(1, 2));
-            let temporal = dense::matmul(&u, &t_a.tr()).gather(2, &offset_of_slot, false);
+            let temporal = by_slot(&dense::matmul(&u, &t_a.flip([0]).tr()), t, m);
             let p = (content + temporal)
                 .masked_fill(&tab.outside, f64::NEG_INFINITY)
                 .softmax(-1, Kind::Float);
             // Σ_i p_ti (C x_i + T_C[t − i]) = p·(C x) + p_by_offset·T_C: [B, T, d]
-            let p_by_offset = p.gather(2, &slot_of_offset, false) * &tab.offset_valid; // [B, T, M']
-            let o = dense::matmul(&p, &c) + dense::matmul(&p_by_offset, &t_c);
+            let p_by_offset = by_offset(&p, t, m); // [B, T, M'], offsets reversed
+            let o = dense::matmul(&p, &c) + dense::matmul(&p_by_offset, &t_c.flip([0]));
             u = match &self.h {
                 Some(h) => dense::linear(h, &u) + o,
                 None => u + o,
