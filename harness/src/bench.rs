@@ -2,7 +2,9 @@
 //! at the reference sizes, timed the same way as `bench/pytorch_reference.py` times PyTorch eager
 //! on the same shapes, so the two can be compared in one run.
 //!
-//! Statistic: median (wall and CPU time) over `steps` timed steps after `warmup` untimed ones; each step ends with a
+//! Statistic: median (wall and CPU time) over the timed steps after `warmup` untimed ones (at
+//! least `steps`, and at least `min_seconds` of them; the PyTorch reference is given the same
+//! count); each step ends with a
 //! host read of the loss (as the training loop does), so no work is left in flight. GFLOP/s counts
 //! 3 × forward FLOPs per token (forward + backward); MFU divides by a matmul peak measured here,
 //! with the same thread count, just before the models run.
@@ -112,6 +114,8 @@ pub fn matmul_peak_flops() -> f64 {
 
 /// What [`time_step`] measured.
 pub struct StepTiming {
+    /// Timed steps (after warm-up).
+    pub steps: usize,
     pub wall_ms: f64,
     pub cpu_ms: f64,
     pub params: i64,
@@ -119,8 +123,15 @@ pub struct StepTiming {
 }
 
 /// Median wall and CPU ms of one training step of `spec` in this process, on `threads` threads
-/// (already set with `tch::set_num_threads`).
-pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Result<StepTiming> {
+/// (already set with `tch::set_num_threads`), over at least `steps` timed steps and at least
+/// `min_seconds` of them (estimated from the warm-up steps).
+pub fn time_step(
+    spec: &Spec,
+    threads: i32,
+    warmup: usize,
+    steps: usize,
+    min_seconds: f64,
+) -> Result<StepTiming> {
     let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml)
         .with_context(|| format!("{}: {}", spec.name, spec.arch_yaml))?;
     tch::manual_seed(0);
@@ -128,20 +139,28 @@ pub fn time_step(spec: &Spec, threads: i32, warmup: usize, steps: usize) -> Resu
     let net = Network::new(&vs, &cfg, spec.io)?;
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
     let bt = BatchTensors::new(&random_batch(spec), Device::Cpu);
-    let (mut wall, mut cpu) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
-    for i in 0..warmup + steps {
+    let mut step = || {
         let (t0, c0) = (Instant::now(), crate::sys::cpu_seconds(threads));
         let loss = eval::loss(spec.io.output, &net.forward_t(&bt.x, true), &bt);
         opt.zero_grad();
         loss.backward();
         opt.step();
         let _ = loss.double_value(&[]);
-        if i >= warmup {
-            wall.push(t0.elapsed().as_secs_f64() * 1e3);
-            cpu.push((crate::sys::cpu_seconds(threads) - c0) * 1e3);
-        }
-    }
+        (
+            t0.elapsed().as_secs_f64() * 1e3,
+            (crate::sys::cpu_seconds(threads) - c0) * 1e3,
+        )
+    };
+    let warm: Vec<f64> = (0..warmup).map(|_| step().0).collect();
+    let per_step_ms = if warm.is_empty() {
+        f64::INFINITY
+    } else {
+        crate::stats::median(&warm)
+    };
+    let steps = steps.max(((min_seconds * 1e3 / per_step_ms).ceil() as usize).min(100_000));
+    let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..steps).map(|_| step()).unzip();
     Ok(StepTiming {
+        steps,
         wall_ms: crate::stats::median(&wall),
         cpu_ms: crate::stats::median(&cpu),
         params: net.param_count(),
@@ -214,6 +233,7 @@ pub struct BenchOptions {
     pub threads: Vec<i32>,
     pub warmup: usize,
     pub steps: usize,
+    pub min_seconds: f64,
     pub compare_pytorch: bool,
     pub python: String,
 }
@@ -242,7 +262,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
             .filter(|s| opts.models.is_empty() || opts.models.iter().any(|m| m == s.name))
         {
             reset_peak_rss();
-            let st = match time_step(spec, threads, opts.warmup, opts.steps) {
+            let st = match time_step(spec, threads, opts.warmup, opts.steps, opts.min_seconds) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("bench: skipping {}: {e:#}", spec.name);
@@ -255,9 +275,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
             let flops = 3.0 * st.flops_per_token * tokens / (ms / 1e3);
             let py = opts
                 .compare_pytorch
-                .then(|| {
-                    pytorch_reference(&opts.python, spec.name, threads, opts.warmup, opts.steps)
-                })
+                .then(|| pytorch_reference(&opts.python, spec.name, threads, opts.warmup, st.steps))
                 .flatten();
             if let Some(p) = &py {
                 if p.params != st.params {
@@ -268,8 +286,9 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
                 }
             }
             eprintln!(
-                "bench: {} ×{threads}: {ms:.2} ms wall, {:.2} ms cpu{}",
+                "bench: {} ×{threads}: {} steps, {ms:.2} ms wall, {:.2} ms cpu{}",
                 spec.name,
+                st.steps,
                 st.cpu_ms,
                 py.as_ref().map_or(String::new(), |p| format!(
                     "; pytorch {:.2} ms wall, {:.2} ms cpu",

@@ -96,8 +96,12 @@ enum Cmd {
         threads: Vec<i32>,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+        /// Timed steps: at least this many, and at least --min-seconds' worth (so that short steps
+        /// get a median over many; the PyTorch reference runs the same number).
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        #[arg(long, default_value_t = 2.0)]
+        min_seconds: f64,
         /// Also time bench/pytorch_reference.py with the bootstrap's python and print the ratio.
         #[arg(long)]
         compare_pytorch: bool,
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
             threads,
             warmup,
             steps,
+            min_seconds,
             compare_pytorch,
             python,
         }) => {
@@ -260,6 +265,7 @@ fn main() -> ExitCode {
                 threads,
                 warmup,
                 steps,
+                min_seconds,
                 compare_pytorch,
                 python,
             })
