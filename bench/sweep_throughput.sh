@@ -4,15 +4,23 @@
 # both cores given to each run (`--jobs 1 --threads 2`). Prints runs/hour of each and their ratio
 # (target: ≥ 1.8). Run it on a quiet machine: it measures wall time.
 #
+#   bash bench/sweep_throughput.sh experiments.yaml    # an experiments file as it is (the default sweep)
 #   bash bench/sweep_throughput.sh [steps-per-run (default 300)] [runs (default 8)]
+#                                  # a small generated grid: half LSTM h128, half Transformer d64 L2
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${1:-300}
-runs=${2:-8}
 bin=./target/release/membench
 [[ -x $bin ]] || { echo "build first: make build" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+if [[ -f ${1:-} ]]; then
+    cp "$1" "$work/grid.yaml"
+    runs=$("$bin" sweep "$work/grid.yaml" --dry-run --out "$work/dry" 2>/dev/null | grep -c '^[0-9a-f]\{12\}' || true)
+    what="$1 as it is"
+else
+steps=${1:-300}
+runs=${2:-8}
+what="copy task; half LSTM h128, half Transformer d64 L2, $steps steps each"
 # Half LSTM, half Transformer runs on the copy task: one recurrent and one attention family.
 cat > "$work/grid.yaml" <<YAML
 defaults:
@@ -27,6 +35,7 @@ experiments:
     arch: {name: transformer, d_model: 64, layers: 2, heads: 4}
     seeds: $((runs - runs / 2))
 YAML
+fi
 time_sweep() { # jobs threads out → seconds
     local t0 t1
     t0=$(date +%s.%N)
@@ -40,8 +49,8 @@ for d in par seq; do
     done_runs=$(grep -c ',done,' "$work/$d/runs.csv" || true)
     [[ $done_runs -eq $runs ]] || { echo "$d: only $done_runs of $runs runs done" >&2; exit 1; }
 done
-awk -v p="$par" -v s="$seq" -v n="$runs" -v steps="$steps" 'BEGIN {
-    printf "grid: %d runs × %d steps (copy task; half LSTM h128, half Transformer d64 L2)\n", n, steps
+awk -v p="$par" -v s="$seq" -v n="$runs" -v what="$what" 'BEGIN {
+    printf "grid: %d runs (%s)\n", n, what
     printf "--jobs 2 --threads 1: %.1f s, %.0f runs/hour\n", p, 3600 * n / p
     printf "--jobs 1 --threads 2: %.1f s, %.0f runs/hour\n", s, 3600 * n / s
     printf "throughput ratio (jobs 2 / sequential): %.2f×\n", s / p
