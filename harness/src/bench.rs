@@ -223,8 +223,15 @@ pub fn pytorch_reference(
 }
 
 /// Resets this process's peak-RSS high-water mark (Linux: `5` to /proc/self/clear_refs), so that
-/// each model's peak is its own; a no-op where unsupported.
+/// each model's peak is its own; a no-op where unsupported. Freed heap is handed back to the
+/// kernel first (glibc `malloc_trim`): otherwise the memory a larger model left in malloc's free
+/// lists would count as the next model's resident set.
 fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the heap; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

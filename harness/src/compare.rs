@@ -8,8 +8,8 @@
 //!   rate, the median steps to threshold, param count, state size, and Welch's p-value against the
 //!   best group (protocol in stats.rs);
 //! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
-//!   eval.csv, or state_size / param_count / steps from runs.csv), one line per group, mean with a
-//!   95 % t band over seeds;
+//!   eval.csv, or state_size / param_count / steps / a config key from runs.csv), one line per
+//!   group, mean with a 95 % t band over seeds; and `.md`, the same numbers as a table;
 //! - `<task>_<metric>_<selection>_curve.{png,svg}`: validation metric against step, same band.
 //!
 //! Every file names the selection protocol (`last`: the final checkpoint, runs.csv `final_*` and
@@ -1049,15 +1049,74 @@ fn write_x_plot(
         series,
     };
     // `task.num_kv_pairs` → `_vs_task_num_kv_pairs` (a dot would read as the file extension).
-    plot::write(
+    let stem = out.join(format!(
+        "{}_vs_{}",
+        spec.stem(),
+        x.as_str().replace('.', "_")
+    ));
+    let mut written = plot::write(&fig, &stem, command)?;
+    written.push(write_x_table(
+        spec,
+        x,
         &fig,
-        &out.join(format!(
-            "{}_vs_{}",
-            spec.stem(),
-            x.as_str().replace('.', "_")
-        )),
+        &stem.with_extension("md"),
         command,
-    )
+    )?);
+    Ok(written)
+}
+
+/// The numbers behind an x plot, as a Markdown table beside it: one row per line of the plot, one
+/// column per x value, each cell the plotted mean over seeds with its 95 % t CI.
+fn write_x_table(
+    spec: &Spec,
+    x: &XAxis,
+    fig: &Figure,
+    path: &Path,
+    command: &str,
+) -> Result<PathBuf> {
+    let mut xs: Vec<OrdF64> = fig
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| OrdF64(p.0)))
+        .collect();
+    xs.sort();
+    xs.dedup();
+    let mut md = String::new();
+    for l in header_lines(spec, command, &format!("table vs {}", x.as_str())) {
+        writeln!(md, "<!-- {l} -->")?;
+    }
+    writeln!(
+        md,
+        "### {} — {} vs {} ({})\n",
+        spec.task,
+        spec.metric,
+        x.as_str(),
+        spec.direction()
+    )?;
+    writeln!(
+        md,
+        "{}. Cells: mean over seeds [95 % t CI]; – where a line has no point.\n",
+        fig.caption.split(';').next().unwrap_or("")
+    )?;
+    writeln!(
+        md,
+        "| group | {} |",
+        xs.iter().map(|v| fmt(v.0)).collect::<Vec<_>>().join(" | ")
+    )?;
+    writeln!(md, "|---|{}", xs.iter().map(|_| "---|").collect::<String>())?;
+    for series in &fig.series {
+        let cells: Vec<String> = xs
+            .iter()
+            .map(|xv| match series.points.iter().find(|p| p.0 == xv.0) {
+                Some(&(_, mean, lo, hi)) if lo == hi => fmt(mean),
+                Some(&(_, mean, lo, hi)) => format!("{} [{}, {}]", fmt(mean), fmt(lo), fmt(hi)),
+                None => "–".into(),
+            })
+            .collect();
+        writeln!(md, "| {} | {} |", series.label, cells.join(" | "))?;
+    }
+    record::write_atomic(path, md.as_bytes())?;
+    Ok(path.to_path_buf())
 }
 
 /// Metric against a per-run x (state size, parameter count, steps or a config key): one point per
@@ -1259,6 +1318,12 @@ mod tests {
                 < 1e-9
         );
         assert!(gru.ends_with("| 0.0065 | `gru0` `gru1` `gru2` |"), "{gru}");
+        // The numbers behind the state-size plot: one column (every run has state size 64), the
+        // mean and its t CI: gru 0.5 ± t(0.975, 2)·0.1/√3 = 0.5 ± 0.2484.
+        let x_md = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last_vs_state_size.md"))
+            .unwrap();
+        assert!(x_md.contains("| group | 64 |"), "{x_md}");
+        assert!(x_md.contains("| gru | 0.5 [0.2516, 0.7484] |"), "{x_md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -94,6 +94,9 @@ pub struct TrainOutcome {
     pub eval: Vec<EvalRow>,
 }
 
+/// Batches generated ahead of the training step (a few MiB at most for the largest tasks).
+const PREFETCH: usize = 8;
+
 /// Seed of the training stream: distinct per model seed, and apart from valid/test by the split.
 fn train_data_seed(cfg: &RunConfig) -> u64 {
     let h = blake3::hash(&[cfg.data_seed.to_le_bytes(), cfg.seed.to_le_bytes()].concat());
@@ -252,8 +255,9 @@ pub fn train(
     let task_ref: &dyn Task = task.as_ref();
 
     std::thread::scope(|scope| -> Result<()> {
-        // Batches are generated two steps ahead; each is a pure function of (seed, step).
-        let (tx, rx) = mpsc::sync_channel(2);
+        // Batches are generated up to PREFETCH steps ahead; each is a pure function of (seed,
+        // step). The depth absorbs the generator thread's scheduling gaps when runs share cores.
+        let (tx, rx) = mpsc::sync_channel(PREFETCH);
         scope.spawn(move || {
             for step in 0..t.steps {
                 if tx
