@@ -71,12 +71,16 @@ fn cpp_shim(lib: &Path, files: &[&str], name: &str) {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
-        // `#pragma omp simd` only (no OpenMP runtime): vectorised reductions in fixed lane order.
-        .flag("-fopenmp-simd")
+        // OpenMP as LibTorch uses it: `at::parallel_for` is inline OpenMP, and `#pragma omp simd`
+        // gives vectorised reductions in a fixed lane order. Linked as `libgomp.so.1`, the soname
+        // libtorch_cpu itself needs, so at run time one OpenMP runtime (the wheel's, found through
+        // the rpath) serves both, with one thread pool.
+        .flag("-fopenmp")
         .opt_level(3)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
         .compile(name);
+    println!("cargo:rustc-link-lib=gomp");
 }
 
 /// The commit the binary was built from (`+dirty` when the work tree differed), for runs.csv.

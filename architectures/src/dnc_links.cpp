@@ -18,10 +18,13 @@
 //   dw[i]   = Σ_j Ĝ[i,j]·(p[j] − L[i,j]) − Σ_j Ĝ[j,i]·L[j,i]
 //   dp[j]   = Σ_i Ĝ[i,j]·w[i]
 //   dv_r[j] = Σ_i g_f,r[i]·L'[i,j] + Σ_k g_b,r[k]·L'[j,k]
-// with the diagonal excluded throughout. Loops are single-threaded and each SIMD reduction has a
-// lane order fixed at compile time, so the result is deterministic.
+// with the diagonal excluded throughout. Examples are split over LibTorch's intra-op threads
+// (`at::parallel_for`, the same OpenMP pool); each example is computed by one thread in a fixed
+// order and each SIMD reduction has a lane order fixed at compile time, so the result is
+// deterministic and the same for every thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <vector>
@@ -34,7 +37,7 @@ using torch::autograd::variable_list;
 
 namespace {
 
-// Sizes and per-example pointers of one call.
+// Sizes of one call: examples, memory slots, read heads.
 struct Shape {
   int64_t batch, n, heads;
 };
@@ -43,7 +46,8 @@ template <typename scalar_t>
 void forward_pass(const Shape& s, const scalar_t* link, const scalar_t* prec, const scalar_t* w, const scalar_t* v,
                   scalar_t* out, scalar_t* fwd, scalar_t* bwd) {
   const int64_t N = s.n, R = s.heads;
-  for (int64_t b = 0; b < s.batch; ++b) {
+  at::parallel_for(0, s.batch, 1, [&](int64_t b_begin, int64_t b_end) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const scalar_t *wb = w + b * N, *pb = prec + b * N, *vb = v + b * R * N;
     scalar_t *fb = fwd + b * R * N, *bb = bwd + b * R * N;
     for (int64_t k = 0; k < R * N; ++k) bb[k] = 0;
@@ -67,6 +71,7 @@ void forward_pass(const Shape& s, const scalar_t* link, const scalar_t* prec, co
       }
     }
   }
+  });
 }
 
 // Gradients of one call; dw, dp and dv arrive zeroed. `g` may be null (L' unused downstream).
@@ -75,9 +80,10 @@ void backward_pass(const Shape& s, const scalar_t* link, const scalar_t* prec, c
                    const scalar_t* out, const scalar_t* g, const scalar_t* gf, const scalar_t* gb, scalar_t* dlink,
                    scalar_t* dw, scalar_t* dp, scalar_t* dv) {
   const int64_t N = s.n, R = s.heads;
+  at::parallel_for(0, s.batch, 1, [&](int64_t b_begin, int64_t b_end) {
   std::vector<scalar_t> column(N), total(N);  // −Σ_i Ĝ[i,j]·L[i,j]; the row Ĝ[i, ·]
   scalar_t *col = column.data(), *gt = total.data();
-  for (int64_t b = 0; b < s.batch; ++b) {
+  for (int64_t b = b_begin; b < b_end; ++b) {
     const scalar_t *wb = w + b * N, *pb = prec + b * N, *vb = v + b * R * N;
     const scalar_t *gfb = gf + b * R * N, *gbb = gb + b * R * N;
     scalar_t *dwb = dw + b * N, *dpb = dp + b * N, *dvb = dv + b * R * N;
@@ -115,6 +121,7 @@ void backward_pass(const Shape& s, const scalar_t* link, const scalar_t* prec, c
     }
     for (int64_t j = 0; j < N; ++j) dwb[j] += col[j];
   }
+  });
 }
 
 struct LinkStep : public torch::autograd::Function<LinkStep> {
