@@ -49,6 +49,7 @@ fn main() {
                 "src/fused_rnn.cpp",
                 "src/onednn_linear.cpp",
                 "src/dnc_links.cpp",
+                "src/ffi_guard.h",
             ],
             "membench_kernels",
         ),
@@ -56,18 +57,19 @@ fn main() {
     }
 }
 
-/// Compiles C++ files of the crate against the torch headers beside `lib` into one static
-/// library. Always optimised (-O3), also in debug builds: the kernels run inside tests that train
-/// models.
+/// Compiles the C++ sources of the crate (`.cpp`; the `.h` files listed are their headers, watched
+/// for changes) against the torch headers beside `lib` into one static library. Always optimised
+/// (-O3), also in debug builds: the kernels run inside tests that train models.
 fn cpp_shim(lib: &Path, files: &[&str], name: &str) {
     let include = lib.join("../include");
+    // Every listed file must exist: cargo treats a missing one as changed and would rerun this
+    // script, and rebuild the crate, on every build.
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }
-    println!("cargo:rerun-if-changed=src/ffi_guard.h");
     cc::Build::new()
         .cpp(true)
-        .files(files)
+        .files(files.iter().filter(|f| f.ends_with(".cpp")))
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

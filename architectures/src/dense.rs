@@ -13,19 +13,27 @@ use tch::{nn, Device, Kind, Tensor};
 /// shapes: oneDNN's set-up is ~10 µs a call, i.e. the time MKL needs for ~0.5 M multiply-adds).
 pub const ONEDNN_MIN_MACS: i64 = 1 << 20;
 
-/// Rows of `xs` as a [rows, K] matrix when the product with an [N, K] weight should go to oneDNN.
-fn onednn_rows(xs: &Tensor, n: i64, k: i64) -> Option<i64> {
+fn on_cpu_f32(t: &Tensor) -> bool {
+    t.device() == Device::Cpu && t.kind() == Kind::Float
+}
+
+/// xs [..., K]·wᵀ (w [N, K]) through oneDNN with the leading dimensions folded into rows:
+/// `finish` gets the fresh [rows, N] product (it may modify it in place), the result is unfolded
+/// to [..., N]. None when the product is too small for oneDNN or not float32 on the CPU.
+fn onednn_folded(xs: &Tensor, w: &Tensor, finish: impl FnOnce(Tensor) -> Tensor) -> Option<Tensor> {
+    let (n, k) = (w.size()[0], w.size()[1]);
     let rows = if k == 0 { 0 } else { xs.numel() as i64 / k };
-    (xs.device() == Device::Cpu && xs.kind() == Kind::Float && rows * n * k >= ONEDNN_MIN_MACS)
-        .then_some(rows)
+    if !(on_cpu_f32(xs) && on_cpu_f32(w) && rows * n * k >= ONEDNN_MIN_MACS) {
+        return None;
+    }
+    let mut shape = xs.size();
+    *shape.last_mut().expect("an input with a feature dimension") = n;
+    Some(finish(kernels::onednn_matmul_t(&xs.reshape([rows, k]), w)).view(shape.as_slice()))
 }
 
 /// xs·wᵀ: xs [M, K], w [N, K] → [M, N], routed like [`linear`] (the bench's matmul peak uses it).
 pub fn matmul_t(xs: &Tensor, w: &Tensor) -> Tensor {
-    match onednn_rows(xs, w.size()[0], w.size()[1]) {
-        Some(_) => kernels::onednn_matmul_t(xs, w),
-        None => xs.matmul(&w.tr()),
-    }
+    onednn_folded(xs, w, |y| y).unwrap_or_else(|| xs.matmul(&w.tr()))
 }
 
 /// `a.matmul(b)` for the two shapes the models use, routed like [`linear`] when large enough:
@@ -33,22 +41,14 @@ pub fn matmul_t(xs: &Tensor, w: &Tensor) -> Tensor {
 /// leading dimensions (either operand may be a transposed view). Anything else, and small
 /// products, go to libtorch's `matmul`.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
-    let on_cpu_f32 = |t: &Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float;
+    let (sa, sb) = (a.size(), b.size());
+    if sb.len() == 2 {
+        return onednn_folded(a, &b.tr(), |y| y).unwrap_or_else(|| a.matmul(b));
+    }
     if !(on_cpu_f32(a) && on_cpu_f32(b)) {
         return a.matmul(b);
     }
-    let (sa, sb) = (a.size(), b.size());
     let (k, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
-    if sb.len() == 2 {
-        return match onednn_rows(a, n, k) {
-            Some(rows) => {
-                let mut shape = sa.clone();
-                *shape.last_mut().expect("a has a feature dimension") = n;
-                kernels::onednn_matmul_t(&a.reshape([rows, k]), &b.tr()).view(shape.as_slice())
-            }
-            None => a.matmul(b),
-        };
-    }
     let batched = sa.len() == sb.len() && sa.len() >= 3 && sa[..sa.len() - 2] == sb[..sb.len() - 2];
     let m = sa[sa.len() - 2];
     // batch·M·K·N multiply-adds
@@ -63,20 +63,15 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Tensor {
 
 /// `lin(xs)`: xs [..., K] → [..., N].
 pub fn linear(lin: &nn::Linear, xs: &Tensor) -> Tensor {
-    let (n, k) = (lin.ws.size()[0], lin.ws.size()[1]);
-    if let Some(rows) = onednn_rows(xs, n, k) {
-        let mut ys = kernels::onednn_matmul_t(&xs.reshape([rows, k]), &lin.ws);
-        // In place: the product is not saved for its backward, so autograd allows it, and no
-        // second [rows, N] buffer is allocated.
+    // The bias in place: the product is not saved for its backward, so autograd allows it, and
+    // no second [rows, N] buffer is allocated.
+    let add_bias = |mut ys: Tensor| {
         if let Some(b) = &lin.bs {
             let _ = ys.g_add_(b);
         }
-        let mut shape = xs.size();
-        *shape.last_mut().expect("an input with a feature dimension") = n;
-        ys.view(shape.as_slice())
-    } else {
-        xs.linear(&lin.ws, lin.bs.as_ref())
-    }
+        ys
+    };
+    onednn_folded(xs, &lin.ws, add_bias).unwrap_or_else(|| xs.linear(&lin.ws, lin.bs.as_ref()))
 }
 
 #[cfg(test)]
