@@ -49,6 +49,7 @@ fn main() {
                 "src/fused_rnn.cpp",
                 "src/onednn_linear.cpp",
                 "src/dnc_links.cpp",
+                "src/batch_shards.cpp",
                 "src/ffi_guard.h",
             ],
             "membench_kernels",

@@ -9,8 +9,10 @@ line per model. The implementations are what a researcher would write in eager P
 batched, nothing loops over memory slots in Python; recurrent memories (NTM, DNC) loop over time,
 as their Rust twins do.
 
-Two clocks per step: wall time, and CPU time (this thread's with one thread, the process's with
-more), so that numbers from a shared, loaded machine can still be compared.
+Two clocks: wall time per step (median), and CPU time over all timed steps divided by their number
+(this thread's with one thread, the process's with more; a per-step CPU median would be biased with
+2+ threads, as the kernel adds other threads' time in scheduler ticks coarser than a short step), so
+that numbers from a shared, loaded machine can still be compared.
 
     python bench/pytorch_reference.py --model ntm --threads 1
     python bench/pytorch_reference.py --model all
@@ -394,9 +396,11 @@ def time_model(name, threads, warmup, steps):
     x, y, mask = batch(s)
     kind = s["io"]["output"][0]
     cpu_clock = time.thread_time if threads == 1 else time.process_time
-    wall, cpu = [], []
+    wall = []
     for i in range(warmup + steps):
-        t0, c0 = time.perf_counter(), cpu_clock()
+        if i == warmup:
+            c0 = cpu_clock()
+        t0 = time.perf_counter()
         loss = loss_fn(kind, model(x), y, mask)
         opt.zero_grad()
         loss.backward()
@@ -404,9 +408,9 @@ def time_model(name, threads, warmup, steps):
         loss.item()
         if i >= warmup:
             wall.append((time.perf_counter() - t0) * 1e3)
-            cpu.append((cpu_clock() - c0) * 1e3)
+    cpu_ms = (cpu_clock() - c0) * 1e3 / steps
     params = sum(p.numel() for p in model.parameters())
-    return dict(model=name, threads=threads, params=params, step_ms_median=statistics.median(wall), cpu_ms_median=statistics.median(cpu), torch=torch.__version__)
+    return dict(model=name, threads=threads, params=params, step_ms_median=statistics.median(wall), cpu_ms_mean=cpu_ms, torch=torch.__version__)
 
 
 def main():

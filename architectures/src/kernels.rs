@@ -2,10 +2,16 @@
 //! backward passes; each `.cpp` file's header says why it exists and gives the equations):
 //! - `fused_rnn.cpp`: the CPU GRU recurrence;
 //! - `onednn_linear.cpp`: float32 `x·Wᵀ` and batched `a·b` through oneDNN's GEMM on the CPU;
-//! - `dnc_links.cpp`: the DNC's temporal links (update and reads) in one pass each way on the CPU.
+//! - `dnc_links.cpp`: the DNC's temporal links (update and reads) in one pass each way on the CPU;
+//! - `batch_shards.cpp`: a core run as batch shards, one per intra-op thread.
 
+use crate::Core;
 use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use tch::Tensor;
+
+type CoreForward = extern "C" fn(core: *const c_void, x: *const c_void, train: i32) -> *mut c_void;
 
 extern "C" {
     fn membench_kernel_error() -> *const c_char;
@@ -24,6 +30,15 @@ extern "C" {
         read_w: *const c_void,
         out: *mut *mut c_void,
     ) -> i32;
+    fn membench_batch_shards(
+        x: *const c_void,
+        params: *const *const c_void,
+        n_params: usize,
+        shards: i64,
+        forward: CoreForward,
+        core: *const c_void,
+        train: i32,
+    ) -> *mut c_void;
 }
 
 fn raw(t: &Tensor) -> *const c_void {
@@ -92,4 +107,65 @@ pub fn dnc_link_step(
     }
     let [l, f, b] = out.map(owned);
     (l, f, b)
+}
+
+/// The message of a core forward that panicked on a batch shard (on an intra-op thread, where the
+/// panic must not unwind into C++); taken by `batch_shards` on the calling thread.
+static SHARD_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// `CoreForward` for `batch_shards`: `core` points at a `&dyn Core`.
+extern "C" fn core_forward(core: *const c_void, x: *const c_void, train: i32) -> *mut c_void {
+    let run = || {
+        // SAFETY: `batch_shards` passes a pointer to its `&dyn Core`, live for the whole call, and
+        // a borrowed live tensor, which `clone_from_ptr` shallow-copies (the C++ side keeps its own).
+        let core = unsafe { *(core as *const &dyn Core) };
+        let x = unsafe { Tensor::clone_from_ptr(x as *mut torch_sys::C_tensor) };
+        let mut y = core.forward_t(&x, train != 0);
+        let ptr = y.as_mut_ptr();
+        // The C++ side takes ownership of the at::Tensor that `ptr` points to.
+        std::mem::forget(y);
+        ptr as *mut c_void
+    };
+    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into());
+        *SHARD_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        std::ptr::null_mut()
+    })
+}
+
+/// `core` on xs [B, ...] as `shards` batch shards run side by side on the intra-op threads, with
+/// one autograd function around them (see `batch_shards.cpp`). `params`: the core's trainable
+/// parameters. The core's `forward_t` runs concurrently on several threads: it may only read its
+/// own state (parameters; caches behind a lock).
+pub fn batch_shards(
+    core: &dyn Core,
+    params: &[Tensor],
+    xs: &Tensor,
+    train: bool,
+    shards: i64,
+) -> Tensor {
+    let ptrs: Vec<*const c_void> = params.iter().map(raw).collect();
+    let core_ref: &dyn Core = core;
+    // SAFETY: the tensors are borrowed for the call; `core_ref` outlives it and is only read.
+    let out = unsafe {
+        membench_batch_shards(
+            raw(xs),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            shards,
+            core_forward,
+            &core_ref as *const &dyn Core as *const c_void,
+            i32::from(train),
+        )
+    };
+    if out.is_null() {
+        if let Some(msg) = SHARD_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            panic!("{msg}");
+        }
+    }
+    owned(out)
 }

@@ -35,11 +35,9 @@
 //! boolean band mask per (T, device) otherwise. Weights are initialised N(0, 0.1) as in MemN2N.
 
 use crate::transformer::mean_attended;
-use crate::{dense, ArchError, Core};
+use crate::{dense, ArchError, Core, LengthCache};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::collections::HashMap;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 const ARCH: &str = "kv_memory";
 
@@ -94,7 +92,7 @@ pub struct KvMemory {
     /// R_1..R_H
     hops: Vec<nn::Linear>,
     /// Band masks [T, T] (true = may attend) for T > memory_size, keyed by (T, device).
-    masks: RefCell<HashMap<(i64, Device), Tensor>>,
+    masks: LengthCache,
 }
 
 impl KvMemory {
@@ -119,7 +117,7 @@ impl KvMemory {
             d_in,
             embed,
             hops,
-            masks: RefCell::new(HashMap::new()),
+            masks: LengthCache::default(),
         })
     }
 }
@@ -135,16 +133,12 @@ impl Core for KvMemory {
             // key_i = A_K x_{i−1}: shift one step later along T, zero key at i = 0.
             k = k.constant_pad_nd([0, 0, 1, 0]).narrow(2, 0, t);
         }
-        let mut masks = self.masks.borrow_mut();
         let mask = (t > self.cfg.memory_size).then(|| {
-            masks
-                .entry((t, xs.device()))
-                .or_insert_with(|| {
-                    let idx = Tensor::arange(t, (Kind::Int64, xs.device()));
-                    let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
-                    offset.ge(0).logical_and(&offset.lt(self.cfg.memory_size))
-                })
-                .shallow_clone()
+            self.masks.get(t, xs.device(), || {
+                let idx = Tensor::arange(t, (Kind::Int64, xs.device()));
+                let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
+                offset.ge(0).logical_and(&offset.lt(self.cfg.memory_size))
+            })
         });
         for r in &self.hops {
             // [B, 1, T, d]
@@ -185,6 +179,7 @@ impl Core for KvMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// The fused read equals the paper's equations evaluated one query position and one slot at
     /// a time, for both key sources and a window shorter than the sequence.

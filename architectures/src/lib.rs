@@ -26,6 +26,8 @@ pub use residual::Scan;
 
 use membench_tasks::{InputKind, TaskIo};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use tch::{nn, nn::Module, Device, Tensor};
 
 /// A sequence model without its input embedding and read-out.
@@ -38,7 +40,47 @@ pub trait Core: Send {
     fn state_size(&self, seq_len: i64) -> i64;
     /// Forward FLOPs per token (a multiply-add counts 2) at `seq_len`.
     fn flops_per_token(&self, seq_len: i64) -> f64;
+    /// Whether `forward_t(xs, train)` may run as batch shards on several threads at once
+    /// ([`Network`] does so with 2+ intra-op threads): every example's output depends on that
+    /// example alone, and the forward draws no random numbers (whose order would then depend on
+    /// thread timing). `forward_t` must then only read `self` (caches behind a lock:
+    /// [`LengthCache`]).
+    fn shardable(&self, _train: bool) -> bool {
+        true
+    }
 }
+
+/// Tensors a core derives from the sequence length alone (masks, position tables), built once per
+/// (length, device). Behind a lock, as a core's forward may run on several threads at once (batch
+/// shards); `get` hands out shallow copies, so the lock is held only for the lookup.
+pub(crate) struct LengthCache<T = Tensor>(Mutex<HashMap<(i64, Device), T>>);
+
+/// A value whose copy shares its tensors' storage (what a [`LengthCache`] hands out).
+pub(crate) trait Shallow {
+    fn shallow(&self) -> Self;
+}
+
+impl Shallow for Tensor {
+    fn shallow(&self) -> Self {
+        self.shallow_clone()
+    }
+}
+
+impl<T> Default for LengthCache<T> {
+    fn default() -> Self {
+        LengthCache(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<T: Shallow> LengthCache<T> {
+    pub(crate) fn get(&self, len: i64, device: Device, build: impl FnOnce() -> T) -> T {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((len, device)).or_insert_with(build).shallow()
+    }
+}
+
+/// Fewest examples per batch shard: below this the per-thread GEMMs get too thin to gain.
+pub const MIN_SHARD_ROWS: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchError {
@@ -183,6 +225,8 @@ impl ArchConfig {
 pub struct Network {
     embed: Option<nn::Embedding>,
     core: Box<dyn Core>,
+    /// The core's parameters, by name (the order of batch-shard gradient arguments).
+    core_params: Vec<Tensor>,
     head: nn::Linear,
     d_in: i64,
     d_out: i64,
@@ -217,9 +261,16 @@ impl Network {
             .iter()
             .map(|t| t.numel() as i64)
             .sum();
+        let mut named: Vec<(String, Tensor)> = store
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("core."))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Network {
             embed,
             core,
+            core_params: named.into_iter().map(|(_, t)| t).collect(),
             head,
             d_in,
             d_out,
@@ -233,7 +284,32 @@ impl Network {
             Some(e) => e.forward(inputs),
             None => inputs.shallow_clone(),
         };
-        dense::linear(&self.head, &self.core.forward_t(&xs, train))
+        let shards = self.shards(&xs, train);
+        let hs = if shards > 1 {
+            let params: Vec<Tensor> = self
+                .core_params
+                .iter()
+                .filter(|p| p.requires_grad())
+                .map(Tensor::shallow_clone)
+                .collect();
+            kernels::batch_shards(self.core.as_ref(), &params, &xs, train, shards)
+        } else {
+            self.core.forward_t(&xs, train)
+        };
+        dense::linear(&self.head, &hs)
+    }
+
+    /// Batch shards for the core on xs: one per intra-op thread when the run has 2+ threads on
+    /// the CPU, the core allows it, and every shard gets at least [`MIN_SHARD_ROWS`] examples;
+    /// else 1 (the core runs whole, its ops split over the threads). See `batch_shards.cpp`.
+    pub fn shards(&self, xs: &Tensor, train: bool) -> i64 {
+        let threads = i64::from(tch::get_num_threads());
+        let shardable = xs.device() == Device::Cpu && self.core.shardable(train);
+        if shardable && threads >= 2 && xs.size()[0] >= threads * MIN_SHARD_ROWS {
+            threads
+        } else {
+            1
+        }
     }
 
     /// Trainable parameters, counted when the network was built.

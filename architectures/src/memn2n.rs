@@ -45,10 +45,8 @@
 //! depends only on (T, device) and is cached.
 
 use crate::transformer::mean_attended;
-use crate::{dense, ArchError, Core};
+use crate::{dense, ArchError, Core, LengthCache};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
 const ARCH: &str = "memn2n";
@@ -128,12 +126,6 @@ impl MemN2NConfig {
     }
 }
 
-/// The mask for one (T, device); M' = min(memory_size, T).
-struct Tables {
-    /// [T, T] bool, true outside the window (t − i < 0 or ≥ M'): filled with −∞.
-    outside: Tensor,
-}
-
 /// Relative-offset bookkeeping without gathers (the "skew" of Transformer-XL, Dai et al. 2019):
 /// a row-wise shift is a strided view of a zero-padded copy, whose backward is a strided copy
 /// instead of a scatter-add.
@@ -168,7 +160,9 @@ pub struct MemN2N {
     temporal: Tensor,
     /// Layer-wise tying only: u^{k+1} = H u^k + o^k.
     h: Option<nn::Linear>,
-    tables: RefCell<HashMap<(i64, Device), Tables>>,
+    /// Per (T, device): [T, T] bool, true outside the window (t − i < 0 or ≥ M'), where
+    /// M' = min(memory_size, T); filled with −∞.
+    outside: LengthCache,
 }
 
 impl MemN2N {
@@ -199,18 +193,16 @@ impl MemN2N {
             embed,
             temporal,
             h,
-            tables: RefCell::new(HashMap::new()),
+            outside: LengthCache::default(),
         })
     }
 
-    fn build_tables(&self, t: i64, device: Device) -> Tables {
+    fn build_outside(&self, t: i64, device: Device) -> Tensor {
         let m = self.cfg.memory_size.min(t);
         let idx = Tensor::arange(t, (Kind::Int64, device));
         // offset[t, i] = t − i
         let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
-        Tables {
-            outside: offset.lt(0).logical_or(&offset.ge(m)),
-        }
+        offset.lt(0).logical_or(&offset.ge(m))
     }
 }
 
@@ -218,10 +210,9 @@ impl Core for MemN2N {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let (b, t, _) = xs.size3().unwrap();
         let (d, m) = (self.cfg.d_model, self.cfg.memory_size.min(t));
-        let mut cache = self.tables.borrow_mut();
-        let tab = cache
-            .entry((t, xs.device()))
-            .or_insert_with(|| self.build_tables(t, xs.device()));
+        let outside = self
+            .outside
+            .get(t, xs.device(), || self.build_outside(t, xs.device()));
 
         // Every embedding of every position in one matmul, then one copy to [n_emb, B, T, d] so
         // that each embedding below is a contiguous [B, T, d] block (strided ones would be copied
@@ -240,7 +231,7 @@ impl Core for MemN2N {
             let content = dense::matmul(&u, &a.transpose(1, 2));
             let temporal = by_slot(&dense::matmul(&u, &t_a.flip([0]).tr()), t, m);
             let p = (content + temporal)
-                .masked_fill(&tab.outside, f64::NEG_INFINITY)
+                .masked_fill(&outside, f64::NEG_INFINITY)
                 .softmax(-1, Kind::Float);
             // Σ_i p_ti (C x_i + T_C[t − i]) = p·(C x) + p_by_offset·T_C: [B, T, d]
             let p_by_offset = by_offset(&p, t, m); // [B, T, M'], offsets reversed

@@ -168,6 +168,11 @@ impl Core for Rnn {
         self.cfg.hidden_size
     }
 
+    /// Not with dropout between layers in training (random draws).
+    fn shardable(&self, train: bool) -> bool {
+        !(train && self.cfg.dropout > 0.0 && self.cfg.layers > 1)
+    }
+
     /// LSTM carries h and c per layer; GRU carries h.
     fn state_size(&self, _seq_len: i64) -> i64 {
         let per_layer = match self.cell {

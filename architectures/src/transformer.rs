@@ -27,13 +27,11 @@
 //! does not grow with depth. The input projection keeps PyTorch's default init (see `new`).
 //!
 //! The sinusoid table, RoPE cos/sin tables and window mask depend only on (T, device); they are
-//! computed on first use and cached in the model (a `RefCell` map keyed by (T, device)), so a
+//! computed on first use and cached in the model (a `LengthCache` keyed by (T, device)), so a
 //! training step allocates none of them.
 
-use crate::{dense, ArchError, Core};
+use crate::{dense, ArchError, Core, LengthCache, Shallow};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
-use std::collections::HashMap;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
 const ARCH: &str = "transformer";
@@ -166,6 +164,19 @@ struct Tables {
     window_mask: Option<Tensor>,
 }
 
+impl Shallow for Tables {
+    fn shallow(&self) -> Self {
+        Tables {
+            sinusoid: self.sinusoid.as_ref().map(Tensor::shallow_clone),
+            rope: self
+                .rope
+                .as_ref()
+                .map(|(c, s)| (c.shallow_clone(), s.shallow_clone())),
+            window_mask: self.window_mask.as_ref().map(Tensor::shallow_clone),
+        }
+    }
+}
+
 pub struct Transformer {
     cfg: TransformerConfig,
     d_in: i64,
@@ -173,7 +184,7 @@ pub struct Transformer {
     learned_pos: Option<Tensor>,
     blocks: Vec<Block>,
     ln_f: nn::LayerNorm,
-    tables: RefCell<HashMap<(i64, Device), Tables>>,
+    tables: LengthCache<Tables>,
 }
 
 fn gpt2_linear(vs: nn::Path, d_in: i64, d_out: i64, stdev: f64) -> nn::Linear {
@@ -225,7 +236,7 @@ impl Transformer {
             learned_pos,
             blocks,
             ln_f,
-            tables: RefCell::new(HashMap::new()),
+            tables: LengthCache::default(),
         })
     }
 
@@ -300,11 +311,9 @@ impl Transformer {
 impl Core for Transformer {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let (_, t, _) = xs.size3().unwrap();
-        let key = (t, xs.device());
-        let mut cache = self.tables.borrow_mut();
-        let tables = cache
-            .entry(key)
-            .or_insert_with(|| self.build_tables(t, xs.device()));
+        let tables = &self
+            .tables
+            .get(t, xs.device(), || self.build_tables(t, xs.device()));
         let p = if train { self.cfg.dropout } else { 0.0 };
 
         // [B, T, d_in] → [B, T, D]. Residual adds are out of place (`&hs + …`): layer norms save
@@ -329,6 +338,11 @@ impl Core for Transformer {
 
     fn out_width(&self) -> i64 {
         self.cfg.d_model
+    }
+
+    /// Not with dropout in training (random draws).
+    fn shardable(&self, train: bool) -> bool {
+        !(train && self.cfg.dropout > 0.0)
     }
 
     /// The KV cache: keys and values of every layer for the positions still visible,

@@ -2,9 +2,11 @@
 //! at the reference sizes, timed the same way as `bench/pytorch_reference.py` times PyTorch eager
 //! on the same shapes, so the two can be compared in one run.
 //!
-//! Statistic: median (wall and CPU time) over the timed steps after `warmup` untimed ones (at
-//! least `steps`, and at least `min_seconds` of them; the PyTorch reference is given the same
-//! count); each step ends with a
+//! Statistics, over the timed steps after `warmup` untimed ones (at least `steps`, and at least
+//! `min_seconds` of them; the PyTorch reference is given the same count): the median wall time of
+//! a step, and the CPU time of all timed steps divided by their number (a per-step CPU median would
+//! be biased with 2+ threads: the kernel adds the other threads' CPU time to the process clock in
+//! scheduler ticks of 1–4 ms, coarser than a short step). Each step ends with a
 //! host read of the loss (as the training loop does), so no work is left in flight. GFLOP/s counts
 //! 3 × forward FLOPs per token (forward + backward); MFU divides by a matmul peak measured here,
 //! with the same thread count, just before the models run.
@@ -28,18 +30,21 @@ pub struct BenchRow {
     pub params: i64,
     /// Median wall time of one step.
     pub step_ms_median: f64,
-    /// Median CPU time of one step (this thread's with 1 thread, the process's with more).
-    pub cpu_ms_median: f64,
+    /// CPU time per step, mean over the timed steps (this thread's with 1 thread, the process's
+    /// with more).
+    pub cpu_ms: f64,
     pub samples_per_s: f64,
     pub gflops_per_s: f64,
     pub mfu: f64,
     /// Peak RSS while this model trained (the high-water mark is reset before each model).
     pub peak_rss_bytes: u64,
     pub pytorch_ms_median: Option<f64>,
-    pub pytorch_cpu_ms_median: Option<f64>,
+    pub pytorch_cpu_ms: Option<f64>,
     /// membench CPU time / PyTorch eager CPU time per step (lower is better); CPU time because
     /// wall time on a shared machine also counts other processes.
     pub ratio: Option<f64>,
+    /// membench median wall time / PyTorch eager median wall time per step.
+    pub ratio_wall: Option<f64>,
 }
 
 /// A random batch with every position scored, of the spec's shapes, made by a fixed seed.
@@ -122,7 +127,7 @@ pub struct StepTiming {
     pub flops_per_token: f64,
 }
 
-/// Median wall and CPU ms of one training step of `spec` in this process, on `threads` threads
+/// Median wall ms and mean CPU ms of one training step of `spec` in this process, on `threads` threads
 /// (already set with `tch::set_num_threads`), over at least `steps` timed steps and at least
 /// `min_seconds` of them (estimated from the warm-up steps).
 pub fn time_step(
@@ -140,35 +145,34 @@ pub fn time_step(
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
     let bt = BatchTensors::new(&random_batch(spec), Device::Cpu);
     let mut step = || {
-        let (t0, c0) = (Instant::now(), crate::sys::cpu_seconds(threads));
+        let t0 = Instant::now();
         let loss = eval::loss(spec.io.output, &net.forward_t(&bt.x, true), &bt);
         opt.zero_grad();
         loss.backward();
         opt.step();
         let _ = loss.double_value(&[]);
-        (
-            t0.elapsed().as_secs_f64() * 1e3,
-            (crate::sys::cpu_seconds(threads) - c0) * 1e3,
-        )
+        t0.elapsed().as_secs_f64() * 1e3
     };
-    let warm: Vec<f64> = (0..warmup).map(|_| step().0).collect();
+    let warm: Vec<f64> = (0..warmup).map(|_| step()).collect();
     let per_step_ms = if warm.is_empty() {
         f64::INFINITY
     } else {
         crate::stats::median(&warm)
     };
     let steps = steps.max(((min_seconds * 1e3 / per_step_ms).ceil() as usize).min(100_000));
-    let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..steps).map(|_| step()).unzip();
+    let c0 = crate::sys::cpu_seconds(threads);
+    let wall: Vec<f64> = (0..steps).map(|_| step()).collect();
+    let cpu_ms = (crate::sys::cpu_seconds(threads) - c0) * 1e3 / steps as f64;
     Ok(StepTiming {
         steps,
         wall_ms: crate::stats::median(&wall),
-        cpu_ms: crate::stats::median(&cpu),
+        cpu_ms,
         params: net.param_count(),
         flops_per_token: net.flops_per_token(spec.time as i64),
     })
 }
 
-/// The PyTorch eager reference's line for one spec: (wall ms, CPU ms, params), medians.
+/// The PyTorch eager reference's line for one spec: median wall ms, mean CPU ms, params.
 pub struct PytorchTiming {
     pub wall_ms: f64,
     pub cpu_ms: f64,
@@ -217,7 +221,7 @@ pub fn pytorch_reference(
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     Some(PytorchTiming {
         wall_ms: v.get("step_ms_median")?.as_f64()?,
-        cpu_ms: v.get("cpu_ms_median")?.as_f64()?,
+        cpu_ms: v.get("cpu_ms_mean")?.as_f64()?,
         params: v.get("params")?.as_i64()?,
     })
 }
@@ -309,14 +313,15 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
                 time: spec.time,
                 params: st.params,
                 step_ms_median: ms,
-                cpu_ms_median: st.cpu_ms,
+                cpu_ms: st.cpu_ms,
                 samples_per_s: spec.batch as f64 / (ms / 1e3),
                 gflops_per_s: flops / 1e9,
                 mfu: flops / peak,
                 peak_rss_bytes,
                 pytorch_ms_median: py.as_ref().map(|p| p.wall_ms),
-                pytorch_cpu_ms_median: py.as_ref().map(|p| p.cpu_ms),
+                pytorch_cpu_ms: py.as_ref().map(|p| p.cpu_ms),
                 ratio: py.as_ref().map(|p| st.cpu_ms / p.cpu_ms),
+                ratio_wall: py.as_ref().map(|p| ms / p.wall_ms),
             });
         }
     }
@@ -326,27 +331,28 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
 /// The Markdown table of the README's Performance section.
 pub fn markdown(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "| model | threads | B×T | params | step ms (median, wall) | CPU ms | samples/s | GFLOP/s | MFU | peak RSS MiB | PyTorch eager ms (wall) | PyTorch CPU ms | ratio (CPU) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | threads | B×T | params | step ms (median, wall) | CPU ms (mean) | samples/s | GFLOP/s | MFU | peak RSS MiB | PyTorch eager ms (wall) | PyTorch CPU ms (mean) | ratio (CPU) | ratio (wall) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let opt =
             |v: Option<f64>, suffix: &str| v.map_or("–".into(), |v| format!("{v:.2}{suffix}"));
         s += &format!(
-            "| {} | {} | {}×{} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.1} % | {:.0} | {} | {} | {} |\n",
+            "| {} | {} | {}×{} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.1} % | {:.0} | {} | {} | {} | {} |\n",
             r.model,
             r.threads,
             r.batch,
             r.time,
             r.params,
             r.step_ms_median,
-            r.cpu_ms_median,
+            r.cpu_ms,
             r.samples_per_s,
             r.gflops_per_s,
             100.0 * r.mfu,
             r.peak_rss_bytes as f64 / (1 << 20) as f64,
             opt(r.pytorch_ms_median, ""),
-            opt(r.pytorch_cpu_ms_median, ""),
-            opt(r.ratio, "×")
+            opt(r.pytorch_cpu_ms, ""),
+            opt(r.ratio, "×"),
+            opt(r.ratio_wall, "×")
         );
     }
     s
