@@ -160,8 +160,9 @@ pub struct MemN2N {
     temporal: Tensor,
     /// Layer-wise tying only: u^{k+1} = H u^k + o^k.
     h: Option<nn::Linear>,
-    /// Per (T, device): [T, T] bool, true outside the window (t − i < 0 or ≥ M'), where
-    /// M' = min(memory_size, T); filled with −∞.
+    /// Per (T, device): [T, T] float32, −∞ outside the window (t − i < 0 or ≥ M'), where
+    /// M' = min(memory_size, T), else 0; added to the scores (bit-identical to filling them with
+    /// −∞, and its backward is no copy: the softmax already gives those entries zero gradient).
     outside: LengthCache,
 }
 
@@ -202,7 +203,8 @@ impl MemN2N {
         let idx = Tensor::arange(t, (Kind::Int64, device));
         // offset[t, i] = t − i
         let offset = idx.unsqueeze(1) - idx.unsqueeze(0);
-        offset.lt(0).logical_or(&offset.ge(m))
+        let outside = offset.lt(0).logical_or(&offset.ge(m));
+        Tensor::zeros([t, t], (Kind::Float, device)).masked_fill(&outside, f64::NEG_INFINITY)
     }
 }
 
@@ -212,7 +214,8 @@ impl Core for MemN2N {
         let (d, m) = (self.cfg.d_model, self.cfg.memory_size.min(t));
         let outside = self
             .outside
-            .get(t, xs.device(), || self.build_outside(t, xs.device()));
+            .get(t, xs.device(), || self.build_outside(t, xs.device()))
+            .to_kind(xs.kind());
 
         // Every embedding of every position in one matmul, then one copy to [n_emb, B, T, d] so
         // that each embedding below is a contiguous [B, T, d] block (strided ones would be copied
@@ -230,9 +233,9 @@ impl Core for MemN2N {
             // uᵀ(A x_i + T_A[t − i]): [B, T, T]
             let content = dense::matmul(&u, &a.transpose(1, 2));
             let temporal = by_slot(&dense::matmul(&u, &t_a.flip([0]).tr()), t, m);
-            let p = (content + temporal)
-                .masked_fill(&outside, f64::NEG_INFINITY)
-                .softmax(-1, Kind::Float);
+            let mut scores = content + temporal;
+            scores += &outside;
+            let p = scores.softmax(-1, scores.kind());
             // Σ_i p_ti (C x_i + T_C[t − i]) = p·(C x) + p_by_offset·T_C: [B, T, d]
             let p_by_offset = by_offset(&p, t, m); // [B, T, M'], offsets reversed
             let o = dense::matmul(&p, &c) + dense::matmul(&p_by_offset, &t_c.flip([0]));
