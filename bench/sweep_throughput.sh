@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sweep throughput: the same small grid run twice from scratch, once as the default sweep shape
 # (`--jobs 2 --threads 1`: two runs at once, one libtorch thread each) and once sequentially with
-# both cores given to each run (`--jobs 1 --threads 2`). Prints runs/hour of each and their ratio
-# (target: ≥ 1.8). Run it on a quiet machine: it measures wall time.
+# both cores given to each run (`--jobs 1 --threads 2`), and, as the scaling of jobs alone, once
+# sequentially on one thread (`--jobs 1 --threads 1`). Prints runs/hour of each and the ratios
+# (issue #8's target: jobs 2 / sequential with 2 threads ≥ 1.8). Run it on a quiet machine: it
+# measures wall time.
 #
 #   bash bench/sweep_throughput.sh experiments.yaml    # an experiments file as it is (the default sweep)
 #   bash bench/sweep_throughput.sh [steps-per-run (default 300)] [runs (default 8)]
@@ -45,13 +47,16 @@ time_sweep() { # jobs threads out → seconds
 }
 par=$(time_sweep 2 1 "$work/par")
 seq=$(time_sweep 1 2 "$work/seq")
-for d in par seq; do
+one=$(time_sweep 1 1 "$work/one")
+for d in par seq one; do
     done_runs=$(grep -c ',done,' "$work/$d/runs.csv" || true)
     [[ $done_runs -eq $runs ]] || { echo "$d: only $done_runs of $runs runs done" >&2; exit 1; }
 done
-awk -v p="$par" -v s="$seq" -v n="$runs" -v what="$what" 'BEGIN {
+awk -v p="$par" -v s="$seq" -v o="$one" -v n="$runs" -v what="$what" 'BEGIN {
     printf "grid: %d runs (%s)\n", n, what
     printf "--jobs 2 --threads 1: %.1f s, %.0f runs/hour\n", p, 3600 * n / p
     printf "--jobs 1 --threads 2: %.1f s, %.0f runs/hour\n", s, 3600 * n / s
-    printf "throughput ratio (jobs 2 / sequential): %.2f×\n", s / p
+    printf "--jobs 1 --threads 1: %.1f s, %.0f runs/hour\n", o, 3600 * n / o
+    printf "throughput ratio (jobs 2 / sequential, 2 threads): %.2f×\n", s / p
+    printf "scaling of jobs (jobs 2 / jobs 1, 1 thread): %.2f×\n", o / p
 }'

@@ -245,6 +245,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub steps: usize,
     pub min_seconds: f64,
+    /// Rounds per model and thread count (membench, then PyTorch, in each); medians over rounds.
+    pub rounds: usize,
     pub compare_pytorch: bool,
     pub python: String,
 }
@@ -273,21 +275,47 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
             .filter(|s| opts.models.is_empty() || opts.models.iter().any(|m| m == s.name))
         {
             reset_peak_rss();
-            let st = match time_step(spec, threads, opts.warmup, opts.steps, opts.min_seconds) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("bench: skipping {}: {e:#}", spec.name);
-                    continue;
-                }
-            };
-            let peak_rss_bytes = crate::sys::peak_rss_bytes().unwrap_or(0);
-            let ms = st.wall_ms;
-            let tokens = (spec.batch * spec.time) as f64;
-            let flops = 3.0 * st.flops_per_token * tokens / (ms / 1e3);
-            let py = opts
-                .compare_pytorch
-                .then(|| pytorch_reference(&opts.python, spec.name, threads, opts.warmup, st.steps))
-                .flatten();
+            // Rounds interleave membench and PyTorch; each side's statistic is its median over
+            // the rounds.
+            let (mut ours, mut theirs) = (vec![], vec![]);
+            for _ in 0..opts.rounds {
+                let st = match time_step(spec, threads, opts.warmup, opts.steps, opts.min_seconds) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("bench: skipping {}: {e:#}", spec.name);
+                        break;
+                    }
+                };
+                let py = opts
+                    .compare_pytorch
+                    .then(|| {
+                        pytorch_reference(&opts.python, spec.name, threads, opts.warmup, st.steps)
+                    })
+                    .flatten();
+                eprintln!(
+                    "bench: {} ×{threads}: {} steps, {:.2} ms wall, {:.2} ms cpu{}",
+                    spec.name,
+                    st.steps,
+                    st.wall_ms,
+                    st.cpu_ms,
+                    py.as_ref().map_or(String::new(), |p| format!(
+                        "; pytorch {:.2} ms wall, {:.2} ms cpu",
+                        p.wall_ms, p.cpu_ms
+                    ))
+                );
+                ours.push(st);
+                theirs.extend(py);
+            }
+            let Some(st) = ours.first() else { continue };
+            let med = |v: Vec<f64>| crate::stats::median(&v);
+            let ms = med(ours.iter().map(|s| s.wall_ms).collect());
+            let cpu_ms = med(ours.iter().map(|s| s.cpu_ms).collect());
+            // PyTorch's medians only when it answered every round.
+            let py = (theirs.len() == ours.len()).then(|| PytorchTiming {
+                wall_ms: med(theirs.iter().map(|p| p.wall_ms).collect()),
+                cpu_ms: med(theirs.iter().map(|p| p.cpu_ms).collect()),
+                params: theirs[0].params,
+            });
             if let Some(p) = &py {
                 if p.params != st.params {
                     eprintln!(
@@ -296,16 +324,9 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
                     );
                 }
             }
-            eprintln!(
-                "bench: {} ×{threads}: {} steps, {ms:.2} ms wall, {:.2} ms cpu{}",
-                spec.name,
-                st.steps,
-                st.cpu_ms,
-                py.as_ref().map_or(String::new(), |p| format!(
-                    "; pytorch {:.2} ms wall, {:.2} ms cpu",
-                    p.wall_ms, p.cpu_ms
-                ))
-            );
+            let peak_rss_bytes = crate::sys::peak_rss_bytes().unwrap_or(0);
+            let tokens = (spec.batch * spec.time) as f64;
+            let flops = 3.0 * st.flops_per_token * tokens / (ms / 1e3);
             rows.push(BenchRow {
                 model: spec.name.into(),
                 threads,
@@ -313,14 +334,14 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
                 time: spec.time,
                 params: st.params,
                 step_ms_median: ms,
-                cpu_ms: st.cpu_ms,
+                cpu_ms,
                 samples_per_s: spec.batch as f64 / (ms / 1e3),
                 gflops_per_s: flops / 1e9,
                 mfu: flops / peak,
                 peak_rss_bytes,
                 pytorch_ms_median: py.as_ref().map(|p| p.wall_ms),
                 pytorch_cpu_ms: py.as_ref().map(|p| p.cpu_ms),
-                ratio: py.as_ref().map(|p| st.cpu_ms / p.cpu_ms),
+                ratio: py.as_ref().map(|p| cpu_ms / p.cpu_ms),
                 ratio_wall: py.as_ref().map(|p| ms / p.wall_ms),
             });
         }

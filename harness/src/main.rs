@@ -102,6 +102,10 @@ enum Cmd {
         steps: usize,
         #[arg(long, default_value_t = 2.0)]
         min_seconds: f64,
+        /// Rounds per model and thread count, membench then PyTorch in each (interleaved, so that
+        /// a slow spell of a shared machine hits both); the table gives the median over rounds.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
         /// Also time bench/pytorch_reference.py with the bootstrap's python and print the ratio.
         #[arg(long)]
         compare_pytorch: bool,
@@ -254,6 +258,7 @@ fn main() -> ExitCode {
             warmup,
             steps,
             min_seconds,
+            rounds,
             compare_pytorch,
             python,
         }) => {
@@ -266,6 +271,7 @@ fn main() -> ExitCode {
                 warmup,
                 steps,
                 min_seconds,
+                rounds: rounds as usize,
                 compare_pytorch,
                 python,
             })
