@@ -19,4 +19,4 @@ test: build
 	$(WITH_TORCH) cargo test $(CARGO_FLAGS) --workspace
 
 bench: build
-	./target/release/membench bench --compare-pytorch
+	./target/release/membench bench --compare-pytorch --rounds 3
