@@ -28,20 +28,25 @@
 
 #include "ffi_guard.h"
 
+#include <algorithm>
+
 using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // The core's forward on one shard: a new at::Tensor (tch's C_tensor), or null when it failed
-// (the Rust side keeps the message). `x` is borrowed.
+// (the Rust side keeps the message). `core` is the caller's context, passed through; `x` is borrowed.
 using CoreForward = Tensor* (*)(const void* core, const Tensor* x, int32_t train);
 
 namespace {
 
-std::vector<int64_t> shard_sizes(int64_t batch, int64_t shards) {
+// x [B, ...] cut along the batch into `shards` contiguous views, the first B mod shards of them
+// one example longer. The output gradient is cut the same way in backward.
+std::vector<Tensor> split_shards(const Tensor& x, int64_t shards) {
+  const int64_t batch = x.size(0);
   std::vector<int64_t> sizes(shards, batch / shards);
   for (int64_t s = 0; s < batch % shards; ++s) sizes[s] += 1;
-  return sizes;
+  return x.split_with_sizes(sizes, 0);
 }
 
 // f(s) for s in [0, shards), one shard per intra-op thread.
@@ -76,11 +81,7 @@ struct BatchShards : public torch::autograd::Function<BatchShards> {
                         CoreForward fn, const void* core, bool train) {
     const bool x_grad = x.requires_grad();
     std::vector<Tensor> ins;
-    int64_t start = 0;
-    for (int64_t len : shard_sizes(x.size(0), shards)) {
-      ins.push_back(x.narrow(0, start, len).detach().requires_grad_(x_grad));
-      start += len;
-    }
+    for (const Tensor& part : split_shards(x, shards)) ins.push_back(part.detach().requires_grad_(x_grad));
     std::vector<Tensor> outs = run_shards(ins, fn, core, train, /*grad=*/true);
     std::vector<Tensor> detached;
     for (const Tensor& y : outs) detached.push_back(y.detach());
@@ -102,14 +103,13 @@ struct BatchShards : public torch::autograd::Function<BatchShards> {
     const Tensor& g = grad_out[0];
     if (!g.defined()) return result;
 
-    std::vector<int64_t> starts(shards, 0);
-    for (int64_t s = 1; s < shards; ++s) starts[s] = starts[s - 1] + ins[s - 1].size(0);
+    const std::vector<Tensor> gs = split_shards(g, shards);
     std::vector<variable_list> grads(shards);
     each_shard(shards, [&](int64_t s) {
       variable_list inputs;
       if (x_grad) inputs.push_back(ins[s]);
       inputs.insert(inputs.end(), params.begin(), params.end());
-      grads[s] = torch::autograd::grad({outs[s]}, inputs, {g.narrow(0, starts[s], ins[s].size(0))},
+      grads[s] = torch::autograd::grad({outs[s]}, inputs, {gs[s]},
                                        /*retain_graph=*/false, /*create_graph=*/false,
                                        /*allow_unused=*/true);
     });
@@ -146,16 +146,11 @@ Tensor* membench_batch_shards(const Tensor* x, const Tensor* const* params, size
                 x->size(0));
     std::vector<Tensor> ps;
     for (size_t k = 0; k < n_params; ++k) ps.push_back(*params[k]);
-    bool needs_graph = at::GradMode::is_enabled() && x->requires_grad();
-    for (const Tensor& p : ps) needs_graph = needs_graph || (at::GradMode::is_enabled() && p.requires_grad());
+    const bool needs_graph =
+        at::GradMode::is_enabled() &&
+        (x->requires_grad() || std::any_of(ps.begin(), ps.end(), [](const Tensor& p) { return p.requires_grad(); }));
     if (needs_graph) return BatchShards::apply(*x, at::TensorList(ps), shards, fn, core, train != 0);
-    std::vector<Tensor> ins;
-    int64_t start = 0;
-    for (int64_t len : shard_sizes(x->size(0), shards)) {
-      ins.push_back(x->narrow(0, start, len));
-      start += len;
-    }
-    return at::cat(run_shards(ins, fn, core, train != 0, /*grad=*/false), 0);
+    return at::cat(run_shards(split_shards(*x, shards), fn, core, train != 0, /*grad=*/false), 0);
   });
 }
 }

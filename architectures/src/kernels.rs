@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use tch::Tensor;
 
-type CoreForward = extern "C" fn(core: *const c_void, x: *const c_void, train: i32) -> *mut c_void;
+type CoreForward = extern "C" fn(call: *const c_void, x: *const c_void, train: i32) -> *mut c_void;
 
 extern "C" {
     fn membench_kernel_error() -> *const c_char;
@@ -109,18 +109,24 @@ pub fn dnc_link_step(
     (l, f, b)
 }
 
-/// The message of a core forward that panicked on a batch shard (on an intra-op thread, where the
-/// panic must not unwind into C++); taken by `batch_shards` on the calling thread.
-static SHARD_PANIC: Mutex<Option<String>> = Mutex::new(None);
+/// What `batch_shards` hands its C++ side as the callback's context: the core, and the message of
+/// a forward that panicked on a shard (on an intra-op thread, where the panic must not unwind into
+/// C++), which `batch_shards` re-raises on the calling thread. One per call, so that concurrent
+/// calls never see each other's message.
+struct ShardCall<'a> {
+    core: &'a dyn Core,
+    panic: Mutex<Option<String>>,
+}
 
-/// `CoreForward` for `batch_shards`: `core` points at a `&dyn Core`.
-extern "C" fn core_forward(core: *const c_void, x: *const c_void, train: i32) -> *mut c_void {
+/// `CoreForward` for `batch_shards`: `call` points at its `ShardCall`.
+extern "C" fn core_forward(call: *const c_void, x: *const c_void, train: i32) -> *mut c_void {
+    // SAFETY: `batch_shards` passes a pointer to its `ShardCall`, live for the whole call.
+    let call = unsafe { &*(call as *const ShardCall) };
     let run = || {
-        // SAFETY: `batch_shards` passes a pointer to its `&dyn Core`, live for the whole call, and
-        // a borrowed live tensor, which `clone_from_ptr` shallow-copies (the C++ side keeps its own).
-        let core = unsafe { *(core as *const &dyn Core) };
+        // SAFETY: a borrowed live tensor, which `clone_from_ptr` shallow-copies (the C++ side
+        // keeps its own).
         let x = unsafe { Tensor::clone_from_ptr(x as *mut torch_sys::C_tensor) };
-        let mut y = core.forward_t(&x, train != 0);
+        let mut y = call.core.forward_t(&x, train != 0);
         let ptr = y.as_mut_ptr();
         // The C++ side takes ownership of the at::Tensor that `ptr` points to.
         std::mem::forget(y);
@@ -132,7 +138,7 @@ extern "C" fn core_forward(core: *const c_void, x: *const c_void, train: i32) ->
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "panic".into());
-        *SHARD_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+        *call.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
         std::ptr::null_mut()
     })
 }
@@ -149,8 +155,12 @@ pub fn batch_shards(
     shards: i64,
 ) -> Tensor {
     let ptrs: Vec<*const c_void> = params.iter().map(raw).collect();
-    let core_ref: &dyn Core = core;
-    // SAFETY: the tensors are borrowed for the call; `core_ref` outlives it and is only read.
+    let call = ShardCall {
+        core,
+        panic: Mutex::new(None),
+    };
+    // SAFETY: the tensors are borrowed for the call; `call` outlives it and is only read (its
+    // message slot behind a lock).
     let out = unsafe {
         membench_batch_shards(
             raw(xs),
@@ -158,12 +168,12 @@ pub fn batch_shards(
             ptrs.len(),
             shards,
             core_forward,
-            &core_ref as *const &dyn Core as *const c_void,
+            &call as *const ShardCall as *const c_void,
             i32::from(train),
         )
     };
     if out.is_null() {
-        if let Some(msg) = SHARD_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(msg) = call.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
             panic!("{msg}");
         }
     }
