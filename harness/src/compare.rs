@@ -129,34 +129,24 @@ pub struct CompareOptions {
 
 type Row = BTreeMap<String, String>;
 
-/// runs.csv, read-only (the sweep's `RunsCsv` repairs torn tails, a write we must not do here).
+/// runs.csv as the tables read it: header and rows, in file order.
 pub struct Runs {
     pub header: Vec<String>,
     pub rows: Vec<Row>,
 }
 
+/// Reads `<results>/runs.csv` through the sweep's own reader, without writing: a torn last line
+/// (a crash mid-append) is ignored, any other malformed row is an error naming its line, and a
+/// missing file is an error (a table of nothing would hide a wrong path).
 pub fn read_runs(results: &Path) -> Result<Runs> {
     let path = results.join("runs.csv");
-    let mut r = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
-    let mut rows = vec![];
-    for rec in r.records() {
-        // A torn last line (crash mid-append) is skipped here, as RunsCsv would cut it.
-        let Ok(rec) = rec else { continue };
-        if rec.len() != header.len() {
-            continue;
-        }
-        rows.push(
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect(),
+    if !path.is_file() {
+        bail!(
+            "{}: no runs.csv here (expected the --out directory of a membench sweep)",
+            path.display()
         );
     }
+    let (header, rows) = record::RunsCsv::read_only(results)?.into_parts();
     Ok(Runs { header, rows })
 }
 
@@ -1243,6 +1233,24 @@ mod tests {
     use super::*;
     use crate::stats::welch;
     use crate::test_support::fresh_dir;
+
+    #[test]
+    fn runs_csv_is_read_strictly_except_for_a_torn_tail() {
+        let dir = fresh_dir("compare-read-runs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = read_runs(&dir).err().expect("no runs.csv").to_string();
+        assert!(err.contains("no runs.csv here"), "{err}");
+        let head = "run_id,experiment,status\n";
+        std::fs::write(dir.join("runs.csv"), format!("{head}a,x,done\nb,x,do")).unwrap();
+        let runs = read_runs(&dir).unwrap();
+        assert_eq!(runs.rows.len(), 1, "the torn tail is ignored");
+        assert_eq!(runs.header, ["run_id", "experiment", "status"]);
+        // A short row in the middle is damage, not a crash mid-append: say where, drop nothing silently.
+        std::fs::write(dir.join("runs.csv"), format!("{head}a,x\nb,x,done\n")).unwrap();
+        let err = format!("{:#}", read_runs(&dir).err().expect("short row"));
+        assert!(err.contains("runs.csv") && err.contains("line: 2"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn pretty_flattens_swept_mappings() {

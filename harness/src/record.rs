@@ -407,6 +407,11 @@ impl RunsCsv {
         &self.rows
     }
 
+    /// Header and rows, for readers that keep no handle on the file.
+    pub fn into_parts(self) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
+        (self.header, self.rows)
+    }
+
     pub fn status_of(&self, run_id: &str) -> Option<&str> {
         self.rows
             .iter()
