@@ -60,3 +60,18 @@ awk -v p="$par" -v s="$seq" -v o="$one" -v n="$runs" -v what="$what" 'BEGIN {
     printf "throughput ratio (jobs 2 / sequential, 2 threads): %.2f×\n", s / p
     printf "scaling of jobs (jobs 2 / jobs 1, 1 thread): %.2f×\n", o / p
 }'
+# Where the time goes: each experiment's mean run wall time (runs.csv wall_s: training and evaluation
+# inside the child) in each mode, what two threads gain per run, and the sweep time outside the runs
+# (process start-up with LibTorch's operator registration, scheduling, the tail).
+# ratio ≈ (scaling of jobs) × t(2 threads) / t(1 thread).
+awk -F, -v p="$par" -v s="$seq" -v o="$one" '
+FNR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; mode = FILENAME; sub(/\/runs.csv$/, "", mode); sub(/.*\//, "", mode); next }
+{ e = $col["experiment"]; w = $col["wall_s"]; sum[mode, e] += w; n[mode, e]++; tot[mode] += w; exps[e] = 1 }
+END {
+    printf "%-24s %5s %12s %12s %12s %14s\n", "experiment", "runs", "j2t1 run_s", "j1t2 run_s", "j1t1 run_s", "t1/t2 (1 job)"
+    for (e in exps)
+        printf "%-24s %5d %12.2f %12.2f %12.2f %13.2f×\n", e, n["one", e], sum["par", e] / n["par", e],
+            sum["seq", e] / n["seq", e], sum["one", e] / n["one", e], sum["one", e] / sum["seq", e]
+    printf "outside the runs: jobs 2 %.1f s of %.1f, jobs 1 ×2 threads %.1f s of %.1f, jobs 1 %.1f s of %.1f\n",
+        p - tot["par"] / 2, p, s - tot["seq"], s, o - tot["one"], o
+}' "$work/par/runs.csv" "$work/seq/runs.csv" "$work/one/runs.csv"
