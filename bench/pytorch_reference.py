@@ -339,6 +339,42 @@ class Mamba(nn.Module):
 
 
 # --- specs: the same table as architectures/src/bench_specs.rs ------------------------------------
+# --- Recurrent Memory Transformer (rmt.rs: [mem; segment; mem] through a causal stack) ----------
+class CausalAttention(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, h):
+        b, t, d = h.shape
+        qkv = self.qkv(h).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Rmt(nn.Module):
+    """Segments of S steps; memory tokens read at the front, written at the end, carried on."""
+
+    def __init__(self, d=128, layers=2, heads=4, segment=16, memory=4):
+        super().__init__()
+        self.width, self.s, self.m = d, segment, memory
+        self.memory_init = nn.Parameter(torch.randn(memory, d) * 0.02)
+        self.positions = nn.Parameter(torch.randn(2 * memory + segment, d) * 0.02)
+        self.stack = Stack(d, layers, 4, lambda: CausalAttention(d, heads))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        mem, outs = self.memory_init.expand(b, self.m, d), []
+        for start in range(0, t, self.s):
+            seg = x[:, start : start + self.s]
+            s = seg.shape[1]
+            h = self.stack(torch.cat([mem, seg, mem], 1) + self.positions[: 2 * self.m + s])
+            outs.append(h[:, self.m : self.m + s])
+            mem = h[:, self.m + s :]
+        return torch.cat(outs, 1)
+
+
 SPECS = {
     "lstm": dict(io=BITS, batch=32, time=40, embed=128, core=lambda d: Rnn("lstm", d, 128)),
     "gru": dict(io=BITS, batch=32, time=40, embed=128, core=lambda d: Rnn("gru", d, 128)),
@@ -350,6 +386,7 @@ SPECS = {
     "linear_attention": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 4, LinearAttention)),
     "gla": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 4, Gla)),
     "mamba": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 0, Mamba)),
+    "rmt": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Rmt()),
 }
 
 

@@ -5,7 +5,8 @@
 //! Sizes follow the performance issue: LSTM/GRU B32 T40 H128; Transformer d128 L2 H4 T128 B32;
 //! NTM B16 T20 N128 M20 controller 100 (Graves et al. 2014 copy sizes) and a DNC of the same
 //! memory; MemN2N 3 hops d64 over 50 memories; the key-value memory, linear attention, GLA and
-//! Mamba at d128 L2 (kv_memory: 2 hops) T128 B32.
+//! Mamba at d128 L2 (kv_memory: 2 hops) T128 B32; the Recurrent Memory Transformer at d128 L2 H4
+//! with 16-step segments and 4 memory tokens, T128 B32.
 
 use crate::{ArchConfig, Network};
 use membench_tasks::{InputKind, OutputKind, TaskIo};
@@ -100,6 +101,14 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "mamba",
         arch_yaml: "{name: mamba, d_model: 128, layers: 2}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
+        name: "rmt",
+        arch_yaml:
+            "{name: rmt, d_model: 128, layers: 2, heads: 4, segment_len: 16, memory_tokens: 4}",
         io: TOKENS,
         batch: 32,
         time: 128,
@@ -202,6 +211,16 @@ mod tests {
     /// Every spec parses strictly and builds, and the names are the families' own.
     #[test]
     fn every_spec_builds_and_names_its_family() {
+        // Every family has a spec: serde names all of them, in backticks, when refusing an unknown one.
+        let families: Vec<&str> = SPECS.iter().map(|s| s.name).collect();
+        let refusal = serde_yaml::from_str::<ArchConfig>("{name: no_such_family}")
+            .unwrap_err()
+            .to_string();
+        let known: Vec<&str> = refusal.split('`').skip(1).step_by(2).skip(1).collect();
+        assert!(known.len() >= 11 && known.contains(&"lstm"), "{refusal}");
+        for name in known {
+            assert!(families.contains(&name), "no bench spec for {name}");
+        }
         for s in SPECS {
             let cfg: ArchConfig =
                 serde_yaml::from_str(s.arch_yaml).unwrap_or_else(|e| panic!("{}: {e}", s.name));
