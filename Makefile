@@ -20,3 +20,6 @@ test: build
 
 bench: build
 	./target/release/membench bench --compare-pytorch --rounds 3
+
+report: build
+	./target/release/membench report

@@ -14,9 +14,9 @@
 //!     zip: {task.max_len: [10, 20], train.steps: [500, 1000]}   # advanced together
 //!     seeds: 3                                   # or a list: [0, 7, 42]; model seeds
 //! ```
-//! Allowed keys: `defaults` takes `task`, `arch`, `train`, `data_seed`, `seeds`; an experiment
+//! Allowed keys: `defaults` takes `task`, `arch`, `train`, `data_seed`, `device`, `seeds`; an experiment
 //! takes those plus `name`, `grid`, `zip`. Dotted keys of `grid`/`zip` start with `task.`, `arch.`,
-//! `train.` or are `data_seed`. Runs come out in a fixed order: experiments in file order, then
+//! `train.` or are `data_seed` or `device`. Runs come out in a fixed order: experiments in file order, then
 //! grid combinations (keys sorted, last key fastest), then zip positions, then seeds.
 //!
 //! Every mistake is an error located in the file ([`crate::strict`]); errors found in a resolved

@@ -2,19 +2,19 @@
 //!
 //! Layout:
 //! ```text
-//! <out>/runs.csv                    one row per finished run (any status)
+//! <out>/runs.csv                    one row per run (any status); the row's status says finished
 //! <out>/runs/<run_id>/config.yaml   the resolved RunConfig
-//! <out>/runs/<run_id>/result.json   the run's record; its presence marks the run finished
+//! <out>/runs/<run_id>/result.json   the child's record, turned into the row by the sweep
 //! <out>/runs/<run_id>/curve.csv     validation curve
 //! <out>/runs/<run_id>/eval.csv      test metrics per checkpoint and evaluation condition
-//! <out>/runs/<run_id>/run.log       the child's stderr
+//! <out>/runs/<run_id>/run.log       the child's stdout and stderr (streamed, not written here)
 //! ```
 //! Files are written to a temporary name, synced and renamed, so a reader never sees half a file.
 //! runs.csv grows by appended, synced rows; a torn last line (a crash mid-append) is cut off when
 //! the file is next opened.
 //!
-//! The runs.csv columns (what each means, which are deterministic) are documented in
-//! `docs/csv-schema.md`, from [`RunRecord::cells`] and `tail_columns` below.
+//! The runs.csv columns (what each means, which are deterministic) are documented in README.md,
+//! "Results: layout and CSV schema", from [`RunRecord::cells`] and `tail_columns` below.
 
 use crate::config::RunConfig;
 use crate::eval::Metrics;
