@@ -257,10 +257,10 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
         .iter()
         .find(|m| !SPECS.iter().any(|s| &s.name == m))
     {
-        anyhow::bail!(
+        return Err(crate::strict::bad_option(anyhow::anyhow!(
             "bench: no spec called `{unknown}`; known: {}",
             SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-        );
+        )));
     }
     let mut rows = vec![];
     for &threads in &opts.threads {

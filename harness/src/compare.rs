@@ -141,10 +141,10 @@ pub struct Runs {
 pub fn read_runs(results: &Path) -> Result<Runs> {
     let path = results.join("runs.csv");
     if !path.is_file() {
-        bail!(
+        return Err(crate::strict::bad_option(anyhow::anyhow!(
             "{}: no runs.csv here (expected the --out directory of a membench sweep)",
             path.display()
-        );
+        )));
     }
     let (header, rows) = record::RunsCsv::read_only(results)?.into_parts();
     Ok(Runs { header, rows })
@@ -343,10 +343,10 @@ impl Group {
 
 fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
     if !runs.header.iter().any(|h| h == by) {
-        bail!(
+        return Err(crate::strict::bad_option(anyhow::anyhow!(
             "--by {by}: no such column in runs.csv (columns: {})",
             runs.header.join(", ")
-        );
+        )));
     }
     let task_rows: Vec<&Row> = runs
         .rows
@@ -523,6 +523,10 @@ pub fn command_line() -> String {
 }
 
 pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
+    crate::runner::check_results_dir(&opts.results, "--results")?;
+    if let Some(out) = &opts.out {
+        crate::runner::check_results_dir(out, "--out")?;
+    }
     let mut runs = read_runs(&opts.results)?;
     resolve(&mut runs, &opts.results);
     apply_filters(&mut runs, &opts.filters)?;
@@ -540,15 +544,53 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     }
     let tasks = match &opts.task {
         Some(t) if runs.tasks().contains(t) => vec![t.clone()],
-        Some(t) => bail!(
-            "--task {t}: no runs of that task in runs.csv (tasks: {})",
-            runs.tasks().join(", ")
-        ),
+        Some(t) => {
+            return Err(crate::strict::bad_option(anyhow::anyhow!(
+                "--task {t}: no runs of that task in runs.csv (tasks: {})",
+                runs.tasks().join(", ")
+            )))
+        }
         None => runs.tasks(),
     };
+    if tasks.is_empty() && !opts.filters.is_empty() {
+        return Err(crate::strict::bad_option(anyhow::anyhow!(
+            "{}: no run matches every --where",
+            opts.results.join("runs.csv").display()
+        )));
+    }
     if tasks.is_empty() {
         bail!("{}: no runs", opts.results.join("runs.csv").display());
     }
+    // An explicit --metric: only the tasks whose runs have it (mse is the adding task's, say),
+    // and none is bad input, found before anything is written.
+    let tasks = match &opts.metric {
+        None => tasks,
+        Some(m) => {
+            let m = m.trim_start_matches("final_").trim_start_matches("best_");
+            let has = |t: &String| {
+                runs.rows.iter().any(|r| {
+                    r.get("task") == Some(t)
+                        && ["final_", "best_"]
+                            .iter()
+                            .any(|p| r.get(&format!("{p}{m}")).is_some_and(|v| !v.is_empty()))
+                })
+            };
+            let (with, without): (Vec<String>, Vec<String>) = tasks.into_iter().partition(has);
+            if with.is_empty() {
+                return Err(crate::strict::bad_option(anyhow::anyhow!(
+                    "--metric {m}: no run of {} has a value for it in runs.csv",
+                    without.join(", ")
+                )));
+            }
+            if !without.is_empty() {
+                eprintln!(
+                    "compare: --metric {m}: skipping {} (no values)",
+                    without.join(", ")
+                );
+            }
+            with
+        }
+    };
     let out = opts
         .out
         .clone()
@@ -576,11 +618,11 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             selection,
         };
         if !runs.header.contains(&spec.column()) {
-            bail!(
+            return Err(crate::strict::bad_option(anyhow::anyhow!(
                 "--metric {}: runs.csv has no column {}",
                 spec.metric,
                 spec.column()
-            );
+            )));
         }
         let groups = groups(&runs, task, &opts.by)?;
         written.extend(write_table(&spec, &groups, &opts.by, &out, &opts.command)?);

@@ -168,6 +168,16 @@ impl TrainConfig {
                 return bad("grad_clip", c.to_string(), "expected a finite number > 0");
             }
         }
+        if let Some(t) = self.success_threshold {
+            // Every success metric (accuracies, within_tol, bit errors) is a finite number >= 0.
+            if !(t.is_finite() && t >= 0.0) {
+                return bad(
+                    "success_threshold",
+                    t.to_string(),
+                    "expected a finite number >= 0",
+                );
+            }
+        }
         if self.eval_interval == 0 {
             return bad("eval_interval", "0".into(), "expected >= 1");
         }

@@ -47,8 +47,8 @@ enum Cmd {
         #[arg(default_value = "experiments.yaml")]
         file: PathBuf,
         /// Runs at once (child processes); default: number of cores.
-        #[arg(long)]
-        jobs: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: Option<u32>,
         /// LibTorch intra-op threads per run.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
         threads: i32,
@@ -62,7 +62,7 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Kill a run that takes longer than this (e.g. 90s, 10m, 2h); its row says `timeout`.
-        #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
         run_timeout: Option<std::time::Duration>,
         /// Run on this device instead of each run's `device` (auto, cpu, cuda, cuda:N).
         #[arg(long)]
@@ -92,15 +92,15 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
         /// Thread counts to time.
-        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(i32).range(1..=1024))]
         threads: Vec<i32>,
-        #[arg(long, default_value_t = 5)]
-        warmup: usize,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+        warmup: u32,
         /// Timed steps: at least this many, and at least --min-seconds' worth (so that short steps
         /// get a median over many; the PyTorch reference runs the same number).
-        #[arg(long, default_value_t = 20)]
-        steps: usize,
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        steps: u32,
+        #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
         min_seconds: f64,
         /// Rounds per model and thread count, membench then PyTorch in each (interleaved, so that
         /// a slow spell of a shared machine hits both); the table gives the median over rounds.
@@ -117,16 +117,16 @@ enum Cmd {
     Slurm {
         file: PathBuf,
         /// Array tasks, one shard of the grid each (at most the number of runs).
-        #[arg(long, default_value_t = 1)]
-        array: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        array: u32,
         #[arg(long)]
         partition: Option<String>,
         /// Time limit per task, in Slurm's format (e.g. 2:00:00).
         #[arg(long)]
         time: Option<String>,
         /// Cores per task; the task's sweep runs cpus-per-task / threads runs at once.
-        #[arg(long, default_value_t = 1)]
-        cpus_per_task: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        cpus_per_task: u32,
         /// Memory per task, in Slurm's format (e.g. 8G).
         #[arg(long)]
         mem: Option<String>,
@@ -134,7 +134,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         gpus: usize,
         /// LibTorch intra-op threads per run.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
         threads: i32,
         #[arg(long, default_value = "results")]
         out: PathBuf,
@@ -148,10 +148,10 @@ enum Cmd {
     /// Train one resolved run config (what a sweep's child process does), writing beside it.
     Run {
         config: PathBuf,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
         threads: i32,
         /// Peak FLOP/s of this machine for the mfu column (a sweep measures it once and passes it).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_peak)]
         peak_flops: Option<f64>,
     },
     /// Rerun a stored run from its saved config and check its metrics match (exit 1 naming the
@@ -234,8 +234,10 @@ fn main() -> ExitCode {
             run_memory,
             device,
         }) => {
-            let jobs =
-                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let jobs = jobs.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |j| j as usize,
+            );
             shard::Shard::resolve(shard.as_deref())
                 .map_err(anyhow::Error::from)
                 .and_then(|shard| {
@@ -268,8 +270,8 @@ fn main() -> ExitCode {
             bench::bench(&bench::BenchOptions {
                 models,
                 threads,
-                warmup,
-                steps,
+                warmup: warmup as usize,
+                steps: steps as usize,
                 min_seconds,
                 rounds: rounds as usize,
                 compare_pytorch,
@@ -294,10 +296,10 @@ fn main() -> ExitCode {
             false => slurm::slurm(&slurm::SlurmOptions {
                 file,
                 out,
-                array,
+                array: array as usize,
                 partition,
                 time,
-                cpus_per_task,
+                cpus_per_task: cpus_per_task as usize,
                 mem,
                 gpus,
                 threads,
@@ -371,6 +373,34 @@ fn main() -> ExitCode {
                 },
             )
         }
+    }
+}
+
+/// `90s`, `10m`, `2h`: a positive run time limit.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "`{s}`: expected a positive duration such as 90s, 10m or 2h"
+        )),
+        other => other.map_err(|e| format!("`{s}`: {e}")),
+    }
+}
+
+/// A finite, non-negative number of seconds (at most a day).
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}`: expected seconds in 0..=86400")),
+    }
+}
+
+/// A positive, finite FLOP/s figure.
+fn parse_peak(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "`{s}`: expected a positive FLOP/s figure such as 2.4e11"
+        )),
     }
 }
 

@@ -181,7 +181,8 @@ fn diff_files(
 }
 
 pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
-    let ids = run_ids(&opts.target)?;
+    // A target that names nothing is bad input (exit 2): exit 1 means "not reproduced".
+    let ids = run_ids(&opts.target).map_err(crate::strict::bad_option)?;
     let runs = crate::compare::read_runs(&opts.results)?;
     let mut failed = vec![];
     for id in &ids {
@@ -195,7 +196,8 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
                     "run {id}: not in {}",
                     opts.results.join("runs.csv").display()
                 )
-            })?;
+            })
+            .map_err(crate::strict::bad_option)?;
         let differing = reproduce_one(id, row, &runs.header, opts)?;
         if !differing.is_empty() {
             failed.push(format!("{id}: {}", differing.join(", ")));
@@ -216,15 +218,31 @@ fn reproduce_one(
     opts: &ReproduceOptions,
 ) -> Result<Vec<String>> {
     if let Some(why) = version_mismatch(stored) {
-        bail!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version");
+        return Err(crate::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version")));
     }
     let stored_dir = record::run_dir(&opts.results, id);
-    let config = std::fs::read(stored_dir.join("config.yaml"))
-        .with_context(|| format!("reading {}", stored_dir.join("config.yaml").display()))?;
-    let threads: i32 = stored
-        .get("threads")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(1);
+    let config_path = stored_dir.join("config.yaml");
+    // The saved config must still be the one the id names: an edited file would rerun another run.
+    let hashed = crate::runner::load_run_config(&config_path)?.run_id();
+    if hashed != id {
+        return Err(crate::strict::bad_option(anyhow::anyhow!(
+            "{}: hashes to run id {hashed}, not {id}: the file was changed after the run",
+            config_path.display()
+        )));
+    }
+    let config = std::fs::read(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let threads: i32 = match stored.get("threads").map(String::as_str) {
+        None | Some("") => 1,
+        Some(t) => t
+            .parse()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .with_context(|| {
+                format!("run {id}: runs.csv threads cell `{t}`: expected an integer in 1..=1024")
+            })
+            .map_err(crate::strict::bad_option)?,
+    };
     let scratch =
         std::env::temp_dir().join(format!("membench-reproduce-{id}-{}", std::process::id()));
     let dir = record::run_dir(&scratch, id);
@@ -246,13 +264,13 @@ fn reproduce_one(
         .status()
         .context("starting the rerun")?;
     let result = dir.join("result.json");
-    let bytes = std::fs::read(&result).with_context(|| {
-        format!(
-            "rerun exited ({status}) without {}; see {}",
-            result.display(),
-            dir.join("run.log").display()
-        )
-    })?;
+    let Ok(bytes) = std::fs::read(&result) else {
+        let tail = crate::runner::log_tail(&dir.join("run.log"), 3);
+        if !opts.keep {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        bail!("the rerun of {id} failed ({status}) and wrote no result: {tail}");
+    };
     let rec: RunRecord =
         serde_json::from_slice(&bytes).with_context(|| format!("reading {}", result.display()))?;
     let new = rec.cells();

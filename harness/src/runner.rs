@@ -62,8 +62,21 @@ fn swept_text(run: &RunConfig) -> String {
         .join(" ")
 }
 
+/// Refuses an `--out`/`--results` path that exists and is not a directory (exit 2): read as a
+/// results directory it would look empty, and every run would seem pending.
+pub fn check_results_dir(dir: &Path, option: &str) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(crate::strict::bad_option(anyhow::anyhow!(
+            "{option} {}: is a file; expected a results directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// `membench list`: every run of the file with its status in `out` (pending when it has no row).
 pub fn list(file: &Path, out: &Path) -> Result<()> {
+    check_results_dir(out, "--out")?;
     let runs = crate::grid::load(file)?;
     let csv = RunsCsv::read_only(out)?;
     let mut text = String::from("run_id\texperiment\tseed\tstatus\tswept\n");
@@ -82,6 +95,7 @@ pub fn list(file: &Path, out: &Path) -> Result<()> {
 }
 
 pub fn sweep(opts: &SweepOptions) -> Result<()> {
+    check_results_dir(&opts.out, "--out")?;
     let mut runs = planned_runs(&opts.file, opts.shard)?;
     if let Some(spec) = &opts.device {
         let device = crate::device::canonical(spec)
@@ -154,7 +168,8 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     let running = AtomicUsize::new(0);
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..opts.jobs.max(1) {
+        // No more workers than runs to do (a huge --jobs must not spawn idle threads).
+        for _ in 0..opts.jobs.min(total - skipped).max(1) {
             let (tx, queue, exe, running) = (tx.clone(), &queue, &exe, &running);
             scope.spawn(move || loop {
                 let Some(run) = queue.lock().expect("queue lock").next() else {
@@ -254,7 +269,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 
 /// The last non-empty lines of a run's log, for the reason column; for a Rust panic, the panic
 /// line and its message instead (a backtrace would fill the tail).
-fn log_tail(path: &Path, lines: usize) -> String {
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned())
         .unwrap_or_default();
@@ -422,11 +437,26 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
 }
 
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
+/// A saved, resolved run config (`runs/<run_id>/config.yaml`); a file that does not parse is bad
+/// input located at its line and column.
+pub fn load_run_config(path: &Path) -> Result<RunConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| {
+        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        crate::strict::BadInput::one(
+            path.display().to_string(),
+            line,
+            col,
+            "",
+            format!("not a resolved run config: {e}"),
+        )
+        .into()
+    })
+}
+
 pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
-    let text = std::fs::read_to_string(config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
-    let cfg: RunConfig = serde_yaml::from_str(&text)
-        .with_context(|| format!("parsing {}", config_path.display()))?;
+    let cfg = load_run_config(config_path)?;
     let mut trained = cfg.clone();
     inject_fault(&mut trained)?;
     let dir = config_path.parent().context("config has no directory")?;

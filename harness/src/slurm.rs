@@ -172,6 +172,7 @@ fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
 /// Writes both scripts under `<out>/slurm/`, and with `submit` submits them; returns a report for
 /// stdout (job ids, or the commands to submit by hand).
 pub fn slurm(o: &SlurmOptions) -> Result<String> {
+    crate::runner::check_results_dir(&o.out, "--out")?;
     let runs = expand_grid(&o.file)?;
     if o.array == 0 || o.cpus_per_task == 0 || o.threads < 1 {
         return Err(bad(anyhow::anyhow!(
@@ -286,6 +287,7 @@ fn sbatch(args: &[String], script: &Path) -> Result<String> {
 /// Compares `<out>/runs.csv` with the grid of `file`: Ok(report) when every run is finished
 /// (done or diverged), otherwise an error naming each missing or unfinished run.
 pub fn check(file: &Path, out: &Path) -> Result<String> {
+    crate::runner::check_results_dir(out, "--out")?;
     let runs = expand_grid(file)?;
     // Read-only: the check may run while another process holds the directory's lock.
     let csv = record::RunsCsv::read_only(out)?;

@@ -184,14 +184,36 @@ fn sweep_reproduce_tamper_and_compare() {
         text(&o)
     );
 
-    // Another torch version: refused before rerunning.
+    // Another torch version: refused before rerunning, as bad input (exit 1 means "differs").
     tamper(&res, &ids[0], "torch_version", "1.13.0");
     let o = membench(&["reproduce", &ids[0], "--results", "res"], &dir);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("refusing to reproduce") && text(&o).contains("torch 1.13.0"),
         "{}",
         text(&o)
     );
+
+    // A run id that is not there, and a saved config edited after the run: exit 2, said plainly.
+    let o = membench(&["reproduce", "0123456789ab", "--results", "res"], &dir);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("not in"), "{}", text(&o));
+    let cfg = res.join("runs").join(&ids[1]).join("config.yaml");
+    let text_of_cfg = std::fs::read_to_string(&cfg).unwrap();
+    let edited: String = text_of_cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("seed:") {
+                "seed: 99\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(edited, text_of_cfg, "the config has a top-level seed");
+    std::fs::write(&cfg, edited).unwrap();
+    let o = membench(&["reproduce", &ids[1], "--results", "res"], &dir);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("changed after the run"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
