@@ -249,6 +249,14 @@ fn lists(
     exp: &[String],
 ) -> Result<Vec<(String, Vec<Value>)>, Issue> {
     let Some(m) = m else { return Ok(vec![]) };
+    if m.is_empty() {
+        let mut p = exp.to_vec();
+        p.push(section.into());
+        return Err(loc.at(
+            &p,
+            format!("an empty {section}; give it keys such as `arch.hidden_size: [64, 128]`, or leave it out"),
+        ));
+    }
     let mut out = BTreeMap::new();
     for (k, v) in m {
         let Some(key) = k.as_str() else {
@@ -466,7 +474,7 @@ fn plan(
         .unwrap_or_else(|| format!("experiment{ei}"));
     let mut np = ep.to_vec();
     np.push("name".into());
-    if name.is_empty()
+    if name.trim().is_empty()
         || name.len() > 200
         || name.chars().any(|c| c.is_control() || c == ',' || c == '/')
     {

@@ -110,22 +110,28 @@ pub fn read_source(path: &Path) -> Result<String, BadInput> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(bad(format!("file is over {MAX_FILE_BYTES} bytes")));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let head = &e.as_bytes()[..at];
-        let line = head.iter().filter(|&&b| b == b'\n').count() + 1;
-        let col = at - head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
-        BadInput::one(
-            name.clone(),
-            line,
-            col,
-            "",
-            format!(
-                "invalid UTF-8 (byte 0x{:02x} at offset {at}); the file must be UTF-8 text",
-                e.as_bytes()[at]
-            ),
-        )
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let head = &e.as_bytes()[..at];
+            let line = head.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = at - head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+            BadInput::one(
+                name.clone(),
+                line,
+                col,
+                "",
+                format!(
+                    "invalid UTF-8 (byte 0x{:02x} at offset {at}); the file must be UTF-8 text",
+                    e.as_bytes()[at]
+                ),
+            )
+        })
+        // A byte-order mark (some Windows editors write one) is not YAML: drop it.
+        .map(|text| match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        })
 }
 
 /// Line and column (1-based) of every key, and of every sequence item, by key path.

@@ -199,6 +199,27 @@ pub enum TaskConfig {
 impl TaskConfig {
     /// Checks the parameters and builds the task.
     pub fn build(&self) -> Result<Box<dyn Task>, TaskError> {
+        let task = self.build_unchecked()?;
+        // A condition listed twice would be evaluated twice and give eval.csv two identical rows.
+        let points = task.eval_points();
+        for (i, p) in points.iter().enumerate() {
+            if points[..i].contains(p) {
+                let (field, value) = match p.depth {
+                    Some(d) => ("eval_depths", format!("length {} at depth {d}", p.length)),
+                    None => ("eval_lengths", p.length.to_string()),
+                };
+                return Err(TaskError::new(
+                    self.name(),
+                    field,
+                    value,
+                    "listed twice; expected distinct evaluation conditions",
+                ));
+            }
+        }
+        Ok(task)
+    }
+
+    fn build_unchecked(&self) -> Result<Box<dyn Task>, TaskError> {
         Ok(match self {
             TaskConfig::Copy(c) => Box::new(copy::Copy::new(c.clone())?),
             TaskConfig::RepeatCopy(c) => Box::new(repeat_copy::RepeatCopy::new(c.clone())?),
