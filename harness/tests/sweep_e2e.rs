@@ -457,3 +457,84 @@ fn a_failed_row_write_is_a_clear_error_and_leaves_a_valid_csv() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(rows(&out).len(), 2);
 }
+
+/// `text` with the cells of one column replaced in every data row.
+fn with_cell(text: &str, column: &str, value: &str) -> String {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header = r.headers().unwrap().clone();
+    let col = header.iter().position(|h| h == column).unwrap();
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record(&header).unwrap();
+    for rec in r.records() {
+        let mut rec: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        rec[col] = value.into();
+        w.write_record(&rec).unwrap();
+    }
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+#[test]
+fn a_damaged_runs_csv_is_refused_and_lost_rows_are_recovered_not_retrained() {
+    let d = temp_dir("recover");
+    let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
+    let a = d.join("a");
+    sweep_ok(&f, &a, &[], &[]);
+    let text = std::fs::read_to_string(a.join("runs.csv")).unwrap();
+    let runs_before = dir_digest(&a.join("runs"));
+    let original = by_id(&rows(&a));
+    let sweep = || {
+        membench(
+            &["sweep", f.to_str().unwrap(), "--out", a.to_str().unwrap()],
+            &[],
+        )
+    };
+
+    // A whole last row without its newline is kept (and terminated), not trained again.
+    std::fs::write(a.join("runs.csv"), text.trim_end()).unwrap();
+    let o = sweep();
+    assert!(
+        o.status.success() && stderr(&o).contains("0 to run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(a.join("runs.csv")).unwrap(), text);
+
+    // A damaged header or an unknown status: exit 2 naming line and column, nothing written.
+    for (bad, want) in [
+        (
+            text.replacen("run_id", "runid", 1),
+            "runs.csv:1: missing column run_id",
+        ),
+        (
+            with_cell(&text, "status", "finished"),
+            "runs.csv:2: status `finished`",
+        ),
+    ] {
+        std::fs::write(a.join("runs.csv"), &bad).unwrap();
+        let before = dir_digest(&a);
+        let o = sweep();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert_eq!(dir_digest(&a), before, "nothing written");
+    }
+
+    // A lost row (the sweep died before appending it), an emptied or a missing runs.csv: the rows
+    // come back from result.json and no run is trained again.
+    let first_row = text.lines().take(2).collect::<Vec<_>>().join("\n") + "\n";
+    for lost in [Some(first_row.as_str()), Some(""), None] {
+        match lost {
+            Some(t) => std::fs::write(a.join("runs.csv"), t).unwrap(),
+            None => std::fs::remove_file(a.join("runs.csv")).unwrap(),
+        }
+        let o = sweep();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("row recovered from result.json")
+                && stderr(&o).contains("0 to run"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(dir_digest(&a.join("runs")), runs_before, "no run retrained");
+        assert_eq!(by_id(&rows(&a)), original, "rows as they were");
+    }
+}
