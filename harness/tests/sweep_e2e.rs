@@ -473,6 +473,64 @@ fn with_cell(text: &str, column: &str, value: &str) -> String {
     String::from_utf8(w.into_inner().unwrap()).unwrap()
 }
 
+fn merge_into(inputs: &[&std::path::Path], out: &std::path::Path) -> std::process::Output {
+    let mut a = vec!["merge".to_string()];
+    a.extend(inputs.iter().map(|p| p.display().to_string()));
+    a.extend(["--out".to_string(), out.display().to_string()]);
+    membench(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+#[test]
+fn merge_never_overwrites_or_mixes_versions_in_its_out_directory() {
+    let d = temp_dir("merge-into");
+    let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
+    let a = d.join("a");
+    sweep_ok(&f, &a, &[], &[]);
+    let text = std::fs::read_to_string(a.join("runs.csv")).unwrap();
+    let input = |name: &str, csv: &str| {
+        let p = d.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("runs.csv"), csv).unwrap();
+        p
+    };
+
+    // A failed row never replaces a done one; a conflicting row never replaces --out's own.
+    let failed = input("failed", &with_cell(&text, "status", "failed"));
+    let conflict = input("conflict", &with_cell(&text, "final_loss", "123.0"));
+    let before = dir_digest(&a);
+    let o = merge_into(&[&failed], &a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(dir_digest(&a), before, "done rows kept");
+    let o = merge_into(&[&conflict], &a);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("conflict") && stderr(&o).contains("final_loss"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(dir_digest(&a), before, "--out's rows kept on a conflict");
+
+    // Rows of another membench minor version: refused, nothing written.
+    let old = input("old", &with_cell(&text, "membench_version", "0.0.9"));
+    let o = merge_into(&[&old], &a);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("membench 0.0"), "{}", stderr(&o));
+    assert_eq!(dir_digest(&a), before, "nothing written");
+    let fresh = d.join("fresh");
+    let o = merge_into(&[&a, &old], &fresh);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!fresh.exists(), "nothing created");
+
+    // A done row from an input replaces --out's failed one, with its run directory.
+    let g = input("g", &with_cell(&text, "status", "failed"));
+    let o = merge_into(&[&a], &g);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(by_id(&rows(&g)), by_id(&rows(&a)));
+    for id in by_id(&rows(&a)).keys() {
+        assert!(g.join("runs").join(id).join("result.json").is_file());
+    }
+}
+
 #[test]
 fn a_damaged_runs_csv_is_refused_and_lost_rows_are_recovered_not_retrained() {
     let d = temp_dir("recover");
