@@ -136,8 +136,9 @@ pub struct Runs {
 }
 
 /// Reads `<results>/runs.csv` through the sweep's own reader, without writing: a torn last line
-/// (a crash mid-append) is ignored, any other malformed row is an error naming its line, and a
-/// missing file is an error (a table of nothing would hide a wrong path).
+/// (a crash mid-append) is ignored, any other malformed row (or a metric cell that is not a
+/// number) is an error naming its line, and a missing file is an error (a table of nothing would
+/// hide a wrong path).
 pub fn read_runs(results: &Path) -> Result<Runs> {
     let path = results.join("runs.csv");
     if !path.is_file() {
@@ -146,7 +147,9 @@ pub fn read_runs(results: &Path) -> Result<Runs> {
             path.display()
         )));
     }
-    let (header, rows) = record::RunsCsv::read_only(results)?.into_parts();
+    let csv = record::RunsCsv::read_only(results)?;
+    csv.check_numbers()?;
+    let (header, rows) = csv.into_parts();
     Ok(Runs { header, rows })
 }
 
@@ -1282,15 +1285,26 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let err = read_runs(&dir).err().expect("no runs.csv").to_string();
         assert!(err.contains("no runs.csv here"), "{err}");
-        let head = "run_id,experiment,status\n";
-        std::fs::write(dir.join("runs.csv"), format!("{head}a,x,done\nb,x,do")).unwrap();
+        let head =
+            "run_id,experiment,task,arch,seed,status,final_loss,membench_version,torch_version\n";
+        let a = "a,x,copy,lstm,1,done,0.5,0.4.0,2.11.0\n";
+        std::fs::write(dir.join("runs.csv"), format!("{head}{a}b,x,copy,lstm,2,do")).unwrap();
         let runs = read_runs(&dir).unwrap();
         assert_eq!(runs.rows.len(), 1, "the torn tail is ignored");
-        assert_eq!(runs.header, ["run_id", "experiment", "status"]);
+        assert_eq!(runs.header.len(), 9);
         // A short row in the middle is damage, not a crash mid-append: say where, drop nothing silently.
-        std::fs::write(dir.join("runs.csv"), format!("{head}a,x\nb,x,done\n")).unwrap();
+        std::fs::write(dir.join("runs.csv"), format!("{head}a,x\n{a}")).unwrap();
         let err = format!("{:#}", read_runs(&dir).err().expect("short row"));
-        assert!(err.contains("runs.csv") && err.contains("line: 2"), "{err}");
+        assert!(err.contains("runs.csv:2: 2 fields, expected 9"), "{err}");
+        // A metric that is not a number would drop the run from the statistics: refused.
+        let bad = a.replace("0.5", "0,5").replacen("0,5", "\"0,5\"", 1);
+        std::fs::write(dir.join("runs.csv"), format!("{head}{bad}")).unwrap();
+        let err = read_runs(&dir).err().expect("bad metric");
+        assert!(err.downcast_ref::<crate::strict::BadInput>().is_some());
+        assert!(
+            format!("{err:#}").contains("runs.csv:2: final_loss `0,5`: expected a number"),
+            "{err:#}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1307,14 +1321,14 @@ mod tests {
     /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6, 0.4.
     fn synthetic_results(dir: &Path) {
         let header = "run_id,experiment,task,arch,seed,status,steps,param_count,state_size,final_seq_acc,best_seq_acc,\
-                      steps_to_threshold,success_metric,success_threshold,selection\n";
+                      steps_to_threshold,success_metric,success_threshold,selection,membench_version,torch_version\n";
         let mut text = header.to_string();
         for (arch, accs, reached) in [
             ("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]),
             ("gru", [0.5, 0.6, 0.4], ["", "", ""]),
         ] {
             for (seed, (acc, r)) in accs.iter().zip(reached).enumerate() {
-                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last\n");
+                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last,0.4.0,2.11.0\n");
             }
         }
         std::fs::create_dir_all(dir).unwrap();
@@ -1445,7 +1459,7 @@ mod tests {
     /// d_model 64 (set directly, so its arch.d_model cell is empty); the `width` experiment sweeps
     /// arch.d_model at 8 pairs (set directly, so its task.num_kv_pairs cell is empty).
     fn mqar_like(dir: &Path) -> Runs {
-        let mut csv = "run_id,experiment,task,arch,task.num_kv_pairs,arch.d_model,seed,status,param_count,state_size,best_token_acc\n".to_string();
+        let mut csv = "run_id,experiment,task,arch,task.num_kv_pairs,arch.d_model,seed,status,param_count,state_size,best_token_acc,membench_version,torch_version\n".to_string();
         for (id, exp, pairs_cell, d_cell, pairs, d, state, acc) in [
             ("a0", "pairs", "2", "", 2, 64, 100, 0.9),
             ("a1", "pairs", "2", "", 2, 64, 100, 0.8),
@@ -1455,7 +1469,7 @@ mod tests {
             ("c1", "width", "", "128", 8, 128, 400, 0.6),
         ] {
             let seed = &id[1..];
-            csv += &format!("{id},{exp},mqar,transformer,{pairs_cell},{d_cell},{seed},done,1000,{state},{acc}\n");
+            csv += &format!("{id},{exp},mqar,transformer,{pairs_cell},{d_cell},{seed},done,1000,{state},{acc},0.4.0,2.11.0\n");
             let run = record::run_dir(dir, id);
             std::fs::create_dir_all(&run).unwrap();
             let cfg = format!("task:\n  name: mqar\n  num_kv_pairs: {pairs}\narch:\n  name: transformer\n  d_model: {d}\ntrain:\n  steps: 100\nseed: {seed}\n");

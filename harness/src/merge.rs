@@ -1,11 +1,14 @@
 //! `membench merge DIR... --out DIR`: the union of shard (or machine) results directories.
 //!
-//! Rows are taken by run id: a run present in several inputs is kept once. Two rows of one run
-//! conflict when their deterministic columns differ (status, steps, model size, test metrics);
-//! timings, host and start time may differ between machines and never conflict. On a conflict the
-//! first final row (done/diverged) in argument order is kept, every conflict is listed, and the
-//! command fails (exit 1) after writing, so a script notices. A run's directory comes from the
-//! input whose row was kept.
+//! Rows are taken by run id: a run present in several inputs is kept once. `--out`'s own rows
+//! count as the first input, so a merge never overwrites what it already holds. A final row
+//! (done/diverged) always wins over a failed or timed-out one, wherever either is. Two final rows
+//! of one run conflict when their deterministic columns differ (status, steps, model size, test
+//! metrics); timings, host and start time may differ between machines and never conflict. On a
+//! conflict the first row (`--out`'s, else the first input's) is kept, every conflict is listed,
+//! and the command fails (exit 1) after writing, so a script notices. A run's directory comes from
+//! the input whose row was kept. Finished runs of two membench minor versions or two torch versions
+//! are refused (exit 2) before anything is written, as `sweep` refuses to add to them.
 
 use crate::record::{self, RunsCsv};
 use crate::runner::is_final;
@@ -46,75 +49,143 @@ fn conflicting_columns(a: &BTreeMap<String, String>, b: &BTreeMap<String, String
         .collect()
 }
 
-pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
-    if inputs.is_empty() {
-        bail!("merge: no input directories");
-    }
-    let out_canon = std::fs::canonicalize(out).ok();
-    let mut kept: BTreeMap<String, (BTreeMap<String, String>, usize)> = BTreeMap::new();
+/// What a merge will do, decided before anything is written.
+struct Plan {
+    /// Rows to write into `--out`, each with the input directory its run directory comes from
+    /// (`--out`'s own rows are already there).
+    take: Vec<(BTreeMap<String, String>, PathBuf)>,
+    runs: usize,
+    conflicts: Vec<String>,
+}
+
+/// The version of a row whose numbers it can be compared with: membench minor and torch.
+fn version(row: &BTreeMap<String, String>) -> String {
+    let get = |k: &str| row.get(k).map_or("", String::as_str);
+    format!(
+        "membench {} / torch {}",
+        crate::reproduce::minor(get("membench_version")),
+        get("torch_version")
+    )
+}
+
+/// Merges `sources` in order (the first is `--out` itself): a final row (done/diverged) wins over
+/// a non-final one wherever it is; otherwise the first row of a run is kept, and two final rows
+/// that differ in a deterministic column are a conflict. Finished runs of two versions are refused.
+fn plan(sources: &[(PathBuf, RunsCsv)]) -> Result<Plan> {
+    // run id → (row, source, line)
+    let mut kept: BTreeMap<String, (BTreeMap<String, String>, usize, u64)> = BTreeMap::new();
     let mut order = vec![];
     let mut conflicts = vec![];
-    for (i, dir) in inputs.iter().enumerate() {
-        if !dir.join("runs.csv").is_file() {
-            bail!("{} has no runs.csv", dir.display());
-        }
-        if out_canon.is_some() && std::fs::canonicalize(dir).ok() == out_canon {
-            bail!("{} is both an input and --out", dir.display());
-        }
-        let csv = RunsCsv::read_only(dir)?;
-        for row in csv.rows() {
+    let mut first_version: Option<(String, String)> = None;
+    for (i, (_, csv)) in sources.iter().enumerate() {
+        for (j, row) in csv.rows().iter().enumerate() {
+            let at = format!("{}:{}", csv.path().display(), csv.line_of(j));
             let id = row.get("run_id").cloned().unwrap_or_default();
+            let status = row.get("status").map_or("", String::as_str);
+            if is_final(status) {
+                let v = version(row);
+                match &first_version {
+                    None => first_version = Some((v, format!("{at} (run {id})"))),
+                    Some((v0, where0)) if *v0 != v => {
+                        return Err(crate::strict::bad_option(anyhow::anyhow!(
+                            "{at}: run {id} was made by {v}, but {where0} by {v0}: their numbers are \
+                             not comparable, so merge will not put them in one results directory \
+                             (merge each version into its own --out)"
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
             match kept.get_mut(&id) {
                 None => {
                     order.push(id.clone());
-                    kept.insert(id, (row.clone(), i));
+                    kept.insert(id, (row.clone(), i, csv.line_of(j)));
                 }
-                Some((first, from)) => {
-                    let cols = conflicting_columns(first, row);
-                    let (s1, s2) = (
-                        first.get("status").cloned().unwrap_or_default(),
-                        row.get("status").cloned().unwrap_or_default(),
-                    );
-                    if !is_final(&s1) && is_final(&s2) {
+                Some((first, from, line)) => {
+                    let s1 = first.get("status").map_or("", String::as_str);
+                    if !is_final(s1) && is_final(status) {
                         // A retried run finished elsewhere: the finished row wins, no conflict.
-                        *first = row.clone();
-                        *from = i;
-                    } else if is_final(&s1) && is_final(&s2) && !cols.is_empty() {
-                        conflicts.push(format!(
-                            "run {id}: {} and {} differ in {}; kept the first",
-                            inputs[*from].display(),
-                            dir.display(),
-                            cols.join(", ")
-                        ));
+                        (*first, *from, *line) = (row.clone(), i, csv.line_of(j));
+                    } else if is_final(s1) && is_final(status) {
+                        let cols = conflicting_columns(first, row);
+                        if !cols.is_empty() {
+                            conflicts.push(format!(
+                                "run {id}: {}:{line} and {at} differ in {}; kept the first",
+                                sources[*from].1.path().display(),
+                                cols.join(", ")
+                            ));
+                        }
                     }
                 }
             }
         }
     }
+    let runs = order.len();
+    let take = order
+        .into_iter()
+        .filter_map(|id| {
+            let (row, from, _) = kept.remove(&id)?;
+            (from != 0).then(|| (row, sources[from].0.clone()))
+        })
+        .collect();
+    Ok(Plan {
+        take,
+        runs,
+        conflicts,
+    })
+}
+
+pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    if inputs.is_empty() {
+        bail!("merge: no input directories");
+    }
+    let out_canon = std::fs::canonicalize(out).ok();
+    let mut sources = vec![(out.to_path_buf(), RunsCsv::read_only(out)?)];
+    for dir in inputs {
+        if !dir.join("runs.csv").is_file() {
+            return Err(crate::strict::bad_option(anyhow::anyhow!(
+                "{} has no runs.csv",
+                dir.display()
+            )));
+        }
+        if out_canon.is_some() && std::fs::canonicalize(dir).ok() == out_canon {
+            return Err(crate::strict::bad_option(anyhow::anyhow!(
+                "{} is both an input and --out",
+                dir.display()
+            )));
+        }
+        sources.push((dir.clone(), RunsCsv::read_only(dir)?));
+    }
+    // Checked before anything is created or locked, so a refused merge leaves --out as it was.
+    plan(&sources)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let _lock = crate::lock::DirLock::acquire(out)?;
-    let mut csv = RunsCsv::open(out)?;
-    for id in &order {
-        let (row, from) = &kept[id];
-        let src = record::run_dir(&inputs[*from], id);
+    // Planned again from --out as it is under the lock.
+    sources[0].1 = RunsCsv::open(out)?;
+    let plan = plan(&sources)?;
+    let mut csv = sources.swap_remove(0).1;
+    for (row, from) in &plan.take {
+        let id = row.get("run_id").map_or("", String::as_str);
+        let src = record::run_dir(from, id);
         if src.is_dir() {
             record::copy_run_dir(&src, &record::run_dir(out, id))?;
         }
         csv.upsert_row(row.clone())?;
     }
     eprintln!(
-        "merge: {} runs from {} directories into {}",
-        order.len(),
+        "merge: {} runs from {} directories into {} ({} rows written)",
+        plan.runs,
         inputs.len(),
-        out.display()
+        out.display(),
+        plan.take.len()
     );
-    if !conflicts.is_empty() {
-        for c in &conflicts {
+    if !plan.conflicts.is_empty() {
+        for c in &plan.conflicts {
             eprintln!("merge: conflict: {c}");
         }
         bail!(
             "{} conflicting duplicate run(s); see above",
-            conflicts.len()
+            plan.conflicts.len()
         );
     }
     Ok(())

@@ -11,7 +11,8 @@
 //! ```
 //! Files are written to a temporary name, synced and renamed, so a reader never sees half a file.
 //! runs.csv grows by appended, synced rows; a torn last line (a crash mid-append) is cut off when
-//! the file is next opened.
+//! the file is next opened, and a whole last row that lacks only its newline gets it. Reading
+//! runs.csv checks it: the fixed columns, one row per run id, known statuses, integer seeds.
 //!
 //! The runs.csv columns (what each means, which are deterministic) are documented in README.md,
 //! "Results: layout and CSV schema", from [`RunRecord::cells`] and `tail_columns` below.
@@ -23,7 +24,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where and how a run executed; not part of the run id.
@@ -349,58 +350,254 @@ impl RunRecord {
     }
 }
 
+/// Columns without which a runs.csv is not one: the run's identity, its status, and the
+/// provenance a sweep checks before adding to it.
+const REQUIRED: [&str; 8] = [
+    "run_id",
+    "experiment",
+    "task",
+    "arch",
+    "seed",
+    "status",
+    "membench_version",
+    "torch_version",
+];
+
+const STATUSES: [Status; 4] = [
+    Status::Done,
+    Status::Diverged,
+    Status::Failed,
+    Status::Timeout,
+];
+
+fn known_status(s: &str) -> bool {
+    STATUSES.iter().any(|k| k.as_str() == s)
+}
+
+/// Columns holding numbers (or nothing): what readers of results parse as floats.
+pub fn numeric_column(c: &str) -> bool {
+    let metric = |p: &str| {
+        c.strip_prefix(p)
+            .is_some_and(|m| Metrics::NAMES.contains(&m))
+    };
+    metric("final_")
+        || metric("best_")
+        || matches!(
+            c,
+            "steps"
+                | "wall_s"
+                | "train_samples_per_s"
+                | "train_tokens_per_s"
+                | "step_ms_median"
+                | "peak_rss_bytes"
+                | "peak_device_bytes"
+                | "param_count"
+                | "state_size"
+                | "flops_per_token"
+                | "mfu"
+                | "best_step"
+                | "steps_to_threshold"
+                | "success_threshold"
+        )
+}
+
+/// Bad input at `path:line` (exit code 2).
+fn bad_line(path: &Path, line: u64, message: String) -> anyhow::Error {
+    anyhow::Error::new(crate::strict::BadInput::one(
+        path.display().to_string(),
+        line as usize,
+        0,
+        "",
+        message,
+    ))
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
+    let line = e.position().map_or(1, |p| p.line());
+    let message = match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields, expected {expected_len} (the header's)"),
+        _ => e.to_string(),
+    };
+    bad_line(path, line, message)
+}
+
+/// The end of runs.csv: a row is one line, appended with its newline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tail {
+    /// Empty, or ends with a newline.
+    Whole,
+    /// The last line is a whole row (or the header) without its newline.
+    Unterminated,
+    /// The last line is half a row (a crash mid-append); the file's first `keep` bytes are whole.
+    Torn { keep: usize },
+}
+
+/// Whether `line`, the last line of a file with `header`, is a whole row: the header's field
+/// count, a known status and, when last, a whole start time (a cut row ends early).
+fn whole_row(header: &[String], line: &[u8]) -> bool {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line);
+    let Some(Ok(rec)) = r.records().next() else {
+        return false;
+    };
+    let cell = |c: &str| header.iter().position(|h| h == c).and_then(|i| rec.get(i));
+    rec.len() == header.len()
+        && cell("status").is_some_and(known_status)
+        && (header.last().map(String::as_str) != Some("started_at")
+            || cell("started_at").is_some_and(|t| humantime::parse_rfc3339(t).is_ok()))
+}
+
 /// runs.csv: one row per run id. Opened once per sweep, by the process holding the sweep lock.
 pub struct RunsCsv {
     path: PathBuf,
     header: Vec<String>,
     rows: Vec<BTreeMap<String, String>>,
+    /// The file line of each row as read (0 for rows added since).
+    lines: Vec<u64>,
 }
 
 impl RunsCsv {
-    /// Opens (or starts) `<out>/runs.csv`, cutting off a torn last line. Only the holder of the
-    /// directory's lock may call this (it may write).
+    /// Opens (or starts) `<out>/runs.csv`, checked as [`RunsCsv::read_only`] does; then cuts off
+    /// a torn last line (saying so), or adds the newline a whole last row lacks. Only the holder
+    /// of the directory's lock may call this (it may write).
     pub fn open(out: &Path) -> Result<Self> {
-        let path = out.join("runs.csv");
-        if path.exists() {
-            repair_torn_tail(&path)?;
+        let (csv, tail) = Self::read_from(out.join("runs.csv"))?;
+        let fix = |f: &mut File| -> std::io::Result<()> {
+            match tail {
+                Tail::Whole => return Ok(()),
+                Tail::Unterminated => f.write_all(b"\n")?,
+                Tail::Torn { keep } => {
+                    eprintln!(
+                        "{}: cutting a torn last line ({} bytes; a crash mid-append)",
+                        csv.path.display(),
+                        f.metadata()?.len() - keep as u64
+                    );
+                    f.set_len(keep as u64)?
+                }
+            }
+            f.sync_all()
+        };
+        if tail != Tail::Whole {
+            OpenOptions::new()
+                .append(true)
+                .open(&csv.path)
+                .and_then(|mut f| fix(&mut f))
+                .with_context(|| format!("repairing the end of {}", csv.path.display()))?;
         }
-        Self::read_from(path, false)
+        Ok(csv)
     }
 
     /// Reads `<out>/runs.csv` without writing anything (a torn last line is ignored, not cut);
-    /// empty when there is no such file. For `list`, `--dry-run` and readers of results.
+    /// empty when there is no such file or it is empty. A file without the fixed columns, a
+    /// malformed row, a duplicated run id, an unknown status or a non-integer seed is bad input
+    /// naming its line. For `list`, `--dry-run` and readers of results.
     pub fn read_only(out: &Path) -> Result<Self> {
-        Self::read_from(out.join("runs.csv"), true)
+        Ok(Self::read_from(out.join("runs.csv"))?.0)
     }
 
-    fn read_from(path: PathBuf, skip_torn: bool) -> Result<Self> {
-        let mut header = vec![];
-        let mut rows = vec![];
-        if path.exists() {
-            let mut bytes =
-                fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            if skip_torn && bytes.last().is_some_and(|&b| b != b'\n') {
-                bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
-            }
-            let mut r = csv::Reader::from_reader(bytes.as_slice());
-            header = r
-                .headers()
-                .with_context(|| format!("reading {}", path.display()))?
-                .iter()
-                .map(String::from)
-                .collect();
-            for rec in r.records() {
-                let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-                rows.push(
-                    header
-                        .iter()
-                        .cloned()
-                        .zip(rec.iter().map(String::from))
-                        .collect(),
-                );
+    fn read_from(path: PathBuf) -> Result<(Self, Tail)> {
+        let mut csv = RunsCsv {
+            path,
+            header: vec![],
+            rows: vec![],
+            lines: vec![],
+        };
+        let path = csv.path.clone();
+        let mut bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((csv, Tail::Whole)),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if bytes.is_empty() {
+            return Ok((csv, Tail::Whole));
+        }
+        let mut r = csv::Reader::from_reader(bytes.as_slice());
+        csv.header = r
+            .headers()
+            .map_err(|e| csv_error(&path, e))?
+            .iter()
+            .map(String::from)
+            .collect();
+        for c in REQUIRED {
+            if !csv.header.iter().any(|h| h == c) {
+                return Err(bad_line(&path, 1, format!("missing column {c}")));
             }
         }
-        Ok(RunsCsv { path, header, rows })
+        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let tail = match bytes.last() {
+            Some(b'\n') => Tail::Whole,
+            _ if keep == 0 || whole_row(&csv.header, &bytes[keep..]) => Tail::Unterminated,
+            _ => Tail::Torn { keep },
+        };
+        if let Tail::Torn { keep } = tail {
+            bytes.truncate(keep);
+        }
+        let mut r = csv::Reader::from_reader(bytes.as_slice());
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        for rec in r.records() {
+            let rec = rec.map_err(|e| csv_error(&path, e))?;
+            let line = rec.position().map_or(0, |p| p.line());
+            let row: BTreeMap<String, String> = csv
+                .header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect();
+            let bad = |m: String| bad_line(&path, line, m);
+            let id = &row["run_id"];
+            if id.is_empty() {
+                return Err(bad("run_id is empty".into()));
+            }
+            if let Some(first) = seen.insert(id.clone(), line) {
+                return Err(bad(format!(
+                    "run_id {id} is a duplicate of line {first} (one row per run)"
+                )));
+            }
+            let status = &row["status"];
+            if !known_status(status) {
+                return Err(bad(format!(
+                    "status `{status}`: expected done, diverged, failed or timeout"
+                )));
+            }
+            let seed = &row["seed"];
+            if seed.parse::<u64>().is_err() {
+                return Err(bad(format!(
+                    "seed `{seed}`: expected a non-negative integer"
+                )));
+            }
+            csv.rows.push(row);
+            csv.lines.push(line);
+        }
+        Ok((csv, tail))
+    }
+
+    /// Checks that every non-empty cell of a numeric column (metrics, sizes, timings) is a number
+    /// (`nan` included): a reader that skipped it would compute statistics over fewer runs.
+    pub fn check_numbers(&self) -> Result<()> {
+        for (row, line) in self.rows.iter().zip(&self.lines) {
+            for (col, v) in row {
+                if numeric_column(col) && !v.is_empty() && v.parse::<f64>().is_err() {
+                    return Err(bad_line(
+                        &self.path,
+                        *line,
+                        format!("{col} `{v}`: expected a number (or an empty cell)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The file line each row was read from (0 for a row added since).
+    pub fn line_of(&self, index: usize) -> u64 {
+        self.lines.get(index).copied().unwrap_or(0)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn rows(&self) -> &[BTreeMap<String, String>] {
@@ -445,7 +642,10 @@ impl RunsCsv {
         let fits = !self.header.is_empty() && cells.keys().all(|k| self.header.contains(k));
         match replaced {
             Some(i) => self.rows[i] = cells.clone(),
-            None => self.rows.push(cells.clone()),
+            None => {
+                self.rows.push(cells.clone());
+                self.lines.push(0);
+            }
         }
         if fits && replaced.is_none() {
             let line = csv_bytes(
@@ -464,6 +664,7 @@ impl RunsCsv {
                 // Best effort: take back a partial row now; otherwise the next open cuts it.
                 let _ = f.set_len(before).and_then(|_| f.sync_all());
                 self.rows.pop();
+                self.lines.pop();
             }
             return written.with_context(|| format!("appending a row to {}", self.path.display()));
         }
@@ -521,40 +722,132 @@ fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
     f.sync_data()
 }
 
-/// Cuts a file back to its last complete line (a crash can leave half a row).
-fn repair_torn_tail(path: &Path) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let len = f.metadata()?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let mut last = [0u8];
-    f.seek(SeekFrom::Start(len - 1))?;
-    f.read_exact(&mut last)?;
-    if last[0] == b'\n' {
-        return Ok(());
-    }
-    let mut bytes = vec![];
-    f.seek(SeekFrom::Start(0))?;
-    f.read_to_end(&mut bytes)?;
-    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    tracing::warn!(
-        "{}: cutting a torn last line ({} bytes)",
-        path.display(),
-        bytes.len() - keep
-    );
-    f.set_len(keep as u64)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::fresh_dir;
+
+    const HEADER: &str =
+        "run_id,experiment,task,arch,seed,status,final_loss,membench_version,torch_version,started_at\n";
+
+    fn row(id: &str, seed: &str, status: &str) -> String {
+        format!("{id},e,copy,lstm,{seed},{status},0.5,0.4.0,2.11.0,2026-11-28T10:00:00Z\n")
+    }
+
+    /// A results dir whose runs.csv holds `text`.
+    fn dir_with(name: &str, text: &str) -> PathBuf {
+        let d = fresh_dir(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("runs.csv"), text).unwrap();
+        d
+    }
+
+    /// The error of reading `text` through open (and read_only: the same), and that open wrote nothing.
+    fn refused(name: &str, text: &str) -> String {
+        let d = dir_with(name, text);
+        let e = RunsCsv::read_only(&d).err().expect("read_only refuses");
+        let e2 = RunsCsv::open(&d).err().expect("open refuses");
+        assert!(
+            e.downcast_ref::<crate::strict::BadInput>().is_some(),
+            "{e:#}"
+        );
+        assert_eq!(format!("{e:#}"), format!("{e2:#}"));
+        assert_eq!(fs::read_to_string(d.join("runs.csv")).unwrap(), text);
+        fs::remove_dir_all(&d).unwrap();
+        let path = d.join("runs.csv").display().to_string();
+        format!("{e:#}").replace(&path, "runs.csv")
+    }
+
+    #[test]
+    fn a_whole_last_row_without_its_newline_is_kept_and_terminated() {
+        let whole = format!("{HEADER}{}{}", row("a", "1", "done"), row("b", "2", "done"));
+        let d = dir_with("unterminated", whole.trim_end());
+        assert_eq!(RunsCsv::read_only(&d).unwrap().rows().len(), 2);
+        let csv = RunsCsv::open(&d).unwrap();
+        assert_eq!(csv.status_of("b"), Some("done"));
+        assert_eq!(fs::read_to_string(d.join("runs.csv")).unwrap(), whole);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_row_is_cut_even_inside_its_last_cell() {
+        let good = format!("{HEADER}{}", row("a", "1", "done"));
+        for cut in [20, 40, row("b", "2", "done").len() - 4] {
+            let torn = format!("{good}{}", &row("b", "2", "done")[..cut]);
+            let d = dir_with("torn", &torn);
+            assert_eq!(RunsCsv::read_only(&d).unwrap().rows().len(), 1);
+            assert_eq!(fs::read_to_string(d.join("runs.csv")).unwrap(), torn);
+            let csv = RunsCsv::open(&d).unwrap();
+            assert_eq!(
+                (csv.rows().len(), csv.status_of("b")),
+                (1, None),
+                "cut {cut}"
+            );
+            assert_eq!(fs::read_to_string(d.join("runs.csv")).unwrap(), good);
+            fs::remove_dir_all(&d).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_header_without_a_fixed_column_is_refused() {
+        let text = format!("{HEADER}{}", row("a", "1", "done")).replacen("run_id", "runid", 1);
+        assert_eq!(
+            refused("header", &text),
+            "runs.csv:1: missing column run_id"
+        );
+        let text = format!("{HEADER}{}", row("a", "1", "done")).replace("torch_version", "torch");
+        assert_eq!(
+            refused("header2", &text),
+            "runs.csv:1: missing column torch_version"
+        );
+    }
+
+    #[test]
+    fn invalid_rows_are_refused_naming_line_column_and_value() {
+        let (a, b) = (row("a", "1", "done"), row("b", "2", "done"));
+        let cases = [
+            (
+                format!("{HEADER}{a}{b}{a}"),
+                "runs.csv:4: run_id a is a duplicate of line 2 (one row per run)",
+            ),
+            (
+                format!("{HEADER}{a}{}", row("b", "2", "finished")),
+                "runs.csv:3: status `finished`: expected done, diverged, failed or timeout",
+            ),
+            (
+                format!("{HEADER}{}{b}", row("a", "1.5", "done")),
+                "runs.csv:2: seed `1.5`: expected a non-negative integer",
+            ),
+            (
+                format!("{HEADER}a,e,copy\n{b}"),
+                "runs.csv:2: 3 fields, expected 10 (the header's)",
+            ),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            assert_eq!(refused(&format!("rows{i}"), text), *want);
+        }
+    }
+
+    #[test]
+    fn a_metric_that_is_not_a_number_is_refused_by_check_numbers() {
+        let text = format!(
+            "{HEADER}{}{}{}",
+            row("a", "1", "done"),
+            row("b", "2", "done").replace("0.5", "nan"),
+            row("c", "3", "failed").replace("0.5", "")
+        );
+        let d = dir_with("numbers", &text);
+        RunsCsv::read_only(&d).unwrap().check_numbers().unwrap();
+        fs::write(d.join("runs.csv"), text.replacen("0.5", "0.5x", 1)).unwrap();
+        let e = RunsCsv::read_only(&d).unwrap().check_numbers().unwrap_err();
+        assert!(e.downcast_ref::<crate::strict::BadInput>().is_some());
+        assert!(
+            format!("{e:#}")
+                .ends_with("runs.csv:2: final_loss `0.5x`: expected a number (or an empty cell)"),
+            "{e:#}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn a_whole_swept_section_keeps_the_fixed_column() {

@@ -98,7 +98,7 @@ fn run_ids(target: &str) -> Result<Vec<String>> {
 }
 
 /// `major.minor` of a semver string.
-fn minor(v: &str) -> &str {
+pub(crate) fn minor(v: &str) -> &str {
     match v.match_indices('.').nth(1) {
         Some((i, _)) => &v[..i],
         None => v,

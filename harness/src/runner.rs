@@ -104,12 +104,21 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     }
     if opts.dry_run {
         let csv = RunsCsv::read_only(&opts.out)?;
+        let orphans = orphaned_results(&csv, &opts.out)?;
+        let status_of = |id: &str| {
+            csv.status_of(id).or_else(|| {
+                orphans
+                    .iter()
+                    .find(|o| o.run_id == id)
+                    .map(|o| o.status.as_str())
+            })
+        };
         let pending = runs
             .iter()
-            .filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final))
+            .filter(|r| !status_of(&r.run_id()).is_some_and(is_final))
             .count();
         for r in &runs {
-            let status = csv.status_of(&r.run_id()).unwrap_or("pending").to_string();
+            let status = status_of(&r.run_id()).unwrap_or("pending").to_string();
             println!(
                 "{}\t{}\t{}\t{status}\t{}",
                 r.run_id(),
@@ -125,11 +134,27 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
         return Ok(());
     }
     // Checked before anything is created or locked, so a refused sweep leaves the directory as it was.
-    refuse_other_versions(&RunsCsv::read_only(&opts.out)?, &opts.out)?;
+    let csv = RunsCsv::read_only(&opts.out)?;
+    let orphans = orphaned_results(&csv, &opts.out)?;
+    refuse_other_versions(
+        csv.rows()
+            .iter()
+            .cloned()
+            .chain(orphans.iter().map(RunRecord::cells)),
+        &opts.out,
+    )?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let _lock = DirLock::acquire(&opts.out)?;
     let mut csv = RunsCsv::open(&opts.out)?;
+    for rec in orphaned_results(&csv, &opts.out)? {
+        eprintln!(
+            "sweep: run {id} has runs/{id}/result.json but no row in runs.csv (a sweep stopped \
+             before writing it): row recovered from result.json, not trained again",
+            id = rec.run_id
+        );
+        csv.upsert(&rec)?;
+    }
     let total = runs.len();
     let pending: Vec<RunConfig> = runs
         .into_iter()
@@ -225,17 +250,55 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     Ok(())
 }
 
-/// Human form of a child's end: exit code or signal.
+/// Runs whose directory holds a result.json but which have no row in runs.csv: the sweep stopped
+/// between a child's end and its row's append, or runs.csv was lost or emptied. The child wrote
+/// result.json last, after its curve and eval files, and the sweep removes it before (re)starting a
+/// run, so it is that run's whole record: its row is recovered, and training it again would
+/// overwrite a finished run. A result.json that cannot be read is bad input (nothing is written).
+fn orphaned_results(csv: &RunsCsv, out: &Path) -> Result<Vec<RunRecord>> {
+    let runs = out.join("runs");
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(vec![]);
+    };
+    let mut found = vec![];
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", runs.display()))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path().join("result.json");
+        if csv.status_of(&id).is_some() || !path.is_file() {
+            continue;
+        }
+        let bad = |why: String| {
+            crate::strict::bad_option(anyhow::anyhow!(
+                "{}: {why}; it has no row in runs.csv, so the sweep would train the run again and \
+                 overwrite it: move {} away first",
+                path.display(),
+                entry.path().display()
+            ))
+        };
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let rec: RunRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("not a membench result ({e})")))?;
+        if rec.run_id != id {
+            return Err(bad(format!("holds run {}, not {id}", rec.run_id)));
+        }
+        found.push(rec);
+    }
+    found.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    Ok(found)
+}
+
 /// A results directory holds one version's numbers: resuming a sweep of membench 0.1 with
 /// membench 0.2 (or another torch) would put rows that are not comparable in one table.
-fn refuse_other_versions(csv: &RunsCsv, out: &Path) -> Result<()> {
-    let stale: Vec<(&str, String)> = csv
-        .rows()
-        .iter()
+fn refuse_other_versions(
+    rows: impl Iterator<Item = BTreeMap<String, String>>,
+    out: &Path,
+) -> Result<()> {
+    let stale: Vec<(String, String)> = rows
         .filter(|row| row.get("status").is_some_and(|s| is_final(s)))
         .filter_map(|row| {
-            crate::reproduce::version_mismatch(row)
-                .map(|why| (row.get("run_id").map_or("?", String::as_str), why))
+            crate::reproduce::version_mismatch(&row)
+                .map(|why| (row.get("run_id").cloned().unwrap_or_default(), why))
         })
         .collect();
     match stale.first() {
@@ -249,6 +312,7 @@ fn refuse_other_versions(csv: &RunsCsv, out: &Path) -> Result<()> {
     }
 }
 
+/// Human form of a child's end: exit code or signal.
 fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(sig) = status.signal() {

@@ -23,7 +23,7 @@ pub const MAX_RUNS: u64 = 100_000;
 /// Deepest nesting of mappings and sequences accepted.
 pub const MAX_DEPTH: usize = 64;
 
-/// One mistake in an input file, at a 1-based line and column.
+/// One mistake in an input file, at a 1-based line and column (0: the whole line).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
     pub line: usize,
@@ -75,7 +75,11 @@ impl fmt::Display for BadInput {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: ", self.file, is.line, is.col)?;
+            // Column 0: the mistake is a whole line or cell (a CSV row), not a place in it.
+            match is.col {
+                0 => write!(f, "{}:{}: ", self.file, is.line)?,
+                col => write!(f, "{}:{}:{}: ", self.file, is.line, col)?,
+            }
             if !is.key.is_empty() {
                 write!(f, "{}: ", is.key)?;
             }

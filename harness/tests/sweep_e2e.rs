@@ -457,3 +457,142 @@ fn a_failed_row_write_is_a_clear_error_and_leaves_a_valid_csv() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(rows(&out).len(), 2);
 }
+
+/// `text` with the cells of one column replaced in every data row.
+fn with_cell(text: &str, column: &str, value: &str) -> String {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header = r.headers().unwrap().clone();
+    let col = header.iter().position(|h| h == column).unwrap();
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record(&header).unwrap();
+    for rec in r.records() {
+        let mut rec: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        rec[col] = value.into();
+        w.write_record(&rec).unwrap();
+    }
+    String::from_utf8(w.into_inner().unwrap()).unwrap()
+}
+
+fn merge_into(inputs: &[&std::path::Path], out: &std::path::Path) -> std::process::Output {
+    let mut a = vec!["merge".to_string()];
+    a.extend(inputs.iter().map(|p| p.display().to_string()));
+    a.extend(["--out".to_string(), out.display().to_string()]);
+    membench(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+#[test]
+fn merge_never_overwrites_or_mixes_versions_in_its_out_directory() {
+    let d = temp_dir("merge-into");
+    let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
+    let a = d.join("a");
+    sweep_ok(&f, &a, &[], &[]);
+    let text = std::fs::read_to_string(a.join("runs.csv")).unwrap();
+    let input = |name: &str, csv: &str| {
+        let p = d.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("runs.csv"), csv).unwrap();
+        p
+    };
+
+    // A failed row never replaces a done one; a conflicting row never replaces --out's own.
+    let failed = input("failed", &with_cell(&text, "status", "failed"));
+    let conflict = input("conflict", &with_cell(&text, "final_loss", "123.0"));
+    let before = dir_digest(&a);
+    let o = merge_into(&[&failed], &a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(dir_digest(&a), before, "done rows kept");
+    let o = merge_into(&[&conflict], &a);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("conflict") && stderr(&o).contains("final_loss"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(dir_digest(&a), before, "--out's rows kept on a conflict");
+
+    // Rows of another membench minor version: refused, nothing written.
+    let old = input("old", &with_cell(&text, "membench_version", "0.0.9"));
+    let o = merge_into(&[&old], &a);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("membench 0.0"), "{}", stderr(&o));
+    assert_eq!(dir_digest(&a), before, "nothing written");
+    let fresh = d.join("fresh");
+    let o = merge_into(&[&a, &old], &fresh);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!fresh.exists(), "nothing created");
+
+    // A done row from an input replaces --out's failed one, with its run directory.
+    let g = input("g", &with_cell(&text, "status", "failed"));
+    let o = merge_into(&[&a], &g);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(by_id(&rows(&g)), by_id(&rows(&a)));
+    for id in by_id(&rows(&a)).keys() {
+        assert!(g.join("runs").join(id).join("result.json").is_file());
+    }
+}
+
+#[test]
+fn a_damaged_runs_csv_is_refused_and_lost_rows_are_recovered_not_retrained() {
+    let d = temp_dir("recover");
+    let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
+    let a = d.join("a");
+    sweep_ok(&f, &a, &[], &[]);
+    let text = std::fs::read_to_string(a.join("runs.csv")).unwrap();
+    let runs_before = dir_digest(&a.join("runs"));
+    let original = by_id(&rows(&a));
+    let sweep = || {
+        membench(
+            &["sweep", f.to_str().unwrap(), "--out", a.to_str().unwrap()],
+            &[],
+        )
+    };
+
+    // A whole last row without its newline is kept (and terminated), not trained again.
+    std::fs::write(a.join("runs.csv"), text.trim_end()).unwrap();
+    let o = sweep();
+    assert!(
+        o.status.success() && stderr(&o).contains("0 to run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(a.join("runs.csv")).unwrap(), text);
+
+    // A damaged header or an unknown status: exit 2 naming line and column, nothing written.
+    for (bad, want) in [
+        (
+            text.replacen("run_id", "runid", 1),
+            "runs.csv:1: missing column run_id",
+        ),
+        (
+            with_cell(&text, "status", "finished"),
+            "runs.csv:2: status `finished`",
+        ),
+    ] {
+        std::fs::write(a.join("runs.csv"), &bad).unwrap();
+        let before = dir_digest(&a);
+        let o = sweep();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+        assert_eq!(dir_digest(&a), before, "nothing written");
+    }
+
+    // A lost row (the sweep died before appending it), an emptied or a missing runs.csv: the rows
+    // come back from result.json and no run is trained again.
+    let first_row = text.lines().take(2).collect::<Vec<_>>().join("\n") + "\n";
+    for lost in [Some(first_row.as_str()), Some(""), None] {
+        match lost {
+            Some(t) => std::fs::write(a.join("runs.csv"), t).unwrap(),
+            None => std::fs::remove_file(a.join("runs.csv")).unwrap(),
+        }
+        let o = sweep();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("row recovered from result.json")
+                && stderr(&o).contains("0 to run"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(dir_digest(&a.join("runs")), runs_before, "no run retrained");
+        assert_eq!(by_id(&rows(&a)), original, "rows as they were");
+    }
+}
