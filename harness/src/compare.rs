@@ -655,7 +655,9 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
 }
 
 /// `membench report`: every task, default metric, selection and axes.
-pub fn report(results: &Path, command: &str) -> Result<Vec<PathBuf>> {
+/// Every task's tables and plots with the default metric, selection and axes, under `out`
+/// (default `<results>/reports`).
+pub fn report(results: &Path, out: Option<PathBuf>, command: &str) -> Result<Vec<PathBuf>> {
     compare(&CompareOptions {
         results: results.to_path_buf(),
         task: None,
@@ -664,7 +666,7 @@ pub fn report(results: &Path, command: &str) -> Result<Vec<PathBuf>> {
         filters: vec![],
         metric: None,
         selection: None,
-        out: None,
+        out,
         command: command.into(),
     })
 }

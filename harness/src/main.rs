@@ -191,8 +191,9 @@ enum Cmd {
         /// Output directory (default: <results>/reports).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Every task with default metric, selection and axes (same as `membench report`).
-        #[arg(long)]
+        /// Every task with default metric, selection and axes (same as `membench report`; --out
+        /// still applies).
+        #[arg(long, conflicts_with_all = ["task", "x", "filters", "metric", "selection"])]
         all: bool,
     },
     /// Regenerate every table and plot of a results directory under <results>/reports.
@@ -329,10 +330,13 @@ fn main() -> ExitCode {
             keep,
         }),
         Some(Cmd::Compare {
-            results, all: true, ..
-        })
-        | Some(Cmd::Report { results }) => {
-            compare::report(&results, &compare::command_line()).map(print_written)
+            results,
+            out,
+            all: true,
+            ..
+        }) => compare::report(&results, out, &compare::command_line()).map(print_written),
+        Some(Cmd::Report { results }) => {
+            compare::report(&results, None, &compare::command_line()).map(print_written)
         }
         Some(Cmd::Compare {
             results,
