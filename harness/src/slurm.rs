@@ -171,12 +171,42 @@ fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
 
 /// Writes both scripts under `<out>/slurm/`, and with `submit` submits them; returns a report for
 /// stdout (job ids, or the commands to submit by hand).
+/// Slurm's time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (and UNLIMITED).
+fn is_slurm_time(t: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return true;
+    }
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, t),
+    };
+    let fields: Vec<&str> = rest.split(':').collect();
+    days.is_none_or(digits) && fields.iter().all(|f| digits(f)) && (1..=3).contains(&fields.len())
+}
+
+/// Slurm's memory size: a whole number with an optional K, M, G or T unit.
+fn is_slurm_mem(m: &str) -> bool {
+    let num = m.trim_end_matches(|c: char| "KMGTkmgt".contains(c));
+    m.len() - num.len() <= 1
+        && !num.is_empty()
+        && num.len() <= 12
+        && num.bytes().all(|b| b.is_ascii_digit())
+}
+
 pub fn slurm(o: &SlurmOptions) -> Result<String> {
     crate::runner::check_results_dir(&o.out, "--out")?;
     let runs = expand_grid(&o.file)?;
     if o.array == 0 || o.cpus_per_task == 0 || o.threads < 1 {
         return Err(bad(anyhow::anyhow!(
             "--array, --cpus-per-task and --threads must be at least 1"
+        )));
+    }
+    if o.threads as usize > o.cpus_per_task {
+        return Err(bad(anyhow::anyhow!(
+            "--threads {} exceeds --cpus-per-task {}: each run would have fewer cores than threads",
+            o.threads,
+            o.cpus_per_task
         )));
     }
     for (k, v) in [
@@ -186,6 +216,20 @@ pub fn slurm(o: &SlurmOptions) -> Result<String> {
     ] {
         if let Some(v) = v {
             directive_value(k, v)?;
+        }
+    }
+    if let Some(t) = &o.time {
+        if !is_slurm_time(t) {
+            return Err(bad(anyhow::anyhow!(
+                "--time {t}: expected Slurm's MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+            )));
+        }
+    }
+    if let Some(m) = &o.mem {
+        if !is_slurm_mem(m) {
+            return Err(bad(anyhow::anyhow!(
+                "--mem {m}: expected a whole number with an optional K, M, G or T unit, e.g. 8G"
+            )));
         }
     }
     // More tasks than runs would only queue empty shards.
@@ -422,6 +466,30 @@ mod tests {
         );
         assert!(!d.join("out").exists());
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn time_and_memory_follow_slurm_formats() {
+        for t in [
+            "30",
+            "30:00",
+            "2:00:00",
+            "1-12",
+            "1-12:30",
+            "1-12:30:00",
+            "UNLIMITED",
+        ] {
+            assert!(is_slurm_time(t), "{t}");
+        }
+        for t in ["abc", "", "1:2:3:4", "-5", "1-", "2h", "1.5"] {
+            assert!(!is_slurm_time(t), "{t}");
+        }
+        for m in ["8G", "512M", "4000", "1t"] {
+            assert!(is_slurm_mem(m), "{m}");
+        }
+        for m in ["lots", "", "8GB", "G", "1.5G", "-1G"] {
+            assert!(!is_slurm_mem(m), "{m}");
+        }
     }
 
     #[test]
