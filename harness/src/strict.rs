@@ -366,15 +366,70 @@ fn expected_names(message: &str) -> Vec<&str> {
     rest.split('`').skip(1).step_by(2).collect()
 }
 
-/// serde's message, plus " (did you mean `y`?)" when it names an unknown key close to an allowed one.
+/// serde's message in the file's terms (no Rust type names), plus " (did you mean `y`?)" when it
+/// names an unknown key close to an allowed one.
 pub fn with_hint(message: &str) -> String {
-    let Some(name) = unknown_name(message) else {
-        return message.to_string();
+    let message = plain(message);
+    let Some(name) = unknown_name(&message) else {
+        return message;
     };
-    match closest(name, expected_names(message)) {
-        Some(m) => format!("{message} (did you mean `{m}`?)"),
-        None => message.to_string(),
+    // A key with no letter or digit (a YAML merge key `<<`, say) resembles nothing.
+    if !name.chars().any(char::is_alphanumeric) {
+        return message;
     }
+    let allowed = expected_names(&message);
+    // A truncated key (`hiden` for `hidden_size`) is close to the allowed key's start.
+    let prefix = |a: &str| a.chars().take(name.chars().count() + 1).collect::<String>();
+    let hint = closest(name, allowed.iter().copied()).or_else(|| {
+        allowed
+            .iter()
+            .copied()
+            .filter(|a| {
+                name.chars().count() >= 3 && strsim::damerau_levenshtein(name, &prefix(a)) <= 1
+            })
+            .min_by_key(|a| a.len())
+    });
+    match hint {
+        Some(m) => format!("{message} (did you mean `{m}`?)"),
+        None => message,
+    }
+}
+
+/// serde's wording with the Rust type names it leaks replaced by what the file should hold.
+fn plain(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, file) in [
+        (
+            "struct FileSchema",
+            "a mapping with `experiments` (and optionally `defaults`)",
+        ),
+        (
+            "struct Experiment",
+            "an experiment mapping (`task`, `arch`, `train`, ...)",
+        ),
+        (
+            "struct Defaults",
+            "a mapping of defaults (`task`, `arch`, `train`, ...)",
+        ),
+        (
+            "internally tagged enum ArchConfig",
+            "an `arch` mapping with a `name`",
+        ),
+        (
+            "internally tagged enum TaskConfig",
+            "a `task` mapping with a `name`",
+        ),
+        ("struct TrainConfig", "a `train` mapping"),
+    ] {
+        m = m.replace(rust, file);
+    }
+    for big in [
+        " as u128, expected any YAML value",
+        " as i128, expected any YAML value",
+    ] {
+        m = m.replace(big, ": too large a number");
+    }
+    m
 }
 
 #[cfg(test)]
@@ -403,6 +458,20 @@ mod tests {
                 .map(|(p, n)| (p.0, n)),
             Some((7, 2))
         );
+    }
+
+    #[test]
+    fn messages_name_what_the_file_holds_and_hint_truncated_keys_only() {
+        let m = with_hint("invalid type: sequence, expected struct FileSchema");
+        assert!(
+            !m.contains("FileSchema") && m.contains("`experiments`"),
+            "{m}"
+        );
+        let m =
+            with_hint("unknown field `hiden`, expected one of `hidden_size`, `layers`, `dropout`");
+        assert!(m.ends_with("(did you mean `hidden_size`?)"), "{m}");
+        let m = with_hint("unknown field `<<`, expected one of `lr`, `steps`");
+        assert!(!m.contains("did you mean"), "{m}");
     }
 
     #[test]
