@@ -163,6 +163,26 @@ impl ArchConfig {
         }
     }
 
+    /// Checks that the model takes sequences as long as the task's longest (`max_time`, computed
+    /// only for a model with a fixed maximum length: a learned position table).
+    pub fn check_length(&self, max_time: impl FnOnce() -> usize) -> Result<(), ArchError> {
+        match self {
+            ArchConfig::Transformer(c) if c.pos_encoding == transformer::PosEncoding::Learned => {
+                let t = max_time();
+                if t as i64 > c.max_len {
+                    return Err(ArchError::invalid(
+                        "transformer",
+                        "max_len",
+                        c.max_len,
+                        format!("expected at least {t}: the task's longest sequence (training or an eval length) has {t} steps, and learned positions end at max_len"),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Validates the config against a task's io without training anything, so a sweep can reject
     /// a bad grid before it starts. Families with a standalone validator are checked field by
     /// field; the others are built once in a scratch CPU store (cheap at benchmark sizes).

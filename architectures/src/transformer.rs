@@ -16,8 +16,8 @@
 //! Positional encodings (`pos_encoding`):
 //! - `sinusoidal` (default): the fixed table of Vaswani et al., added after the input projection;
 //! - `learned`: a trained [max_len, d_model] table (GPT-2). A sequence longer than `max_len` has no
-//!   encoding for its tail, so forward panics with a message naming both numbers (the harness
-//!   records a child panic as a failed run);
+//!   encoding for its tail: `membench validate` refuses a `max_len` below the task's longest
+//!   sequence ([`crate::ArchConfig::check_length`]), and forward still panics naming both numbers;
 //! - `rope`: rotary embeddings (Su et al. 2021, base 10000, "rotate-half" layout as in GPT-NeoX /
 //!   Llama) applied to queries and keys in every layer; nothing added to h_0;
 //! - `none`: no positional information beyond the causal mask (Haviv et al. 2022).

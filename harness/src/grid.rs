@@ -618,8 +618,8 @@ impl Plan {
                             &combo,
                         ));
                     }
-                    let io = match rc.task.build() {
-                        Ok(task) => task.io(),
+                    let task = match rc.task.build() {
+                        Ok(task) => task,
                         Err(e) => {
                             return Err(loc.in_run(
                                 ei,
@@ -630,18 +630,21 @@ impl Plan {
                             ))
                         }
                     };
-                    // Seeds share the architecture: check each distinct (arch, io) once.
-                    if checked_archs.insert(format!("{:?}{io:?}", rc.arch)) {
-                        if let Err(e) = rc.arch.check(io) {
-                            let membench_architectures::ArchError::Invalid { field, .. } = &e;
-                            return Err(loc.in_run(
-                                ei,
-                                &swept_keys,
-                                &segs(&["arch", field]),
-                                e.to_string(),
-                                &combo,
-                            ));
-                        }
+                    let io = task.io();
+                    // Seeds share the architecture: check each distinct (arch, io) once; the
+                    // length check costs nothing unless the model has a maximum length.
+                    let fresh = checked_archs.insert(format!("{:?}{io:?}", rc.arch));
+                    let checked = if fresh { rc.arch.check(io) } else { Ok(()) };
+                    if let Err(e) = checked.and_then(|()| rc.arch.check_length(|| task.max_time()))
+                    {
+                        let membench_architectures::ArchError::Invalid { field, .. } = &e;
+                        return Err(loc.in_run(
+                            ei,
+                            &swept_keys,
+                            &segs(&["arch", field]),
+                            e.to_string(),
+                            &combo,
+                        ));
                     }
                     runs.push(rc);
                 }

@@ -201,6 +201,10 @@ impl Task for AssociativeRecall {
         }
     }
 
+    fn train_max_length(&self) -> usize {
+        self.cfg.max_items
+    }
+
     fn eval_points(&self) -> Vec<EvalPoint> {
         length_points(&self.cfg.eval_lengths, self.cfg.max_items)
     }

@@ -159,6 +159,10 @@ impl Task for Copy {
         }
     }
 
+    fn train_max_length(&self) -> usize {
+        self.cfg.max_len
+    }
+
     fn eval_points(&self) -> Vec<EvalPoint> {
         let lengths = if self.cfg.eval_lengths.is_empty() {
             vec![self.cfg.max_len]

@@ -156,6 +156,10 @@ impl Task for CopyMemory {
         }
     }
 
+    fn train_max_length(&self) -> usize {
+        self.cfg.max_delay
+    }
+
     fn eval_points(&self) -> Vec<EvalPoint> {
         length_points(&self.cfg.eval_lengths, self.cfg.max_delay)
     }

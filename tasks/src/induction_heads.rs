@@ -140,6 +140,10 @@ impl Task for InductionHeads {
         }
     }
 
+    fn train_max_length(&self) -> usize {
+        self.cfg.max_len
+    }
+
     fn eval_points(&self) -> Vec<EvalPoint> {
         length_points(&self.cfg.eval_lengths, self.cfg.max_len)
     }

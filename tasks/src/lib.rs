@@ -174,6 +174,23 @@ pub trait Task: Send + Sync {
     ) -> Batch;
     /// Evaluation conditions listed in the config (length generalization).
     fn eval_points(&self) -> Vec<EvalPoint>;
+    /// The longest training condition, in the unit of [`EvalPoint::length`]: a batch at that
+    /// point is at least as long as any training batch.
+    fn train_max_length(&self) -> usize;
+    /// Time steps of the longest batch the task produces, in training or at any evaluation
+    /// condition (for models with a fixed maximum length, checked before a run starts).
+    fn max_time(&self) -> usize {
+        let train = EvalPoint {
+            length: self.train_max_length(),
+            depth: None,
+        };
+        self.eval_points()
+            .into_iter()
+            .chain([train])
+            .map(|p| self.batch(Split::Test, 0, 0, 1, Some(p)).time)
+            .max()
+            .unwrap_or(0)
+    }
     /// The metric and bar that count as solving the task.
     fn success(&self) -> SuccessCriterion;
     /// Expected value of the success metric for a predictor that ignores its input.

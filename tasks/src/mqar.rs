@@ -176,6 +176,10 @@ impl Task for Mqar {
         }
     }
 
+    fn train_max_length(&self) -> usize {
+        self.cfg.seq_len
+    }
+
     fn eval_points(&self) -> Vec<EvalPoint> {
         length_points(&self.cfg.eval_lengths, self.cfg.seq_len)
     }

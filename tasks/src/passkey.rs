@@ -185,6 +185,10 @@ impl Task for Passkey {
         }
     }
 
+    fn train_max_length(&self) -> usize {
+        self.cfg.length
+    }
+
     fn eval_points(&self) -> Vec<EvalPoint> {
         let lengths = if self.cfg.eval_lengths.is_empty() {
             vec![self.cfg.length]

@@ -302,3 +302,22 @@ fn documented_default_chance_levels() {
         );
     }
 }
+
+#[test]
+fn max_time_bounds_every_training_and_evaluation_batch() {
+    for (cfg, task) in tasks() {
+        let max = task.max_time();
+        let mut longest = 0;
+        for i in 0..64 {
+            longest = longest.max(task.batch(Split::Train, 3, i, 16, None).time);
+        }
+        for p in task.eval_points() {
+            longest = longest.max(task.batch(Split::Test, 3, 0, 16, Some(p)).time);
+        }
+        assert!(
+            longest <= max,
+            "{}: a batch of {longest} steps > max_time {max}",
+            cfg.name()
+        );
+    }
+}
