@@ -299,9 +299,13 @@ fn lists(
 /// Every run of `text` (the experiments file `file`), resolved and checked, in the documented
 /// order; or every mistake found, located in the file.
 pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
-    let bad = |issues: Vec<Issue>| BadInput {
-        file: file.to_string(),
-        issues,
+    // Issues in file order (a stable sort: one place's issues keep the order they were found).
+    let bad = |mut issues: Vec<Issue>| {
+        issues.sort_by_key(|i| (i.line, i.col));
+        BadInput {
+            file: file.to_string(),
+            issues,
+        }
     };
     let pos = Positions::parse(text).map_err(|i| bad(vec![i]))?;
     let loc = Locator { pos: &pos };
@@ -367,22 +371,22 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
             Err(i) => issues.push(i),
         }
     }
-    if !issues.is_empty() {
-        return Err(bad(issues));
-    }
+    // Duplicate names and other experiments' mistakes do not stop the runs of the experiments
+    // that planned from being checked: every mistake is reported at once.
     if total > strict::MAX_RUNS {
         let counts: Vec<String> = plans
             .iter()
             .map(|p| format!("{}: {}", p.name, p.count))
             .collect();
-        return Err(bad(vec![loc.at(
+        issues.push(loc.at(
             &segs(&["experiments"]),
             format!(
                 "the grid has {total} runs ({}); the limit is {}",
                 counts.join(", "),
                 strict::MAX_RUNS
             ),
-        )]));
+        ));
+        return Err(bad(issues));
     }
     let mut runs = vec![];
     let mut ids: HashMap<String, usize> = HashMap::new();
@@ -404,7 +408,7 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
                     runs.push(r);
                 }
             }
-            Err(i) => issues.push(i),
+            Err(found) => issues.extend(found),
         }
     }
     if issues.is_empty() {
@@ -541,7 +545,9 @@ fn plan(
 }
 
 impl Plan {
-    fn expand(&self, ei: usize, loc: &Locator) -> Result<Vec<RunConfig>, Issue> {
+    /// Every run of the experiment, or every distinct mistake found in them (at most
+    /// [`MAX_ISSUES_PER_EXPERIMENT`]): each run's task, train and arch sections are all checked.
+    fn expand(&self, ei: usize, loc: &Locator) -> Result<Vec<RunConfig>, Vec<Issue>> {
         let swept_keys: Vec<(String, &'static str)> = self
             .grid
             .iter()
@@ -550,6 +556,14 @@ impl Plan {
             .collect();
         let combos: usize = self.grid.iter().map(|(_, v)| v.len()).product();
         let mut runs = Vec::with_capacity(self.count as usize);
+        let mut issues: Vec<Issue> = vec![];
+        let note = |found: Vec<Issue>, issues: &mut Vec<Issue>| {
+            for i in found {
+                if !issues.contains(&i) && issues.len() < MAX_ISSUES_PER_EXPERIMENT {
+                    issues.push(i);
+                }
+            }
+        };
         let mut checked_archs = std::collections::HashSet::new();
         for c in 0..combos {
             // Mixed-radix decode of c, last key fastest.
@@ -560,7 +574,7 @@ impl Plan {
                 rest /= vals.len();
             }
             picks.reverse();
-            for z in 0..self.zip_len {
+            'zip: for z in 0..self.zip_len {
                 let mut cfg = self.base.clone();
                 let mut swept = BTreeMap::new();
                 for (k, v) in picks
@@ -572,16 +586,15 @@ impl Plan {
                         .iter()
                         .find(|(s, _)| s == k)
                         .map_or("grid", |(_, s)| s);
-                    set_path(&mut cfg, k, v.clone()).map_err(|m| {
-                        loc.at(
-                            &[
-                                segs(&["experiments", &ei.to_string(), section]),
-                                vec![k.clone()],
-                            ]
-                            .concat(),
-                            m,
-                        )
-                    })?;
+                    if let Err(m) = set_path(&mut cfg, k, v.clone()) {
+                        let path = [
+                            segs(&["experiments", &ei.to_string(), section]),
+                            vec![k.clone()],
+                        ]
+                        .concat();
+                        note(vec![loc.at(&path, m)], &mut issues);
+                        continue 'zip;
+                    }
                     swept.insert(k.clone(), v.clone());
                 }
                 let combo = swept
@@ -590,69 +603,85 @@ impl Plan {
                     .collect::<Vec<_>>()
                     .join(", ");
                 for &seed in &self.seeds {
-                    let mut run = cfg.clone();
-                    set_path(&mut run, "experiment", Value::String(self.name.clone()))
-                        .expect("root is a mapping");
-                    set_path(&mut run, "seed", Value::Number(seed.into()))
-                        .expect("root is a mapping");
-                    let mut rc: RunConfig = match serde_path_to_error::deserialize(run) {
-                        Ok(rc) => rc,
-                        Err(e) => {
-                            let mut path = path_segments(e.path());
-                            let message = strict::with_hint(&e.into_inner().to_string());
-                            if let Some(p) = unknown_key_path(&path, &message) {
-                                path = p;
-                            }
-                            return Err(loc.in_run(ei, &swept_keys, &path, message, &combo));
-                        }
+                    let at = |path: &[String], message: String| {
+                        loc.in_run(ei, &swept_keys, path, message, &combo)
                     };
-                    rc.swept = swept.clone();
-                    rc.device = crate::device::canonical(&rc.device)
-                        .map_err(|m| loc.in_run(ei, &swept_keys, &segs(&["device"]), m, &combo))?;
-                    if let Err((key, message)) = rc.train.check() {
-                        return Err(loc.in_run(
-                            ei,
-                            &swept_keys,
-                            &segs(&["train", key]),
-                            message,
-                            &combo,
-                        ));
+                    match self.resolve_run(&cfg, &swept, seed, &mut checked_archs, &at) {
+                        Ok(rc) => runs.push(rc),
+                        Err(found) => note(found, &mut issues),
                     }
-                    let task = match rc.task.build() {
-                        Ok(task) => task,
-                        Err(e) => {
-                            return Err(loc.in_run(
-                                ei,
-                                &swept_keys,
-                                &segs(&["task", e.field]),
-                                e.to_string(),
-                                &combo,
-                            ))
-                        }
-                    };
-                    let io = task.io();
-                    // Seeds share the architecture: check each distinct (arch, io) once; the
-                    // length check costs nothing unless the model has a maximum length.
-                    let fresh = checked_archs.insert(format!("{:?}{io:?}", rc.arch));
-                    let checked = if fresh { rc.arch.check(io) } else { Ok(()) };
-                    if let Err(e) = checked.and_then(|()| rc.arch.check_length(|| task.max_time()))
-                    {
-                        let membench_architectures::ArchError::Invalid { field, .. } = &e;
-                        return Err(loc.in_run(
-                            ei,
-                            &swept_keys,
-                            &segs(&["arch", field]),
-                            e.to_string(),
-                            &combo,
-                        ));
-                    }
-                    runs.push(rc);
                 }
             }
         }
-        Ok(runs)
+        if issues.is_empty() {
+            Ok(runs)
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// One run of the experiment: the config with its swept values and seed, resolved and
+    /// checked; `at` locates a mistake from its path in the run.
+    fn resolve_run(
+        &self,
+        cfg: &Value,
+        swept: &BTreeMap<String, Value>,
+        seed: u64,
+        checked_archs: &mut std::collections::HashSet<String>,
+        at: &dyn Fn(&[String], String) -> Issue,
+    ) -> Result<RunConfig, Vec<Issue>> {
+        let mut run = cfg.clone();
+        set_path(&mut run, "experiment", Value::String(self.name.clone()))
+            .expect("root is a mapping");
+        set_path(&mut run, "seed", Value::Number(seed.into())).expect("root is a mapping");
+        let mut rc: RunConfig = match serde_path_to_error::deserialize(run) {
+            Ok(rc) => rc,
+            Err(e) => {
+                let mut path = path_segments(e.path());
+                let message = strict::with_hint(&e.into_inner().to_string());
+                if let Some(p) = unknown_key_path(&path, &message) {
+                    path = p;
+                }
+                return Err(vec![at(&path, message)]);
+            }
+        };
+        rc.swept = swept.clone();
+        let mut issues = vec![];
+        match crate::device::canonical(&rc.device) {
+            Ok(d) => rc.device = d,
+            Err(m) => issues.push(at(&segs(&["device"]), m)),
+        }
+        if let Err((key, message)) = rc.train.check() {
+            issues.push(at(&segs(&["train", key]), message));
+        }
+        // The task's io is needed to check the architecture: a task that does not build stops here.
+        let task = match rc.task.build() {
+            Ok(task) => task,
+            Err(e) => {
+                issues.push(at(&segs(&["task", e.field]), e.to_string()));
+                return Err(issues);
+            }
+        };
+        let io = task.io();
+        // Seeds share the architecture: check each distinct (arch, io) once; the length check
+        // costs nothing unless the model has a maximum length.
+        let fresh = checked_archs.insert(format!("{:?}{io:?}", rc.arch));
+        let checked = if fresh { rc.arch.check(io) } else { Ok(()) };
+        if let Err(e) = checked.and_then(|()| rc.arch.check_length(|| task.max_time())) {
+            let membench_architectures::ArchError::Invalid { field, .. } = &e;
+            issues.push(at(&segs(&["arch", field]), e.to_string()));
+        }
+        if issues.is_empty() {
+            Ok(rc)
+        } else {
+            Err(issues)
+        }
     }
 }
+
+/// Distinct mistakes reported per experiment: a wrong value swept over a long grid would
+/// otherwise repeat once per run.
+const MAX_ISSUES_PER_EXPERIMENT: usize = 20;
 
 #[cfg(test)]
 mod tests {
@@ -675,6 +704,24 @@ mod tests {
         assert_eq!(runs[3].train.steps, 6);
         let ids: std::collections::HashSet<_> = runs.iter().map(|r| r.run_id()).collect();
         assert_eq!(ids.len(), runs.len());
+    }
+
+    #[test]
+    fn every_mistake_is_reported_in_file_order() {
+        let text = "experiments:\n  - name: a\n    task: {name: copy, bits: 4, max_len: 3}\n    arch: {name: lstm, hidden_size: 0}\n    train: {steps: 5, lr: -1}\n  - name: a\n    task: {name: copy, bits: 4}\n    arch: {name: lstm, hidden_size: 8}\n    train: {steps: 5}\n    grid: {train.lr: [0.1, -0.5, -0.7]}\n";
+        let e = expand_file("f.yaml", text).unwrap_err();
+        let at: Vec<(usize, &str)> = e.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                (4, "experiments[0].arch.hidden_size"),
+                (5, "experiments[0].train.lr"),
+                (6, "experiments[1].name"),
+                (10, "experiments[1].grid.train.lr"),
+                (10, "experiments[1].grid.train.lr"),
+            ],
+            "{e}"
+        );
     }
 
     #[test]
