@@ -228,8 +228,8 @@ mod tests {
         assert_eq!(core.state_size(11), 2 * 16);
     }
 
-    /// Also checks that memory carries information: the change at step 9 is in the third
-    /// segment, and `assert_causal` requires the output there to move.
+    /// Outputs before a changed step do not move, and the output at the changed step does (the
+    /// carry of information across segments is `memory_carries_across_segments`).
     #[test]
     fn causal() {
         tch::set_num_threads(1);

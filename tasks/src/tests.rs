@@ -102,6 +102,12 @@ fn same_arguments_same_bytes_other_split_or_seed_other_data() {
             bytes(&task.batch(Split::Valid, 1, 3, 8, None)),
             "{name}: split"
         );
+        // Model selection on valid must not see the test examples.
+        assert_ne!(
+            bytes(&task.batch(Split::Valid, 1, 3, 8, None)),
+            bytes(&task.batch(Split::Test, 1, 3, 8, None)),
+            "{name}: valid vs test"
+        );
         assert_ne!(
             a,
             bytes(&task.batch(Split::Train, 2, 3, 8, None)),
