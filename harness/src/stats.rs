@@ -219,4 +219,17 @@ mod tests {
         let s = summarize(&[3.0, f64::NAN, 1.0, 2.0]);
         assert_eq!((s.n, s.median, s.mean), (3, 2.0, 2.0));
     }
+
+    /// For 1, 2, …, 21 the resampled median is the 11th order statistic of 21 draws, so
+    /// P(median ≤ j) = P(Binomial(21, j/21) ≥ 11): 0.018 at j = 6, 0.056 at 7, 0.944 at 14, 0.982 at
+    /// 15. The 95 % percentile interval is therefore about [7, 15], far inside [1, 21].
+    #[test]
+    fn bootstrap_interval_matches_the_order_statistic_distribution() {
+        let xs: Vec<f64> = (1..=21).map(f64::from).collect();
+        let (lo, hi) = bootstrap_median_interval(&xs, 0.95);
+        assert!(
+            (6.0..=8.0).contains(&lo) && (14.0..=16.0).contains(&hi),
+            "({lo}, {hi})"
+        );
+    }
 }
