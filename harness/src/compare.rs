@@ -564,12 +564,16 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     if tasks.is_empty() {
         bail!("{}: no runs", opts.results.join("runs.csv").display());
     }
+    // --metric names a metric with or without its checkpoint prefix.
+    let wanted = opts
+        .metric
+        .as_deref()
+        .map(|m| m.trim_start_matches("final_").trim_start_matches("best_"));
     // An explicit --metric: only the tasks whose runs have it (mse is the adding task's, say),
     // and none is bad input, found before anything is written.
-    let tasks = match &opts.metric {
+    let tasks = match wanted {
         None => tasks,
         Some(m) => {
-            let m = m.trim_start_matches("final_").trim_start_matches("best_");
             let has = |t: &String| {
                 runs.rows.iter().any(|r| {
                     r.get("task") == Some(t)
@@ -601,11 +605,8 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     let mut written = vec![];
     for task in &tasks {
         let task_rows = || runs.rows.iter().filter(|r| r.get("task") == Some(task));
-        let metric = match &opts.metric {
-            Some(m) => m
-                .trim_start_matches("final_")
-                .trim_start_matches("best_")
-                .to_string(),
+        let metric = match wanted {
+            Some(m) => m.to_string(),
             None => mode(task_rows(), "success_metric")
                 .with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
         };
@@ -654,9 +655,8 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-/// `membench report`: every task, default metric, selection and axes.
-/// Every task's tables and plots with the default metric, selection and axes, under `out`
-/// (default `<results>/reports`).
+/// `membench report` (and `compare --all`): every task's tables and plots with the default
+/// metric, selection and axes, under `out` (default `<results>/reports`).
 pub fn report(results: &Path, out: Option<PathBuf>, command: &str) -> Result<Vec<PathBuf>> {
     compare(&CompareOptions {
         results: results.to_path_buf(),

@@ -50,7 +50,7 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         jobs: Option<u32>,
         /// LibTorch intra-op threads per run.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        #[arg(long, default_value_t = 1, value_parser = thread_count())]
         threads: i32,
         #[arg(long, default_value = "results")]
         out: PathBuf,
@@ -92,7 +92,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
         /// Thread counts to time.
-        #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = clap::value_parser!(i32).range(1..=1024))]
+        #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = thread_count())]
         threads: Vec<i32>,
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100_000))]
         warmup: u32,
@@ -134,7 +134,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         gpus: usize,
         /// LibTorch intra-op threads per run.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        #[arg(long, default_value_t = 1, value_parser = thread_count())]
         threads: i32,
         #[arg(long, default_value = "results")]
         out: PathBuf,
@@ -148,7 +148,7 @@ enum Cmd {
     /// Train one resolved run config (what a sweep's child process does), writing beside it.
     Run {
         config: PathBuf,
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        #[arg(long, default_value_t = 1, value_parser = thread_count())]
         threads: i32,
         /// Peak FLOP/s of this machine for the mfu column (a sweep measures it once and passes it).
         #[arg(long, value_parser = parse_peak)]
@@ -378,6 +378,11 @@ fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// A LibTorch intra-op thread count, 1..=[`runner::MAX_THREADS`].
+fn thread_count() -> clap::builder::RangedI64ValueParser<i32> {
+    clap::value_parser!(i32).range(1..=i64::from(runner::MAX_THREADS))
 }
 
 /// `90s`, `10m`, `2h`: a positive run time limit.

@@ -16,27 +16,12 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Columns that legitimately differ between two executions of the same run.
+/// Columns that legitimately differ between two executions of the same run: measurements,
+/// provenance, and where and why it ran (device, threads, the reason of a failure).
 fn varies(column: &str) -> bool {
-    matches!(
-        column,
-        "reason"
-            | "wall_s"
-            | "train_samples_per_s"
-            | "train_tokens_per_s"
-            | "step_ms_median"
-            | "peak_rss_bytes"
-            | "peak_device_bytes"
-            | "mfu"
-            | "host"
-            | "started_at"
-            | "device"
-            | "threads"
-            | "membench_version"
-            | "git_commit"
-            | "tch_version"
-            | "torch_version"
-    )
+    record::MEASURED_COLUMNS.contains(&column)
+        || record::PROVENANCE_COLUMNS.contains(&column)
+        || matches!(column, "reason" | "device" | "threads")
 }
 
 fn conflicting_columns(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {

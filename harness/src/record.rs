@@ -374,6 +374,28 @@ fn known_status(s: &str) -> bool {
     STATUSES.iter().any(|k| k.as_str() == s)
 }
 
+/// Columns that measure one execution (time, throughput, memory): two executions of one run
+/// differ in them.
+pub const MEASURED_COLUMNS: [&str; 7] = [
+    "wall_s",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "step_ms_median",
+    "peak_rss_bytes",
+    "peak_device_bytes",
+    "mfu",
+];
+
+/// Columns saying where, when and with which build a run executed.
+pub const PROVENANCE_COLUMNS: [&str; 6] = [
+    "host",
+    "started_at",
+    "git_commit",
+    "membench_version",
+    "tch_version",
+    "torch_version",
+];
+
 /// Columns holding numbers (or nothing): what readers of results parse as floats.
 pub fn numeric_column(c: &str) -> bool {
     let metric = |p: &str| {
@@ -382,19 +404,13 @@ pub fn numeric_column(c: &str) -> bool {
     };
     metric("final_")
         || metric("best_")
+        || MEASURED_COLUMNS.contains(&c)
         || matches!(
             c,
             "steps"
-                | "wall_s"
-                | "train_samples_per_s"
-                | "train_tokens_per_s"
-                | "step_ms_median"
-                | "peak_rss_bytes"
-                | "peak_device_bytes"
                 | "param_count"
                 | "state_size"
                 | "flops_per_token"
-                | "mfu"
                 | "best_step"
                 | "steps_to_threshold"
                 | "success_threshold"

@@ -28,20 +28,7 @@ pub const GPU_ABS_TOL: f64 = 1e-6;
 /// runs.csv columns that a rerun may legitimately change: timings, memory, and provenance.
 /// Versions are checked separately, before rerunning.
 pub fn is_unchecked(column: &str) -> bool {
-    matches!(
-        column,
-        "wall_s"
-            | "step_ms_median"
-            | "peak_rss_bytes"
-            | "peak_device_bytes"
-            | "mfu"
-            | "started_at"
-            | "host"
-            | "git_commit"
-            | "membench_version"
-            | "tch_version"
-            | "torch_version"
-    ) || column.ends_with("_per_s")
+    record::MEASURED_COLUMNS.contains(&column) || record::PROVENANCE_COLUMNS.contains(&column)
 }
 
 /// curve.csv columns that are timings or memory, not results.
@@ -223,30 +210,33 @@ fn reproduce_one(
     let stored_dir = record::run_dir(&opts.results, id);
     let config_path = stored_dir.join("config.yaml");
     // The saved config must still be the one the id names: an edited file would rerun another run.
-    let hashed = crate::runner::load_run_config(&config_path)?.run_id();
+    let config = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let hashed = crate::runner::parse_run_config(&config_path, &config)?.run_id();
     if hashed != id {
         return Err(crate::strict::bad_option(anyhow::anyhow!(
             "{}: hashes to run id {hashed}, not {id}: the file was changed after the run",
             config_path.display()
         )));
     }
-    let config = std::fs::read(&config_path)
-        .with_context(|| format!("reading {}", config_path.display()))?;
     let threads: i32 = match stored.get("threads").map(String::as_str) {
         None | Some("") => 1,
         Some(t) => t
             .parse()
             .ok()
-            .filter(|n| (1..=1024).contains(n))
+            .filter(|n| (1..=crate::runner::MAX_THREADS).contains(n))
             .with_context(|| {
-                format!("run {id}: runs.csv threads cell `{t}`: expected an integer in 1..=1024")
+                format!(
+                    "run {id}: runs.csv threads cell `{t}`: expected an integer in 1..={}",
+                    crate::runner::MAX_THREADS
+                )
             })
             .map_err(crate::strict::bad_option)?,
     };
     let scratch =
         std::env::temp_dir().join(format!("membench-reproduce-{id}-{}", std::process::id()));
     let dir = record::run_dir(&scratch, id);
-    record::write_atomic(&dir.join("config.yaml"), &config)?;
+    record::write_atomic(&dir.join("config.yaml"), config.as_bytes())?;
     let exe = std::env::current_exe().context("locating the membench binary")?;
     eprintln!(
         "reproduce: rerunning {id} with {threads} thread(s) in {}",

@@ -62,6 +62,9 @@ fn swept_text(run: &RunConfig) -> String {
         .join(" ")
 }
 
+/// Most LibTorch intra-op threads a run may ask for (command line, or a runs.csv row to reproduce).
+pub const MAX_THREADS: i32 = 1024;
+
 /// Refuses an `--out`/`--results` path that exists and is not a directory (exit 2): read as a
 /// results directory it would look empty, and every run would seem pending.
 pub fn check_results_dir(dir: &Path, option: &str) -> Result<()> {
@@ -500,13 +503,17 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// The child side: train the run whose config is at `config_path` and write its files beside it.
 /// A saved, resolved run config (`runs/<run_id>/config.yaml`); a file that does not parse is bad
 /// input located at its line and column.
 pub fn load_run_config(path: &Path) -> Result<RunConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| {
+    parse_run_config(path, &text)
+}
+
+/// [`load_run_config`] of text already read from `path`.
+pub fn parse_run_config(path: &Path, text: &str) -> Result<RunConfig> {
+    serde_yaml::from_str(text).map_err(|e| {
         let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         crate::strict::BadInput::one(
             path.display().to_string(),
@@ -519,6 +526,7 @@ pub fn load_run_config(path: &Path) -> Result<RunConfig> {
     })
 }
 
+/// The child side: train the run whose config is at `config_path` and write its files beside it.
 pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
     let cfg = load_run_config(config_path)?;
     let mut trained = cfg.clone();

@@ -169,8 +169,6 @@ fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
     Ok(s)
 }
 
-/// Writes both scripts under `<out>/slurm/`, and with `submit` submits them; returns a report for
-/// stdout (job ids, or the commands to submit by hand).
 /// Slurm's time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS (and UNLIMITED).
 fn is_slurm_time(t: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.len() <= 6 && s.bytes().all(|b| b.is_ascii_digit());
@@ -194,6 +192,8 @@ fn is_slurm_mem(m: &str) -> bool {
         && num.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Writes both scripts under `<out>/slurm/`, and with `submit` submits them; returns a report for
+/// stdout (job ids, or the commands to submit by hand).
 pub fn slurm(o: &SlurmOptions) -> Result<String> {
     crate::runner::check_results_dir(&o.out, "--out")?;
     let runs = expand_grid(&o.file)?;

@@ -378,15 +378,14 @@ pub fn with_hint(message: &str) -> String {
         return message;
     }
     let allowed = expected_names(&message);
-    // A truncated key (`hiden` for `hidden_size`) is close to the allowed key's start.
-    let prefix = |a: &str| a.chars().take(name.chars().count() + 1).collect::<String>();
+    // A truncated key (`hiden` for `hidden_size`, 3+ characters) is close to the allowed key's start.
+    let n = name.chars().count();
+    let prefix = |a: &str| a.chars().take(n + 1).collect::<String>();
     let hint = closest(name, allowed.iter().copied()).or_else(|| {
         allowed
             .iter()
             .copied()
-            .filter(|a| {
-                name.chars().count() >= 3 && strsim::damerau_levenshtein(name, &prefix(a)) <= 1
-            })
+            .filter(|a| n >= 3 && strsim::damerau_levenshtein(name, &prefix(a)) <= 1)
             .min_by_key(|a| a.len())
     });
     match hint {
