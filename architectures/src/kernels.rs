@@ -45,22 +45,33 @@ fn raw(t: &Tensor) -> *const c_void {
     t.as_ptr() as *const c_void
 }
 
-/// Panics with the message of the kernel call that just failed.
-fn failed() -> ! {
+/// The message of the kernel call that just failed on this thread (its first line: a c10 error
+/// continues with a C++ backtrace).
+fn last_error() -> String {
     // SAFETY: the shim keeps the message in a thread-local string until its next failure.
     let msg = unsafe { CStr::from_ptr(membench_kernel_error()) };
-    panic!("membench kernel: {}", msg.to_string_lossy());
+    let msg = msg.to_string_lossy();
+    msg.lines().next().unwrap_or_default().trim().to_string()
 }
 
-/// Takes ownership of a tensor a kernel allocated; a null pointer becomes a panic with the C++
-/// message, as tch's own ops do.
-fn owned(ptr: *mut c_void) -> Tensor {
+/// Panics with the message of the kernel call that just failed.
+fn failed() -> ! {
+    panic!("membench kernel: {}", last_error());
+}
+
+/// Takes ownership of a tensor a kernel allocated, or the kernel's error message for a null one.
+fn checked(ptr: *mut c_void) -> Result<Tensor, String> {
     if ptr.is_null() {
-        failed();
+        return Err(last_error());
     }
     // SAFETY: the shim returns `new at::Tensor(...)`, which is what tch's C_tensor points to and
     // what tch's Drop frees.
-    unsafe { Tensor::from_ptr(ptr as *mut torch_sys::C_tensor) }
+    Ok(unsafe { Tensor::from_ptr(ptr as *mut torch_sys::C_tensor) })
+}
+
+/// As [`checked`], with a failure turned into a panic with the C++ message, as tch's own ops do.
+fn owned(ptr: *mut c_void) -> Tensor {
+    checked(ptr).unwrap_or_else(|msg| panic!("membench kernel: {msg}"))
 }
 
 /// GRU over all steps. gi: [B, T, 3H] = x·W_ihᵀ + b_ih, h0: [B, H], w_hh: [3H, H], b_hh: [3H]
@@ -71,15 +82,28 @@ pub fn gru(gi: &Tensor, h0: &Tensor, w_hh: &Tensor, b_hh: &Tensor) -> Tensor {
 }
 
 /// x·wᵀ through oneDNN. x: [M, K], w: [N, K] → [M, N], a fresh tensor. CPU, float32.
+/// Only for a process whose GEMM path is oneDNN (`dense::gemm_path`): elsewhere it may fail.
 pub fn onednn_matmul_t(x: &Tensor, w: &Tensor) -> Tensor {
     // SAFETY: as in `gru`.
     owned(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })
 }
 
 /// a·b through oneDNN. a: [B, M, K], b: [B, K, N] → [B, M, N], a fresh tensor. CPU, float32.
+/// Only for a process whose GEMM path is oneDNN, as [`onednn_matmul_t`].
 pub fn onednn_bmm(a: &Tensor, b: &Tensor) -> Tensor {
     // SAFETY: as in `gru`.
     owned(unsafe { membench_onednn_bmm(raw(a), raw(b)) })
+}
+
+/// Both oneDNN products on small float32 operands, with their errors returned instead of
+/// raised: what `dense` tries once per process before it routes any product to oneDNN.
+/// ATen's `mkldnn_matmul` refuses float32 on CPUs without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT.
+pub fn try_onednn(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor), String> {
+    // SAFETY: as in `gru`.
+    let xw = checked(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })?;
+    // SAFETY: as in `gru`.
+    let ab = checked(unsafe { membench_onednn_bmm(raw(a), raw(b)) })?;
+    Ok((xw, ab))
 }
 
 /// The DNC's link update and the read weightings through it (see `dnc_links.cpp`).

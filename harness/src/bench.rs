@@ -95,8 +95,8 @@ pub fn random_batch(spec: &Spec) -> Batch {
 
 /// Dense float32 matmul throughput with the current thread count, 1024³, best of 5: the
 /// machine's practical peak (FLOP/s). The faster of libtorch's `matmul` (MKL) and the models' own
-/// dense path (`dense::matmul_t`, oneDNN on the CPU), so MFU is measured against the best GEMM
-/// this binary can run.
+/// dense path (`dense::matmul_t`: oneDNN on the CPU where this process's GEMM path is oneDNN), so
+/// MFU is measured against the best GEMM this process can run.
 pub fn matmul_peak_flops() -> f64 {
     let n = 1024i64;
     let a = Tensor::randn([n, n], (Kind::Float, Device::Cpu));
@@ -351,7 +351,16 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
 
 /// The Markdown table of the README's Performance section.
 pub fn markdown(rows: &[BenchRow]) -> String {
-    let mut s = String::from(
+    // Timings mean nothing without the CPU and the GEMM path they were taken on.
+    let gemm = crate::sys::gemm_choice().map_or_else(|e| format!("{e:#}"), |c| c.to_string());
+    let mut s = format!(
+        "CPU: {} ({}, {} logical cores); GEMM path: {gemm}; torch {}\n\n",
+        crate::sys::cpu_model(),
+        crate::sys::cpu_isa(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        crate::sys::TORCH_VERSION,
+    );
+    s.push_str(
         "| model | threads | B×T | params | step ms (median, wall) | CPU ms (mean) | samples/s | GFLOP/s | MFU | peak RSS MiB | PyTorch eager ms (wall) | PyTorch CPU ms (mean) | ratio (CPU) | ratio (wall) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {

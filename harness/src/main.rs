@@ -33,7 +33,8 @@ use std::process::ExitCode;
     disable_version_flag = true
 )]
 struct Cli {
-    /// Print membench, tch and torch versions and whether CUDA is usable.
+    /// Print membench, tch and torch versions, the CPU's vector ISA, the GEMM path chosen on it
+    /// (MEMBENCH_GEMM) and whether CUDA is usable.
     #[arg(long, short = 'V')]
     version: bool,
     #[command(subcommand)]
@@ -216,8 +217,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if cli.version {
-        println!("{}", sys::version_text());
-        return ExitCode::SUCCESS;
+        return finish(sys::version_text().map(|text| println!("{text}")));
+    }
+    // Commands that train or time models check MEMBENCH_GEMM (and probe oneDNN) before anything
+    // else, so a bad value is exit 2 here and not a failed row in every run.
+    let trains = matches!(
+        cli.command,
+        Some(Cmd::Sweep { .. } | Cmd::Run { .. } | Cmd::Bench { .. } | Cmd::Reproduce { .. })
+    );
+    if trains {
+        if let Err(e) = sys::gemm_choice() {
+            return finish(Err(e));
+        }
     }
     let result = match cli.command {
         None => {
@@ -364,6 +375,11 @@ fn main() -> ExitCode {
             .map(print_written)
         }
     };
+    finish(result)
+}
+
+/// The exit code of a command's result, with its error printed as a chain.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

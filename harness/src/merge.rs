@@ -43,11 +43,16 @@ struct Plan {
     conflicts: Vec<String>,
 }
 
-/// The version of a row whose numbers it can be compared with: membench minor and torch.
+/// The version of a row whose numbers it can be compared with: membench minor, torch and, on
+/// the CPU, the GEMM path.
 fn version(row: &BTreeMap<String, String>) -> String {
     let get = |k: &str| row.get(k).map_or("", String::as_str);
+    let gemm = match record::gemm_path_of(row) {
+        "" => String::new(),
+        path => format!(" / gemm {path}"),
+    };
     format!(
-        "membench {} / torch {}",
+        "membench {} / torch {}{gemm}",
         crate::reproduce::minor(get("membench_version")),
         get("torch_version")
     )

@@ -32,6 +32,17 @@ use std::path::{Path, PathBuf};
 pub struct RunEnv {
     pub device: String,
     pub threads: i32,
+    /// The GEMM path of the run's dense products (`onednn` or `libtorch`; see
+    /// `membench_architectures::dense`). Empty in records of membench 0.4.1 and earlier, which
+    /// ran oneDNN on the CPU: see [`gemm_path_of`].
+    #[serde(default)]
+    pub gemm_path: String,
+    /// The CPU's vector ISA (`avx512`, `avx2`, ...) and model name: timings and the float32
+    /// kernels libtorch dispatches to depend on them.
+    #[serde(default)]
+    pub cpu_isa: String,
+    #[serde(default)]
+    pub cpu: String,
     pub membench_version: String,
     pub git_commit: String,
     pub tch_version: String,
@@ -50,6 +61,9 @@ impl RunEnv {
     /// memory peaks and the FLOP/s peak are the caller's to fill in.
     pub fn here(device: String, threads: i32, started_at: String, wall_s: f64) -> Self {
         RunEnv {
+            gemm_path: crate::sys::gemm_path_for(&device).into(),
+            cpu_isa: crate::sys::cpu_isa().into(),
+            cpu: crate::sys::cpu_model(),
             device,
             threads,
             membench_version: crate::sys::MEMBENCH_VERSION.into(),
@@ -230,6 +244,9 @@ fn tail_columns() -> Vec<String> {
             "selection",
             "device",
             "threads",
+            "gemm_path",
+            "cpu_isa",
+            "cpu",
             "membench_version",
             "git_commit",
             "tch_version",
@@ -340,6 +357,9 @@ impl RunRecord {
         let e = &self.env;
         put("device", e.device.clone());
         put("threads", e.threads.to_string());
+        put("gemm_path", e.gemm_path.clone());
+        put("cpu_isa", e.cpu_isa.clone());
+        put("cpu", e.cpu.clone());
         put("membench_version", e.membench_version.clone());
         put("git_commit", e.git_commit.clone());
         put("tch_version", e.tch_version.clone());
@@ -387,14 +407,31 @@ pub const MEASURED_COLUMNS: [&str; 7] = [
 ];
 
 /// Columns saying where, when and with which build a run executed.
-pub const PROVENANCE_COLUMNS: [&str; 6] = [
+pub const PROVENANCE_COLUMNS: [&str; 9] = [
     "host",
+    "cpu",
+    "cpu_isa",
+    "gemm_path",
     "started_at",
     "git_commit",
     "membench_version",
     "tch_version",
     "torch_version",
 ];
+
+/// The CPU GEMM path a runs.csv row was made with: its `gemm_path` cell, or for a CPU row without
+/// one (membench 0.4.1 and earlier, which always ran oneDNN on the CPU and panicked where it could
+/// not) `onednn`. Empty for a GPU row, where every product is libtorch's and the CPU path does not
+/// matter.
+pub fn gemm_path_of(row: &BTreeMap<String, String>) -> &str {
+    if row.get("device").is_none_or(|d| d != "cpu") {
+        return "";
+    }
+    match row.get("gemm_path").map(String::as_str) {
+        Some(p) if !p.is_empty() => p,
+        _ => "onednn",
+    }
+}
 
 /// Columns holding numbers (or nothing): what readers of results parse as floats.
 pub fn numeric_column(c: &str) -> bool {

@@ -17,6 +17,7 @@
 //! run made with another torch version, or another membench major.minor (either changes numbers).
 
 use crate::record::{self, RunRecord};
+use membench_architectures::dense;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,6 +198,47 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     Ok(())
 }
 
+/// Why a CPU rerun may differ although it ran the stored row's GEMM path: another vector ISA
+/// (libtorch and its MKL pick their float32 kernels by it, and so group sums differently) or
+/// another CPU model; None on the same kind of CPU, or for a row that does not say (before 0.4.2).
+fn other_cpu(stored: &BTreeMap<String, String>, rerun: &BTreeMap<String, String>) -> Option<String> {
+    let get = |row: &BTreeMap<String, String>, k: &str| row.get(k).cloned().unwrap_or_default();
+    let (isa, cpu) = (get(stored, "cpu_isa"), get(stored, "cpu"));
+    let (isa2, cpu2) = (get(rerun, "cpu_isa"), get(rerun, "cpu"));
+    if isa.is_empty() || (isa == isa2 && cpu == cpu2) {
+        return None;
+    }
+    Some(format!(
+        "(note: stored on a {isa} CPU ({cpu}), rerun on a {isa2} CPU ({cpu2}): libtorch picks its \
+         float32 kernels by the CPU, so sums may be grouped differently)"
+    ))
+}
+
+/// The GEMM path a CPU rerun of `stored` must take: the row's own (see [`record::gemm_path_of`]).
+/// Refused (exit 2, with the reason) where this process cannot take it: oneDNN on a CPU whose
+/// probe failed, or with `MEMBENCH_GEMM=libtorch` set. None for a GPU row.
+fn gemm_for_rerun(id: &str, stored: &BTreeMap<String, String>) -> Result<Option<dense::GemmPath>> {
+    let name = record::gemm_path_of(stored);
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: String| {
+        crate::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}"))
+    };
+    let path = dense::GemmPath::parse(name)
+        .ok_or_else(|| bad(format!("runs.csv gemm_path `{name}`: expected onednn or libtorch")))?;
+    let here = crate::sys::gemm_choice()?;
+    if path == dense::GemmPath::Onednn && here.path != path {
+        return Err(bad(format!(
+            "it was made on the oneDNN GEMM path and this process runs {here}; the libtorch path \
+             groups float32 sums differently, so its numbers would differ for that reason alone. \
+             Reproduce it on a CPU with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT, without \
+             MEMBENCH_GEMM=libtorch"
+        )));
+    }
+    Ok(Some(path))
+}
+
 /// Reruns one stored run; returns the names of the columns (and eval/curve cells) that differ.
 fn reproduce_one(
     id: &str,
@@ -233,6 +275,7 @@ fn reproduce_one(
             })
             .map_err(crate::strict::bad_option)?,
     };
+    let gemm = gemm_for_rerun(id, stored)?;
     let scratch =
         std::env::temp_dir().join(format!("membench-reproduce-{id}-{}", std::process::id()));
     let dir = record::run_dir(&scratch, id);
@@ -243,7 +286,12 @@ fn reproduce_one(
         dir.display()
     );
     let log = std::fs::File::create(dir.join("run.log"))?;
-    let status = Command::new(&exe)
+    let mut cmd = Command::new(&exe);
+    if let Some(path) = gemm {
+        // The rerun takes the stored row's path; this process's own choice does not matter.
+        cmd.env(dense::GEMM_ENV, path.as_str());
+    }
+    let status = cmd
         .arg("run")
         .arg(dir.join("config.yaml"))
         .arg("--threads")
@@ -274,7 +322,7 @@ fn reproduce_one(
         if gpu {
             format!("GPU: numbers within rel {GPU_REL_TOL:e} + abs {GPU_ABS_TOL:e}")
         } else {
-            "CPU: identical cells".to_string()
+            format!("CPU: identical cells, GEMM path {}", record::gemm_path_of(stored))
         }
     );
     println!("{:<26} {:>24} {:>24}  ", "column", "stored", "rerun");
@@ -307,6 +355,9 @@ fn reproduce_one(
             println!("  {line}");
         }
         differing.extend(d);
+    }
+    if !differing.is_empty() && !gpu {
+        differing.extend(other_cpu(stored, &new));
     }
     if opts.keep {
         eprintln!("reproduce: scratch kept at {}", scratch.display());

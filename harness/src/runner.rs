@@ -292,7 +292,8 @@ fn orphaned_results(csv: &RunsCsv, out: &Path) -> Result<Vec<RunRecord>> {
 }
 
 /// A results directory holds one version's numbers: resuming a sweep of membench 0.1 with
-/// membench 0.2 (or another torch) would put rows that are not comparable in one table.
+/// membench 0.2 (or another torch, or another GEMM path on the CPU) would put rows that are not
+/// comparable in one table.
 fn refuse_other_versions(
     rows: impl Iterator<Item = BTreeMap<String, String>>,
     out: &Path,
@@ -301,6 +302,7 @@ fn refuse_other_versions(
         .filter(|row| row.get("status").is_some_and(|s| is_final(s)))
         .filter_map(|row| {
             crate::reproduce::version_mismatch(&row)
+                .or_else(|| gemm_mismatch(&row))
                 .map(|why| (row.get("run_id").cloned().unwrap_or_default(), why))
         })
         .collect();
@@ -313,6 +315,18 @@ fn refuse_other_versions(
             stale.len()
         ))),
     }
+}
+
+/// Why a CPU row made on another GEMM path than this process's cannot share its directory: the
+/// two paths group float32 sums differently, so the same run gives other numbers.
+fn gemm_mismatch(row: &BTreeMap<String, String>) -> Option<String> {
+    let (stored, here) = (record::gemm_path_of(row), crate::sys::gemm_path_for("cpu"));
+    (!stored.is_empty() && stored != here).then(|| {
+        format!(
+            "stored run used the {stored} GEMM path, this process uses {here} (MEMBENCH_GEMM, \
+             or a CPU that cannot run oneDNN's float32 GEMM)"
+        )
+    })
 }
 
 /// Human form of a child's end: exit code or signal.

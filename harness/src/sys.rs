@@ -1,4 +1,7 @@
-//! Facts about this process and machine: peak memory, host name, versions.
+//! Facts about this process and machine: peak memory, host name, versions, the CPU and the GEMM
+//! path chosen on it.
+
+use membench_architectures::dense;
 
 /// Peak resident set size of this process (VmHWM), in bytes; Linux only.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -21,8 +24,64 @@ pub const GIT_COMMIT: &str = env!("MEMBENCH_GIT_COMMIT");
 /// The tch crate version this binary was built with (pinned in the workspace).
 pub const TCH_VERSION: &str = "0.24.0";
 
-/// `membench --version`: our version, tch, torch, and whether CUDA is usable here.
-pub fn version_text() -> String {
+/// The widest x86-64 vector ISA this CPU offers, as the libraries dispatch on it: `avx512`
+/// (F, BW, VL, DQ), `avx2` (with FMA), `avx`, `sse4.2`, `x86-64` (the baseline); on another
+/// architecture, its name.
+pub fn cpu_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
+            "avx512"
+        } else if has!("avx2") && has!("fma") {
+            "avx2"
+        } else if has!("avx") {
+            "avx"
+        } else if has!("sse4.2") {
+            "sse4.2"
+        } else {
+            "x86-64"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
+    }
+}
+
+/// The CPU's model name (/proc/cpuinfo), stated beside every timing; `unknown` where not given.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The GEMM path of this process's CPU runs (see `membench_architectures::dense`), checked:
+/// a bad `MEMBENCH_GEMM`, or `onednn` where this CPU cannot run it, is bad input (exit 2).
+pub fn gemm_choice() -> anyhow::Result<&'static dense::GemmChoice> {
+    dense::gemm_choice().map_err(|e| crate::strict::bad_option(anyhow::anyhow!(e)))
+}
+
+/// The `gemm_path` of a run on `device`: the CPU path of this process, `libtorch` on a GPU (where
+/// every product is libtorch's).
+pub fn gemm_path_for(device: &str) -> &'static str {
+    if device == "cpu" {
+        dense::gemm_path().as_str()
+    } else {
+        dense::GemmPath::Libtorch.as_str()
+    }
+}
+
+/// `membench --version`: our version, tch, torch, the CPU and the GEMM path chosen on it, and
+/// whether CUDA is usable here.
+pub fn version_text() -> anyhow::Result<String> {
     let cuda = if tch::Cuda::is_available() {
         format!(
             "yes ({} device(s), cudnn {})",
@@ -32,7 +91,13 @@ pub fn version_text() -> String {
     } else {
         "no".to_string()
     };
-    format!("membench {MEMBENCH_VERSION} ({GIT_COMMIT})\ntch {TCH_VERSION}\ntorch {TORCH_VERSION}\ncuda {cuda}")
+    let gemm = gemm_choice()?;
+    Ok(format!(
+        "membench {MEMBENCH_VERSION} ({GIT_COMMIT})\ntch {TCH_VERSION}\ntorch {TORCH_VERSION}\ncpu {} ({}, {} logical cores)\ngemm {gemm}\ncuda {cuda}",
+        cpu_isa(),
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    ))
 }
 
 /// Now, as an RFC 3339 UTC timestamp to the second.

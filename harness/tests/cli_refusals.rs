@@ -58,6 +58,24 @@ fn bad_flags_and_paths_are_exit_2_and_touch_nothing() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
     }
+    // A GEMM path that does not exist is refused by every command that trains or times a model,
+    // and by --version, before anything runs.
+    let bad_gemm = [("MEMBENCH_GEMM", "mkl")];
+    let gemm_cases: &[&[&str]] = &[
+        &["sweep", file, "--out", res_s],
+        &["run", file],
+        &["bench", "--models", "lstm"],
+        &["--version"],
+    ];
+    for args in gemm_cases {
+        let o = membench(args, &bad_gemm);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("MEMBENCH_GEMM=`mkl`: expected auto, onednn or libtorch"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
     assert_eq!(dir_digest(&res), before, "results untouched");
     assert!(!res.join("reports").exists(), "no partial report");
     std::fs::remove_dir_all(&d).unwrap();

@@ -26,11 +26,27 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn membench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("running membench")
+    membench_env(args, cwd, &[])
+}
+
+/// `membench` with `env` set; a variable given as empty is removed.
+fn membench_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(EXE);
+    c.args(args).current_dir(cwd);
+    for (k, v) in env {
+        match v.is_empty() {
+            true => c.env_remove(k),
+            false => c.env(k, v),
+        };
+    }
+    c.output().expect("running membench")
+}
+
+/// The cells of `column`, in file order.
+fn column(results: &Path, column: &str) -> Vec<String> {
+    let mut r = csv::Reader::from_path(results.join("runs.csv")).unwrap();
+    let i = r.headers().unwrap().iter().position(|h| h == column).unwrap();
+    r.records().map(|rec| rec.unwrap()[i].to_string()).collect()
 }
 
 fn text(o: &Output) -> String {
@@ -216,4 +232,50 @@ fn sweep_reproduce_tamper_and_compare() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("changed after the run"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The GEMM path is recorded with each run and honoured: a row made on the portable (libtorch)
+/// path is rerun on it whatever this machine would choose; a oneDNN row is refused (exit 2, with
+/// the reason) by a process that may not run oneDNN; and a sweep does not add rows of one path to
+/// a directory holding the other's, rows of 0.4.1 and earlier (no gemm_path cell) counting as
+/// oneDNN. Every refusal leaves runs.csv as it was.
+#[test]
+fn gemm_path_is_recorded_and_honoured() {
+    let dir = scratch("gemm");
+    std::fs::write(dir.join("tiny.yaml"), YAML).unwrap();
+    let portable = [("MEMBENCH_GEMM", "libtorch")];
+    let sweep = |env: &[(&str, &str)]| {
+        membench_env(&["sweep", "tiny.yaml", "--jobs", "1", "--out", "res"], &dir, env)
+    };
+    let o = sweep(&portable);
+    assert!(o.status.success(), "sweep failed: {}", text(&o));
+    let res = dir.join("res");
+    assert_eq!(column(&res, "gemm_path"), ["libtorch", "libtorch"]);
+    for c in ["cpu_isa", "cpu"] {
+        assert!(column(&res, c).iter().all(|v| !v.is_empty()), "{c} is empty");
+    }
+    let ids = run_ids(&res);
+
+    // Default environment (oneDNN where the CPU has it): the rerun still takes the row's path.
+    let auto = [("MEMBENCH_GEMM", "")];
+    let o = membench_env(&["reproduce", &ids[0], "--results", "res"], &dir, &auto);
+    assert!(o.status.success(), "reproduce failed: {}", text(&o));
+    assert!(text(&o).contains("GEMM path libtorch"), "{}", text(&o));
+
+    for claimed in ["onednn", ""] {
+        tamper(&res, &ids[0], "gemm_path", claimed);
+        let before = std::fs::read(res.join("runs.csv")).unwrap();
+        let o = membench_env(&["reproduce", &ids[0], "--results", "res"], &dir, &portable);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains("made on the oneDNN GEMM path"), "{}", text(&o));
+        let o = sweep(&portable);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("stored run used the onednn GEMM path, this process uses libtorch"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(std::fs::read(res.join("runs.csv")).unwrap(), before);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
