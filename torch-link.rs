@@ -80,6 +80,9 @@ fn cpp_shim(lib: &Path, files: &[&str], name: &str) {
         // the rpath) serves both, with one thread pool.
         .flag("-fopenmp")
         .opt_level(3)
+        // No -g (cc would take it from the profile): compiling the torch headers' templates with
+        // debug info doubles this step, and a kernel error arrives as its C++ message anyway.
+        .debug(false)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
         .compile(name);
