@@ -4,7 +4,8 @@
 //! the runs of a task by `--by` (default `arch`) plus every swept key other than the seed, and writes
 //! under `<results>/reports/` (or `--out`):
 //! - `<task>_<metric>_<selection>.md` and `.csv`: one row per group with n, median and the 95 %
-//!   percentile-bootstrap CI of the median, mean and the 95 % Student t CI of the mean, the success
+//!   percentile-bootstrap CI of the median, mean and the 95 % Student t CI of the mean (clipped to
+//!   the metric's range, `eval::Metrics::RANGES`, as are the bands of the plots), the success
 //!   rate, the median steps to threshold, param count, state size, and Welch's p-value against the
 //!   best group (protocol in stats.rs);
 //! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
@@ -272,11 +273,19 @@ pub fn lower_is_better(metric: &str) -> bool {
     matches!(metric, "loss" | "bit_errors_per_seq" | "mse")
 }
 
-/// Range a metric can take, to clip CI bands that would leave it.
+/// Range a metric can take ([`crate::eval::Metrics::RANGES`]), to clip intervals and bands that
+/// would leave it.
 fn metric_bounds(metric: &str) -> (f64, f64) {
-    match metric {
-        "token_acc" | "seq_acc" | "within_tol" => (0.0, 1.0),
-        _ => (0.0, f64::INFINITY),
+    crate::eval::Metrics::range(metric).unwrap_or((f64::NEG_INFINITY, f64::INFINITY))
+}
+
+/// A metric's range in words, for table headers: `[0, 1]` or `≥ 0`.
+fn range_text((lo, hi): (f64, f64)) -> String {
+    match (lo.is_finite(), hi.is_finite()) {
+        (true, true) => format!("[{}, {}]", fmt(lo), fmt(hi)),
+        (true, false) => format!("≥ {}", fmt(lo)),
+        (false, true) => format!("≤ {}", fmt(hi)),
+        (false, false) => "unbounded".into(),
     }
 }
 
@@ -420,7 +429,7 @@ fn median(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| stats::median(xs))
 }
 
-fn group_stats(g: &Group, col: &str, prefix: &str) -> GroupStats {
+fn group_stats(g: &Group, col: &str, prefix: &str, range: (f64, f64)) -> GroupStats {
     let mut success = (0, 0);
     for r in &g.rows {
         let (Some(metric), Some(th)) = (r.get("success_metric"), num(r, "success_threshold"))
@@ -441,7 +450,7 @@ fn group_stats(g: &Group, col: &str, prefix: &str) -> GroupStats {
     }
     let reached = g.values("steps_to_threshold");
     GroupStats {
-        summary: stats::summarize(&g.values(col)),
+        summary: stats::summarize(&g.values(col), range),
         runs: g.rows.len(),
         not_done: g
             .rows
@@ -754,9 +763,10 @@ fn write_table(
     command: &str,
 ) -> Result<Vec<PathBuf>> {
     let col = spec.column();
+    let range = metric_bounds(&spec.metric);
     let mut st: Vec<GroupStats> = groups
         .iter()
-        .map(|g| group_stats(g, &col, spec.selection.prefix()))
+        .map(|g| group_stats(g, &col, spec.selection.prefix(), range))
         .collect();
     // The best group by mean (the quantity Welch's test compares); the others are tested against it.
     let sign = if lower_is_better(&spec.metric) {
@@ -781,15 +791,22 @@ fn write_table(
         .map(|g| g.key.iter().map(|(k, _)| k.as_str()).collect())
         .unwrap_or_else(|| vec![by]);
 
+    // Said in the header of both files: the t interval is clipped to what the metric can take.
+    let within = range_text(range);
+    let mut header = header_lines(spec, command, "table");
+    header.push(format!(
+        "mean_t95_lo, mean_t95_hi: the 95 % Student t CI of the mean clipped to the metric's range ({within})"
+    ));
     let mut md = String::new();
-    for l in header_lines(spec, command, "table") {
+    for l in &header {
         writeln!(md, "<!-- {l} -->")?;
     }
     writeln!(md, "### {} — {} ({})\n", spec.task, col, spec.direction())?;
     writeln!(
         md,
         "Selection protocol: **{}** ({}). Over seeds: median with the 95 % percentile-bootstrap CI of the median \
-         ({} resamples, fixed seed), mean with the 95 % Student t CI of the mean; success = share of seeds whose \
+         ({} resamples, fixed seed), mean with the 95 % Student t CI of the mean clipped to the metric's range \
+         ({within}; the symmetric t interval leaves it near a bound); success = share of seeds whose \
          `success_metric` crosses `success_threshold`; p = Welch's t-test of the mean against the best group.\n",
         spec.selection.as_str(),
         spec.selection.describe(),
@@ -807,12 +824,13 @@ fn write_table(
             spec.selection.prefix()
         )?;
     }
+    let mean_head = format!("mean [t95, clipped to {within}]");
     let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     head.extend(
         [
             "n",
             "median [boot95]",
-            "mean [t95]",
+            mean_head.as_str(),
             "success",
             "steps to thr. (reached)",
             "params",
@@ -875,7 +893,7 @@ fn write_table(
 
     // `# ` comment lines first (pandas: comment="#"), written raw so the csv writer does not quote them.
     let mut comments = String::new();
-    for l in header_lines(spec, command, "table") {
+    for l in &header {
         writeln!(comments, "# {}", l.replace('\n', " "))?;
     }
     let mut w = csv::Writer::from_writer(comments.into_bytes());
@@ -975,12 +993,12 @@ fn band(points: BTreeMap<OrdF64, Vec<f64>>, bounds: (f64, f64)) -> Vec<(f64, f64
     points
         .into_iter()
         .filter_map(|(x, ys)| {
-            let s = stats::summarize(&ys);
+            let s = stats::summarize(&ys, bounds);
             if s.n == 0 {
                 return None;
             }
             let (lo, hi) = if s.n > 1 { s.t_ci } else { (s.mean, s.mean) };
-            Some((x.0, s.mean, lo.max(bounds.0), hi.min(bounds.1)))
+            Some((x.0, s.mean, lo, hi))
         })
         .collect()
 }
@@ -1132,8 +1150,9 @@ fn write_x_table(
     )?;
     writeln!(
         md,
-        "{}. Cells: mean over seeds [95 % t CI]; – where a line has no point.\n",
-        fig.caption.split(';').next().unwrap_or("")
+        "{}. Cells: mean over seeds [95 % t CI, clipped to the metric's range {}]; – where a line has no point.\n",
+        fig.caption.split(';').next().unwrap_or(""),
+        range_text(fig.y_limits)
     )?;
     writeln!(
         md,
@@ -1375,6 +1394,28 @@ mod tests {
                 && lstm.ends_with("| best | `lstm0` `lstm1` `lstm2` |"),
             "{lstm}"
         );
+        // Issue #27: lstm's t CI 0.95 ± t(0.975, 2)·0.05/√3 = 0.95 ± 0.1242 would end at 1.0742, above
+        // any accuracy: it is clipped to 1, in the Markdown and the CSV, and the header says so.
+        assert!(lstm.contains("| 0.95 [0.8258, 1] |"), "{lstm}");
+        assert!(
+            md.contains("| mean [t95, clipped to [0, 1]] |")
+                && md.contains("Student t CI of the mean clipped to the metric's range ([0, 1]"),
+            "{md}"
+        );
+        let csv = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.csv")).unwrap();
+        assert!(
+            csv.contains("# mean_t95_lo, mean_t95_hi: the 95 % Student t CI of the mean clipped to the metric's range ([0, 1])"),
+            "{csv}"
+        );
+        let lstm_csv = csv.lines().find(|l| l.starts_with("lstm,")).unwrap();
+        let hi_col = csv
+            .lines()
+            .find(|l| l.starts_with("arch,"))
+            .unwrap()
+            .split(',')
+            .position(|c| c == "mean_t95_hi")
+            .unwrap();
+        assert_eq!(lstm_csv.split(',').nth(hi_col), Some("1.0"), "{lstm_csv}");
         // gru against lstm: Welch p from scipy 1.17.1 `ttest_ind([0.5, 0.6, 0.4], [1.0, 0.9, 0.95],
         // equal_var=False)`: p = 0.006457589202672629 (t = -6.9714, ν = 2.94), printed to 4 decimals.
         let gru = row("gru");

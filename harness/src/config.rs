@@ -131,33 +131,35 @@ impl TrainConfig {
         }
     }
 
-    /// Impossible values: Err((key under `train`, message)); serde has already checked names and types.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        let bad = |key: &'static str, value: String, expected: &str| {
-            Err((key, format!("{value}: {expected}")))
+    /// Every impossible value, as (key under `train`, message); serde has already checked names
+    /// and types.
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut found = vec![];
+        let mut bad = |key: &'static str, value: String, expected: &str| {
+            found.push((key, format!("{value}: {expected}")))
         };
         if self.steps == 0 || self.steps > 100_000_000 {
-            return bad("steps", self.steps.to_string(), "expected 1..=100000000");
+            bad("steps", self.steps.to_string(), "expected 1..=100000000");
         }
         if self.batch_size == 0 || self.batch_size > 65_536 {
-            return bad(
+            bad(
                 "batch_size",
                 self.batch_size.to_string(),
                 "expected 1..=65536",
             );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", self.lr.to_string(), "expected a finite number > 0");
+            bad("lr", self.lr.to_string(), "expected a finite number > 0");
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(
+            bad(
                 "weight_decay",
                 self.weight_decay.to_string(),
                 "expected a finite number >= 0",
             );
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return bad(
+            bad(
                 "momentum",
                 self.momentum.to_string(),
                 "expected 0 <= momentum < 1",
@@ -165,13 +167,13 @@ impl TrainConfig {
         }
         if let Some(c) = self.grad_clip {
             if !(c.is_finite() && c > 0.0) {
-                return bad("grad_clip", c.to_string(), "expected a finite number > 0");
+                bad("grad_clip", c.to_string(), "expected a finite number > 0");
             }
         }
         if let Some(t) = self.success_threshold {
             // Every success metric (accuracies, within_tol, bit errors) is a finite number >= 0.
             if !(t.is_finite() && t >= 0.0) {
-                return bad(
+                bad(
                     "success_threshold",
                     t.to_string(),
                     "expected a finite number >= 0",
@@ -179,24 +181,23 @@ impl TrainConfig {
             }
         }
         if self.eval_interval == 0 {
-            return bad("eval_interval", "0".into(), "expected >= 1");
+            bad("eval_interval", "0".into(), "expected >= 1");
         }
-        if self.valid_batches == 0 || self.test_batches == 0 {
-            let key = if self.valid_batches == 0 {
-                "valid_batches"
-            } else {
-                "test_batches"
-            };
-            return bad(key, "0".into(), "expected >= 1");
+        if self.valid_batches == 0 {
+            bad("valid_batches", "0".into(), "expected >= 1");
         }
-        if self.warmup_steps > self.steps {
-            return bad(
+        if self.test_batches == 0 {
+            bad("test_batches", "0".into(), "expected >= 1");
+        }
+        // Against a steps value that is itself out of range, the comparison says nothing.
+        if self.warmup_steps > self.steps && self.steps != 0 {
+            bad(
                 "warmup_steps",
                 self.warmup_steps.to_string(),
                 "expected <= steps",
             );
         }
-        Ok(())
+        found
     }
 }
 

@@ -163,6 +163,24 @@ impl Metrics {
         "within_tol",
     ];
 
+    /// The values each metric can take, in [`Metrics::NAMES`] order: the losses (BCE, cross-entropy,
+    /// squared error), bit errors and squared errors are ≥ 0; accuracies and shares are in [0, 1].
+    /// Confidence intervals and plot bands are clipped to these ranges (`stats`, `compare`, `plot`).
+    pub const RANGES: [(f64, f64); 6] = [
+        (0.0, f64::INFINITY),
+        (0.0, 1.0),
+        (0.0, 1.0),
+        (0.0, f64::INFINITY),
+        (0.0, f64::INFINITY),
+        (0.0, 1.0),
+    ];
+
+    /// The range of the metric `name` (see [`Metrics::RANGES`]); None for a name that is not one.
+    pub fn range(name: &str) -> Option<(f64, f64)> {
+        let i = Self::NAMES.iter().position(|&n| n == name)?;
+        Some(Self::RANGES[i])
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         match name {
             "loss" => Some(self.loss),
@@ -193,6 +211,19 @@ mod tests {
             targets,
             mask,
         }
+    }
+
+    #[test]
+    fn every_metric_has_its_range() {
+        assert_eq!(Metrics::range("token_acc"), Some((0.0, 1.0)));
+        assert_eq!(Metrics::range("within_tol"), Some((0.0, 1.0)));
+        assert_eq!(
+            Metrics::range("bit_errors_per_seq"),
+            Some((0.0, f64::INFINITY))
+        );
+        assert_eq!(Metrics::range("mse"), Some((0.0, f64::INFINITY)));
+        assert_eq!(Metrics::range("loss"), Some((0.0, f64::INFINITY)));
+        assert_eq!(Metrics::range("accuracy"), None);
     }
 
     #[test]

@@ -19,25 +19,32 @@
 //! `train.` or are `data_seed` or `device`. Runs come out in a fixed order: experiments in file order, then
 //! grid combinations (keys sorted, last key fastest), then zip positions, then seeds.
 //!
-//! Every mistake is an error located in the file ([`crate::strict`]); errors found in a resolved
-//! run point at the grid key, experiment key or default that supplied the bad value.
+//! Every mistake is an error located in the file ([`crate::strict`]), and every mistake is
+//! reported in one pass: the defaults, each experiment and each of their sections are read on
+//! their own, key by key, where they are written; then each run's merged sections are checked
+//! for what only the merge shows (a missing section, impossible values, a grid value), pointing
+//! at the grid key, experiment key or default that supplied the bad value.
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TrainConfig};
 use crate::strict::{self, BadInput, Issue, Positions};
+use membench_architectures::ArchConfig;
+use membench_tasks::TaskConfig;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 /// Top-level keys of a resolved run that grid/zip keys may set.
 const RUN_KEYS: [&str; 5] = ["task", "arch", "train", "data_seed", "device"];
 
+/// The file's top level. Its parts are read one by one (defaults, each experiment, each section),
+/// so that a mistake in one hides none in another.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSchema {
     #[serde(default)]
-    defaults: Option<Defaults>,
-    experiments: Vec<Experiment>,
+    defaults: Option<Value>,
+    experiments: Vec<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,7 +61,8 @@ struct Defaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Experiment {
-    name: Option<String>,
+    /// Read as written (`0123` stays `0123`): see [`Positions::name_text`].
+    name: Option<Value>,
     task: Option<Value>,
     arch: Option<Value>,
     train: Option<Value>,
@@ -118,7 +126,11 @@ struct Locator<'a> {
 impl Locator<'_> {
     /// An issue at `path` (or the nearest written prefix of it), keyed by the whole path.
     fn at(&self, path: &[String], message: impl Into<String>) -> Issue {
-        let (line, col) = self.pos.nearest(path).map_or((1, 1), |(p, _)| p);
+        let (line, col) = match self.pos.nearest(path) {
+            Some((p, _)) => p,
+            // Nothing of the path is written: the mistake is the whole file's, at its first node.
+            None => self.pos.get(&[]).unwrap_or((1, 1)),
+        };
         Issue {
             line,
             col,
@@ -136,14 +148,8 @@ impl Locator<'_> {
         swept: &[(String, &'static str)],
         run_path: &[String],
         message: String,
-        combo: &str,
     ) -> Issue {
         let exp = segs(&["experiments", &ei.to_string()]);
-        let message = if combo.is_empty() {
-            message
-        } else {
-            format!("{message} (in the run with {combo})")
-        };
         for (key, section) in swept {
             let kp: Vec<&str> = key.split('.').collect();
             if run_path.len() >= kp.len() && run_path.iter().zip(&kp).all(|(a, b)| a == b) {
@@ -158,6 +164,20 @@ impl Locator<'_> {
         }
         let mut in_exp = exp.clone();
         in_exp.extend(run_path.iter().cloned());
+        let mut in_defaults = segs(&["defaults"]);
+        in_defaults.extend(run_path.iter().cloned());
+        // The key itself where it is written (the experiment's wins over the default's), else the
+        // nearest section that holds it.
+        for path in [&in_exp, &in_defaults] {
+            if let Some((line, col)) = self.pos.get(path) {
+                return Issue {
+                    line,
+                    col,
+                    key: strict::display_path(path),
+                    message,
+                };
+            }
+        }
         if let Some((p, n)) = self.pos.nearest(&in_exp) {
             if n > exp.len() {
                 return Issue {
@@ -168,8 +188,6 @@ impl Locator<'_> {
                 };
             }
         }
-        let mut in_defaults = segs(&["defaults"]);
-        in_defaults.extend(run_path.iter().cloned());
         if let Some((p, n)) = self.pos.nearest(&in_defaults) {
             if n > 1 {
                 return Issue {
@@ -241,67 +259,155 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-/// Checks a grid/zip mapping: dotted keys into a run, each with a non-empty list.
+/// The checked keys of a grid/zip mapping (dotted keys into a run, each with a non-empty list);
+/// a bad key is reported and left out, and the section it was meant to set is tainted.
 fn lists(
     m: Option<&Mapping>,
     section: &'static str,
     loc: &Locator,
     exp: &[String],
-) -> Result<Vec<(String, Vec<Value>)>, Issue> {
-    let Some(m) = m else { return Ok(vec![]) };
+    issues: &mut Vec<Issue>,
+    tainted: &mut Tainted,
+) -> Vec<(String, Vec<Value>)> {
+    let Some(m) = m else { return vec![] };
+    let mut sp = exp.to_vec();
+    sp.push(section.into());
     if m.is_empty() {
-        let mut p = exp.to_vec();
-        p.push(section.into());
-        return Err(loc.at(
-            &p,
+        issues.push(loc.at(
+            &sp,
             format!("an empty {section}; give it keys such as `arch.hidden_size: [64, 128]`, or leave it out"),
         ));
+        return vec![];
     }
     let mut out = BTreeMap::new();
     for (k, v) in m {
         let Some(key) = k.as_str() else {
-            let mut p = exp.to_vec();
-            p.push(section.into());
-            return Err(loc.at(
-                &p,
+            issues.push(loc.at(
+                &sp,
                 format!(
                     "keys must be dotted key strings such as `arch.hidden_size`, found {}",
                     kind_of(k)
                 ),
             ));
+            tainted.extend(RUN_KEYS);
+            continue;
         };
-        let mut p = exp.to_vec();
-        p.extend([section.to_string(), key.to_string()]);
+        let mut p = sp.clone();
+        p.push(key.to_string());
         let first = key.split('.').next().unwrap_or("");
-        if !RUN_KEYS.contains(&first)
+        let problem = if !RUN_KEYS.contains(&first)
             || key.split('.').any(str::is_empty)
             || (matches!(first, "data_seed" | "device") && key != first)
         {
             let hint = strict::closest(first, RUN_KEYS)
                 .map(|m| format!(" (did you mean `{m}{}`?)", &key[first.len()..]))
                 .unwrap_or_default();
-            return Err(loc.at(&p, format!("`{key}` does not name a run setting; keys start with one of `task.`, `arch.`, `train.`, or are `data_seed` or `device`{hint}")));
-        }
-        let Value::Sequence(vals) = v else {
-            return Err(loc.at(
-                &p,
-                format!("expected a list of values to sweep, found {}", kind_of(v)),
-            ));
+            Some(format!("`{key}` does not name a run setting; keys start with one of `task.`, `arch.`, `train.`, or are `data_seed` or `device`{hint}"))
+        } else {
+            match v {
+                Value::Sequence(vals) if vals.is_empty() => {
+                    Some("the list is empty, so there are no runs".to_string())
+                }
+                Value::Sequence(_) => None,
+                _ => Some(format!(
+                    "expected a list of values to sweep, found {}",
+                    kind_of(v)
+                )),
+            }
         };
-        if vals.is_empty() {
-            return Err(loc.at(&p, "the list is empty, so there are no runs"));
+        match (problem, v) {
+            (None, Value::Sequence(vals)) => {
+                out.insert(key.to_string(), vals.clone());
+            }
+            (problem, _) => {
+                issues.push(loc.at(&p, problem.unwrap_or_default()));
+                taint(tainted, first);
+            }
         }
-        out.insert(key.to_string(), vals.clone());
     }
-    Ok(out.into_iter().collect())
+    out.into_iter().collect()
+}
+
+/// Run sections (`task`, `arch`, `train`, `data_seed`, `device`) in which a mistake was already
+/// reported where it is written. A run's merged value of such a section goes on without the bad
+/// keys, and what it lacks is not reported: that would be the mistake's consequence (a section
+/// missing because its key was misspelt, a key missing because its value or grid list was bad).
+type Tainted = BTreeSet<&'static str>;
+
+/// Taints the run section that `key` (a section, a dotted key or a misspelling of one) sets.
+fn taint(tainted: &mut Tainted, key: &str) {
+    let first = key.split('.').next().unwrap_or("");
+    if let Some(section) = strict::closest(first, RUN_KEYS) {
+        tainted.insert(section);
+    }
+}
+
+/// Reads one layer (the `defaults`, or an experiment over them) as `T`: its own keys, each
+/// mistake reported where it is written; unknown keys taint the section they may have been meant
+/// to be. Returns the `T` of the keys that read.
+fn read_layer<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    at: &[String],
+    loc: &Locator,
+    issues: &mut Vec<Issue>,
+    tainted: &mut Tainted,
+) -> Option<T> {
+    let locate = |p: &[String], m: String| loc.at(&[at, p].concat(), m);
+    let read = strict::read_keys::<T>(value, None, false, &locate);
+    for i in &read.issues {
+        if let Some(name) = strict::unknown_name(&i.message) {
+            taint(tainted, name);
+        }
+    }
+    issues.extend(read.issues);
+    read.value
+}
+
+/// Checks the `task`, `arch` and `train` sections written in one layer on their own, so that
+/// every unknown key and wrong type is reported where it is written, once, whatever the other
+/// layer and the grid add. A section with a mistake is tainted and goes on without its bad keys
+/// (or not at all after an unknown `name`), so that the runs still check the values it has right.
+fn check_sections(
+    [task, arch, train]: [&mut Option<Value>; 3],
+    at: &[String],
+    loc: &Locator,
+    issues: &mut Vec<Issue>,
+    tainted: &mut Tainted,
+) {
+    fn one<T: serde::de::DeserializeOwned>(
+        section: &mut Option<Value>,
+        key: &'static str,
+        tag: Option<&str>,
+        at: &[String],
+        loc: &Locator,
+        issues: &mut Vec<Issue>,
+        tainted: &mut Tainted,
+    ) {
+        let Some(v) = section else { return };
+        let at = [at, &[key.to_string()]].concat();
+        let locate = |p: &[String], m: String| loc.at(&[&at[..], p].concat(), m);
+        let read = strict::read_keys::<T>(v, tag, true, &locate);
+        if !read.issues.is_empty() {
+            tainted.insert(key);
+            issues.extend(read.issues);
+            *section = read.kept;
+        }
+    }
+    one::<TaskConfig>(task, "task", Some("name"), at, loc, issues, tainted);
+    one::<ArchConfig>(arch, "arch", Some("name"), at, loc, issues, tainted);
+    one::<TrainConfig>(train, "train", None, at, loc, issues, tainted);
 }
 
 /// Every run of `text` (the experiments file `file`), resolved and checked, in the documented
-/// order; or every mistake found, located in the file.
+/// order; or every mistake found, located in the file: the defaults, every experiment, and each
+/// section of each are read on their own, so no mistake hides another.
 pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
-    // Issues in file order (a stable sort: one place's issues keep the order they were found).
+    // Issues in file order (a stable sort: one place's issues keep the order they were found),
+    // each once: a mistake in the defaults shows in the runs of every experiment.
     let bad = |mut issues: Vec<Issue>| {
         issues.sort_by_key(|i| (i.line, i.col));
+        let mut seen = std::collections::HashSet::new();
+        issues.retain(|i| seen.insert((i.line, i.col, i.key.clone(), i.message.clone())));
         BadInput {
             file: file.to_string(),
             issues,
@@ -309,70 +415,75 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
     };
     let pos = Positions::parse(text).map_err(|i| bad(vec![i]))?;
     let loc = Locator { pos: &pos };
-    let de = serde_yaml::Deserializer::from_str(text);
-    let schema: FileSchema = match serde_path_to_error::deserialize(de) {
-        Ok(s) => s,
-        Err(e) => {
-            let path: Vec<String> = path_segments(e.path());
-            let inner = e.into_inner();
-            let mut message = inner.to_string();
-            // serde_yaml appends " at line L column C" and prefixes "path: "; we print both up front.
-            if let Some(i) = message.find(" at line ") {
-                message.truncate(i);
-            }
-            if let Some((head, rest)) = message.split_once(": ") {
-                if !head.is_empty() && !head.contains(' ') {
-                    message = rest.to_string();
-                }
-            }
-            let message = strict::with_hint(&message);
-            let issue = match (inner.location(), unknown_key_path(&path, &message)) {
-                (_, Some(p)) if pos.get(&p).is_some() => loc.at(&p, message),
-                (Some(l), _) => Issue {
-                    line: l.line(),
-                    col: l.column(),
-                    key: strict::display_path(&path),
-                    message,
-                },
-                (None, _) => loc.at(&path, message),
-            };
-            return Err(bad(vec![issue]));
-        }
+    let value = parse_value(text, &loc).map_err(|i| bad(vec![i]))?;
+    let mut issues = vec![];
+    let read = strict::read_keys::<FileSchema>(&value, None, false, &|p, m| loc.at(p, m));
+    issues.extend(read.issues);
+    let Some(schema) = read.value else {
+        return Err(bad(issues));
     };
     if schema.experiments.is_empty() {
-        return Err(bad(vec![loc.at(
+        issues.push(loc.at(
             &segs(&["experiments"]),
             "the list is empty, so there are no runs",
-        )]));
+        ));
+        return Err(bad(issues));
     }
-    let defaults = schema.defaults.unwrap_or_default();
-    let mut issues = vec![];
+    let dp = segs(&["defaults"]);
+    let mut defaults_tainted = Tainted::new();
+    let mut defaults: Defaults = match &schema.defaults {
+        None => Defaults::default(),
+        Some(v) => read_layer(v, &dp, &loc, &mut issues, &mut defaults_tainted).unwrap_or_default(),
+    };
+    let d = &mut defaults;
+    check_sections(
+        [&mut d.task, &mut d.arch, &mut d.train],
+        &dp,
+        &loc,
+        &mut issues,
+        &mut defaults_tainted,
+    );
     let mut plans = vec![];
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut total: u64 = 0;
-    for (ei, exp) in schema.experiments.iter().enumerate() {
+    for (ei, ev) in schema.experiments.iter().enumerate() {
         let ep = segs(&["experiments", &ei.to_string()]);
-        match plan(ei, exp, &defaults, &loc, &ep) {
-            Ok(p) => {
-                if let Some(first) = names.insert(p.name.clone(), ei) {
-                    let mut np = ep.clone();
-                    np.push("name".into());
-                    issues.push(loc.at(
-                        &np,
-                        format!(
-                            "`{}` is also the name of experiments[{first}]; names must be unique",
-                            p.name
-                        ),
-                    ));
-                }
-                total = total.saturating_add(p.count);
-                plans.push(p);
-            }
-            Err(i) => issues.push(i),
+        let mut tainted = defaults_tainted.clone();
+        let Some(mut exp) = read_layer::<Experiment>(ev, &ep, &loc, &mut issues, &mut tainted)
+        else {
+            continue;
+        };
+        let e = &mut exp;
+        check_sections(
+            [&mut e.task, &mut e.arch, &mut e.train],
+            &ep,
+            &loc,
+            &mut issues,
+            &mut tainted,
+        );
+        let Some(p) = plan(ei, &exp, &defaults, &loc, &ep, tainted, &mut issues) else {
+            continue;
+        };
+        if let Some(first) = p
+            .name_ok
+            .then(|| names.insert(p.name.clone(), ei))
+            .flatten()
+        {
+            let mut np = ep.clone();
+            np.push("name".into());
+            issues.push(loc.at(
+                &np,
+                format!(
+                    "`{}` is also the name of experiments[{first}]; names must be unique",
+                    p.name
+                ),
+            ));
         }
+        total = total.saturating_add(p.count);
+        plans.push(p);
     }
-    // Duplicate names and other experiments' mistakes do not stop the runs of the experiments
-    // that planned from being checked: every mistake is reported at once.
+    // Other experiments' mistakes do not stop the runs of the experiments that planned from
+    // being checked: every mistake is reported at once.
     if total > strict::MAX_RUNS {
         let counts: Vec<String> = plans
             .iter()
@@ -390,13 +501,13 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
     }
     let mut runs = vec![];
     let mut ids: HashMap<String, usize> = HashMap::new();
-    for (ei, p) in plans.iter().enumerate() {
-        match p.expand(ei, &loc) {
+    for p in &plans {
+        match p.expand(&loc) {
             Ok(rs) => {
                 for r in rs {
-                    if let Some(first) = ids.insert(r.run_id(), ei) {
+                    if let Some(first) = ids.insert(r.run_id(), p.ei) {
                         issues.push(loc.at(
-                            &segs(&["experiments", &ei.to_string()]),
+                            &segs(&["experiments", &p.ei.to_string()]),
                             format!(
                                 "run {} (seed {}) is identical to a run of experiments[{first}]",
                                 r.run_id(),
@@ -418,6 +529,36 @@ pub fn expand_file(file: &str, text: &str) -> Result<Vec<RunConfig>, BadInput> {
     }
 }
 
+/// The file as one YAML value; what fails here (a number beyond 64 bits, a second document, an
+/// alias bomb) cannot be read past, so it is the only issue reported.
+fn parse_value(text: &str, loc: &Locator) -> Result<Value, Issue> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path: Vec<String> = strict::path_segments(e.path());
+        let inner = e.into_inner();
+        let mut message = inner.to_string();
+        // serde_yaml appends " at line L column C" and prefixes "path: "; we print both up front.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        if let Some((head, rest)) = message.split_once(": ") {
+            if !head.is_empty() && !head.contains(' ') {
+                message = rest.to_string();
+            }
+        }
+        let message = strict::with_hint(&message);
+        match inner.location() {
+            Some(l) => Issue {
+                line: l.line(),
+                col: l.column(),
+                key: strict::display_path(&path),
+                message,
+            },
+            None => loc.at(&path, message),
+        }
+    })
+}
+
 /// Reads and expands an experiments file (see [`strict::read_source`] for what is refused).
 pub fn load(path: &Path) -> Result<Vec<RunConfig>, BadInput> {
     let text = strict::read_source(path)?;
@@ -430,60 +571,74 @@ pub fn expand(text: &str) -> anyhow::Result<Vec<RunConfig>> {
     Ok(expand_file("<experiments>", text)?)
 }
 
-fn path_segments(p: &serde_path_to_error::Path) -> Vec<String> {
-    use serde_path_to_error::Segment;
-    p.iter()
-        .filter_map(|s| match s {
-            Segment::Seq { index } => Some(index.to_string()),
-            Segment::Map { key } => Some(key.clone()),
-            Segment::Enum { .. } | Segment::Unknown => None,
-        })
-        .collect()
-}
-
-/// For "unknown field `x`" errors: the path of `x` itself, so the position is the typo's.
-fn unknown_key_path(path: &[String], message: &str) -> Option<Vec<String>> {
-    let name = strict::unknown_name(message)?;
-    if message.contains("unknown variant") {
-        return None;
-    }
-    let mut p = path.to_vec();
-    if p.last().map(String::as_str) != Some(name) {
-        p.push(name.to_string());
-    }
-    Some(p)
-}
-
 /// One experiment, checked but not yet expanded.
 struct Plan {
+    /// Its index in `experiments`.
+    ei: usize,
     name: String,
+    /// False when `name` stands in for a bad name (which then is not compared for duplicates).
+    name_ok: bool,
     base: Value,
     grid: Vec<(String, Vec<Value>)>,
     zip: Vec<(String, Vec<Value>)>,
     zip_len: usize,
     seeds: Vec<u64>,
     count: u64,
+    /// Sections whose mistakes were reported where they are written; not checked in the runs.
+    tainted: Tainted,
 }
 
+/// The experiment's name: as written, or `experiment<index>`.
+fn name_of(exp: &Experiment, ei: usize, loc: &Locator, np: &[String]) -> Result<String, Issue> {
+    let name = match &exp.name {
+        None => format!("experiment{ei}"),
+        Some(Value::String(s)) => s.clone(),
+        // A plain scalar such as `0123` or `true`: the text as written, as serde reads a string.
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => match loc.pos.name_text(np) {
+            Some(t) => t.to_string(),
+            None => serde_yaml::to_string(v)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        },
+        Some(v) => {
+            return Err(loc.at(
+                np,
+                format!("expected a name (a string), found {}", kind_of(v)),
+            ))
+        }
+    };
+    if name.trim().is_empty()
+        || name.len() > 200
+        || name.chars().any(|c| c.is_control() || c == ',' || c == '/')
+    {
+        return Err(loc.at(np, "expected a non-empty name of at most 200 characters without control characters, `,` or `/`"));
+    }
+    Ok(name)
+}
+
+/// Checks experiment `ei` (its name, grid, zip and seeds; its sections were read by
+/// [`check_sections`]) and merges it over the defaults; every mistake goes to `issues`. None when
+/// its runs cannot be listed (over [`strict::MAX_RUNS`]).
 fn plan(
     ei: usize,
     exp: &Experiment,
     d: &Defaults,
     loc: &Locator,
     ep: &[String],
-) -> Result<Plan, Issue> {
-    let name = exp
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("experiment{ei}"));
+    mut tainted: Tainted,
+    issues: &mut Vec<Issue>,
+) -> Option<Plan> {
     let mut np = ep.to_vec();
     np.push("name".into());
-    if name.trim().is_empty()
-        || name.len() > 200
-        || name.chars().any(|c| c.is_control() || c == ',' || c == '/')
-    {
-        return Err(loc.at(&np, "expected a non-empty name of at most 200 characters without control characters, `,` or `/`"));
-    }
+    // A bad name is reported; the runs are still checked under a stand-in.
+    let (name, name_ok) = match name_of(exp, ei, loc, &np) {
+        Ok(name) => (name, true),
+        Err(i) => {
+            issues.push(i);
+            (format!("experiment{ei}"), false)
+        }
+    };
     let mut base = Value::Mapping(Mapping::new());
     for (key, dv, ev) in [
         ("task", &d.task, &exp.task),
@@ -498,26 +653,42 @@ fn plan(
             deep_merge(&mut base, &Value::Mapping(over));
         }
     }
-    let grid = lists(exp.grid.as_ref(), "grid", loc, ep)?;
-    let zip = lists(exp.zip.as_ref(), "zip", loc, ep)?;
-    for (k, _) in &zip {
-        if grid.iter().any(|(g, _)| g == k) {
+    let grid = lists(exp.grid.as_ref(), "grid", loc, ep, issues, &mut tainted);
+    let mut zip = lists(exp.zip.as_ref(), "zip", loc, ep, issues, &mut tainted);
+    zip.retain(|(k, _)| {
+        let in_grid = grid.iter().any(|(g, _)| g == k);
+        if in_grid {
             let mut p = ep.to_vec();
             p.extend(["zip".to_string(), k.clone()]);
-            return Err(loc.at(&p, format!("`{k}` is in both grid and zip")));
+            issues.push(loc.at(&p, format!("`{k}` is in both grid and zip")));
+            taint(&mut tainted, k);
         }
+        !in_grid
+    });
+    let zip_len = zip.first().map_or(1, |(_, v)| v.len());
+    if zip.iter().any(|(_, v)| v.len() != zip_len) {
+        for (k, v) in zip.iter().filter(|(_, v)| v.len() != zip_len) {
+            let mut p = ep.to_vec();
+            p.extend(["zip".to_string(), k.clone()]);
+            issues.push(loc.at(&p, format!("{} values, but `{}` has {zip_len}; zip lists advance together and must be equally long", v.len(), zip[0].0)));
+        }
+        // Which list is the wrong one is unknown: none of them is applied.
+        for (k, _) in &zip {
+            taint(&mut tainted, k);
+        }
+        zip.clear();
     }
     let zip_len = zip.first().map_or(1, |(_, v)| v.len());
-    if let Some((k, v)) = zip.iter().find(|(_, v)| v.len() != zip_len) {
-        let mut p = ep.to_vec();
-        p.extend(["zip".to_string(), k.clone()]);
-        return Err(loc.at(&p, format!("{} values, but `{}` has {zip_len}; zip lists advance together and must be equally long", v.len(), zip[0].0)));
-    }
     let seeds = match (&exp.seeds, &d.seeds) {
-        (Some(s), _) => seeds_of(Some(s), loc, &[ep, &["seeds".to_string()]].concat())?,
-        (None, Some(s)) => seeds_of(Some(s), loc, &segs(&["defaults", "seeds"]))?,
-        (None, None) => vec![0],
+        (Some(s), _) => seeds_of(Some(s), loc, &[ep, &["seeds".to_string()]].concat()),
+        (None, Some(s)) => seeds_of(Some(s), loc, &segs(&["defaults", "seeds"])),
+        (None, None) => Ok(vec![0]),
     };
+    // Bad seeds are reported; the runs are still checked with seed 0.
+    let seeds = seeds.unwrap_or_else(|i| {
+        issues.push(i);
+        vec![0]
+    });
     let count = grid
         .iter()
         .map(|(_, v)| v.len() as u64)
@@ -525,29 +696,35 @@ fn plan(
         .try_fold(1u64, |a, b| a.checked_mul(b))
         .unwrap_or(u64::MAX);
     if count > strict::MAX_RUNS {
-        return Err(loc.at(
+        issues.push(loc.at(
             ep,
             format!(
                 "experiment `{name}` has {count} runs; the limit is {}",
                 strict::MAX_RUNS
             ),
         ));
+        return None;
     }
-    Ok(Plan {
+    Some(Plan {
+        ei,
         name,
+        name_ok,
         base,
         grid,
         zip,
         zip_len,
         seeds,
         count,
+        tainted,
     })
 }
 
 impl Plan {
     /// Every run of the experiment, or every distinct mistake found in them (at most
     /// [`MAX_ISSUES_PER_EXPERIMENT`]): each run's task, train and arch sections are all checked.
-    fn expand(&self, ei: usize, loc: &Locator) -> Result<Vec<RunConfig>, Vec<Issue>> {
+    /// A mistake found in some of the grid's runs but not all names the first such run.
+    fn expand(&self, loc: &Locator) -> Result<Vec<RunConfig>, Vec<Issue>> {
+        let ei = self.ei;
         let swept_keys: Vec<(String, &'static str)> = self
             .grid
             .iter()
@@ -556,11 +733,23 @@ impl Plan {
             .collect();
         let combos: usize = self.grid.iter().map(|(_, v)| v.len()).product();
         let mut runs = Vec::with_capacity(self.count as usize);
-        let mut issues: Vec<Issue> = vec![];
-        let note = |found: Vec<Issue>, issues: &mut Vec<Issue>| {
+        // Each distinct mistake with the swept values of the runs it was found in.
+        let mut issues: Vec<(Issue, Vec<String>)> = vec![];
+        let mut combos_checked = 0usize;
+        let note = |found: Vec<Issue>, combo: &str, issues: &mut Vec<(Issue, Vec<String>)>| {
             for i in found {
-                if !issues.contains(&i) && issues.len() < MAX_ISSUES_PER_EXPERIMENT {
-                    issues.push(i);
+                match issues.iter().position(|(j, _)| *j == i) {
+                    Some(k) => {
+                        let combos = &mut issues[k].1;
+                        // Seeds of one setting share its mistakes: count the setting once.
+                        if combos.last().map(String::as_str) != Some(combo) {
+                            combos.push(combo.to_string());
+                        }
+                    }
+                    None if issues.len() < MAX_ISSUES_PER_EXPERIMENT => {
+                        issues.push((i, vec![combo.to_string()]))
+                    }
+                    None => {}
                 }
             }
         };
@@ -592,7 +781,7 @@ impl Plan {
                             vec![k.clone()],
                         ]
                         .concat();
-                        note(vec![loc.at(&path, m)], &mut issues);
+                        note(vec![loc.at(&path, m)], "", &mut issues);
                         continue 'zip;
                     }
                     swept.insert(k.clone(), v.clone());
@@ -602,26 +791,42 @@ impl Plan {
                     .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
                     .collect::<Vec<_>>()
                     .join(", ");
+                combos_checked += 1;
                 for &seed in &self.seeds {
                     let at = |path: &[String], message: String| {
-                        loc.in_run(ei, &swept_keys, path, message, &combo)
+                        loc.in_run(ei, &swept_keys, path, message)
                     };
                     match self.resolve_run(&cfg, &swept, seed, &mut checked_archs, &at) {
                         Ok(rc) => runs.push(rc),
-                        Err(found) => note(found, &mut issues),
+                        Err(found) => note(found, &combo, &mut issues),
                     }
                 }
             }
         }
         if issues.is_empty() {
-            Ok(runs)
-        } else {
-            Err(issues)
+            return Ok(runs);
         }
+        Err(issues
+            .into_iter()
+            .map(|(mut i, combos)| {
+                let (first, n) = (&combos[0], combos.len());
+                if !first.is_empty() && n < combos_checked {
+                    i.message = match n {
+                        1 => format!("{} (in the run with {first})", i.message),
+                        n => format!(
+                            "{} (in {n} of the {combos_checked} swept settings, first the run with {first})",
+                            i.message
+                        ),
+                    };
+                }
+                i
+            })
+            .collect())
     }
 
     /// One run of the experiment: the config with its swept values and seed, resolved and
-    /// checked; `at` locates a mistake from its path in the run.
+    /// checked, each section on its own (a tainted one not at all: its mistakes are reported
+    /// where they are written); `at` locates a mistake from its path in the run.
     fn resolve_run(
         &self,
         cfg: &Value,
@@ -630,52 +835,91 @@ impl Plan {
         checked_archs: &mut std::collections::HashSet<String>,
         at: &dyn Fn(&[String], String) -> Issue,
     ) -> Result<RunConfig, Vec<Issue>> {
-        let mut run = cfg.clone();
-        set_path(&mut run, "experiment", Value::String(self.name.clone()))
-            .expect("root is a mapping");
-        set_path(&mut run, "seed", Value::Number(seed.into())).expect("root is a mapping");
-        let mut rc: RunConfig = match serde_path_to_error::deserialize(run) {
-            Ok(rc) => rc,
-            Err(e) => {
-                let mut path = path_segments(e.path());
-                let message = strict::with_hint(&e.into_inner().to_string());
-                if let Some(p) = unknown_key_path(&path, &message) {
-                    path = p;
-                }
-                return Err(vec![at(&path, message)]);
-            }
-        };
-        rc.swept = swept.clone();
         let mut issues = vec![];
-        match crate::device::canonical(&rc.device) {
-            Ok(d) => rc.device = d,
-            Err(m) => issues.push(at(&segs(&["device"]), m)),
-        }
-        if let Err((key, message)) = rc.train.check() {
-            issues.push(at(&segs(&["train", key]), message));
-        }
-        // The task's io is needed to check the architecture: a task that does not build stops here.
-        let task = match rc.task.build() {
-            Ok(task) => task,
-            Err(e) => {
-                issues.push(at(&segs(&["task", e.field]), e.to_string()));
-                return Err(issues);
-            }
+        let task = self.section::<TaskConfig>(cfg, "task", Some("name"), at, &mut issues);
+        let arch = self.section::<ArchConfig>(cfg, "arch", Some("name"), at, &mut issues);
+        let train = self.section::<TrainConfig>(cfg, "train", None, at, &mut issues);
+        // The defaults of RunConfig's `data_seed` and `device`.
+        let data_seed = self
+            .section::<u64>(cfg, "data_seed", None, at, &mut issues)
+            .or_else(|| cfg.get("data_seed").is_none().then_some(0));
+        let device = match cfg.get("device") {
+            None => Some("cpu".to_string()),
+            Some(_) => self
+                .section::<String>(cfg, "device", None, at, &mut issues)
+                .and_then(|d| {
+                    crate::device::canonical(&d)
+                        .map_err(|m| issues.push(at(&segs(&["device"]), m)))
+                        .ok()
+                }),
         };
-        let io = task.io();
-        // Seeds share the architecture: check each distinct (arch, io) once; the length check
-        // costs nothing unless the model has a maximum length.
-        let fresh = checked_archs.insert(format!("{:?}{io:?}", rc.arch));
-        let checked = if fresh { rc.arch.check(io) } else { Ok(()) };
-        if let Err(e) = checked.and_then(|()| rc.arch.check_length(|| task.max_time())) {
-            let membench_architectures::ArchError::Invalid { field, .. } = &e;
-            issues.push(at(&segs(&["arch", field]), e.to_string()));
+        if let Some(train) = &train {
+            for (key, message) in train.check() {
+                issues.push(at(&segs(&["train", key]), message));
+            }
         }
-        if issues.is_empty() {
-            Ok(rc)
-        } else {
-            Err(issues)
+        // The task's io is needed to check the architecture.
+        let built = task.as_ref().and_then(|t| {
+            t.build()
+                .map_err(|e| issues.push(at(&segs(&["task", e.field]), e.to_string())))
+                .ok()
+        });
+        if let (Some(task), Some(arch)) = (&built, &arch) {
+            let io = task.io();
+            // Seeds share the architecture: check each distinct (arch, io) once; the length check
+            // costs nothing unless the model has a maximum length.
+            let fresh = checked_archs.insert(format!("{arch:?}{io:?}"));
+            let checked = if fresh { arch.check(io) } else { Ok(()) };
+            if let Err(e) = checked.and_then(|()| arch.check_length(|| task.max_time())) {
+                let membench_architectures::ArchError::Invalid { field, .. } = &e;
+                issues.push(at(&segs(&["arch", field]), e.to_string()));
+            }
         }
+        match (task, arch, train, data_seed, device) {
+            (Some(task), Some(arch), Some(train), Some(data_seed), Some(device))
+                if issues.is_empty() && built.is_some() =>
+            {
+                Ok(RunConfig {
+                    experiment: self.name.clone(),
+                    task,
+                    arch,
+                    train,
+                    seed,
+                    data_seed,
+                    device,
+                    swept: swept.clone(),
+                })
+            }
+            _ => Err(issues),
+        }
+    }
+
+    /// The run's `key` section read as a `T`, every mistake in it reported; None when missing or
+    /// wrong. In a tainted section (its mistakes reported where written, its bad keys left out)
+    /// missing keys are not reported: they may be the bad ones.
+    fn section<T: serde::de::DeserializeOwned>(
+        &self,
+        cfg: &Value,
+        key: &'static str,
+        tag: Option<&str>,
+        at: &dyn Fn(&[String], String) -> Issue,
+        issues: &mut Vec<Issue>,
+    ) -> Option<T> {
+        let tainted = self.tainted.contains(key);
+        let Some(v) = cfg.get(key) else {
+            if !tainted && matches!(key, "task" | "arch" | "train") {
+                issues.push(at(
+                    &segs(&[key]),
+                    format!("no `{key}` settings (absent or empty): every run needs them, in the experiment or in `defaults`"),
+                ));
+            }
+            return None;
+        };
+        let locate = |p: &[String], m: String| at(&[&segs(&[key])[..], p].concat(), m);
+        let read = strict::read_keys::<T>(v, tag, tainted, &locate);
+        let ok = read.issues.is_empty();
+        issues.extend(read.issues);
+        read.value.filter(|_| ok)
     }
 }
 
@@ -720,6 +964,84 @@ mod tests {
                 (10, "experiments[1].grid.train.lr"),
                 (10, "experiments[1].grid.train.lr"),
             ],
+            "{e}"
+        );
+    }
+
+    /// Issue #27: one mistake per section used to hide the next section's, and any experiment's
+    /// mistake hid the defaults'.
+    #[test]
+    fn every_section_and_the_defaults_are_checked_in_one_pass() {
+        let text = "defaults:\n  train: {batchsize: 8}\nexperiments:\n  - name: a\n    task: {name: mqar, num_kv_pair: 4}\n    arch: {name: transfomer, d_model: 16}\n    train: {steps: 10, batchsize: 8, lrr: 1}\n";
+        let e = err(text);
+        let at: Vec<(usize, usize, &str)> = e
+            .issues
+            .iter()
+            .map(|i| (i.line, i.col, i.key.as_str()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (2, 11, "defaults.train.batchsize"),
+                (5, 24, "experiments[0].task.num_kv_pair"),
+                (6, 12, "experiments[0].arch.name"),
+                (7, 24, "experiments[0].train.batchsize"),
+                (7, 38, "experiments[0].train.lrr"),
+            ],
+            "{e}"
+        );
+        assert!(
+            e.issues[2].message.contains("did you mean `transformer`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_key_of_a_default_without_a_name_is_reported_in_the_defaults() {
+        // defaults.arch names no architecture, so only the merged run can judge its keys; the
+        // mistake is still located where it is written, not at the experiment's `arch:`.
+        let text = "defaults:\n  train: {steps: 3}\n  arch: {hidden_sise: 8}\nexperiments:\n  - name: a\n    task: {name: copy}\n    arch: {name: lstm, hidden_size: 8}\n  - name: b\n    task: {name: copy}\n    arch: {name: gru, hidden_size: 8}\n";
+        let e = err(text);
+        assert_eq!(e.issues.len(), 1, "reported once for both experiments: {e}");
+        let i = &e.issues[0];
+        assert_eq!(
+            (i.line, i.col, i.key.as_str()),
+            (3, 10, "defaults.arch.hidden_sise"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_mistake_in_some_runs_of_a_grid_names_the_first_one_in_all_none() {
+        let text = format!("{BASE}    train: {{momentum: 2}}\n    grid: {{train.lr: [0.1, -1, -2], arch.hidden_size: [8, 16]}}\n");
+        let e = err(&text);
+        let msgs: Vec<&str> = e.issues.iter().map(|i| i.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "2: expected 0 <= momentum < 1",
+                "-1: expected a finite number > 0 (in 2 of the 6 swept settings, first the run with arch.hidden_size=8, train.lr=-1)",
+                "-2: expected a finite number > 0 (in 2 of the 6 swept settings, first the run with arch.hidden_size=8, train.lr=-2)",
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_are_read_as_written() {
+        // serde reads `name: 0123` into a string as `0123`; the name is part of the run id.
+        let text = "defaults:\n  train: {steps: 3}\n  task: {name: copy}\n  arch: {name: lstm, hidden_size: 8}\nexperiments:\n  - name: 0123\n  - name: 1.50\n  - name: true\n  - {}\n";
+        let names: Vec<String> = expand_file("f.yaml", text)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.experiment)
+            .collect();
+        assert_eq!(names, ["0123", "1.50", "true", "experiment3"]);
+        let e = err("experiments:\n  - name: [a]\n    task: {name: cpy}\n    arch: {name: lstm, hidden_size: 8}\n    train: {steps: 3}\n");
+        let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["experiments[0].name", "experiments[0].task.name"],
             "{e}"
         );
     }

@@ -29,8 +29,8 @@ pub struct Figure {
     /// Log x axis, taken only when the data spans more than [`LOG_SPAN`] (a log axis over less shows
     /// one or two tick labels).
     pub log_x: bool,
-    /// The range the metric can take (e.g. 0..1 for an accuracy): a y axis padded around constant
-    /// data stays inside it.
+    /// The range the metric can take (e.g. 0..1 for an accuracy): bands are drawn clipped to it,
+    /// and a y axis padded around constant data stays inside it.
     pub y_limits: (f64, f64),
     pub series: Vec<Series>,
 }
@@ -158,6 +158,12 @@ fn padded(lo: f64, hi: f64, log: bool, limits: (f64, f64)) -> (f64, f64) {
     }
 }
 
+/// A point's band (low, high), clipped to the metric's range `limits`: a band never shows values
+/// the metric cannot take (negative bit errors, accuracies above 1), whoever computed it.
+fn band_within(p: &(f64, f64, f64, f64), limits: (f64, f64)) -> (f64, f64) {
+    crate::stats::clip((p.2, p.3), limits)
+}
+
 /// Legend column width in pixels: enough for the longest label at the legend font, within bounds.
 fn legend_width(fig: &Figure) -> u32 {
     let chars = fig
@@ -218,7 +224,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
         f64::INFINITY,
         f64::NEG_INFINITY,
     );
-    for &(x, y, lo, hi) in all {
+    for p @ &(x, y, _, _) in all {
+        let (lo, hi) = band_within(p, fig.y_limits);
         x0 = x0.min(x);
         x1 = x1.max(x);
         for v in [y, lo, hi].into_iter().filter(|v| v.is_finite()) {
@@ -279,10 +286,15 @@ where
         .map_err(|e| err(&e))?;
     for (i, s) in fig.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let lim = fig.y_limits;
         if s.points.len() > 1 && s.points.iter().any(|p| p.2 < p.3) {
             // Band: upper edge left to right, lower edge back.
-            let mut poly: Vec<(f64, f64)> = s.points.iter().map(|p| (p.0, p.3)).collect();
-            poly.extend(s.points.iter().rev().map(|p| (p.0, p.2)));
+            let mut poly: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|p| (p.0, band_within(p, lim).1))
+                .collect();
+            poly.extend(s.points.iter().rev().map(|p| (p.0, band_within(p, lim).0)));
             chart
                 .draw_series(std::iter::once(Polygon::new(
                     poly,
@@ -292,11 +304,10 @@ where
         } else {
             // A single x (or a single seed): error bars instead of a band.
             chart
-                .draw_series(
-                    s.points.iter().filter(|p| p.2 < p.3).map(|p| {
-                        PathElement::new(vec![(p.0, p.2), (p.0, p.3)], color.stroke_width(2))
-                    }),
-                )
+                .draw_series(s.points.iter().filter(|p| p.2 < p.3).map(|p| {
+                    let (lo, hi) = band_within(p, lim);
+                    PathElement::new(vec![(p.0, lo), (p.0, hi)], color.stroke_width(2))
+                }))
                 .map_err(|e| err(&e))?;
         }
         chart
@@ -410,6 +421,42 @@ mod tests {
         assert_eq!(padded(1.0, 1.0, false, (0.0, 1.0)), (0.95, 1.0));
         let (lo, hi) = padded(0.2, 0.6, false, (0.0, 1.0));
         assert!((lo - 0.18).abs() < 1e-12 && (hi - 0.62).abs() < 1e-12);
+    }
+
+    /// Issue #27: a band handed over beyond the metric's range (a t band to −2 bit errors) is drawn
+    /// as the band clipped to it: the same picture, axis included, as the clipped band gives.
+    #[test]
+    fn bands_are_drawn_inside_the_metric_range() {
+        let errors = |lo: f64| Figure {
+            title: "copy: validation bit_errors_per_seq during training".into(),
+            caption: "valid split".into(),
+            x_label: "training step".into(),
+            y_label: "bit_errors_per_seq".into(),
+            log_x: false,
+            y_limits: (0.0, f64::INFINITY),
+            series: vec![Series {
+                label: "ntm".into(),
+                points: vec![(100.0, 3.0, 1.0, 5.0), (200.0, 0.5, lo, 3.0)],
+            }],
+        };
+        let (beyond, clipped) = (errors(-2.0), errors(0.0));
+        assert_eq!(
+            band_within(&beyond.series[0].points[1], beyond.y_limits),
+            (0.0, 3.0)
+        );
+        assert_eq!(
+            render_svg(&beyond, "c").unwrap(),
+            render_svg(&clipped, "c").unwrap()
+        );
+        let unclipped = Figure {
+            y_limits: (f64::NEG_INFINITY, f64::INFINITY),
+            ..errors(-2.0)
+        };
+        assert_ne!(
+            render_svg(&unclipped, "c").unwrap(),
+            render_svg(&clipped, "c").unwrap(),
+            "the test must be able to tell a band below 0"
+        );
     }
 
     #[test]

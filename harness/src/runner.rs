@@ -77,24 +77,63 @@ pub fn check_results_dir(dir: &Path, option: &str) -> Result<()> {
     Ok(())
 }
 
-/// `membench list`: every run of the file with its status in `out` (pending when it has no row).
+/// `membench list`: every run of the file with its status in `out` (pending when it has no row)
+/// and what it will be measured on, its resolved evaluation conditions (an empty `eval_lengths`
+/// is the task's longest training length).
 pub fn list(file: &Path, out: &Path) -> Result<()> {
     check_results_dir(out, "--out")?;
     let runs = crate::grid::load(file)?;
     let csv = RunsCsv::read_only(out)?;
-    let mut text = String::from("run_id\texperiment\tseed\tstatus\tswept\n");
+    let mut text = String::from("run_id\texperiment\tseed\tstatus\teval_lengths\tswept\n");
     for r in &runs {
         let id = r.run_id();
         let status = csv.status_of(&id).unwrap_or("pending");
+        // The grid was checked: every task builds.
+        let points = r.task.build().map(|t| t.eval_points()).unwrap_or_default();
         text.push_str(&format!(
-            "{id}\t{}\t{}\t{status}\t{}\n",
+            "{id}\t{}\t{}\t{status}\t{}\t{}\n",
             r.experiment,
             r.seed,
+            eval_text(&points),
             swept_text(r)
         ));
     }
     print!("{text}");
     Ok(())
+}
+
+/// Evaluation conditions as `list` shows them: `10,20,40` (lengths), `64,128 × depths 0,0.5,1`
+/// (passkey's grid of lengths and depths), else each point as `length@depth`.
+fn eval_text(points: &[membench_tasks::EvalPoint]) -> String {
+    fn distinct<T: PartialEq + Copy>(xs: impl Iterator<Item = T>) -> Vec<T> {
+        let mut out = vec![];
+        for x in xs {
+            if !out.contains(&x) {
+                out.push(x);
+            }
+        }
+        out
+    }
+    let join = |xs: Vec<String>| xs.join(",");
+    let lengths = distinct(points.iter().map(|p| p.length));
+    let depths = distinct(points.iter().filter_map(|p| p.depth));
+    let lengths_text = join(lengths.iter().map(usize::to_string).collect());
+    if depths.is_empty() {
+        lengths_text
+    } else if lengths.len() * depths.len() == points.len() {
+        let depths_text = join(depths.iter().map(f64::to_string).collect());
+        format!("{lengths_text} × depths {depths_text}")
+    } else {
+        join(
+            points
+                .iter()
+                .map(|p| match p.depth {
+                    Some(d) => format!("{}@{d}", p.length),
+                    None => p.length.to_string(),
+                })
+                .collect(),
+        )
+    }
 }
 
 pub fn sweep(opts: &SweepOptions) -> Result<()> {

@@ -1,8 +1,12 @@
 //! Statistics over seeds: summaries with confidence intervals, and Welch's two-sample t-test.
 //!
 //! Protocol used by every table and plot (`membench compare`):
-//! - **t CI of the mean** (labelled `mean ±t95`): x̄ ± t_{0.975, n−1} · s/√n with s the sample standard
-//!   deviation (n−1 denominator). Exact when seeds are normal; with 2–5 seeds it is wide on purpose.
+//! - **t CI of the mean** (labelled `mean [t95, clipped to …]`): x̄ ± t_{0.975, n−1} · s/√n with s the
+//!   sample standard deviation (n−1 denominator), intersected with the metric's range
+//!   ([`crate::eval::Metrics::RANGES`]: accuracies in [0, 1], errors and losses ≥ 0). Exact when
+//!   seeds are normal; with 2–5 seeds it is wide on purpose, and being symmetric about the mean it
+//!   leaves a bounded metric's range near the bound (0.05 ± 0.23 bit errors), where it is clipped:
+//!   the clipped interval holds every value of the metric the unclipped one holds.
 //! - **Percentile bootstrap CI of the median** (labelled `median [boot95]`): always reported beside the
 //!   t CI, because most metrics are bounded (accuracies in [0, 1], error counts ≥ 0) and heavily skewed
 //!   near the bounds, where a symmetric t interval leaves the metric's range. [`BOOTSTRAP_RESAMPLES`]
@@ -32,7 +36,7 @@ pub struct Summary {
     /// Sample standard deviation (n−1); NaN when n < 2.
     pub sd: f64,
     pub median: f64,
-    /// 95 % Student t interval of the mean; NaN bounds when n < 2.
+    /// 95 % Student t interval of the mean, clipped to the metric's range; NaN bounds when n < 2.
     pub t_ci: (f64, f64),
     /// 95 % percentile-bootstrap interval of the median.
     pub boot_ci: (f64, f64),
@@ -87,7 +91,17 @@ pub fn bootstrap_median_interval(xs: &[f64], level: f64) -> (f64, f64) {
     (medians.quantile(tail), medians.quantile(1.0 - tail))
 }
 
-pub fn summarize(xs: &[f64]) -> Summary {
+/// `interval` intersected with `range` (the values a metric can take); NaN bounds stay NaN.
+pub fn clip(interval: (f64, f64), range: (f64, f64)) -> (f64, f64) {
+    let (lo, hi) = interval;
+    (
+        if lo.is_nan() { lo } else { lo.max(range.0) },
+        if hi.is_nan() { hi } else { hi.min(range.1) },
+    )
+}
+
+/// Summary of the finite values of `xs`, a metric whose values lie in `range`.
+pub fn summarize(xs: &[f64], range: (f64, f64)) -> Summary {
     let xs = finite(xs);
     let n = xs.len();
     Summary {
@@ -99,7 +113,7 @@ pub fn summarize(xs: &[f64]) -> Summary {
         } else {
             f64::NAN
         },
-        t_ci: t_interval(&xs, 0.95),
+        t_ci: clip(t_interval(&xs, 0.95), range),
         boot_ci: bootstrap_median_interval(&xs, 0.95),
     }
 }
@@ -216,8 +230,31 @@ mod tests {
             a.0 >= 0.2 && a.1 <= 1.0 && a.0 <= 0.95 && a.1 >= 0.95,
             "{a:?}"
         );
-        let s = summarize(&[3.0, f64::NAN, 1.0, 2.0]);
+        let s = summarize(&[3.0, f64::NAN, 1.0, 2.0], (0.0, f64::INFINITY));
         assert_eq!((s.n, s.median, s.mean), (3, 2.0, 2.0));
+    }
+
+    /// Issue #27: the NTM's best bit errors on copy (0, 0, 0.16015625 over three seeds) have the t
+    /// interval 0.0534 ± 0.2297 = [−0.1763, 0.2831]; bit errors are ≥ 0, so the summary's is
+    /// [0, 0.2831]. Accuracies near 1 are clipped at 1 the same way.
+    #[test]
+    fn t_interval_of_a_summary_stays_in_the_metric_range() {
+        let errors = [0.0, 0.0, 0.16015625];
+        let raw = t_interval(&errors, 0.95);
+        assert!(close(raw.0, -0.17631349208297936, 1e-12), "{raw:?}");
+        let s = summarize(&errors, (0.0, f64::INFINITY));
+        assert_eq!(s.t_ci, (0.0, raw.1));
+        let acc = [1.0, 1.0, 0.9];
+        let raw = t_interval(&acc, 0.95);
+        assert!(raw.1 > 1.0, "{raw:?}");
+        assert_eq!(summarize(&acc, (0.0, 1.0)).t_ci, (raw.0, 1.0));
+        // Inside the range nothing changes, and one value still has no interval.
+        assert_eq!(
+            summarize(&[1.0, 2.0, 3.0, 4.0, 5.0], (0.0, f64::INFINITY)).t_ci,
+            t_interval(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.95)
+        );
+        let one = summarize(&[0.5], (0.0, 1.0)).t_ci;
+        assert!(one.0.is_nan() && one.1.is_nan(), "{one:?}");
     }
 
     /// For 1, 2, …, 21 the resampled median is the 11th order statistic of 21 draws, so

@@ -10,6 +10,8 @@
 //! directories, non-UTF-8 bytes, nesting deeper than [`MAX_DEPTH`]; alias bombs are stopped by
 //! serde_yaml's repetition limit; grids over [`MAX_RUNS`] runs are counted, not expanded.
 
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -143,6 +145,9 @@ pub fn read_source(path: &Path) -> Result<String, BadInput> {
 #[derive(Debug, Default)]
 pub struct Positions {
     at: HashMap<Vec<String>, (usize, usize)>,
+    /// The text of every scalar written as the value of a `name` key, exactly as written: serde
+    /// reads `name: 0123` into a `String` as `0123`, a `Value` keeps only the number 123.
+    names: HashMap<Vec<String>, String>,
 }
 
 enum Frame {
@@ -168,7 +173,14 @@ impl Collector {
     /// The path of the node that starts now (a value in the current frame), or None for a key.
     fn enter_value(&mut self, mark: Marker) -> Option<bool> {
         match self.frames.last_mut() {
-            None => Some(false),
+            None => {
+                // The document's root: where a mistake of the whole file is reported.
+                self.positions
+                    .at
+                    .entry(vec![])
+                    .or_insert((mark.line(), mark.col() + 1));
+                Some(false)
+            }
             Some(Frame::Map { key: None, .. }) => None,
             Some(Frame::Map { key: Some(_), .. }) => Some(true),
             Some(Frame::Seq { index }) => {
@@ -217,7 +229,13 @@ impl Collector {
                     *key = Some(text);
                 }
             }
-            Some(_) => self.leave_value(),
+            Some(_) => {
+                // An alias's value is the anchor's, not the text `*alias`.
+                if self.path.last().is_some_and(|k| k == "name") && text != "*alias" {
+                    self.positions.names.insert(self.path.clone(), text);
+                }
+                self.leave_value()
+            }
         }
     }
 
@@ -312,12 +330,173 @@ impl Positions {
         self.at.get(path).copied()
     }
 
+    /// The text written as the value at `path` (a `name` key's), as serde reads it into a string.
+    pub fn name_text(&self, path: &[String]) -> Option<&str> {
+        self.names.get(path).map(String::as_str)
+    }
+
     /// Position of the longest prefix of `path` that is written in the file, and that prefix's length.
     pub fn nearest(&self, path: &[String]) -> Option<((usize, usize), usize)> {
         (1..=path.len())
             .rev()
             .find_map(|n| self.get(&path[..n]).map(|p| (p, n)))
     }
+}
+
+/// A value that did not read: where under it (key path) and serde's message in the file's terms.
+#[derive(Debug)]
+pub struct Unread {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl Unread {
+    /// A key that `T` requires is absent (the message serde gives once every key present has read).
+    fn is_missing_key(&self) -> bool {
+        self.message.starts_with("missing field `")
+    }
+}
+
+/// Reads `value` as a `T`; a failure names the key path of the mistake (for an unknown key, the
+/// unknown key itself) and carries serde's message with a did-you-mean.
+pub fn read<T: DeserializeOwned>(value: Value) -> Result<T, Unread> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = path_segments(e.path());
+        let message = with_hint(&e.into_inner().to_string());
+        let path = unknown_key_path(&path, &message).unwrap_or(path);
+        Unread { path, message }
+    })
+}
+
+/// What [`read_keys`] found in a value.
+pub struct Reading<T> {
+    /// The whole value as a `T`, or else the keys that read on their own (None if they do not).
+    pub value: Option<T>,
+    /// The value without its bad keys, for a merge to go on with; None when nothing of it can be
+    /// judged (not a mapping, or an unknown variant name).
+    pub kept: Option<Value>,
+    pub issues: Vec<Issue>,
+}
+
+/// Reads the mapping `value` as a `T` and, when it does not read, finds every mistake in it, not
+/// only serde's first: each key is read again on its own (beside `tag`, the key that names an
+/// internally tagged enum's variant, without which the other keys mean nothing), so one bad key
+/// hides no other. `layer`: the value is one layer of a merge (the defaults, or an experiment over
+/// them), so keys it lacks, the tag included, are not mistakes: the merged value is checked for
+/// those. `locate` turns a key path under `value` and a message into an issue.
+pub fn read_keys<T: DeserializeOwned>(
+    value: &Value,
+    tag: Option<&str>,
+    layer: bool,
+    locate: &dyn Fn(&[String], String) -> Issue,
+) -> Reading<T> {
+    let whole = match read::<T>(value.clone()) {
+        Ok(t) => {
+            return Reading {
+                value: Some(t),
+                kept: Some(value.clone()),
+                issues: vec![],
+            }
+        }
+        Err(e) => e,
+    };
+    let unjudged = |issues: Vec<Issue>| Reading {
+        value: None,
+        kept: None,
+        issues,
+    };
+    let issue = |e: Unread| locate(&e.path, e.message);
+    // Inside a tagged enum serde loses the path, so any mistake may be a key's; elsewhere a
+    // mistake at the root (a list where a mapping belongs) is the value's own.
+    let keyed = tag.is_some() || !whole.path.is_empty() || whole.is_missing_key();
+    let Value::Mapping(map) = value else {
+        return unjudged(vec![issue(whole)]);
+    };
+    if !keyed {
+        return unjudged(vec![issue(whole)]);
+    }
+    let tag_entry = tag.and_then(|t| map.iter().find(|(k, _)| k.as_str() == Some(t)));
+    if let Some(t) = tag {
+        let Some((k, v)) = tag_entry else {
+            // Which keys belong is known only under a name, which another layer may give.
+            return match layer {
+                true => Reading {
+                    value: None,
+                    kept: Some(value.clone()),
+                    issues: vec![],
+                },
+                false => unjudged(vec![issue(whole)]),
+            };
+        };
+        let alone = Mapping::from_iter([(k.clone(), v.clone())]);
+        if let Err(e) = read::<T>(Value::Mapping(alone)) {
+            if !e.is_missing_key() {
+                // An unknown variant: which keys belong is unknown, so they are not judged.
+                return unjudged(vec![locate(&[t.to_string()], e.message)]);
+            }
+        }
+    }
+    let mut issues = vec![];
+    let mut kept = Mapping::from_iter(tag_entry.map(|(t, tv)| (t.clone(), tv.clone())));
+    for (k, v) in map {
+        if tag_entry.is_some_and(|(t, _)| t == k) {
+            continue;
+        }
+        let mut one = Mapping::from_iter(tag_entry.map(|(t, tv)| (t.clone(), tv.clone())));
+        one.insert(k.clone(), v.clone());
+        let mut e = match read::<T>(Value::Mapping(one)) {
+            Err(e) if !e.is_missing_key() => e,
+            _ => {
+                kept.insert(k.clone(), v.clone());
+                continue;
+            }
+        };
+        // Inside a tagged enum serde loses the path; the key is the one read.
+        let key = match k {
+            Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        if e.path.first() != Some(&key) {
+            e.path.insert(0, key);
+        }
+        issues.push(issue(e));
+    }
+    if issues.is_empty() && !(layer && whole.is_missing_key()) {
+        issues.push(issue(whole));
+    }
+    Reading {
+        value: read::<T>(Value::Mapping(kept.clone())).ok(),
+        kept: Some(Value::Mapping(kept)),
+        issues,
+    }
+}
+
+/// serde_path_to_error's path as key segments (sequence indices in decimal).
+pub fn path_segments(p: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    p.iter()
+        .filter_map(|s| match s {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// For "unknown field `x`" errors: the path of `x` itself, so the position is the typo's.
+pub fn unknown_key_path(path: &[String], message: &str) -> Option<Vec<String>> {
+    let name = unknown_name(message)?;
+    if message.contains("unknown variant") {
+        return None;
+    }
+    let mut p = path.to_vec();
+    if p.last().map(String::as_str) != Some(name) {
+        p.push(name.to_string());
+    }
+    Some(p)
 }
 
 fn strict_key(path: &[String]) -> String {
