@@ -754,17 +754,11 @@ impl RunsCsv {
     }
 }
 
-/// Appends and syncs one row. Testing only: `MEMBENCH_FAULT_WRITE=N` makes the N-th append of
-/// this process write half its bytes and fail, as a full disk would.
+/// Appends and syncs one row.
 fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
-    static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = APPENDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    if std::env::var("MEMBENCH_FAULT_WRITE")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        == Some(n)
-    {
-        f.write_all(&body[..body.len() / 2])?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(half) = injected_write_failure(body) {
+        f.write_all(half)?;
         f.sync_data()?;
         return Err(std::io::Error::new(
             std::io::ErrorKind::StorageFull,
@@ -773,6 +767,16 @@ fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
     }
     f.write_all(body)?;
     f.sync_data()
+}
+
+/// Testing only (feature `fault-injection`): `MEMBENCH_FAULT_WRITE=N` makes the N-th append of
+/// this process write half its bytes (returned) and fail, as a full disk would.
+#[cfg(feature = "fault-injection")]
+fn injected_write_failure(body: &[u8]) -> Option<&[u8]> {
+    static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = APPENDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let nth = std::env::var("MEMBENCH_FAULT_WRITE").ok()?.parse::<u64>().ok()?;
+    (nth == n).then(|| &body[..body.len() / 2])
 }
 
 #[cfg(test)]

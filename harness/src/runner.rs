@@ -500,13 +500,15 @@ fn run_child(
     })
 }
 
-/// Testing only: `MEMBENCH_FAULT=kind[:seed],...` makes the child of every run (or of the runs
+/// Testing only (feature `fault-injection`, which `make test` turns on and release builds lack):
+/// `MEMBENCH_FAULT=kind[:seed],...` makes the child of every run (or of the runs
 /// with that seed) fail on purpose: `panic`, `abort`, `exit` (status 3), `hang` (sleeps until
 /// killed), `oom` (allocates until the address-space limit; refused without `--run-memory`),
 /// `nan` (an Adam lr of 1e37 pushes the f32 weights to ~1e38 in one step, so the next loss is
 /// inf/NaN and training diverges through the real detection path; 1e38 and up overflow libtorch's
 /// f32 step size and panic instead).
 /// Not part of any config, so it cannot change a run id or leak into a results row.
+#[cfg(feature = "fault-injection")]
 fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
     let Ok(spec) = std::env::var("MEMBENCH_FAULT") else {
         return Ok(());
@@ -582,7 +584,9 @@ pub fn parse_run_config(path: &Path, text: &str) -> Result<RunConfig> {
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
 pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
     let cfg = load_run_config(config_path)?;
+    #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
     let mut trained = cfg.clone();
+    #[cfg(feature = "fault-injection")]
     inject_fault(&mut trained)?;
     let dir = config_path.parent().context("config has no directory")?;
     let started = Instant::now();
