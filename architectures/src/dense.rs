@@ -102,15 +102,35 @@ pub fn gemm_choice() -> Result<&'static GemmChoice, String> {
             let wanted = std::env::var(GEMM_ENV).unwrap_or_default();
             match wanted.trim() {
                 "" | "auto" => Ok(match probe_onednn() {
-                    Ok(()) => GemmChoice { path: GemmPath::Onednn, how: "auto", onednn_error: None },
-                    Err(e) => GemmChoice { path: GemmPath::Libtorch, how: "auto", onednn_error: Some(e) },
+                    Ok(()) => GemmChoice {
+                        path: GemmPath::Onednn,
+                        how: "auto",
+                        onednn_error: None,
+                    },
+                    Err(e) => GemmChoice {
+                        path: GemmPath::Libtorch,
+                        how: "auto",
+                        onednn_error: Some(e),
+                    },
                 }),
-                "libtorch" => Ok(GemmChoice { path: GemmPath::Libtorch, how: "forced", onednn_error: None }),
+                "libtorch" => Ok(GemmChoice {
+                    path: GemmPath::Libtorch,
+                    how: "forced",
+                    onednn_error: None,
+                }),
                 "onednn" => match probe_onednn() {
-                    Ok(()) => Ok(GemmChoice { path: GemmPath::Onednn, how: "forced", onednn_error: None }),
-                    Err(e) => Err(format!("{GEMM_ENV}=onednn, but this CPU cannot run oneDNN's float32 GEMM: {e}")),
+                    Ok(()) => Ok(GemmChoice {
+                        path: GemmPath::Onednn,
+                        how: "forced",
+                        onednn_error: None,
+                    }),
+                    Err(e) => Err(format!(
+                        "{GEMM_ENV}=onednn, but this CPU cannot run oneDNN's float32 GEMM: {e}"
+                    )),
                 },
-                other => Err(format!("{GEMM_ENV}=`{other}`: expected auto, onednn or libtorch")),
+                other => Err(format!(
+                    "{GEMM_ENV}=`{other}`: expected auto, onednn or libtorch"
+                )),
             }
         })
         .as_ref()
@@ -197,7 +217,11 @@ mod tests {
     /// The CPU flags under which ATen's `mkldnn_matmul` accepts float32 (its bf16 device check).
     fn cpu_has_onednn_f32() -> bool {
         let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let has = |f: &str| flags.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == f));
+        let has = |f: &str| {
+            flags
+                .lines()
+                .any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == f))
+        };
         (has("avx512bw") && has("avx512vl") && has("avx512dq")) || has("avx_ne_convert")
     }
 
@@ -303,7 +327,11 @@ mod tests {
             };
             let ours = run(&|x, y| matmul(x, y));
             let torch = run(&|x, y| x.matmul(y));
-            let tol = if gemm_path() == GemmPath::Libtorch { 0.0 } else { 1e-5 };
+            let tol = if gemm_path() == GemmPath::Libtorch {
+                0.0
+            } else {
+                1e-5
+            };
             for (i, (p, q)) in ours.iter().zip(&torch).enumerate() {
                 let scale = q.abs().max().double_value(&[]).max(1e-30);
                 let rel = (p - q).abs().max().double_value(&[]) / scale;

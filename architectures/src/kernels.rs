@@ -98,7 +98,12 @@ pub fn onednn_bmm(a: &Tensor, b: &Tensor) -> Tensor {
 /// Both oneDNN products on small float32 operands, with their errors returned instead of
 /// raised: what `dense` tries once per process before it routes any product to oneDNN.
 /// ATen's `mkldnn_matmul` refuses float32 on CPUs without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT.
-pub fn try_onednn(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor), String> {
+pub fn try_onednn(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<(Tensor, Tensor), String> {
     // SAFETY: as in `gru`.
     let xw = checked(unsafe { membench_onednn_matmul_t(raw(x), raw(w)) })?;
     // SAFETY: as in `gru`.

@@ -1,26 +1,19 @@
 //! `membench`: parse the command line, run one command, map errors to exit codes
 //! (0 ok, 1 runtime failure, 2 bad input).
 
-mod bench;
-mod compare;
-mod config;
-mod device;
-mod eval;
-mod grid;
-mod lock;
-mod merge;
-mod plot;
+mod input;
 mod record;
-mod reproduce;
-mod runner;
-mod shard;
-mod slurm;
-mod stats;
-mod strict;
+mod report;
+mod run;
+mod sweep;
 mod sys;
 #[cfg(test)]
 mod test_support;
-mod train;
+
+use input::{grid, strict};
+use report::{compare, reproduce};
+use run::bench;
+use sweep::{merge, runner, shard, slurm};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -217,7 +210,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if cli.version {
-        return finish(sys::version_text().map(|text| println!("{text}")));
+        return finish(
+            sys::version_text()
+                .map(|text| println!("{text}"))
+                .map_err(strict::bad_option),
+        );
     }
     // Commands that train or time models check MEMBENCH_GEMM (and probe oneDNN) before anything
     // else, so a bad value is exit 2 here and not a failed row in every run.
@@ -227,7 +224,7 @@ fn main() -> ExitCode {
     );
     if trains {
         if let Err(e) = sys::gemm_choice() {
-            return finish(Err(e));
+            return finish(Err(strict::bad_option(e)));
         }
     }
     let result = match cli.command {
@@ -396,9 +393,9 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// A LibTorch intra-op thread count, 1..=[`runner::MAX_THREADS`].
+/// A LibTorch intra-op thread count, 1..=[`run::MAX_THREADS`].
 fn thread_count() -> clap::builder::RangedI64ValueParser<i32> {
-    clap::value_parser!(i32).range(1..=i64::from(runner::MAX_THREADS))
+    clap::value_parser!(i32).range(1..=i64::from(run::MAX_THREADS))
 }
 
 /// `90s`, `10m`, `2h`: a positive run time limit.

@@ -17,9 +17,9 @@
 //! The runs.csv columns (what each means, which are deterministic) are documented in README.md,
 //! "Results: layout and CSV schema", from [`RunRecord::cells`] and `tail_columns` below.
 
-use crate::config::RunConfig;
-use crate::eval::Metrics;
-use crate::train::{CurvePoint, EvalRow, Status, TrainOutcome};
+use crate::input::config::RunConfig;
+use crate::run::eval::Metrics;
+use crate::run::train::{CurvePoint, EvalRow, Status, TrainOutcome};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -456,7 +456,7 @@ pub fn numeric_column(c: &str) -> bool {
 
 /// Bad input at `path:line` (exit code 2).
 fn bad_line(path: &Path, line: u64, message: String) -> anyhow::Error {
-    anyhow::Error::new(crate::strict::BadInput::one(
+    anyhow::Error::new(crate::input::strict::BadInput::one(
         path.display().to_string(),
         line as usize,
         0,
@@ -775,8 +775,77 @@ fn append_row(f: &mut File, body: &[u8]) -> std::io::Result<()> {
 fn injected_write_failure(body: &[u8]) -> Option<&[u8]> {
     static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = APPENDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    let nth = std::env::var("MEMBENCH_FAULT_WRITE").ok()?.parse::<u64>().ok()?;
+    let nth = std::env::var("MEMBENCH_FAULT_WRITE")
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
     (nth == n).then(|| &body[..body.len() / 2])
+}
+
+/// Refuses an `--out`/`--results` path that exists and is not a directory (exit 2): read as a
+/// results directory it would look empty, and every run would seem pending.
+pub fn check_results_dir(dir: &Path, option: &str) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
+            "{option} {}: is a file; expected a results directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The last non-empty lines of a run's log, for the reason column; for a Rust panic, the panic
+/// line and its message instead (a backtrace would fill the tail).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned())
+        .unwrap_or_default();
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = match all.iter().rposition(|l| l.contains("panicked at")) {
+        Some(i) => i,
+        None => all.len().saturating_sub(lines),
+    };
+    let s = all[start..(start + lines).min(all.len())].join(" | ");
+    if s.len() > 600 {
+        let cut = (s.len() - 600..s.len())
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        format!("...{}", &s[cut..])
+    } else {
+        s
+    }
+}
+
+/// `major.minor` of a semver string.
+pub fn minor(v: &str) -> &str {
+    match v.match_indices('.').nth(1) {
+        Some((i, _)) => &v[..i],
+        None => v,
+    }
+}
+
+/// Why this binary cannot be expected to reproduce a row made by `stored`, if it cannot.
+pub fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<String> {
+    let get = |k: &str| stored.get(k).map(String::as_str).unwrap_or("");
+    let torch = get("torch_version");
+    if torch != crate::sys::TORCH_VERSION {
+        return Some(format!(
+            "stored run used torch {torch}, this binary links torch {}",
+            crate::sys::TORCH_VERSION
+        ));
+    }
+    let mb = get("membench_version");
+    if minor(mb) != minor(crate::sys::MEMBENCH_VERSION) {
+        return Some(format!(
+            "stored run used membench {mb}, this binary is membench {}",
+            crate::sys::MEMBENCH_VERSION
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -805,7 +874,7 @@ mod tests {
         let e = RunsCsv::read_only(&d).err().expect("read_only refuses");
         let e2 = RunsCsv::open(&d).err().expect("open refuses");
         assert!(
-            e.downcast_ref::<crate::strict::BadInput>().is_some(),
+            e.downcast_ref::<crate::input::strict::BadInput>().is_some(),
             "{e:#}"
         );
         assert_eq!(format!("{e:#}"), format!("{e2:#}"));
@@ -897,7 +966,7 @@ mod tests {
         RunsCsv::read_only(&d).unwrap().check_numbers().unwrap();
         fs::write(d.join("runs.csv"), text.replacen("0.5", "0.5x", 1)).unwrap();
         let e = RunsCsv::read_only(&d).unwrap().check_numbers().unwrap_err();
-        assert!(e.downcast_ref::<crate::strict::BadInput>().is_some());
+        assert!(e.downcast_ref::<crate::input::strict::BadInput>().is_some());
         assert!(
             format!("{e:#}")
                 .ends_with("runs.csv:2: final_loss `0.5x`: expected a number (or an empty cell)"),

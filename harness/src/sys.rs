@@ -64,9 +64,10 @@ pub fn cpu_model() -> String {
 }
 
 /// The GEMM path of this process's CPU runs (see `membench_architectures::dense`), checked:
-/// a bad `MEMBENCH_GEMM`, or `onednn` where this CPU cannot run it, is bad input (exit 2).
+/// an error for a bad `MEMBENCH_GEMM`, or `onednn` where this CPU cannot run it (bad input: the
+/// commands report it with exit 2).
 pub fn gemm_choice() -> anyhow::Result<&'static dense::GemmChoice> {
-    dense::gemm_choice().map_err(|e| crate::strict::bad_option(anyhow::anyhow!(e)))
+    dense::gemm_choice().map_err(anyhow::Error::msg)
 }
 
 /// The `gemm_path` of a run on `device`: the CPU path of this process, `libtorch` on a GPU (where

@@ -45,7 +45,12 @@ fn membench_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
 /// The cells of `column`, in file order.
 fn column(results: &Path, column: &str) -> Vec<String> {
     let mut r = csv::Reader::from_path(results.join("runs.csv")).unwrap();
-    let i = r.headers().unwrap().iter().position(|h| h == column).unwrap();
+    let i = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == column)
+        .unwrap();
     r.records().map(|rec| rec.unwrap()[i].to_string()).collect()
 }
 
@@ -245,14 +250,21 @@ fn gemm_path_is_recorded_and_honoured() {
     std::fs::write(dir.join("tiny.yaml"), YAML).unwrap();
     let portable = [("MEMBENCH_GEMM", "libtorch")];
     let sweep = |env: &[(&str, &str)]| {
-        membench_env(&["sweep", "tiny.yaml", "--jobs", "1", "--out", "res"], &dir, env)
+        membench_env(
+            &["sweep", "tiny.yaml", "--jobs", "1", "--out", "res"],
+            &dir,
+            env,
+        )
     };
     let o = sweep(&portable);
     assert!(o.status.success(), "sweep failed: {}", text(&o));
     let res = dir.join("res");
     assert_eq!(column(&res, "gemm_path"), ["libtorch", "libtorch"]);
     for c in ["cpu_isa", "cpu"] {
-        assert!(column(&res, c).iter().all(|v| !v.is_empty()), "{c} is empty");
+        assert!(
+            column(&res, c).iter().all(|v| !v.is_empty()),
+            "{c} is empty"
+        );
     }
     let ids = run_ids(&res);
 
@@ -267,7 +279,11 @@ fn gemm_path_is_recorded_and_honoured() {
         let before = std::fs::read(res.join("runs.csv")).unwrap();
         let o = membench_env(&["reproduce", &ids[0], "--results", "res"], &dir, &portable);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-        assert!(text(&o).contains("made on the oneDNN GEMM path"), "{}", text(&o));
+        assert!(
+            text(&o).contains("made on the oneDNN GEMM path"),
+            "{}",
+            text(&o)
+        );
         let o = sweep(&portable);
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(

@@ -288,7 +288,10 @@ fn shards_partition_the_grid_and_merge_rebuilds_it() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "injects faults: needs --features fault-injection, as make test passes")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "injects faults: needs --features fault-injection, as make test passes"
+)]
 fn lock_refuses_a_second_sweep_and_a_stale_lock_is_taken_over() {
     let d = temp_dir("lock");
     let out = d.join("results");
@@ -345,7 +348,10 @@ fn lock_refuses_a_second_sweep_and_a_stale_lock_is_taken_over() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "injects faults: needs --features fault-injection, as make test passes")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "injects faults: needs --features fault-injection, as make test passes"
+)]
 fn failing_runs_get_rows_while_the_others_finish() {
     let d = temp_dir("faults");
     let out = d.join("results");
@@ -395,7 +401,10 @@ fn failing_runs_get_rows_while_the_others_finish() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "injects faults: needs --features fault-injection, as make test passes")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "injects faults: needs --features fault-injection, as make test passes"
+)]
 fn memory_limits_produce_failed_rows() {
     let d = temp_dir("memory");
     let f = write(&d.join("e.yaml"), &tiny_yaml("[0, 1]", ""));
@@ -432,7 +441,10 @@ fn memory_limits_produce_failed_rows() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "injects faults: needs --features fault-injection, as make test passes")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "injects faults: needs --features fault-injection, as make test passes"
+)]
 fn a_failed_row_write_is_a_clear_error_and_leaves_a_valid_csv() {
     let d = temp_dir("writefail");
     let out = d.join("results");

@@ -8,28 +8,6 @@
 use anyhow::{bail, Result};
 use tch::Device;
 
-/// The canonical name of a device spec, as run configs store it: `auto` becomes `cuda:0` when
-/// CUDA is usable on this machine (the one expanding the grid) and `cpu` otherwise; `cuda` becomes
-/// `cuda:0`. Whether a named CUDA device exists is checked where the run executes.
-pub fn canonical(spec: &str) -> Result<String, String> {
-    match spec {
-        "auto" => Ok(if tch::Cuda::is_available() {
-            "cuda:0".into()
-        } else {
-            "cpu".into()
-        }),
-        "cpu" => Ok("cpu".into()),
-        "cuda" => Ok("cuda:0".into()),
-        s if s
-            .strip_prefix("cuda:")
-            .is_some_and(|n| n.parse::<u16>().is_ok()) =>
-        {
-            Ok(s.into())
-        }
-        s => Err(format!("device `{s}`: expected auto, cpu, cuda or cuda:N")),
-    }
-}
-
 /// Parses a device spec into a usable device; fails when CUDA is named but not usable here.
 pub fn resolve(spec: &str) -> Result<Device> {
     let cuda_ok = tch::Cuda::is_available();
@@ -110,6 +88,7 @@ pub fn reset_peak(device: Device) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::config::canonical;
 
     #[test]
     fn specs_parse_and_cpu_has_no_device_memory() {

@@ -16,9 +16,9 @@
 //! Not compared: timings and where/when the run happened ([`is_unchecked`]). Refused up front: a stored
 //! run made with another torch version, or another membench major.minor (either changes numbers).
 
-use crate::record::{self, RunRecord};
-use membench_architectures::dense;
+use crate::record::{self, version_mismatch, RunRecord};
 use anyhow::{bail, Context, Result};
+use membench_architectures::dense;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -85,34 +85,6 @@ fn run_ids(target: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// `major.minor` of a semver string.
-pub(crate) fn minor(v: &str) -> &str {
-    match v.match_indices('.').nth(1) {
-        Some((i, _)) => &v[..i],
-        None => v,
-    }
-}
-
-/// Why this binary cannot be expected to reproduce a row made by `stored`, if it cannot.
-pub(crate) fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<String> {
-    let get = |k: &str| stored.get(k).map(String::as_str).unwrap_or("");
-    let torch = get("torch_version");
-    if torch != crate::sys::TORCH_VERSION {
-        return Some(format!(
-            "stored run used torch {torch}, this binary links torch {}",
-            crate::sys::TORCH_VERSION
-        ));
-    }
-    let mb = get("membench_version");
-    if minor(mb) != minor(crate::sys::MEMBENCH_VERSION) {
-        return Some(format!(
-            "stored run used membench {mb}, this binary is membench {}",
-            crate::sys::MEMBENCH_VERSION
-        ));
-    }
-    None
-}
-
 fn same(a: &str, b: &str, gpu: bool) -> bool {
     if a == b {
         return true;
@@ -170,8 +142,8 @@ fn diff_files(
 
 pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     // A target that names nothing is bad input (exit 2): exit 1 means "not reproduced".
-    let ids = run_ids(&opts.target).map_err(crate::strict::bad_option)?;
-    let runs = crate::compare::read_runs(&opts.results)?;
+    let ids = run_ids(&opts.target).map_err(crate::input::strict::bad_option)?;
+    let runs = crate::report::compare::read_runs(&opts.results)?;
     let mut failed = vec![];
     for id in &ids {
         let row = runs
@@ -185,7 +157,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
                     opts.results.join("runs.csv").display()
                 )
             })
-            .map_err(crate::strict::bad_option)?;
+            .map_err(crate::input::strict::bad_option)?;
         let differing = reproduce_one(id, row, &runs.header, opts)?;
         if !differing.is_empty() {
             failed.push(format!("{id}: {}", differing.join(", ")));
@@ -201,7 +173,10 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
 /// Why a CPU rerun may differ although it ran the stored row's GEMM path: another vector ISA
 /// (libtorch and its MKL pick their float32 kernels by it, and so group sums differently) or
 /// another CPU model; None on the same kind of CPU, or for a row that does not say (before 0.4.2).
-fn other_cpu(stored: &BTreeMap<String, String>, rerun: &BTreeMap<String, String>) -> Option<String> {
+fn other_cpu(
+    stored: &BTreeMap<String, String>,
+    rerun: &BTreeMap<String, String>,
+) -> Option<String> {
     let get = |row: &BTreeMap<String, String>, k: &str| row.get(k).cloned().unwrap_or_default();
     let (isa, cpu) = (get(stored, "cpu_isa"), get(stored, "cpu"));
     let (isa2, cpu2) = (get(rerun, "cpu_isa"), get(rerun, "cpu"));
@@ -223,11 +198,14 @@ fn gemm_for_rerun(id: &str, stored: &BTreeMap<String, String>) -> Result<Option<
         return Ok(None);
     }
     let bad = |why: String| {
-        crate::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}"))
+        crate::input::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}"))
     };
-    let path = dense::GemmPath::parse(name)
-        .ok_or_else(|| bad(format!("runs.csv gemm_path `{name}`: expected onednn or libtorch")))?;
-    let here = crate::sys::gemm_choice()?;
+    let path = dense::GemmPath::parse(name).ok_or_else(|| {
+        bad(format!(
+            "runs.csv gemm_path `{name}`: expected onednn or libtorch"
+        ))
+    })?;
+    let here = crate::sys::gemm_choice().map_err(crate::input::strict::bad_option)?;
     if path == dense::GemmPath::Onednn && here.path != path {
         return Err(bad(format!(
             "it was made on the oneDNN GEMM path and this process runs {here}; the libtorch path \
@@ -247,16 +225,16 @@ fn reproduce_one(
     opts: &ReproduceOptions,
 ) -> Result<Vec<String>> {
     if let Some(why) = version_mismatch(stored) {
-        return Err(crate::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version")));
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version")));
     }
     let stored_dir = record::run_dir(&opts.results, id);
     let config_path = stored_dir.join("config.yaml");
     // The saved config must still be the one the id names: an edited file would rerun another run.
     let config = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    let hashed = crate::runner::parse_run_config(&config_path, &config)?.run_id();
+    let hashed = crate::input::config::parse_run_config(&config_path, &config)?.run_id();
     if hashed != id {
-        return Err(crate::strict::bad_option(anyhow::anyhow!(
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "{}: hashes to run id {hashed}, not {id}: the file was changed after the run",
             config_path.display()
         )));
@@ -266,14 +244,14 @@ fn reproduce_one(
         Some(t) => t
             .parse()
             .ok()
-            .filter(|n| (1..=crate::runner::MAX_THREADS).contains(n))
+            .filter(|n| (1..=crate::run::MAX_THREADS).contains(n))
             .with_context(|| {
                 format!(
                     "run {id}: runs.csv threads cell `{t}`: expected an integer in 1..={}",
-                    crate::runner::MAX_THREADS
+                    crate::run::MAX_THREADS
                 )
             })
-            .map_err(crate::strict::bad_option)?,
+            .map_err(crate::input::strict::bad_option)?,
     };
     let gemm = gemm_for_rerun(id, stored)?;
     let scratch =
@@ -303,7 +281,7 @@ fn reproduce_one(
         .context("starting the rerun")?;
     let result = dir.join("result.json");
     let Ok(bytes) = std::fs::read(&result) else {
-        let tail = crate::runner::log_tail(&dir.join("run.log"), 3);
+        let tail = crate::record::log_tail(&dir.join("run.log"), 3);
         if !opts.keep {
             let _ = std::fs::remove_dir_all(&scratch);
         }
@@ -322,7 +300,10 @@ fn reproduce_one(
         if gpu {
             format!("GPU: numbers within rel {GPU_REL_TOL:e} + abs {GPU_ABS_TOL:e}")
         } else {
-            format!("CPU: identical cells, GEMM path {}", record::gemm_path_of(stored))
+            format!(
+                "CPU: identical cells, GEMM path {}",
+                record::gemm_path_of(stored)
+            )
         }
     );
     println!("{:<26} {:>24} {:>24}  ", "column", "stored", "rerun");
@@ -370,6 +351,7 @@ fn reproduce_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::minor;
 
     #[test]
     fn gpu_tolerance_is_relative_with_an_absolute_floor() {

@@ -161,7 +161,7 @@ fn padded(lo: f64, hi: f64, log: bool, limits: (f64, f64)) -> (f64, f64) {
 /// A point's band (low, high), clipped to the metric's range `limits`: a band never shows values
 /// the metric cannot take (negative bit errors, accuracies above 1), whoever computed it.
 fn band_within(p: &(f64, f64, f64, f64), limits: (f64, f64)) -> (f64, f64) {
-    crate::stats::clip((p.2, p.3), limits)
+    crate::report::stats::clip((p.2, p.3), limits)
 }
 
 /// Legend column width in pixels: enough for the longest label at the legend font, within bounds.

@@ -11,7 +11,7 @@
 //! are refused (exit 2) before anything is written, as `sweep` refuses to add to them.
 
 use crate::record::{self, RunsCsv};
-use crate::runner::is_final;
+use crate::run::train::is_final;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ fn version(row: &BTreeMap<String, String>) -> String {
     };
     format!(
         "membench {} / torch {}{gemm}",
-        crate::reproduce::minor(get("membench_version")),
+        crate::record::minor(get("membench_version")),
         get("torch_version")
     )
 }
@@ -77,7 +77,7 @@ fn plan(sources: &[(PathBuf, RunsCsv)]) -> Result<Plan> {
                 match &first_version {
                     None => first_version = Some((v, format!("{at} (run {id})"))),
                     Some((v0, where0)) if *v0 != v => {
-                        return Err(crate::strict::bad_option(anyhow::anyhow!(
+                        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                             "{at}: run {id} was made by {v}, but {where0} by {v0}: their numbers are \
                              not comparable, so merge will not put them in one results directory \
                              (merge each version into its own --out)"
@@ -133,13 +133,13 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
     let mut sources = vec![(out.to_path_buf(), RunsCsv::read_only(out)?)];
     for dir in inputs {
         if !dir.join("runs.csv").is_file() {
-            return Err(crate::strict::bad_option(anyhow::anyhow!(
+            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                 "{} has no runs.csv",
                 dir.display()
             )));
         }
         if out_canon.is_some() && std::fs::canonicalize(dir).ok() == out_canon {
-            return Err(crate::strict::bad_option(anyhow::anyhow!(
+            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                 "{} is both an input and --out",
                 dir.display()
             )));
@@ -149,7 +149,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
     // Checked before anything is created or locked, so a refused merge leaves --out as it was.
     plan(&sources)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let _lock = crate::lock::DirLock::acquire(out)?;
+    let _lock = crate::sweep::lock::DirLock::acquire(out)?;
     // Planned again from --out as it is under the lock.
     sources[0].1 = RunsCsv::open(out)?;
     let plan = plan(&sources)?;

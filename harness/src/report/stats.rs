@@ -3,7 +3,7 @@
 //! Protocol used by every table and plot (`membench compare`):
 //! - **t CI of the mean** (labelled `mean [t95, clipped to …]`): x̄ ± t_{0.975, n−1} · s/√n with s the
 //!   sample standard deviation (n−1 denominator), intersected with the metric's range
-//!   ([`crate::eval::Metrics::RANGES`]: accuracies in [0, 1], errors and losses ≥ 0). Exact when
+//!   ([`crate::run::eval::Metrics::RANGES`]: accuracies in [0, 1], errors and losses ≥ 0). Exact when
 //!   seeds are normal; with 2–5 seeds it is wide on purpose, and being symmetric about the mean it
 //!   leaves a bounded metric's range near the bound (0.05 ± 0.23 bit errors), where it is clipped:
 //!   the clipped interval holds every value of the metric the unclipped one holds.
@@ -17,6 +17,7 @@
 //!   ν = (s₁²/n₁ + s₂²/n₂)² / ((s₁²/n₁)²/(n₁−1) + (s₂²/n₂)²/(n₂−1)),
 //!   and the two-sided p = 2·(1 − F_ν(|t|)) with F_ν the Student t CDF.
 
+pub use crate::run::median;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -60,15 +61,6 @@ pub fn t_interval(xs: &[f64], level: f64) -> (f64, f64) {
         .inverse_cdf(0.5 + level / 2.0);
     let half = t * sd / n.sqrt();
     (mean - half, mean + half)
-}
-
-/// Median of `xs` (NaN when empty): the statistic of every timing and of table cells.
-pub fn median(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        f64::NAN
-    } else {
-        Data::new(xs.to_vec()).median()
-    }
 }
 
 /// Percentile bootstrap interval (`level`) of the median, from a fixed-seed stream.

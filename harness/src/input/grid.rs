@@ -19,14 +19,14 @@
 //! `train.` or are `data_seed` or `device`. Runs come out in a fixed order: experiments in file order, then
 //! grid combinations (keys sorted, last key fastest), then zip positions, then seeds.
 //!
-//! Every mistake is an error located in the file ([`crate::strict`]), and every mistake is
+//! Every mistake is an error located in the file ([`crate::input::strict`]), and every mistake is
 //! reported in one pass: the defaults, each experiment and each of their sections are read on
 //! their own, key by key, where they are written; then each run's merged sections are checked
 //! for what only the merge shows (a missing section, impossible values, a grid value), pointing
 //! at the grid key, experiment key or default that supplied the bad value.
 
-use crate::config::{RunConfig, TrainConfig};
-use crate::strict::{self, BadInput, Issue, Positions};
+use crate::input::config::{RunConfig, TrainConfig};
+use crate::input::strict::{self, BadInput, Issue, Positions};
 use membench_architectures::ArchConfig;
 use membench_tasks::TaskConfig;
 use serde::Deserialize;
@@ -848,7 +848,7 @@ impl Plan {
             Some(_) => self
                 .section::<String>(cfg, "device", None, at, &mut issues)
                 .and_then(|d| {
-                    crate::device::canonical(&d)
+                    crate::input::config::canonical(&d)
                         .map_err(|m| issues.push(at(&segs(&["device"]), m)))
                         .ok()
                 }),

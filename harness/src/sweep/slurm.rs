@@ -20,7 +20,7 @@
 //! is recomputed from all shards.
 
 use crate::record;
-use crate::runner::is_final;
+use crate::run::train::is_final;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -41,11 +41,11 @@ pub struct SlurmOptions {
     pub submit: bool,
 }
 
-use crate::strict::bad_option as bad;
+use crate::input::strict::bad_option as bad;
 
 /// Reads and expands the grid; any mistake is bad input (file:line:col, from `grid::load`).
-fn expand_grid(file: &Path) -> Result<Vec<crate::config::RunConfig>> {
-    let runs = crate::grid::load(file)?;
+fn expand_grid(file: &Path) -> Result<Vec<crate::input::config::RunConfig>> {
+    let runs = crate::input::grid::load(file)?;
     if runs.is_empty() {
         return Err(bad(anyhow::anyhow!(
             "{}: the grid has no runs",
@@ -195,7 +195,7 @@ fn is_slurm_mem(m: &str) -> bool {
 /// Writes both scripts under `<out>/slurm/`, and with `submit` submits them; returns a report for
 /// stdout (job ids, or the commands to submit by hand).
 pub fn slurm(o: &SlurmOptions) -> Result<String> {
-    crate::runner::check_results_dir(&o.out, "--out")?;
+    crate::record::check_results_dir(&o.out, "--out")?;
     let runs = expand_grid(&o.file)?;
     if o.array == 0 || o.cpus_per_task == 0 || o.threads < 1 {
         return Err(bad(anyhow::anyhow!(
@@ -331,7 +331,7 @@ fn sbatch(args: &[String], script: &Path) -> Result<String> {
 /// Compares `<out>/runs.csv` with the grid of `file`: Ok(report) when every run is finished
 /// (done or diverged), otherwise an error naming each missing or unfinished run.
 pub fn check(file: &Path, out: &Path) -> Result<String> {
-    crate::runner::check_results_dir(out, "--out")?;
+    crate::record::check_results_dir(out, "--out")?;
     let runs = expand_grid(file)?;
     // Read-only: the check may run while another process holds the directory's lock.
     let csv = record::RunsCsv::read_only(out)?;
@@ -440,7 +440,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            e.is::<crate::strict::BadOption>() && format!("{e:#}").contains("--array 3"),
+            e.is::<crate::input::strict::BadOption>() && format!("{e:#}").contains("--array 3"),
             "{e:#}"
         );
         std::fs::remove_dir_all(&d).ok();
@@ -452,7 +452,7 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("g.yaml"), "experiments:\n  - task: {name: copy, max_len: 3}\n    arch: {name: lstm, hidden_sise: 16}\n").unwrap();
         let e = slurm(&opts(&d)).unwrap_err();
-        assert!(e.is::<crate::strict::BadInput>(), "{e:#}");
+        assert!(e.is::<crate::input::strict::BadInput>(), "{e:#}");
         assert!(!d.join("out").exists());
         grid(&d, 1);
         let e = slurm(&SlurmOptions {
@@ -461,7 +461,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            e.is::<crate::strict::BadOption>() && format!("{e}").contains("--time"),
+            e.is::<crate::input::strict::BadOption>() && format!("{e}").contains("--time"),
             "{e:#}"
         );
         assert!(!d.join("out").exists());

@@ -10,7 +10,7 @@
 //! (MIN defaults to 0) and N = SLURM_ARRAY_TASK_COUNT, so `sbatch --array=0-9` (or `1-10`) gives
 //! ten shards with no flags. An explicit `--shard` always wins.
 
-use crate::strict::BadInput;
+use crate::input::strict::BadInput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {

@@ -240,3 +240,49 @@ impl RunConfig {
         blake3::hash(canonical.as_bytes()).to_hex()[..12].to_string()
     }
 }
+
+/// A saved, resolved run config (`runs/<run_id>/config.yaml`); a file that does not parse is bad
+/// input located at its line and column.
+pub fn load_run_config(path: &std::path::Path) -> anyhow::Result<RunConfig> {
+    let text = anyhow::Context::with_context(std::fs::read_to_string(path), || {
+        format!("reading {}", path.display())
+    })?;
+    parse_run_config(path, &text)
+}
+
+/// [`load_run_config`] of text already read from `path`.
+pub fn parse_run_config(path: &std::path::Path, text: &str) -> anyhow::Result<RunConfig> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+        crate::input::strict::BadInput::one(
+            path.display().to_string(),
+            line,
+            col,
+            "",
+            format!("not a resolved run config: {e}"),
+        )
+        .into()
+    })
+}
+
+/// The canonical name of a device spec, as run configs store it: `auto` becomes `cuda:0` when
+/// CUDA is usable on this machine (the one expanding the grid) and `cpu` otherwise; `cuda` becomes
+/// `cuda:0`. Whether a named CUDA device exists is checked where the run executes.
+pub fn canonical(spec: &str) -> Result<String, String> {
+    match spec {
+        "auto" => Ok(if tch::Cuda::is_available() {
+            "cuda:0".into()
+        } else {
+            "cpu".into()
+        }),
+        "cpu" => Ok("cpu".into()),
+        "cuda" => Ok("cuda:0".into()),
+        s if s
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<u16>().is_ok()) =>
+        {
+            Ok(s.into())
+        }
+        s => Err(format!("device `{s}`: expected auto, cpu, cuda or cuda:N")),
+    }
+}

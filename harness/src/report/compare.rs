@@ -17,15 +17,15 @@
 //! eval.csv `checkpoint = last`; `best_valid`: the checkpoint with the best validation score,
 //! `best_*` and `checkpoint = best_valid`) and carries the command that produced it.
 
-use crate::plot::{self, Figure, Series};
 use crate::record;
-use crate::stats::{self, Summary};
+use crate::report::plot::{self, Figure, Series};
+use crate::report::stats::{self, Summary};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-pub use crate::config::Selection;
+pub use crate::input::config::Selection;
 
 /// What a table says about the checkpoint its numbers come from.
 impl Selection {
@@ -143,7 +143,7 @@ pub struct Runs {
 pub fn read_runs(results: &Path) -> Result<Runs> {
     let path = results.join("runs.csv");
     if !path.is_file() {
-        return Err(crate::strict::bad_option(anyhow::anyhow!(
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "{}: no runs.csv here (expected the --out directory of a membench sweep)",
             path.display()
         )));
@@ -248,7 +248,7 @@ fn same_value(a: &str, b: &str) -> bool {
 fn apply_filters(runs: &mut Runs, filters: &[(String, String)]) -> Result<()> {
     for (k, v) in filters {
         if !runs.rows.iter().any(|r| lookup(r, k).is_some()) {
-            return Err(crate::strict::bad_option(anyhow::anyhow!(
+            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                 "--where {k}={v}: no run has `{k}` (runs.csv columns or resolved config keys such as task.num_kv_pairs)"
             )));
         }
@@ -273,10 +273,10 @@ pub fn lower_is_better(metric: &str) -> bool {
     matches!(metric, "loss" | "bit_errors_per_seq" | "mse")
 }
 
-/// Range a metric can take ([`crate::eval::Metrics::RANGES`]), to clip intervals and bands that
+/// Range a metric can take ([`crate::run::eval::Metrics::RANGES`]), to clip intervals and bands that
 /// would leave it.
 fn metric_bounds(metric: &str) -> (f64, f64) {
-    crate::eval::Metrics::range(metric).unwrap_or((f64::NEG_INFINITY, f64::INFINITY))
+    crate::run::eval::Metrics::range(metric).unwrap_or((f64::NEG_INFINITY, f64::INFINITY))
 }
 
 /// A metric's range in words, for table headers: `[0, 1]` or `≥ 0`.
@@ -355,7 +355,7 @@ impl Group {
 
 fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
     if !runs.header.iter().any(|h| h == by) {
-        return Err(crate::strict::bad_option(anyhow::anyhow!(
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "--by {by}: no such column in runs.csv (columns: {})",
             runs.header.join(", ")
         )));
@@ -535,9 +535,9 @@ pub fn command_line() -> String {
 }
 
 pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
-    crate::runner::check_results_dir(&opts.results, "--results")?;
+    crate::record::check_results_dir(&opts.results, "--results")?;
     if let Some(out) = &opts.out {
-        crate::runner::check_results_dir(out, "--out")?;
+        crate::record::check_results_dir(out, "--out")?;
     }
     let mut runs = read_runs(&opts.results)?;
     resolve(&mut runs, &opts.results);
@@ -548,7 +548,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             .iter()
             .any(|r| lookup(r, k).is_some_and(|v| v.parse::<f64>().is_ok()))
         {
-            return Err(crate::strict::bad_option(anyhow::anyhow!(
+            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                 "--x {k}: no run has a numeric `{k}` in runs.csv or its resolved config (swept keys here: {})",
                 runs.swept_keys().join(", ")
             )));
@@ -557,7 +557,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     let tasks = match &opts.task {
         Some(t) if runs.tasks().contains(t) => vec![t.clone()],
         Some(t) => {
-            return Err(crate::strict::bad_option(anyhow::anyhow!(
+            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                 "--task {t}: no runs of that task in runs.csv (tasks: {})",
                 runs.tasks().join(", ")
             )))
@@ -565,7 +565,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
         None => runs.tasks(),
     };
     if tasks.is_empty() && !opts.filters.is_empty() {
-        return Err(crate::strict::bad_option(anyhow::anyhow!(
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "{}: no run matches every --where",
             opts.results.join("runs.csv").display()
         )));
@@ -593,7 +593,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             };
             let (with, without): (Vec<String>, Vec<String>) = tasks.into_iter().partition(has);
             if with.is_empty() {
-                return Err(crate::strict::bad_option(anyhow::anyhow!(
+                return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                     "--metric {m}: no run of {} has a value for it in runs.csv",
                     without.join(", ")
                 )));
@@ -631,7 +631,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             selection,
         };
         if !runs.header.contains(&spec.column()) {
-            return Err(crate::strict::bad_option(anyhow::anyhow!(
+            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
                 "--metric {}: runs.csv has no column {}",
                 spec.metric,
                 spec.column()
@@ -1297,7 +1297,7 @@ fn write_curve_plot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::welch;
+    use crate::report::stats::welch;
     use crate::test_support::fresh_dir;
 
     #[test]
@@ -1321,7 +1321,9 @@ mod tests {
         let bad = a.replace("0.5", "0,5").replacen("0,5", "\"0,5\"", 1);
         std::fs::write(dir.join("runs.csv"), format!("{head}{bad}")).unwrap();
         let err = read_runs(&dir).err().expect("bad metric");
-        assert!(err.downcast_ref::<crate::strict::BadInput>().is_some());
+        assert!(err
+            .downcast_ref::<crate::input::strict::BadInput>()
+            .is_some());
         assert!(
             format!("{err:#}").contains("runs.csv:2: final_loss `0,5`: expected a number"),
             "{err:#}"

@@ -11,7 +11,7 @@
 //! 3 × forward FLOPs per token (forward + backward); MFU divides by a matmul peak measured here,
 //! with the same thread count, just before the models run.
 
-use crate::eval::{self, BatchTensors};
+use crate::run::eval::{self, BatchTensors};
 use anyhow::{Context, Result};
 use membench_architectures::bench_specs::{Spec, SPECS};
 use membench_architectures::{ArchConfig, Network};
@@ -157,7 +157,7 @@ pub fn time_step(
     let per_step_ms = if warm.is_empty() {
         f64::INFINITY
     } else {
-        crate::stats::median(&warm)
+        crate::run::median(&warm)
     };
     let steps = steps.max(((min_seconds * 1e3 / per_step_ms).ceil() as usize).min(100_000));
     let c0 = crate::sys::cpu_seconds(threads);
@@ -165,7 +165,7 @@ pub fn time_step(
     let cpu_ms = (crate::sys::cpu_seconds(threads) - c0) * 1e3 / steps as f64;
     Ok(StepTiming {
         steps,
-        wall_ms: crate::stats::median(&wall),
+        wall_ms: crate::run::median(&wall),
         cpu_ms,
         params: net.param_count(),
         flops_per_token: net.flops_per_token(spec.time as i64),
@@ -257,7 +257,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
         .iter()
         .find(|m| !SPECS.iter().any(|s| &s.name == m))
     {
-        return Err(crate::strict::bad_option(anyhow::anyhow!(
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "bench: no spec called `{unknown}`; known: {}",
             SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         )));
@@ -307,7 +307,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
                 theirs.extend(py);
             }
             let Some(st) = ours.first() else { continue };
-            let med = |v: Vec<f64>| crate::stats::median(&v);
+            let med = |v: Vec<f64>| crate::run::median(&v);
             let ms = med(ours.iter().map(|s| s.wall_ms).collect());
             let cpu_ms = med(ours.iter().map(|s| s.cpu_ms).collect());
             // PyTorch's medians only when it answered every round.

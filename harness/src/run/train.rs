@@ -7,8 +7,8 @@
 //! last and the best-valid checkpoints are both scored on the test split, at the training
 //! distribution and at every evaluation point of the task.
 
-use crate::config::{Optimizer, RunConfig, Selection};
-use crate::eval::{self, BatchTensors, MetricSums, Metrics};
+use crate::input::config::{Optimizer, RunConfig, Selection};
+use crate::run::eval::{self, BatchTensors, MetricSums, Metrics};
 use anyhow::{Context, Result};
 use membench_architectures::Network;
 use membench_tasks::{EvalPoint, Split, SuccessCriterion, Task};
@@ -291,7 +291,7 @@ pub fn train(
             let loss_value = loss.double_value(&[]);
             // The loss read above already waits for the device; the explicit sync keeps the clock
             // honest should that read ever move.
-            crate::device::synchronize(device);
+            crate::run::device::synchronize(device);
             let t_step = Instant::now();
             loss_sum += &loss;
             loss_n += 1;
@@ -371,7 +371,7 @@ pub fn train(
     let train_s: f64 = step_ms.iter().sum::<f64>() / 1e3;
     out.train_samples_per_s = (out.steps as f64 * t.batch_size as f64) / train_s.max(1e-9);
     out.train_tokens_per_s = tokens as f64 / train_s.max(1e-9);
-    out.step_ms_median = crate::stats::median(&step_ms);
+    out.step_ms_median = crate::run::median(&step_ms);
     out.harness_overhead_pct = 100.0 * overhead_s / core_s.max(1e-12);
     out.batch_wait_pct = 100.0 * wait_s / core_s.max(1e-12);
     if out.status == Status::Diverged {
@@ -416,6 +416,12 @@ pub fn train(
         out.best_metrics = Some(score_checkpoint(Selection::BestValid, &mut out));
     }
     Ok(out)
+}
+
+/// Statuses that are final: rerunning would give the same row. Failed and timed-out runs are
+/// retried by the next sweep.
+pub fn is_final(status: &str) -> bool {
+    status == Status::Done.as_str() || status == Status::Diverged.as_str()
 }
 
 #[cfg(test)]

@@ -5,11 +5,12 @@
 //! curve, eval and result.json; the parent turns result.json (or the child's death) into a row.
 //! One run per process because tch's seed is process-global, and so that a crash costs one run.
 
-use crate::config::RunConfig;
-use crate::lock::DirLock;
-use crate::record::{self, RunEnv, RunRecord, RunsCsv};
-use crate::shard::Shard;
-use crate::train::{self, Status};
+use crate::input::config::load_run_config;
+use crate::input::config::RunConfig;
+use crate::record::{self, check_results_dir, log_tail, RunEnv, RunRecord, RunsCsv};
+use crate::run::train::{self, is_final, Status};
+use crate::sweep::lock::DirLock;
+use crate::sweep::shard::Shard;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -36,15 +37,9 @@ pub struct SweepOptions {
     pub device: Option<String>,
 }
 
-/// Statuses that are final: rerunning would give the same row. Failed and timed-out runs are
-/// retried by the next sweep.
-pub fn is_final(status: &str) -> bool {
-    status == Status::Done.as_str() || status == Status::Diverged.as_str()
-}
-
 /// The runs of `file` this invocation is responsible for (its shard), checked; nothing is written.
 fn planned_runs(file: &Path, shard: Option<Shard>) -> Result<Vec<RunConfig>> {
-    let runs = crate::grid::load(file)?;
+    let runs = crate::input::grid::load(file)?;
     Ok(match shard {
         Some(s) => runs
             .into_iter()
@@ -62,27 +57,12 @@ fn swept_text(run: &RunConfig) -> String {
         .join(" ")
 }
 
-/// Most LibTorch intra-op threads a run may ask for (command line, or a runs.csv row to reproduce).
-pub const MAX_THREADS: i32 = 1024;
-
-/// Refuses an `--out`/`--results` path that exists and is not a directory (exit 2): read as a
-/// results directory it would look empty, and every run would seem pending.
-pub fn check_results_dir(dir: &Path, option: &str) -> Result<()> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(crate::strict::bad_option(anyhow::anyhow!(
-            "{option} {}: is a file; expected a results directory",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
 /// `membench list`: every run of the file with its status in `out` (pending when it has no row)
 /// and what it will be measured on, its resolved evaluation conditions (an empty `eval_lengths`
 /// is the task's longest training length).
 pub fn list(file: &Path, out: &Path) -> Result<()> {
     check_results_dir(out, "--out")?;
-    let runs = crate::grid::load(file)?;
+    let runs = crate::input::grid::load(file)?;
     let csv = RunsCsv::read_only(out)?;
     let mut text = String::from("run_id\texperiment\tseed\tstatus\teval_lengths\tswept\n");
     for r in &runs {
@@ -140,8 +120,8 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     check_results_dir(&opts.out, "--out")?;
     let mut runs = planned_runs(&opts.file, opts.shard)?;
     if let Some(spec) = &opts.device {
-        let device = crate::device::canonical(spec)
-            .map_err(|m| crate::strict::bad_option(anyhow::anyhow!("--device: {m}")))?;
+        let device = crate::input::config::canonical(spec)
+            .map_err(|m| crate::input::strict::bad_option(anyhow::anyhow!("--device: {m}")))?;
         runs.iter_mut().for_each(|r| r.device = device.clone());
     }
     if opts.dry_run {
@@ -228,7 +208,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     // The CPU's practical peak with the runs' thread count, measured once, for the mfu column.
     let peak_flops = pending.iter().any(|r| r.device == "cpu").then(|| {
         tch::set_num_threads(opts.threads);
-        crate::bench::matmul_peak_flops()
+        crate::run::bench::matmul_peak_flops()
     });
     let (tx, rx) = mpsc::channel::<RunRecord>();
     let queue = std::sync::Mutex::new(pending.into_iter());
@@ -311,7 +291,7 @@ fn orphaned_results(csv: &RunsCsv, out: &Path) -> Result<Vec<RunRecord>> {
             continue;
         }
         let bad = |why: String| {
-            crate::strict::bad_option(anyhow::anyhow!(
+            crate::input::strict::bad_option(anyhow::anyhow!(
                 "{}: {why}; it has no row in runs.csv, so the sweep would train the run again and \
                  overwrite it: move {} away first",
                 path.display(),
@@ -340,14 +320,14 @@ fn refuse_other_versions(
     let stale: Vec<(String, String)> = rows
         .filter(|row| row.get("status").is_some_and(|s| is_final(s)))
         .filter_map(|row| {
-            crate::reproduce::version_mismatch(&row)
+            crate::record::version_mismatch(&row)
                 .or_else(|| gemm_mismatch(&row))
                 .map(|why| (row.get("run_id").cloned().unwrap_or_default(), why))
         })
         .collect();
     match stale.first() {
         None => Ok(()),
-        Some((id, why)) => Err(crate::strict::bad_option(anyhow::anyhow!(
+        Some((id, why)) => Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "{}: {} finished runs were made by another version (run {id}: {why}); their numbers are not comparable \
              with this binary's, so the sweep will not add to them: pass a new --out directory, or move the old results away",
             out.join("runs.csv").display(),
@@ -384,32 +364,6 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         format!("killed by signal {sig}{name}")
     } else {
         format!("exit status {}", status.code().unwrap_or(-1))
-    }
-}
-
-/// The last non-empty lines of a run's log, for the reason column; for a Rust panic, the panic
-/// line and its message instead (a backtrace would fill the tail).
-pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(65536)..]).into_owned())
-        .unwrap_or_default();
-    let all: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let start = match all.iter().rposition(|l| l.contains("panicked at")) {
-        Some(i) => i,
-        None => all.len().saturating_sub(lines),
-    };
-    let s = all[start..(start + lines).min(all.len())].join(" | ");
-    if s.len() > 600 {
-        let cut = (s.len() - 600..s.len())
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        format!("...{}", &s[cut..])
-    } else {
-        s
     }
 }
 
@@ -558,29 +512,6 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// A saved, resolved run config (`runs/<run_id>/config.yaml`); a file that does not parse is bad
-/// input located at its line and column.
-pub fn load_run_config(path: &Path) -> Result<RunConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_run_config(path, &text)
-}
-
-/// [`load_run_config`] of text already read from `path`.
-pub fn parse_run_config(path: &Path, text: &str) -> Result<RunConfig> {
-    serde_yaml::from_str(text).map_err(|e| {
-        let (line, col) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        crate::strict::BadInput::one(
-            path.display().to_string(),
-            line,
-            col,
-            "",
-            format!("not a resolved run config: {e}"),
-        )
-        .into()
-    })
-}
-
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
 pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
     let cfg = load_run_config(config_path)?;
@@ -594,8 +525,8 @@ pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Res
     tch::set_num_threads(threads);
     tch::set_num_interop_threads(1);
     tch::manual_seed(cfg.seed as i64);
-    let device = crate::device::resolve(&cfg.device)?;
-    crate::device::reset_peak(device);
+    let device = crate::run::device::resolve(&cfg.device)?;
+    crate::run::device::reset_peak(device);
     let outcome = train::train(&trained, device, &mut |p| {
         eprintln!(
             "step {} train_loss {:.5} valid_loss {:.5} token_acc {:.4}",
@@ -611,10 +542,10 @@ pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Res
         config: cfg,
         env: RunEnv {
             peak_rss_bytes: crate::sys::peak_rss_bytes(),
-            peak_device_bytes: crate::device::peak_allocated_bytes(device),
+            peak_device_bytes: crate::run::device::peak_allocated_bytes(device),
             peak_flops,
             ..RunEnv::here(
-                crate::device::name(device),
+                crate::run::device::name(device),
                 threads,
                 started_at,
                 started.elapsed().as_secs_f64(),

@@ -1,0 +1,21 @@
+//! One run in this process: the training loop and checkpoint selection (`train`), the metrics
+//! (`eval`), the device and its memory (`device`), and the timing of training steps (`bench`).
+//! Depends on `input` and `sys`; knows nothing of results directories, sweeps or reports.
+
+pub mod bench;
+pub mod device;
+pub mod eval;
+pub mod train;
+
+/// Most LibTorch intra-op threads a run may ask for (command line, or a runs.csv row to reproduce).
+pub const MAX_THREADS: i32 = 1024;
+
+/// Median of `xs` (NaN when empty): the statistic of every timing and of table cells.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        f64::NAN
+    } else {
+        use statrs::statistics::Median;
+        statrs::statistics::Data::new(xs.to_vec()).median()
+    }
+}

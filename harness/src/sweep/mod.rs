@@ -1,0 +1,10 @@
+//! Many runs: the grid's runs as child processes, resumable and parallel (`runner`), a
+//! deterministic share of them (`shard`), one sweep per results directory (`lock`), Slurm job
+//! arrays (`slurm`) and the union of results directories (`merge`). Depends on `input`, `run`,
+//! `record` and `sys`; never on `report`.
+
+pub mod lock;
+pub mod merge;
+pub mod runner;
+pub mod shard;
+pub mod slurm;
