@@ -39,7 +39,7 @@ use crate::ntm::{
     check_clip, default_clip, default_controller, default_controller_size, one, Controller,
     ControllerKind, MEMORY_INIT,
 };
-use crate::{kernels, ArchError, Core};
+use crate::{first, kernels, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -178,15 +178,24 @@ pub struct Dnc {
     b_iface: Tensor,
 }
 
+impl DncConfig {
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new("dnc");
+        m.range("controller_size", self.controller_size, 1, 65_536);
+        m.range("controller_layers", self.controller_layers, 1, 64);
+        // The link matrix is N² per example.
+        m.range("memory_slots", self.memory_slots, 1, 4096);
+        m.range("slot_width", self.slot_width, 1, 65_536);
+        m.range("read_heads", self.read_heads, 1, 64);
+        m.ok(check_clip("dnc", self.clip));
+        m.into_vec()
+    }
+}
+
 impl Dnc {
     pub fn new(vs: &nn::Path, cfg: &DncConfig, d_in: i64) -> Result<Self, ArchError> {
-        ArchError::check_range("dnc", "controller_size", cfg.controller_size, 1, 65_536)?;
-        ArchError::check_range("dnc", "controller_layers", cfg.controller_layers, 1, 64)?;
-        // The link matrix is N² per example.
-        ArchError::check_range("dnc", "memory_slots", cfg.memory_slots, 1, 4096)?;
-        ArchError::check_range("dnc", "slot_width", cfg.slot_width, 1, 65_536)?;
-        ArchError::check_range("dnc", "read_heads", cfg.read_heads, 1, 64)?;
-        check_clip("dnc", cfg.clip)?;
+        first(cfg.mistakes())?;
         let (w, r) = (cfg.slot_width, cfg.read_heads);
         let controller = Controller::new(
             &(vs / "controller"),

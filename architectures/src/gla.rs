@@ -20,8 +20,10 @@
 //! C²·d_k per chunk and head, hence the small default C = 4. The state recurrence runs once per
 //! chunk (T/C steps); everything else is batched.
 
-use crate::residual::{check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::{dense, ArchError};
+use crate::residual::{
+    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
+};
+use crate::{dense, first, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -70,33 +72,33 @@ fn sixteen_f() -> f64 {
 
 const ARCH: &str = "gla";
 
+impl GlaConfig {
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new(ARCH);
+        let d_ok = check_shape(&mut m, self.d_model, self.layers, self.mlp_ratio);
+        check_heads(&mut m, self.heads, self.d_model, d_ok);
+        if !(self.gate_temperature >= 1.0 && self.gate_temperature <= 1024.0) {
+            m.bad(
+                "gate_temperature",
+                self.gate_temperature,
+                "expected 1 <= τ <= 1024",
+            );
+        }
+        if !(0..=64).contains(&self.conv_kernel) {
+            m.bad(
+                "conv_kernel",
+                self.conv_kernel,
+                "expected 0..=64 (0: no convolution)",
+            );
+        }
+        m.range("chunk_size", self.chunk_size, 1, 256);
+        m.into_vec()
+    }
+}
+
 pub(crate) fn build(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Stack, ArchError> {
-    check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
-    if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
-        return Err(ArchError::invalid(
-            ARCH,
-            "heads",
-            cfg.heads,
-            format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model),
-        ));
-    }
-    if !(cfg.gate_temperature >= 1.0 && cfg.gate_temperature <= 1024.0) {
-        return Err(ArchError::invalid(
-            ARCH,
-            "gate_temperature",
-            cfg.gate_temperature,
-            "expected 1 <= τ <= 1024",
-        ));
-    }
-    if !(0..=64).contains(&cfg.conv_kernel) {
-        return Err(ArchError::invalid(
-            ARCH,
-            "conv_kernel",
-            cfg.conv_kernel,
-            "expected 0..=64 (0: no convolution)",
-        ));
-    }
-    ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, 256)?;
+    first(cfg.mistakes())?;
     Ok(Stack::new(
         vs,
         d_in,

@@ -35,7 +35,7 @@
 //! boolean band mask per (T, device) otherwise. Weights are initialised N(0, 0.1) as in MemN2N.
 
 use crate::transformer::mean_attended;
-use crate::{dense, ArchError, Core, LengthCache};
+use crate::{dense, first, ArchError, Core, LengthCache, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -75,12 +75,19 @@ fn default_memory_size() -> i64 {
 }
 
 impl KvMemoryConfig {
-    /// Checks every field without building anything.
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
     pub fn validate(&self) -> Result<(), ArchError> {
-        ArchError::check_range(ARCH, "d_model", self.d_model, 1, 65_536)?;
-        ArchError::check_range(ARCH, "hops", self.hops, 1, 64)?;
-        ArchError::check_range(ARCH, "memory_size", self.memory_size, 1, 1 << 20)?;
-        Ok(())
+        first(self.mistakes())
+    }
+
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new(ARCH);
+        m.range("d_model", self.d_model, 1, 65_536);
+        m.range("hops", self.hops, 1, 64);
+        m.range("memory_size", self.memory_size, 1, 1 << 20);
+        m.into_vec()
     }
 }
 

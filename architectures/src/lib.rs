@@ -129,6 +129,64 @@ impl ArchError {
     }
 }
 
+/// Every mistake of one architecture config, in check order, so that one bad value hides no other.
+///
+/// Each check records its error, if any, and says whether the value passed. A check that needs
+/// another field (heads dividing d_model, shift_range below memory_slots / 2) trusts that field
+/// only when it passed: when it did not, the check falls back to a bound at least as wide as any
+/// valid value of that field would give, or is skipped, so a mistake is reported once, at its key,
+/// and never as a consequence of another.
+pub(crate) struct Mistakes {
+    arch: &'static str,
+    found: Vec<ArchError>,
+}
+
+impl Mistakes {
+    pub(crate) fn new(arch: &'static str) -> Self {
+        Mistakes {
+            arch,
+            found: vec![],
+        }
+    }
+
+    /// Records `check`'s error; true when it passed.
+    pub(crate) fn ok(&mut self, check: Result<(), ArchError>) -> bool {
+        match check {
+            Ok(()) => true,
+            Err(e) => {
+                self.found.push(e);
+                false
+            }
+        }
+    }
+
+    /// `value` in `lo..=hi` ([`ArchError::check_range`]); true when it is.
+    pub(crate) fn range(&mut self, field: &'static str, value: i64, lo: i64, hi: i64) -> bool {
+        self.ok(ArchError::check_range(self.arch, field, value, lo, hi))
+    }
+
+    /// Records that `field` = `value` is wrong; returns false (the value did not pass).
+    pub(crate) fn bad(
+        &mut self,
+        field: &'static str,
+        value: impl ToString,
+        expected: impl Into<String>,
+    ) -> bool {
+        self.found
+            .push(ArchError::invalid(self.arch, field, value, expected));
+        false
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<ArchError> {
+        self.found
+    }
+}
+
+/// The first of `mistakes` (what a constructor reports), or `Ok` when there are none.
+pub(crate) fn first(mistakes: Vec<ArchError>) -> Result<(), ArchError> {
+    mistakes.into_iter().next().map_or(Ok(()), Err)
+}
+
 /// The `arch:` section of the YAML; `name` selects the family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]
@@ -183,17 +241,28 @@ impl ArchConfig {
         }
     }
 
-    /// Validates the config against a task's io without training anything, so a sweep can reject
-    /// a bad grid before it starts. Families with a standalone validator are checked field by
-    /// field; the others are built once in a scratch CPU store (cheap at benchmark sizes).
-    pub fn check(&self, io: TaskIo) -> Result<(), ArchError> {
+    /// Every impossible value of the config, in check order, one per field; empty when it is
+    /// valid. Checked field by field without building anything, so a sweep can reject a bad grid
+    /// before it starts; a field's mistake hides no other field's (see `Mistakes`).
+    pub fn mistakes(&self) -> Vec<ArchError> {
         match self {
-            ArchConfig::Transformer(c) => c.validate(),
-            ArchConfig::Memn2n(c) => c.validate(),
-            ArchConfig::KvMemory(c) => c.validate(),
-            #[allow(unreachable_patterns)]
-            _ => Network::new(&nn::VarStore::new(Device::Cpu), self, io).map(|_| ()),
+            ArchConfig::Lstm(c) => c.mistakes(rnn::Cell::Lstm),
+            ArchConfig::Gru(c) => c.mistakes(rnn::Cell::Gru),
+            ArchConfig::Transformer(c) => c.mistakes(),
+            ArchConfig::Memn2n(c) => c.mistakes(),
+            ArchConfig::KvMemory(c) => c.mistakes(),
+            ArchConfig::Ntm(c) => c.mistakes(),
+            ArchConfig::Dnc(c) => c.mistakes(),
+            ArchConfig::LinearAttention(c) => c.mistakes(),
+            ArchConfig::Gla(c) => c.mistakes(),
+            ArchConfig::Mamba(c) => c.mistakes(),
+            ArchConfig::Rmt(c) => c.mistakes(),
         }
+    }
+
+    /// The first of [`Self::mistakes`], the error [`Network::new`] refuses the config with.
+    pub fn check(&self) -> Result<(), ArchError> {
+        first(self.mistakes())
     }
 
     /// Longest sequence the architecture can read, if it has a limit (a Transformer with
@@ -257,6 +326,9 @@ impl Network {
     /// Builds the network's parameters in `store`, which must hold nothing else (so that the
     /// parameter count is this network's).
     pub fn new(store: &nn::VarStore, cfg: &ArchConfig, io: TaskIo) -> Result<Self, ArchError> {
+        // Before anything is built: the embedding's width is the core's, so a bad width is
+        // refused before a tensor is made with it.
+        cfg.check()?;
         let vs = &store.root();
         let (embed, d_in) = match io.input {
             InputKind::Dense { width } => (None, width as i64),
@@ -348,5 +420,107 @@ impl Network {
 
     pub fn d_in(&self) -> i64 {
         self.d_in
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use membench_tasks::OutputKind;
+
+    /// Issue #27: every impossible value of a config is reported, one mistake per field, in check
+    /// order; a check that needs a bad field is not held against the field it bounds; building
+    /// refuses with the first mistake (token inputs too: nothing is built with a bad width).
+    #[test]
+    fn every_impossible_value_is_reported_once() {
+        let cases: &[(&str, &[&str])] = &[
+            ("{name: ntm, memory_slots: 0, slot_width: -1}", &["memory_slots", "slot_width"]),
+            // shift_range 3 needs 7 slots; with memory_slots wrong, it is not judged by them.
+            (
+                "{name: ntm, controller_size: 0, memory_slots: 0, write_heads: 65, shift_range: 3, clip: 0}",
+                &["controller_size", "memory_slots", "write_heads", "clip"],
+            ),
+            ("{name: ntm, memory_slots: 5, read_heads: 0, shift_range: 3}", &["read_heads", "shift_range"]),
+            (
+                "{name: dnc, controller_size: 0, controller_layers: 65, memory_slots: 5000, slot_width: 0, read_heads: 0, clip: -1}",
+                &["controller_size", "controller_layers", "memory_slots", "slot_width", "read_heads", "clip"],
+            ),
+            (
+                "{name: lstm, hidden_size: 0, layers: 0, dropout: 1, forget_bias: .nan}",
+                &["hidden_size", "layers", "dropout", "forget_bias"],
+            ),
+            ("{name: gru, hidden_size: 8, dropout: -0.5, forget_bias: 1}", &["dropout", "forget_bias"]),
+            // heads 3 divides no d_model here: d_model 0 is the mistake.
+            (
+                "{name: transformer, d_model: 0, layers: 0, heads: 3, mlp_ratio: 0, dropout: 1, window: 0}",
+                &["d_model", "layers", "mlp_ratio", "dropout", "window"],
+            ),
+            (
+                "{name: transformer, d_model: 12, layers: 1, heads: 5, pos_encoding: learned, max_len: 0}",
+                &["heads", "max_len"],
+            ),
+            (
+                "{name: transformer, d_model: 13, layers: 300, heads: 1, pos_encoding: sinusoidal}",
+                &["layers", "d_model"],
+            ),
+            ("{name: memn2n, d_model: 0, hops: 0, memory_size: 0}", &["d_model", "hops", "memory_size"]),
+            ("{name: kv_memory, d_model: -1, hops: 65}", &["d_model", "hops"]),
+            (
+                "{name: linear_attention, d_model: 0, layers: 0, heads: 0, mlp_ratio: 17, feature_dim: 0, conv_kernel: 65, chunk_size: 0}",
+                &["d_model", "layers", "mlp_ratio", "heads", "feature_dim", "conv_kernel", "chunk_size"],
+            ),
+            (
+                "{name: gla, d_model: 12, heads: 5, gate_temperature: 0.5, conv_kernel: -1, chunk_size: 257}",
+                &["heads", "gate_temperature", "conv_kernel", "chunk_size"],
+            ),
+            // dt_rank 100 is too big only for d_model < 100; d_model 0 is the mistake.
+            ("{name: mamba, d_model: 0, state_dim: 0, dt_rank: 100}", &["d_model", "state_dim"]),
+            (
+                "{name: mamba, d_model: 16, expand: 9, conv_kernel: 0, dt_rank: 17, chunk_size: 17}",
+                &["expand", "conv_kernel", "dt_rank", "chunk_size"],
+            ),
+            (
+                "{name: rmt, d_model: 16, heads: 3, segment_len: 0, memory_tokens: 257}",
+                &["heads", "segment_len", "memory_tokens"],
+            ),
+        ];
+        let dense = TaskIo {
+            input: InputKind::Dense { width: 3 },
+            output: OutputKind::Bits { width: 2 },
+        };
+        let tokens = TaskIo {
+            input: InputKind::Tokens { vocab: 5 },
+            output: OutputKind::Classes { n: 5 },
+        };
+        for (yaml, fields) in cases {
+            let cfg: ArchConfig = serde_yaml::from_str(yaml).unwrap();
+            let found = cfg.mistakes();
+            let got: Vec<&str> = found
+                .iter()
+                .map(|ArchError::Invalid { field, .. }| *field)
+                .collect();
+            assert_eq!(&got, fields, "{yaml}: {found:#?}");
+            let first = found.first().map(|e| e.to_string());
+            assert_eq!(cfg.check().err().map(|e| e.to_string()), first, "{yaml}");
+            for io in [dense, tokens] {
+                let built = Network::new(&nn::VarStore::new(Device::Cpu), &cfg, io);
+                assert_eq!(built.err().map(|e| e.to_string()), first, "{yaml}");
+            }
+        }
+        // The messages are those one check at a time gave.
+        let cfg: ArchConfig = serde_yaml::from_str(cases[0].0).unwrap();
+        let texts: Vec<String> = cfg.mistakes().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            texts,
+            [
+                "architecture ntm: `memory_slots` = 0: expected 1..=1048576",
+                "architecture ntm: `slot_width` = -1: expected 1..=65536",
+            ]
+        );
+        let cfg: ArchConfig = serde_yaml::from_str(cases[2].0).unwrap();
+        assert_eq!(
+            cfg.mistakes()[1].to_string(),
+            "architecture ntm: `shift_range` = 3: expected 0..=2"
+        );
     }
 }

@@ -13,8 +13,10 @@
 //! of per-chunk φ(K)ᵀV), so with C ≥ T it is exactly the paper's parallel form. Each layer is a
 //! pre-norm residual block with an MLP (see [`crate::residual`]).
 
-use crate::residual::{check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::{dense, ArchError};
+use crate::residual::{
+    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
+};
+use crate::{dense, first, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -80,30 +82,31 @@ const ARCH: &str = "linear_attention";
 /// Keeps the normaliser away from 0; φ > 0 for both maps, so it is only a guard.
 const EPS: f64 = 1e-6;
 
+impl LinearAttentionConfig {
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new(ARCH);
+        let d_ok = check_shape(&mut m, self.d_model, self.layers, self.mlp_ratio);
+        check_heads(&mut m, self.heads, self.d_model, d_ok);
+        m.range("feature_dim", self.feature_dim, 1, 256);
+        if !(0..=64).contains(&self.conv_kernel) {
+            m.bad(
+                "conv_kernel",
+                self.conv_kernel,
+                "expected 0..=64 (0: no convolution)",
+            );
+        }
+        m.range("chunk_size", self.chunk_size, 1, 4096);
+        m.into_vec()
+    }
+}
+
 pub(crate) fn build(
     vs: &nn::Path,
     cfg: &LinearAttentionConfig,
     d_in: i64,
 ) -> Result<Stack, ArchError> {
-    check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
-    if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
-        return Err(ArchError::invalid(
-            ARCH,
-            "heads",
-            cfg.heads,
-            format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model),
-        ));
-    }
-    ArchError::check_range(ARCH, "feature_dim", cfg.feature_dim, 1, 256)?;
-    if !(0..=64).contains(&cfg.conv_kernel) {
-        return Err(ArchError::invalid(
-            ARCH,
-            "conv_kernel",
-            cfg.conv_kernel,
-            "expected 0..=64 (0: no convolution)",
-        ));
-    }
-    ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, 4096)?;
+    first(cfg.mistakes())?;
     Ok(Stack::new(
         vs,
         d_in,

@@ -21,7 +21,7 @@
 //! fine at benchmark sizes on CPU.
 
 use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::{dense, ArchError};
+use crate::{dense, first, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -77,20 +77,30 @@ const ARCH: &str = "mamba";
 pub const LOG_DECAY_FLOOR: f64 = 4.0;
 const MAX_CHUNK: i64 = 16;
 
-pub(crate) fn build(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Stack, ArchError> {
-    check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
-    ArchError::check_range(ARCH, "state_dim", cfg.state_dim, 1, 256)?;
-    ArchError::check_range(ARCH, "expand", cfg.expand, 1, 8)?;
-    ArchError::check_range(ARCH, "conv_kernel", cfg.conv_kernel, 1, 64)?;
-    if !(0..=cfg.d_model).contains(&cfg.dt_rank) {
-        return Err(ArchError::invalid(
-            ARCH,
-            "dt_rank",
-            cfg.dt_rank,
-            format!("expected 0..={} (0: ⌈d_model/16⌉)", cfg.d_model),
-        ));
+impl MambaConfig {
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new(ARCH);
+        let d_ok = check_shape(&mut m, self.d_model, self.layers, self.mlp_ratio);
+        m.range("state_dim", self.state_dim, 1, 256);
+        m.range("expand", self.expand, 1, 8);
+        m.range("conv_kernel", self.conv_kernel, 1, 64);
+        // With a bad d_model, the widest bound any valid one gives.
+        let most = if d_ok { self.d_model } else { 65_536 };
+        if !(0..=most).contains(&self.dt_rank) {
+            m.bad(
+                "dt_rank",
+                self.dt_rank,
+                format!("expected 0..={most} (0: ⌈d_model/16⌉)"),
+            );
+        }
+        m.range("chunk_size", self.chunk_size, 1, MAX_CHUNK);
+        m.into_vec()
     }
-    ArchError::check_range(ARCH, "chunk_size", cfg.chunk_size, 1, MAX_CHUNK)?;
+}
+
+pub(crate) fn build(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Stack, ArchError> {
+    first(cfg.mistakes())?;
     Ok(Stack::new(
         vs,
         d_in,

@@ -34,7 +34,7 @@
 //! N 128, M 20 one time step is about 60 LibTorch calls forward (counted by hand).
 
 use crate::addressing;
-use crate::{ArchError, Core};
+use crate::{first, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -112,6 +112,29 @@ impl Default for NtmConfig {
             shift_range: 1,
             clip: default_clip(),
         }
+    }
+}
+
+impl NtmConfig {
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        const MAX_SLOTS: i64 = 1 << 20;
+        let mut m = Mistakes::new("ntm");
+        m.range("controller_size", self.controller_size, 1, 65_536);
+        m.range("controller_layers", self.controller_layers, 1, 64);
+        let slots_ok = m.range("memory_slots", self.memory_slots, 1, MAX_SLOTS);
+        m.range("slot_width", self.slot_width, 1, 65_536);
+        m.range("read_heads", self.read_heads, 1, 64);
+        m.range("write_heads", self.write_heads, 1, 64);
+        // 2R + 1 ≤ N keeps the shift offsets distinct modulo N.
+        let slots = if slots_ok {
+            self.memory_slots
+        } else {
+            MAX_SLOTS
+        };
+        m.range("shift_range", self.shift_range, 0, (slots - 1) / 2);
+        m.ok(check_clip("ntm", self.clip));
+        m.into_vec()
     }
 }
 
@@ -301,21 +324,7 @@ pub const MEMORY_INIT: f64 = 1e-6;
 
 impl Ntm {
     pub fn new(vs: &nn::Path, cfg: &NtmConfig, d_in: i64) -> Result<Self, ArchError> {
-        ArchError::check_range("ntm", "controller_size", cfg.controller_size, 1, 65_536)?;
-        ArchError::check_range("ntm", "controller_layers", cfg.controller_layers, 1, 64)?;
-        ArchError::check_range("ntm", "memory_slots", cfg.memory_slots, 1, 1 << 20)?;
-        ArchError::check_range("ntm", "slot_width", cfg.slot_width, 1, 65_536)?;
-        ArchError::check_range("ntm", "read_heads", cfg.read_heads, 1, 64)?;
-        ArchError::check_range("ntm", "write_heads", cfg.write_heads, 1, 64)?;
-        // 2R + 1 ≤ N keeps the shift offsets distinct modulo N.
-        ArchError::check_range(
-            "ntm",
-            "shift_range",
-            cfg.shift_range,
-            0,
-            (cfg.memory_slots - 1) / 2,
-        )?;
-        check_clip("ntm", cfg.clip)?;
+        first(cfg.mistakes())?;
         let (m, n) = (cfg.slot_width, cfg.memory_slots);
         let heads = cfg.read_heads + cfg.write_heads;
         let controller = Controller::new(

@@ -3,7 +3,7 @@
 //! (the GPT-2 / Mamba layout). Each family only supplies its [`Mixer`]; the stack owns the
 //! input projection, norms, MLPs and the bookkeeping that [`Core`] asks for.
 
-use crate::{dense, ArchError, Core};
+use crate::{dense, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Tensor};
 
@@ -123,38 +123,27 @@ pub(crate) struct Stack {
     mlp_ratio: i64,
 }
 
-/// Checks the fields every stacked family shares; `arch` names the family in errors.
-pub(crate) fn check_shape(
-    arch: &'static str,
-    d_model: i64,
-    layers: i64,
-    mlp_ratio: i64,
-) -> Result<(), ArchError> {
-    if !(1..=65_536).contains(&d_model) {
-        return Err(ArchError::invalid(
-            arch,
-            "d_model",
-            d_model,
-            "expected 1..=65536",
-        ));
-    }
-    if !(1..=64).contains(&layers) {
-        return Err(ArchError::invalid(
-            arch,
-            "layers",
-            layers,
-            "expected 1..=64",
-        ));
-    }
+/// Checks the fields every stacked family shares into `m`; true when `d_model` is valid (checks
+/// that divide it may then rely on it).
+pub(crate) fn check_shape(m: &mut Mistakes, d_model: i64, layers: i64, mlp_ratio: i64) -> bool {
+    let d_ok = m.range("d_model", d_model, 1, 65_536);
+    m.range("layers", layers, 1, 64);
     if !(0..=16).contains(&mlp_ratio) {
-        return Err(ArchError::invalid(
-            arch,
-            "mlp_ratio",
-            mlp_ratio,
-            "expected 0..=16 (0: no MLP)",
-        ));
+        m.bad("mlp_ratio", mlp_ratio, "expected 0..=16 (0: no MLP)");
     }
-    Ok(())
+    d_ok
+}
+
+/// Checks `heads` of a stacked family: at least 1, and a divisor of a valid `d_model` (`d_ok`).
+pub(crate) fn check_heads(m: &mut Mistakes, heads: i64, d_model: i64, d_ok: bool) -> bool {
+    if heads < 1 || (d_ok && d_model % heads != 0) {
+        return m.bad(
+            "heads",
+            heads,
+            format!("expected ≥ 1 and a divisor of d_model = {d_model}"),
+        );
+    }
+    true
 }
 
 impl Stack {

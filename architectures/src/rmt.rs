@@ -8,8 +8,8 @@
 //! parallel): pre-norm blocks from [`crate::residual`] with causal softmax attention through
 //! `Tensor::scaled_dot_product_attention`, and a learned position embedding over the 2M + S slots.
 
-use crate::residual::{check_shape, Mixer, Stack};
-use crate::{dense, ArchError, Core};
+use crate::residual::{check_heads, check_shape, Mixer, Stack};
+use crate::{dense, first, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -98,18 +98,20 @@ pub struct Rmt {
     cfg: RmtConfig,
 }
 
-pub(crate) fn build(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Rmt, ArchError> {
-    check_shape(ARCH, cfg.d_model, cfg.layers, cfg.mlp_ratio)?;
-    if cfg.heads < 1 || cfg.d_model % cfg.heads != 0 {
-        return Err(ArchError::invalid(
-            ARCH,
-            "heads",
-            cfg.heads,
-            format!("expected ≥ 1 and a divisor of d_model = {}", cfg.d_model),
-        ));
+impl RmtConfig {
+    /// Every impossible value, in check order; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new(ARCH);
+        let d_ok = check_shape(&mut m, self.d_model, self.layers, self.mlp_ratio);
+        check_heads(&mut m, self.heads, self.d_model, d_ok);
+        m.range("segment_len", self.segment_len, 1, 4096);
+        m.range("memory_tokens", self.memory_tokens, 1, 256);
+        m.into_vec()
     }
-    ArchError::check_range(ARCH, "segment_len", cfg.segment_len, 1, 4096)?;
-    ArchError::check_range(ARCH, "memory_tokens", cfg.memory_tokens, 1, 256)?;
+}
+
+pub(crate) fn build(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Rmt, ArchError> {
+    first(cfg.mistakes())?;
     let d = cfg.d_model;
     let slots = 2 * cfg.memory_tokens + cfg.segment_len;
     let stack = Stack::new(

@@ -11,7 +11,7 @@
 //! `nn.LSTM` / `nn.GRU` with the same shapes computes the same function (the fused GRU is tested
 //! against libtorch's to 1e-10 in float64, outputs and every gradient).
 
-use crate::{kernels, ArchError, Core};
+use crate::{first, kernels, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -34,6 +34,26 @@ pub struct RnnConfig {
 
 fn one() -> i64 {
     1
+}
+
+impl RnnConfig {
+    /// Every impossible value for `cell`, in check order; empty when the config is valid.
+    pub fn mistakes(&self, cell: Cell) -> Vec<ArchError> {
+        let mut m = Mistakes::new(cell.name());
+        m.range("hidden_size", self.hidden_size, 1, 65_536);
+        m.range("layers", self.layers, 1, 64);
+        if !(0.0..1.0).contains(&self.dropout) {
+            m.bad("dropout", self.dropout, "expected 0 <= dropout < 1");
+        }
+        if !self.forget_bias.is_finite() || (cell == Cell::Gru && self.forget_bias != 0.0) {
+            m.bad(
+                "forget_bias",
+                self.forget_bias,
+                "expected a finite number, and 0 for a GRU",
+            );
+        }
+        m.into_vec()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,25 +86,7 @@ pub struct Rnn {
 
 impl Rnn {
     pub fn new(vs: &nn::Path, cfg: &RnnConfig, cell: Cell, d_in: i64) -> Result<Self, ArchError> {
-        let arch = cell.name();
-        ArchError::check_range(arch, "hidden_size", cfg.hidden_size, 1, 65_536)?;
-        ArchError::check_range(arch, "layers", cfg.layers, 1, 64)?;
-        if !(0.0..1.0).contains(&cfg.dropout) {
-            return Err(ArchError::invalid(
-                arch,
-                "dropout",
-                cfg.dropout,
-                "expected 0 <= dropout < 1",
-            ));
-        }
-        if !cfg.forget_bias.is_finite() || (cell == Cell::Gru && cfg.forget_bias != 0.0) {
-            return Err(ArchError::invalid(
-                arch,
-                "forget_bias",
-                cfg.forget_bias,
-                "expected a finite number, and 0 for a GRU",
-            ));
-        }
+        first(cfg.mistakes(cell))?;
         let h = cfg.hidden_size;
         let gate_dim = cell.gates() * h;
         // PyTorch's nn.LSTM/nn.GRU initialisation: U(−1/√h, 1/√h) for every weight and bias.

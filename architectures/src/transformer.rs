@@ -30,7 +30,7 @@
 //! computed on first use and cached in the model (a `LengthCache` keyed by (T, device)), so a
 //! training step allocates none of them.
 
-use crate::{dense, ArchError, Core, LengthCache, Shallow};
+use crate::{dense, first, ArchError, Core, LengthCache, Mistakes, Shallow};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
@@ -83,56 +83,59 @@ fn default_max_len() -> i64 {
 }
 
 impl TransformerConfig {
-    /// Checks every field without building anything.
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
     pub fn validate(&self) -> Result<(), ArchError> {
-        let bad = |field, value: &dyn ToString, expected: &str| {
-            Err(ArchError::invalid(ARCH, field, value.to_string(), expected))
-        };
-        if !(1..=65_536).contains(&self.d_model) {
-            return bad("d_model", &self.d_model, "expected 1..=65536");
-        }
-        if !(1..=256).contains(&self.layers) {
-            return bad("layers", &self.layers, "expected 1..=256");
-        }
-        if self.heads < 1 || self.d_model % self.heads != 0 {
-            return bad(
+        first(self.mistakes())
+    }
+
+    /// Every impossible value, in check order, one per field; empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<ArchError> {
+        let mut m = Mistakes::new(ARCH);
+        let d_ok = m.range("d_model", self.d_model, 1, 65_536);
+        m.range("layers", self.layers, 1, 256);
+        // Whether heads divides d_model is known only for a valid d_model; so is the head width.
+        let width_ok = if self.heads < 1 || (d_ok && self.d_model % self.heads != 0) {
+            m.bad(
                 "heads",
-                &self.heads,
-                &format!("expected a divisor of d_model = {}", self.d_model),
-            );
-        }
+                self.heads,
+                format!("expected a divisor of d_model = {}", self.d_model),
+            )
+        } else {
+            d_ok
+        };
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= 64.0) {
-            return bad("mlp_ratio", &self.mlp_ratio, "expected 0 < mlp_ratio <= 64");
+            m.bad("mlp_ratio", self.mlp_ratio, "expected 0 < mlp_ratio <= 64");
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad("dropout", &self.dropout, "expected 0 <= dropout < 1");
+            m.bad("dropout", self.dropout, "expected 0 <= dropout < 1");
         }
         if let Some(w) = self.window {
             if w < 1 {
-                return bad("window", &w, "expected a window of at least 1 position");
+                m.bad("window", w, "expected a window of at least 1 position");
             }
         }
         match self.pos_encoding {
-            PosEncoding::Sinusoidal if self.d_model % 2 != 0 => {
-                return bad(
+            PosEncoding::Sinusoidal if d_ok && self.d_model % 2 != 0 => {
+                m.bad(
                     "d_model",
-                    &self.d_model,
+                    self.d_model,
                     "expected an even d_model for sinusoidal positions",
                 );
             }
-            PosEncoding::Rope if (self.d_model / self.heads) % 2 != 0 => {
-                return bad(
+            PosEncoding::Rope if width_ok && (self.d_model / self.heads) % 2 != 0 => {
+                m.bad(
                     "heads",
-                    &self.heads,
+                    self.heads,
                     "expected an even head width d_model / heads for rope",
                 );
             }
             PosEncoding::Learned if !(1..=1 << 20).contains(&self.max_len) => {
-                return bad("max_len", &self.max_len, "expected 1..=1048576");
+                m.bad("max_len", self.max_len, "expected 1..=1048576");
             }
             _ => {}
         }
-        Ok(())
+        m.into_vec()
     }
 
     fn mlp_width(&self) -> i64 {

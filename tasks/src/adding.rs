@@ -24,7 +24,7 @@
 //! which is what `chance()` returns for the success metric.
 
 use crate::common::{
-    at_least_field, each_in_range, in_range, length_points, real_in_range, MAX_STEPS,
+    each_in_range, first, in_range, length_points, real_in_range, Mistakes, MAX_STEPS,
 };
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
@@ -70,25 +70,46 @@ impl Default for AddingConfig {
 
 const NAME: &str = "adding";
 
+impl AddingConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        // One marker in each half needs T >= 2.
+        let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 2, MAX_STEPS));
+        m.at_least(
+            NAME,
+            "max_len",
+            self.max_len,
+            ("min_len", self.min_len, min_ok),
+            2,
+            MAX_STEPS,
+        );
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            2,
+            MAX_STEPS,
+        ));
+        // Above 1 the constant 1 is always within tolerance; 0 would reject every real output.
+        m.ok(real_in_range(
+            NAME,
+            "tolerance",
+            self.tolerance as f64,
+            1e-6,
+            1.0,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct Adding {
     cfg: AddingConfig,
 }
 
 impl Adding {
     pub fn new(cfg: AddingConfig) -> Result<Self, TaskError> {
-        // One marker in each half needs T >= 2.
-        in_range(NAME, "min_len", cfg.min_len, 2, MAX_STEPS)?;
-        at_least_field(
-            NAME,
-            "max_len",
-            cfg.max_len,
-            "min_len",
-            cfg.min_len,
-            MAX_STEPS,
-        )?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 2, MAX_STEPS)?;
-        // Above 1 the constant 1 is always within tolerance; 0 would reject every real output.
-        real_in_range(NAME, "tolerance", cfg.tolerance as f64, 1e-6, 1.0)?;
+        first(cfg.mistakes())?;
         Ok(Adding { cfg })
     }
 }

@@ -21,7 +21,7 @@
 //! Chance: an input-ignoring predictor (all zeros, or coin flips) gets each answer bit wrong half
 //! the time: bits/2 · item_len bit errors per sequence (9 for Graves's 6 bits × 3 vectors).
 
-use crate::common::{at_least_field, each_in_range, in_range, length_points, BitDraws, MAX_STEPS};
+use crate::common::{each_in_range, first, in_range, length_points, BitDraws, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -76,45 +76,62 @@ impl Default for AssociativeRecallConfig {
 
 const NAME: &str = "associative_recall";
 
+impl AssociativeRecallConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        let bits_ok = m.ok(in_range(NAME, "bits", self.bits, 1, 1024));
+        let k_ok = m.ok(in_range(NAME, "item_len", self.item_len, 1, 1024));
+        let k = if k_ok { self.item_len } else { 1 };
+        // n·(k+1) + 2k + 2 steps must fit in MAX_STEPS.
+        let most_items = (MAX_STEPS - 2 * k - 2) / (k + 1);
+        let min_ok = m.ok(in_range(NAME, "min_items", self.min_items, 2, most_items));
+        let max_ok = m.at_least(
+            NAME,
+            "max_items",
+            self.max_items,
+            ("min_items", self.min_items, min_ok),
+            2,
+            most_items,
+        );
+        let eval_ok = m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            2,
+            most_items,
+        ));
+        // Distinct items by rejection: keep at least twice as many possible items as drawn ones,
+        // so a redraw is needed less than half the time. Judged only on valid sizes.
+        if bits_ok && k_ok && max_ok && eval_ok {
+            let n_max = self
+                .eval_lengths
+                .iter()
+                .copied()
+                .chain([self.max_items])
+                .max()
+                .unwrap_or(0);
+            let item_bits = self.bits * k;
+            if item_bits < 64 && (1u128 << item_bits) < 2 * n_max as u128 {
+                m.push(TaskError::new(
+                    NAME,
+                    "bits",
+                    self.bits,
+                    format!("bits · item_len must be >= log2(2 · {n_max} items) so that items can be distinct"),
+                ));
+            }
+        }
+        m.into_vec()
+    }
+}
+
 pub struct AssociativeRecall {
     cfg: AssociativeRecallConfig,
 }
 
 impl AssociativeRecall {
     pub fn new(cfg: AssociativeRecallConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "bits", cfg.bits, 1, 1024)?;
-        in_range(NAME, "item_len", cfg.item_len, 1, 1024)?;
-        let k = cfg.item_len;
-        // n·(k+1) + 2k + 2 steps must fit in MAX_STEPS.
-        let most_items = (MAX_STEPS - 2 * k - 2) / (k + 1);
-        in_range(NAME, "min_items", cfg.min_items, 2, most_items)?;
-        at_least_field(
-            NAME,
-            "max_items",
-            cfg.max_items,
-            "min_items",
-            cfg.min_items,
-            most_items,
-        )?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 2, most_items)?;
-        // Distinct items by rejection: keep at least twice as many possible items as drawn ones,
-        // so a redraw is needed less than half the time.
-        let n_max = cfg
-            .eval_lengths
-            .iter()
-            .copied()
-            .chain([cfg.max_items])
-            .max()
-            .unwrap_or(0);
-        let item_bits = cfg.bits * k;
-        if item_bits < 64 && (1u128 << item_bits) < 2 * n_max as u128 {
-            return Err(TaskError::new(
-                NAME,
-                "bits",
-                cfg.bits,
-                format!("bits · item_len must be >= log2(2 · {n_max} items) so that items can be distinct"),
-            ));
-        }
+        first(cfg.mistakes())?;
         Ok(AssociativeRecall { cfg })
     }
 }

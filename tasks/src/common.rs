@@ -7,6 +7,62 @@ use rand::RngCore;
 /// instead of an allocation that takes the machine down.
 pub const MAX_STEPS: usize = 1 << 20;
 
+/// Every mistake of one task config, in check order, so that one bad value hides no other.
+///
+/// Each check records its error, if any, and says whether the value passed. A bound taken from
+/// another field is only trusted when that field passed: when it did not, the check falls back to
+/// a bound at least as wide as any valid value of that field would give (for `max_len >=
+/// min_len` with a bad `min_len`, `min_len`'s own floor), so a mistake is reported once, at its
+/// key, and never as a consequence of another.
+#[derive(Default)]
+pub(crate) struct Mistakes(Vec<TaskError>);
+
+impl Mistakes {
+    /// Records `check`'s error; true when it passed.
+    pub(crate) fn ok(&mut self, check: Result<(), TaskError>) -> bool {
+        match check {
+            Ok(()) => true,
+            Err(e) => {
+                self.0.push(e);
+                false
+            }
+        }
+    }
+
+    /// `value` in `lo..=hi` where `lo` is field `lo_field`'s value (see [`at_least_field`]) when
+    /// that field passed (`lo_ok`); else in `floor..=hi`, `floor` being the least value
+    /// `lo_field` may take.
+    pub(crate) fn at_least(
+        &mut self,
+        task: &'static str,
+        field: &'static str,
+        value: usize,
+        (lo_field, lo, lo_ok): (&str, usize, bool),
+        floor: usize,
+        hi: usize,
+    ) -> bool {
+        self.ok(if lo_ok {
+            at_least_field(task, field, value, lo_field, lo, hi)
+        } else {
+            in_range(task, field, value, floor, hi)
+        })
+    }
+
+    /// Records a failed check.
+    pub(crate) fn push(&mut self, e: TaskError) {
+        self.0.push(e);
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<TaskError> {
+        self.0
+    }
+}
+
+/// The first of `mistakes` (what a constructor reports), or `Ok` when there are none.
+pub(crate) fn first(mistakes: Vec<TaskError>) -> Result<(), TaskError> {
+    mistakes.into_iter().next().map_or(Ok(()), Err)
+}
+
 /// `value` must lie in `lo..=hi`.
 pub(crate) fn in_range(
     task: &'static str,

@@ -11,7 +11,7 @@
 //! exactly that length. Chance: a predictor that ignores its input gets each bit right half the
 //! time, so `bits / 2` bit errors per vector, `bits / 2 · L` per sequence (4·L for 8 bits).
 
-use crate::common::BitDraws;
+use crate::common::{each_in_range, first, in_range, BitDraws, Mistakes};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -57,44 +57,50 @@ impl Default for CopyConfig {
     }
 }
 
+const NAME: &str = "copy";
+/// Longest pattern (`max_len` and each of `eval_lengths`).
+const MAX_LEN: usize = 100_000;
+
+impl CopyConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        m.ok(in_range(NAME, "bits", self.bits, 1, 1024));
+        let min_ok = self.min_len >= 1;
+        if !min_ok {
+            m.push(TaskError::new(
+                NAME,
+                "min_len",
+                self.min_len,
+                "expected >= 1",
+            ));
+        }
+        m.at_least(
+            NAME,
+            "max_len",
+            self.max_len,
+            ("min_len", self.min_len, min_ok),
+            1,
+            MAX_LEN,
+        );
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            1,
+            MAX_LEN,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct Copy {
     cfg: CopyConfig,
 }
 
 impl Copy {
     pub fn new(cfg: CopyConfig) -> Result<Self, TaskError> {
-        if cfg.bits == 0 || cfg.bits > 1024 {
-            return Err(TaskError::new(
-                "copy",
-                "bits",
-                cfg.bits,
-                "expected 1..=1024",
-            ));
-        }
-        if cfg.min_len == 0 {
-            return Err(TaskError::new(
-                "copy",
-                "min_len",
-                cfg.min_len,
-                "expected >= 1",
-            ));
-        }
-        if cfg.max_len < cfg.min_len || cfg.max_len > 100_000 {
-            return Err(TaskError::new(
-                "copy",
-                "max_len",
-                cfg.max_len,
-                format!("expected min_len ({})..=100000", cfg.min_len),
-            ));
-        }
-        if let Some(&bad) = cfg.eval_lengths.iter().find(|&&l| l == 0 || l > 100_000) {
-            return Err(TaskError::new(
-                "copy",
-                "eval_lengths",
-                bad,
-                "each expected 1..=100000",
-            ));
-        }
+        first(cfg.mistakes())?;
         Ok(Copy { cfg })
     }
 }

@@ -24,7 +24,7 @@
 //! Arjovsky's all-step average K·ln(alphabet)/(T + 2K), 10·ln 8/(T+20) for their setting — and
 //! token accuracy 1/alphabet on the scored steps, which is what `chance()` returns.
 
-use crate::common::{at_least_field, each_in_range, in_range, length_points, MAX_STEPS};
+use crate::common::{each_in_range, first, in_range, length_points, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -76,25 +76,46 @@ impl Default for CopyMemoryConfig {
 
 const NAME: &str = "copy_memory";
 
+impl CopyMemoryConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        let k_ok = m.ok(in_range(
+            NAME,
+            "num_symbols",
+            self.num_symbols,
+            1,
+            MAX_STEPS / 4,
+        ));
+        m.ok(in_range(NAME, "alphabet", self.alphabet, 2, 1 << 30));
+        let longest = MAX_STEPS - 2 * if k_ok { self.num_symbols } else { 1 };
+        let min_ok = m.ok(in_range(NAME, "min_delay", self.min_delay, 1, longest));
+        m.at_least(
+            NAME,
+            "max_delay",
+            self.max_delay,
+            ("min_delay", self.min_delay, min_ok),
+            1,
+            longest,
+        );
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            1,
+            longest,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct CopyMemory {
     cfg: CopyMemoryConfig,
 }
 
 impl CopyMemory {
     pub fn new(cfg: CopyMemoryConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "num_symbols", cfg.num_symbols, 1, MAX_STEPS / 4)?;
-        in_range(NAME, "alphabet", cfg.alphabet, 2, 1 << 30)?;
-        let longest = MAX_STEPS - 2 * cfg.num_symbols;
-        in_range(NAME, "min_delay", cfg.min_delay, 1, longest)?;
-        at_least_field(
-            NAME,
-            "max_delay",
-            cfg.max_delay,
-            "min_delay",
-            cfg.min_delay,
-            longest,
-        )?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 1, longest)?;
+        first(cfg.mistakes())?;
         Ok(CopyMemory { cfg })
     }
 

@@ -20,7 +20,7 @@
 //! Chance: the answer is uniform over the data tokens: token accuracy 1 / data_vocab (and, with
 //! one scored position per sequence, sequence accuracy is the same).
 
-use crate::common::{at_least_field, each_in_range, in_range, length_points, MAX_STEPS};
+use crate::common::{each_in_range, first, in_range, length_points, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -66,24 +66,39 @@ impl Default for InductionHeadsConfig {
 const NAME: &str = "induction_heads";
 const TRIGGER: i64 = 0;
 
+impl InductionHeadsConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        m.ok(in_range(NAME, "data_vocab", self.data_vocab, 2, 1 << 30));
+        // Trigger, its successor, and the final trigger need 3 steps.
+        let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 3, MAX_STEPS));
+        m.at_least(
+            NAME,
+            "max_len",
+            self.max_len,
+            ("min_len", self.min_len, min_ok),
+            3,
+            MAX_STEPS,
+        );
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            3,
+            MAX_STEPS,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct InductionHeads {
     cfg: InductionHeadsConfig,
 }
 
 impl InductionHeads {
     pub fn new(cfg: InductionHeadsConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "data_vocab", cfg.data_vocab, 2, 1 << 30)?;
-        // Trigger, its successor, and the final trigger need 3 steps.
-        in_range(NAME, "min_len", cfg.min_len, 3, MAX_STEPS)?;
-        at_least_field(
-            NAME,
-            "max_len",
-            cfg.max_len,
-            "min_len",
-            cfg.min_len,
-            MAX_STEPS,
-        )?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 3, MAX_STEPS)?;
+        first(cfg.mistakes())?;
         Ok(InductionHeads { cfg })
     }
 }

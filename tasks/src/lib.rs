@@ -214,18 +214,37 @@ pub enum TaskConfig {
 }
 
 impl TaskConfig {
-    /// Checks the parameters and builds the task.
+    /// Checks the parameters and builds the task; the error is the first of [`Self::mistakes`].
     pub fn build(&self) -> Result<Box<dyn Task>, TaskError> {
-        let task = self.build_unchecked()?;
+        common::first(self.mistakes())?;
+        self.build_unchecked()
+    }
+
+    /// Every impossible value of the config, in check order, one per field; empty when it is
+    /// valid. A field's mistake hides no other field's (see `common::Mistakes`).
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut found = match self {
+            TaskConfig::Copy(c) => c.mistakes(),
+            TaskConfig::RepeatCopy(c) => c.mistakes(),
+            TaskConfig::AssociativeRecall(c) => c.mistakes(),
+            TaskConfig::Mqar(c) => c.mistakes(),
+            TaskConfig::SelectiveCopy(c) => c.mistakes(),
+            TaskConfig::InductionHeads(c) => c.mistakes(),
+            TaskConfig::CopyMemory(c) => c.mistakes(),
+            TaskConfig::Adding(c) => c.mistakes(),
+            TaskConfig::Passkey(c) => c.mistakes(),
+        };
         // A condition listed twice would be evaluated twice and give eval.csv two identical rows.
-        let points = task.eval_points();
-        for (i, p) in points.iter().enumerate() {
-            if points[..i].contains(p) {
-                let (field, value) = match p.depth {
-                    Some(d) => ("eval_depths", format!("length {} at depth {d}", p.length)),
-                    None => ("eval_lengths", p.length.to_string()),
-                };
-                return Err(TaskError::new(
+        // Passkey evaluates every (length, depth) pair, so a repeat in either list repeats a pair.
+        let (lengths, depths) = self.eval_lists();
+        let repeats = [
+            ("eval_lengths", repeated(lengths).map(|v| v.to_string())),
+            ("eval_depths", repeated(depths).map(|v| v.to_string())),
+        ];
+        for (field, value) in repeats {
+            // One mistake per field: a list with a value out of range was reported already.
+            if let Some(value) = value.filter(|_| found.iter().all(|e| e.field != field)) {
+                found.push(TaskError::new(
                     self.name(),
                     field,
                     value,
@@ -233,7 +252,22 @@ impl TaskConfig {
                 ));
             }
         }
-        Ok(task)
+        found
+    }
+
+    /// The listed evaluation lengths, and depths (passkey; empty for the others).
+    fn eval_lists(&self) -> (&[usize], &[f64]) {
+        match self {
+            TaskConfig::Copy(c) => (&c.eval_lengths, &[]),
+            TaskConfig::RepeatCopy(c) => (&c.eval_lengths, &[]),
+            TaskConfig::AssociativeRecall(c) => (&c.eval_lengths, &[]),
+            TaskConfig::Mqar(c) => (&c.eval_lengths, &[]),
+            TaskConfig::SelectiveCopy(c) => (&c.eval_lengths, &[]),
+            TaskConfig::InductionHeads(c) => (&c.eval_lengths, &[]),
+            TaskConfig::CopyMemory(c) => (&c.eval_lengths, &[]),
+            TaskConfig::Adding(c) => (&c.eval_lengths, &[]),
+            TaskConfig::Passkey(c) => (&c.eval_lengths, &c.eval_depths),
+        }
     }
 
     fn build_unchecked(&self) -> Result<Box<dyn Task>, TaskError> {
@@ -284,6 +318,13 @@ impl TaskConfig {
             TaskConfig::Passkey(Default::default()),
         ]
     }
+}
+
+/// The first item of `items` that repeats an earlier one.
+fn repeated<T: PartialEq>(items: &[T]) -> Option<&T> {
+    (0..items.len())
+        .find(|&i| items[..i].contains(&items[i]))
+        .map(|i| &items[i])
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@
 //! Chance: without the context the best guess is a value id, uniform over the V - V/2 of them:
 //! token accuracy 1 / (V - ⌊V/2⌋).
 
-use crate::common::{each_in_range, in_range, length_points, real_in_range, MAX_STEPS};
+use crate::common::{
+    each_in_range, first, in_range, length_points, real_in_range, Mistakes, MAX_STEPS,
+};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -87,6 +89,60 @@ impl Default for MqarConfig {
 
 const NAME: &str = "mqar";
 
+impl MqarConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        let n_ok = m.ok(in_range(
+            NAME,
+            "num_kv_pairs",
+            self.num_kv_pairs,
+            1,
+            MAX_STEPS / 4,
+        ));
+        let n = if n_ok { self.num_kv_pairs } else { 1 };
+        // Keys are drawn without replacement from 1..V/2 and values from V/2..V: V/2 - 1 >= N.
+        m.ok(in_range(
+            NAME,
+            "vocab_size",
+            self.vocab_size,
+            2 * n + 2,
+            1 << 30,
+        ));
+        // Left out, num_queries is num_kv_pairs, whose mistake is its own.
+        let q_ok = match self.num_queries {
+            Some(q) => {
+                let most = if n_ok { n } else { MAX_STEPS / 4 };
+                m.ok(in_range(NAME, "num_queries", q, 1, most))
+            }
+            None => n_ok,
+        };
+        let q = if q_ok {
+            self.num_queries.unwrap_or(n)
+        } else {
+            1
+        };
+        // Q query slots at even offsets of the T - 2N tokens after the pairs.
+        let shortest = 2 * n + 2 * q;
+        m.ok(in_range(NAME, "seq_len", self.seq_len, shortest, MAX_STEPS));
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            shortest,
+            MAX_STEPS,
+        ));
+        m.ok(real_in_range(
+            NAME,
+            "power_a",
+            self.power_a,
+            f64::MIN_POSITIVE,
+            1.0,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct Mqar {
     cfg: MqarConfig,
     num_queries: usize,
@@ -94,17 +150,8 @@ pub struct Mqar {
 
 impl Mqar {
     pub fn new(cfg: MqarConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "num_kv_pairs", cfg.num_kv_pairs, 1, MAX_STEPS / 4)?;
-        let n = cfg.num_kv_pairs;
-        // Keys are drawn without replacement from 1..V/2 and values from V/2..V: V/2 - 1 >= N.
-        in_range(NAME, "vocab_size", cfg.vocab_size, 2 * n + 2, 1 << 30)?;
-        let q = cfg.num_queries.unwrap_or(n);
-        in_range(NAME, "num_queries", q, 1, n)?;
-        // Q query slots at even offsets of the T - 2N tokens after the pairs.
-        let shortest = 2 * n + 2 * q;
-        in_range(NAME, "seq_len", cfg.seq_len, shortest, MAX_STEPS)?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, shortest, MAX_STEPS)?;
-        real_in_range(NAME, "power_a", cfg.power_a, f64::MIN_POSITIVE, 1.0)?;
+        first(cfg.mistakes())?;
+        let q = cfg.num_queries.unwrap_or(cfg.num_kv_pairs);
         Ok(Mqar {
             cfg,
             num_queries: q,

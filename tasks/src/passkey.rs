@@ -25,7 +25,7 @@
 //! retrieves the whole key (the success metric, sequence accuracy) with probability
 //! key_vocab^-key_len (1e-5 with the defaults).
 
-use crate::common::{each_in_range, in_range, real_in_range, MAX_STEPS};
+use crate::common::{each_in_range, first, in_range, real_in_range, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -98,29 +98,58 @@ const KEY_MARKER: i64 = 0;
 const QUERY_MARKER: i64 = 1;
 const FIRST_DIGIT: i64 = 2;
 
-pub struct Passkey {
-    cfg: PasskeyConfig,
-}
-
-impl Passkey {
-    pub fn new(cfg: PasskeyConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "key_len", cfg.key_len, 1, 1024)?;
-        in_range(NAME, "key_vocab", cfg.key_vocab, 2, 1 << 20)?;
-        in_range(NAME, "filler_vocab", cfg.filler_vocab, 1, 1 << 20)?;
+impl PasskeyConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        let kl_ok = m.ok(in_range(NAME, "key_len", self.key_len, 1, 1024));
+        m.ok(in_range(NAME, "key_vocab", self.key_vocab, 2, 1 << 20));
+        m.ok(in_range(
+            NAME,
+            "filler_vocab",
+            self.filler_vocab,
+            1,
+            1 << 20,
+        ));
         // The key block (marker + digits) must fit in the haystack.
-        let (shortest, longest) = (cfg.key_len + 1, MAX_STEPS - cfg.key_len);
-        in_range(NAME, "length", cfg.length, shortest, longest)?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, shortest, longest)?;
-        real_in_range(NAME, "min_depth", cfg.min_depth, 0.0, 1.0)?;
-        real_in_range(NAME, "max_depth", cfg.max_depth, cfg.min_depth, 1.0)?;
-        if let Some(&bad) = cfg.eval_depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
-            return Err(TaskError::new(
+        let key_len = if kl_ok { self.key_len } else { 1 };
+        let (shortest, longest) = (key_len + 1, MAX_STEPS - key_len);
+        m.ok(in_range(NAME, "length", self.length, shortest, longest));
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            shortest,
+            longest,
+        ));
+        let min_ok = m.ok(real_in_range(NAME, "min_depth", self.min_depth, 0.0, 1.0));
+        let min_depth = if min_ok { self.min_depth } else { 0.0 };
+        m.ok(real_in_range(
+            NAME,
+            "max_depth",
+            self.max_depth,
+            min_depth,
+            1.0,
+        ));
+        if let Some(&bad) = self.eval_depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
+            m.push(TaskError::new(
                 NAME,
                 "eval_depths",
                 bad,
                 "each expected 0..=1",
             ));
         }
+        m.into_vec()
+    }
+}
+
+pub struct Passkey {
+    cfg: PasskeyConfig,
+}
+
+impl Passkey {
+    pub fn new(cfg: PasskeyConfig) -> Result<Self, TaskError> {
+        first(cfg.mistakes())?;
         Ok(Passkey { cfg })
     }
 

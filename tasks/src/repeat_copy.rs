@@ -25,7 +25,7 @@
 //! wrong half the time and misses the one end marker, so
 //! E[bit errors per sequence] = bits/2 · E[L] · E[r] + 1 (L and r independent).
 
-use crate::common::{at_least_field, each_in_range, in_range, length_points, BitDraws, MAX_STEPS};
+use crate::common::{each_in_range, first, in_range, length_points, BitDraws, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -87,34 +87,50 @@ impl Default for RepeatCopyConfig {
 
 const NAME: &str = "repeat_copy";
 
+impl RepeatCopyConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        m.ok(in_range(NAME, "bits", self.bits, 1, 1024));
+        let min_r_ok = m.ok(in_range(NAME, "min_repeats", self.min_repeats, 1, 1000));
+        let max_r_ok = m.at_least(
+            NAME,
+            "max_repeats",
+            self.max_repeats,
+            ("min_repeats", self.min_repeats, min_r_ok),
+            1,
+            1000,
+        );
+        // The longest example, L·(r + 1) + 2 steps, must fit in MAX_STEPS.
+        let max_repeats = if max_r_ok { self.max_repeats } else { 1 };
+        let max_pattern = (MAX_STEPS - 2) / (max_repeats + 1);
+        let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 1, max_pattern));
+        m.at_least(
+            NAME,
+            "max_len",
+            self.max_len,
+            ("min_len", self.min_len, min_ok),
+            1,
+            max_pattern,
+        );
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            1,
+            max_pattern,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct RepeatCopy {
     cfg: RepeatCopyConfig,
 }
 
 impl RepeatCopy {
     pub fn new(cfg: RepeatCopyConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "bits", cfg.bits, 1, 1024)?;
-        in_range(NAME, "min_repeats", cfg.min_repeats, 1, 1000)?;
-        at_least_field(
-            NAME,
-            "max_repeats",
-            cfg.max_repeats,
-            "min_repeats",
-            cfg.min_repeats,
-            1000,
-        )?;
-        // The longest example, L·(r + 1) + 2 steps, must fit in MAX_STEPS.
-        let max_pattern = (MAX_STEPS - 2) / (cfg.max_repeats + 1);
-        in_range(NAME, "min_len", cfg.min_len, 1, max_pattern)?;
-        at_least_field(
-            NAME,
-            "max_len",
-            cfg.max_len,
-            "min_len",
-            cfg.min_len,
-            max_pattern,
-        )?;
-        each_in_range(NAME, "eval_lengths", &cfg.eval_lengths, 1, max_pattern)?;
+        first(cfg.mistakes())?;
         Ok(RepeatCopy { cfg })
     }
 }

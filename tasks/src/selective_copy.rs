@@ -20,7 +20,7 @@
 //!
 //! Chance: an input-ignoring predictor guesses a data token: token accuracy 1 / data_vocab.
 
-use crate::common::{at_least_field, each_in_range, in_range, length_points, MAX_STEPS};
+use crate::common::{each_in_range, first, in_range, length_points, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -76,39 +76,55 @@ const NOISE: i64 = 0;
 const MARKER: i64 = 1;
 const FIRST_DATA: i64 = 2;
 
+impl SelectiveCopyConfig {
+    /// Every impossible value, in check order (see [`Mistakes`]); empty when the config is valid.
+    pub fn mistakes(&self) -> Vec<TaskError> {
+        let mut m = Mistakes::default();
+        m.ok(in_range(NAME, "data_vocab", self.data_vocab, 2, 1 << 30));
+        let k_ok = m.ok(in_range(
+            NAME,
+            "num_tokens",
+            self.num_tokens,
+            1,
+            MAX_STEPS / 2,
+        ));
+        let k = if k_ok { self.num_tokens } else { 1 };
+        let longest = MAX_STEPS - k;
+        // The K data tokens need K distinct positions in the region.
+        let min_ok = m.at_least(
+            NAME,
+            "min_len",
+            self.min_len,
+            ("num_tokens", self.num_tokens, k_ok),
+            1,
+            longest,
+        );
+        m.at_least(
+            NAME,
+            "max_len",
+            self.max_len,
+            ("min_len", self.min_len, min_ok),
+            k,
+            longest,
+        );
+        m.ok(each_in_range(
+            NAME,
+            "eval_lengths",
+            &self.eval_lengths,
+            k,
+            longest,
+        ));
+        m.into_vec()
+    }
+}
+
 pub struct SelectiveCopy {
     cfg: SelectiveCopyConfig,
 }
 
 impl SelectiveCopy {
     pub fn new(cfg: SelectiveCopyConfig) -> Result<Self, TaskError> {
-        in_range(NAME, "data_vocab", cfg.data_vocab, 2, 1 << 30)?;
-        in_range(NAME, "num_tokens", cfg.num_tokens, 1, MAX_STEPS / 2)?;
-        let longest = MAX_STEPS - cfg.num_tokens;
-        // The K data tokens need K distinct positions in the region.
-        at_least_field(
-            NAME,
-            "min_len",
-            cfg.min_len,
-            "num_tokens",
-            cfg.num_tokens,
-            longest,
-        )?;
-        at_least_field(
-            NAME,
-            "max_len",
-            cfg.max_len,
-            "min_len",
-            cfg.min_len,
-            longest,
-        )?;
-        each_in_range(
-            NAME,
-            "eval_lengths",
-            &cfg.eval_lengths,
-            cfg.num_tokens,
-            longest,
-        )?;
+        first(cfg.mistakes())?;
         Ok(SelectiveCopy { cfg })
     }
 }

@@ -327,3 +327,90 @@ fn max_time_bounds_every_training_and_evaluation_batch() {
         );
     }
 }
+
+/// Issue #27: every impossible value of a config is reported, one mistake per field, in check
+/// order; a bound taken from a bad field is not held against the fields it bounds (no mistake is
+/// reported as the consequence of another); `build` refuses with the first.
+#[test]
+fn every_impossible_value_is_reported_once() {
+    let cases: &[(&str, &[&str])] = &[
+        ("{name: copy, bits: 0, min_len: 5, max_len: 2}", &["bits", "max_len"]),
+        (
+            "{name: copy, bits: 2000, min_len: 0, max_len: 200000, eval_lengths: [0, 3]}",
+            &["bits", "min_len", "max_len", "eval_lengths"],
+        ),
+        // A bad min_len does not make max_len: 3 wrong.
+        ("{name: copy, min_len: 0, max_len: 3}", &["min_len"]),
+        (
+            "{name: repeat_copy, bits: 0, min_repeats: 0, max_repeats: 5000, min_len: 0, max_len: 0}",
+            &["bits", "min_repeats", "max_repeats", "min_len", "max_len"],
+        ),
+        // max_len 5000 is too long for 1000 repeats, but max_repeats is the mistake here.
+        ("{name: repeat_copy, max_repeats: 2000, max_len: 5000}", &["max_repeats"]),
+        (
+            "{name: associative_recall, bits: 0, item_len: 0, min_items: 1, max_items: 1, eval_lengths: [1]}",
+            &["bits", "item_len", "min_items", "max_items", "eval_lengths"],
+        ),
+        // Left out, num_queries is num_kv_pairs: not a second mistake.
+        (
+            "{name: mqar, num_kv_pairs: 0, vocab_size: 2, seq_len: 2, power_a: 0}",
+            &["num_kv_pairs", "vocab_size", "seq_len", "power_a"],
+        ),
+        (
+            "{name: mqar, num_kv_pairs: 8, num_queries: 9, vocab_size: 8, eval_lengths: [3]}",
+            &["vocab_size", "num_queries", "eval_lengths"],
+        ),
+        (
+            "{name: selective_copy, data_vocab: 1, num_tokens: 0, min_len: 0, max_len: 0, eval_lengths: [0]}",
+            &["data_vocab", "num_tokens", "min_len", "max_len", "eval_lengths"],
+        ),
+        (
+            "{name: induction_heads, data_vocab: 0, min_len: 2, max_len: 1}",
+            &["data_vocab", "min_len", "max_len"],
+        ),
+        (
+            "{name: copy_memory, num_symbols: 0, alphabet: 1, min_delay: 0, max_delay: 0}",
+            &["num_symbols", "alphabet", "min_delay", "max_delay"],
+        ),
+        (
+            "{name: adding, min_len: 1, max_len: 1, tolerance: 0}",
+            &["min_len", "max_len", "tolerance"],
+        ),
+        (
+            "{name: passkey, key_len: 0, key_vocab: 1, filler_vocab: 0, length: 1, min_depth: -1, max_depth: 2, eval_depths: [0.5, 0.5]}",
+            &["key_len", "key_vocab", "filler_vocab", "length", "min_depth", "max_depth", "eval_depths"],
+        ),
+        // A repeated condition beside another mistake; a list out of range is one mistake.
+        (
+            "{name: copy, bits: 0, eval_lengths: [10, 10]}",
+            &["bits", "eval_lengths"],
+        ),
+        ("{name: copy, eval_lengths: [0, 0]}", &["eval_lengths"]),
+        (
+            "{name: passkey, eval_lengths: [64, 64], eval_depths: [1, 1]}",
+            &["eval_lengths", "eval_depths"],
+        ),
+    ];
+    for (yaml, fields) in cases {
+        let cfg: TaskConfig = serde_yaml::from_str(yaml).unwrap();
+        let found = cfg.mistakes();
+        let got: Vec<&str> = found.iter().map(|e| e.field).collect();
+        assert_eq!(&got, fields, "{yaml}: {found:#?}");
+        assert_eq!(cfg.build().err().as_ref(), found.first(), "{yaml}");
+    }
+    // The messages are those one check at a time gave.
+    let cfg: TaskConfig = serde_yaml::from_str(cases[0].0).unwrap();
+    let texts: Vec<String> = cfg.mistakes().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        texts,
+        [
+            "task copy: `bits` = 0: expected 1..=1024",
+            "task copy: `max_len` = 2: expected min_len (5)..=100000",
+        ]
+    );
+    let cfg: TaskConfig = serde_yaml::from_str(cases[13].0).unwrap();
+    assert_eq!(
+        cfg.mistakes()[1].to_string(),
+        "task copy: `eval_lengths` = 10: listed twice; expected distinct evaluation conditions"
+    );
+}

@@ -27,7 +27,7 @@
 
 use crate::input::config::{RunConfig, TrainConfig};
 use crate::input::strict::{self, BadInput, Issue, Positions};
-use membench_architectures::ArchConfig;
+use membench_architectures::{ArchConfig, ArchError};
 use membench_tasks::TaskConfig;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -753,7 +753,6 @@ impl Plan {
                 }
             }
         };
-        let mut checked_archs = std::collections::HashSet::new();
         for c in 0..combos {
             // Mixed-radix decode of c, last key fastest.
             let mut rest = c;
@@ -796,7 +795,7 @@ impl Plan {
                     let at = |path: &[String], message: String| {
                         loc.in_run(ei, &swept_keys, path, message)
                     };
-                    match self.resolve_run(&cfg, &swept, seed, &mut checked_archs, &at) {
+                    match self.resolve_run(&cfg, &swept, seed, &at) {
                         Ok(rc) => runs.push(rc),
                         Err(found) => note(found, &combo, &mut issues),
                     }
@@ -832,7 +831,6 @@ impl Plan {
         cfg: &Value,
         swept: &BTreeMap<String, Value>,
         seed: u64,
-        checked_archs: &mut std::collections::HashSet<String>,
         at: &dyn Fn(&[String], String) -> Issue,
     ) -> Result<RunConfig, Vec<Issue>> {
         let mut issues = vec![];
@@ -858,21 +856,34 @@ impl Plan {
                 issues.push(at(&segs(&["train", key]), message));
             }
         }
-        // The task's io is needed to check the architecture.
+        // Every impossible value of the task and of the architecture, each at its key.
         let built = task.as_ref().and_then(|t| {
-            t.build()
-                .map_err(|e| issues.push(at(&segs(&["task", e.field]), e.to_string())))
-                .ok()
+            let mut found = t.mistakes();
+            let built = if found.is_empty() {
+                t.build().map_err(|e| found.push(e)).ok()
+            } else {
+                None
+            };
+            for e in found {
+                issues.push(at(&segs(&["task", e.field]), e.to_string()));
+            }
+            built
         });
-        if let (Some(task), Some(arch)) = (&built, &arch) {
-            let io = task.io();
-            // Seeds share the architecture: check each distinct (arch, io) once; the length check
-            // costs nothing unless the model has a maximum length.
-            let fresh = checked_archs.insert(format!("{arch:?}{io:?}"));
-            let checked = if fresh { arch.check(io) } else { Ok(()) };
-            if let Err(e) = checked.and_then(|()| arch.check_length(|| task.max_time())) {
-                let membench_architectures::ArchError::Invalid { field, .. } = &e;
-                issues.push(at(&segs(&["arch", field]), e.to_string()));
+        if let Some(arch) = &arch {
+            let field = |e: &ArchError| {
+                let ArchError::Invalid { field, .. } = e;
+                *field
+            };
+            let found = arch.mistakes();
+            // The length check judges max_len, unless max_len is wrong on its own.
+            let length = match &built {
+                Some(task) if found.iter().all(|e| field(e) != "max_len") => {
+                    arch.check_length(|| task.max_time()).err()
+                }
+                _ => None,
+            };
+            for e in found.iter().chain(&length) {
+                issues.push(at(&segs(&["arch", field(e)]), e.to_string()));
             }
         }
         match (task, arch, train, data_seed, device) {
@@ -994,6 +1005,41 @@ mod tests {
             e.issues[2].message.contains("did you mean `transformer`"),
             "{e}"
         );
+    }
+
+    /// Issue #27: the task's and the architecture's impossible values are all reported, each at
+    /// its key, the architecture's even when the task is wrong; max_len is judged against the
+    /// task's longest sequence unless it is wrong on its own, and then reported once.
+    #[test]
+    fn every_impossible_task_and_arch_value_is_reported() {
+        let text = "defaults:\n  train: {steps: 3}\nexperiments:\n  - name: a\n    task: {name: copy, bits: 0, min_len: 5, max_len: 2}\n    arch: {name: ntm, memory_slots: 0, slot_width: -1}\n  - name: b\n    task: {name: copy, max_len: 9}\n    arch: {name: transformer, d_model: 8, layers: 1, heads: 3, pos_encoding: learned, max_len: 4}\n  - name: c\n    task: {name: copy}\n    arch: {name: transformer, d_model: 8, layers: 1, heads: 2, dropout: 1, pos_encoding: learned, max_len: 0}\n";
+        let e = err(text);
+        let at: Vec<(usize, usize, &str)> = e
+            .issues
+            .iter()
+            .map(|i| (i.line, i.col, i.key.as_str()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (5, 24, "experiments[0].task.bits"),
+                (5, 45, "experiments[0].task.max_len"),
+                (6, 23, "experiments[0].arch.memory_slots"),
+                (6, 40, "experiments[0].arch.slot_width"),
+                (9, 54, "experiments[1].arch.heads"),
+                (9, 87, "experiments[1].arch.max_len"),
+                (12, 64, "experiments[2].arch.dropout"),
+                (12, 99, "experiments[2].arch.max_len"),
+            ],
+            "{e}"
+        );
+        assert!(
+            e.issues[5]
+                .message
+                .contains("learned positions end at max_len"),
+            "{e}"
+        );
+        assert!(e.issues[7].message.contains("expected 1..=1048576"), "{e}");
     }
 
     #[test]
