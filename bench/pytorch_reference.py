@@ -417,7 +417,7 @@ def batch(s):
 
 
 def loss_fn(kind, out, y, mask):
-    """Masked mean over positions, as harness/src/eval.rs `loss`."""
+    """Masked mean over positions, as harness/src/run/eval.rs `loss`."""
     if kind == "bits":
         per = F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(-1)
     else:

@@ -5,7 +5,7 @@ use crate::{Batch, OutputKind, Split, Targets, Task};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// The harness's metrics (see harness/src/eval.rs) over scored positions, with a standard error
+/// The harness's metrics (see harness/src/run/eval.rs) over scored positions, with a standard error
 /// for the one named `metric` (used to judge an empirical chance level):
 /// * `token_acc`, `within_tol`, `seq_acc`: binomial proportions, s.e. sqrt(c(1-c)/n) at the
 ///   claimed chance c, so the check is a z-test of "the claim is the true mean";
