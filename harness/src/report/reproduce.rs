@@ -172,7 +172,8 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
 
 /// Why a CPU rerun may differ although it ran the stored row's GEMM path: another vector ISA
 /// (libtorch and its MKL pick their float32 kernels by it, and so group sums differently) or
-/// another CPU model; None on the same kind of CPU, or for a row that does not say (before 0.4.2).
+/// another CPU model, or a row that does not say which CPU it ran on (before 0.4.2); None on the
+/// same kind of CPU.
 fn other_cpu(
     stored: &BTreeMap<String, String>,
     rerun: &BTreeMap<String, String>,
@@ -180,7 +181,14 @@ fn other_cpu(
     let get = |row: &BTreeMap<String, String>, k: &str| row.get(k).cloned().unwrap_or_default();
     let (isa, cpu) = (get(stored, "cpu_isa"), get(stored, "cpu"));
     let (isa2, cpu2) = (get(rerun, "cpu_isa"), get(rerun, "cpu"));
-    if isa.is_empty() || (isa == isa2 && cpu == cpu2) {
+    if isa.is_empty() {
+        return Some(format!(
+            "(note: the stored row does not name its CPU (made before membench 0.4.2); rerun on a \
+             {isa2} CPU ({cpu2}): on another kind of CPU than the row's, libtorch picks other \
+             float32 kernels, so sums may be grouped differently)"
+        ));
+    }
+    if isa == isa2 && cpu == cpu2 {
         return None;
     }
     Some(format!(
