@@ -851,6 +851,60 @@ pub fn version_mismatch(stored: &BTreeMap<String, String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row's GEMM path: its cell; a CPU row of 0.4.1 and earlier (no cell) ran oneDNN; a GPU
+    /// row has no CPU path.
+    #[test]
+    fn gemm_path_of_rows_old_and_new() {
+        let row = |cells: &[(&str, &str)]| -> BTreeMap<String, String> {
+            cells
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            gemm_path_of(&row(&[("device", "cpu"), ("gemm_path", "libtorch")])),
+            "libtorch"
+        );
+        assert_eq!(
+            gemm_path_of(&row(&[("device", "cpu"), ("gemm_path", "")])),
+            "onednn"
+        );
+        assert_eq!(gemm_path_of(&row(&[("device", "cpu")])), "onednn");
+        assert_eq!(
+            gemm_path_of(&row(&[("device", "cuda:0"), ("gemm_path", "libtorch")])),
+            ""
+        );
+    }
+
+    #[test]
+    fn versions_that_change_numbers_are_refused() {
+        let row = |torch: &str, mb: &str| -> BTreeMap<String, String> {
+            [("torch_version", torch), ("membench_version", mb)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(version_mismatch(&row(
+            crate::sys::TORCH_VERSION,
+            crate::sys::MEMBENCH_VERSION
+        ))
+        .is_none());
+        assert!(
+            version_mismatch(&row("1.0.0", crate::sys::MEMBENCH_VERSION))
+                .unwrap()
+                .contains("torch")
+        );
+        let patch = format!("{}.999", minor(crate::sys::MEMBENCH_VERSION));
+        assert!(
+            version_mismatch(&row(crate::sys::TORCH_VERSION, &patch)).is_none(),
+            "a patch release keeps numbers"
+        );
+        assert!(version_mismatch(&row(crate::sys::TORCH_VERSION, "99.0.0"))
+            .unwrap()
+            .contains("membench"));
+    }
+
     use crate::test_support::fresh_dir;
 
     const HEADER: &str =

@@ -46,6 +46,26 @@ impl Selection {
             Selection::BestValid => "best_valid",
         }
     }
+
+    /// runs.csv column prefix of this checkpoint's test metrics.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Selection::Last => "final_",
+            Selection::BestValid => "best_",
+        }
+    }
+
+    /// What a table says about the checkpoint its numbers come from.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Selection::Last => "selection = last: the final checkpoint, scored on test",
+            Selection::BestValid => "selection = best_valid: the checkpoint with the best validation score, scored on test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        <Self as clap::ValueEnum>::from_str(s, false).ok()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,26 +27,6 @@ use std::path::{Path, PathBuf};
 
 pub use crate::input::config::Selection;
 
-/// What a table says about the checkpoint its numbers come from.
-impl Selection {
-    /// runs.csv column prefix of this checkpoint's test metrics.
-    fn prefix(self) -> &'static str {
-        match self {
-            Selection::Last => "final_",
-            Selection::BestValid => "best_",
-        }
-    }
-    fn describe(self) -> &'static str {
-        match self {
-            Selection::Last => "selection = last: the final checkpoint, scored on test",
-            Selection::BestValid => "selection = best_valid: the checkpoint with the best validation score, scored on test",
-        }
-    }
-    fn parse(s: &str) -> Option<Self> {
-        <Self as clap::ValueEnum>::from_str(s, false).ok()
-    }
-}
-
 /// The x axis of the comparison plot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XAxis {
