@@ -23,9 +23,7 @@
 //! (Arjovsky's baseline), and within_tol = P(|s - 1| ≤ τ) = 1 - (1 - τ)² = 0.0784 for τ = 0.04,
 //! which is what `chance()` returns for the success metric.
 
-use crate::common::{
-    each_in_range, first, in_range, length_points, real_in_range, Mistakes, MAX_STEPS,
-};
+use crate::common::{first, in_range, length_points, real_in_range, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -76,21 +74,14 @@ impl AddingConfig {
         let mut m = Mistakes::default();
         // One marker in each half needs T >= 2.
         let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 2, MAX_STEPS));
-        m.at_least(
+        m.lengths(
             NAME,
-            "max_len",
+            (self.min_len, min_ok),
             self.max_len,
-            ("min_len", self.min_len, min_ok),
-            2,
-            MAX_STEPS,
-        );
-        m.ok(each_in_range(
-            NAME,
-            "eval_lengths",
             &self.eval_lengths,
             2,
             MAX_STEPS,
-        ));
+        );
         // Above 1 the constant 1 is always within tolerance; 0 would reject every real output.
         m.ok(real_in_range(
             NAME,

@@ -48,6 +48,28 @@ impl Mistakes {
         })
     }
 
+    /// A task's lengths, all in `floor..=hi`: `max_len` at least `min_len` (when `min_len` passed
+    /// its own check, `min_ok`) and every entry of `eval_lengths`.
+    pub(crate) fn lengths(
+        &mut self,
+        task: &'static str,
+        (min_len, min_ok): (usize, bool),
+        max_len: usize,
+        eval_lengths: &[usize],
+        floor: usize,
+        hi: usize,
+    ) {
+        self.at_least(
+            task,
+            "max_len",
+            max_len,
+            ("min_len", min_len, min_ok),
+            floor,
+            hi,
+        );
+        self.ok(each_in_range(task, "eval_lengths", eval_lengths, floor, hi));
+    }
+
     /// Records a failed check.
     pub(crate) fn push(&mut self, e: TaskError) {
         self.0.push(e);

@@ -11,7 +11,7 @@
 //! exactly that length. Chance: a predictor that ignores its input gets each bit right half the
 //! time, so `bits / 2` bit errors per vector, `bits / 2 · L` per sequence (4·L for 8 bits).
 
-use crate::common::{each_in_range, first, in_range, BitDraws, Mistakes};
+use crate::common::{first, in_range, BitDraws, Mistakes};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -75,21 +75,14 @@ impl CopyConfig {
                 "expected >= 1",
             ));
         }
-        m.at_least(
+        m.lengths(
             NAME,
-            "max_len",
+            (self.min_len, min_ok),
             self.max_len,
-            ("min_len", self.min_len, min_ok),
-            1,
-            MAX_LEN,
-        );
-        m.ok(each_in_range(
-            NAME,
-            "eval_lengths",
             &self.eval_lengths,
             1,
             MAX_LEN,
-        ));
+        );
         m.into_vec()
     }
 }

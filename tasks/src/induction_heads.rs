@@ -20,7 +20,7 @@
 //! Chance: the answer is uniform over the data tokens: token accuracy 1 / data_vocab (and, with
 //! one scored position per sequence, sequence accuracy is the same).
 
-use crate::common::{each_in_range, first, in_range, length_points, Mistakes, MAX_STEPS};
+use crate::common::{first, in_range, length_points, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -73,21 +73,14 @@ impl InductionHeadsConfig {
         m.ok(in_range(NAME, "data_vocab", self.data_vocab, 2, 1 << 30));
         // Trigger, its successor, and the final trigger need 3 steps.
         let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 3, MAX_STEPS));
-        m.at_least(
+        m.lengths(
             NAME,
-            "max_len",
+            (self.min_len, min_ok),
             self.max_len,
-            ("min_len", self.min_len, min_ok),
-            3,
-            MAX_STEPS,
-        );
-        m.ok(each_in_range(
-            NAME,
-            "eval_lengths",
             &self.eval_lengths,
             3,
             MAX_STEPS,
-        ));
+        );
         m.into_vec()
     }
 }

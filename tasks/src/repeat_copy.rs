@@ -25,7 +25,7 @@
 //! wrong half the time and misses the one end marker, so
 //! E[bit errors per sequence] = bits/2 · E[L] · E[r] + 1 (L and r independent).
 
-use crate::common::{each_in_range, first, in_range, length_points, BitDraws, Mistakes, MAX_STEPS};
+use crate::common::{first, in_range, length_points, BitDraws, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -105,21 +105,14 @@ impl RepeatCopyConfig {
         let max_repeats = if max_r_ok { self.max_repeats } else { 1 };
         let max_pattern = (MAX_STEPS - 2) / (max_repeats + 1);
         let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 1, max_pattern));
-        m.at_least(
+        m.lengths(
             NAME,
-            "max_len",
+            (self.min_len, min_ok),
             self.max_len,
-            ("min_len", self.min_len, min_ok),
-            1,
-            max_pattern,
-        );
-        m.ok(each_in_range(
-            NAME,
-            "eval_lengths",
             &self.eval_lengths,
             1,
             max_pattern,
-        ));
+        );
         m.into_vec()
     }
 }

@@ -20,7 +20,7 @@
 //!
 //! Chance: an input-ignoring predictor guesses a data token: token accuracy 1 / data_vocab.
 
-use crate::common::{each_in_range, first, in_range, length_points, Mistakes, MAX_STEPS};
+use crate::common::{first, in_range, length_points, Mistakes, MAX_STEPS};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -99,21 +99,14 @@ impl SelectiveCopyConfig {
             1,
             longest,
         );
-        m.at_least(
+        m.lengths(
             NAME,
-            "max_len",
+            (self.min_len, min_ok),
             self.max_len,
-            ("min_len", self.min_len, min_ok),
-            k,
-            longest,
-        );
-        m.ok(each_in_range(
-            NAME,
-            "eval_lengths",
             &self.eval_lengths,
             k,
             longest,
-        ));
+        );
         m.into_vec()
     }
 }
