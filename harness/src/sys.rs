@@ -63,6 +63,16 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// This CPU as `--version` and `membench bench` state it: `avx512 (<model>, 2 logical cores)`.
+pub fn cpu_text() -> String {
+    format!(
+        "{} ({}, {} logical cores)",
+        cpu_isa(),
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}
+
 /// The GEMM path of this process's CPU runs (see `membench_architectures::dense`), checked:
 /// an error for a bad `MEMBENCH_GEMM`, or `onednn` where this CPU cannot run it (bad input: the
 /// commands report it with exit 2).
@@ -94,10 +104,8 @@ pub fn version_text() -> anyhow::Result<String> {
     };
     let gemm = gemm_choice()?;
     Ok(format!(
-        "membench {MEMBENCH_VERSION} ({GIT_COMMIT})\ntch {TCH_VERSION}\ntorch {TORCH_VERSION}\ncpu {} ({}, {} logical cores)\ngemm {gemm}\ncuda {cuda}",
-        cpu_isa(),
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "membench {MEMBENCH_VERSION} ({GIT_COMMIT})\ntch {TCH_VERSION}\ntorch {TORCH_VERSION}\ncpu {}\ngemm {gemm}\ncuda {cuda}",
+        cpu_text()
     ))
 }
 

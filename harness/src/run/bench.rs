@@ -354,10 +354,8 @@ pub fn markdown(rows: &[BenchRow]) -> String {
     // Timings mean nothing without the CPU and the GEMM path they were taken on.
     let gemm = crate::sys::gemm_choice().map_or_else(|e| format!("{e:#}"), |c| c.to_string());
     let mut s = format!(
-        "CPU: {} ({}, {} logical cores); GEMM path: {gemm}; torch {}\n\n",
-        crate::sys::cpu_model(),
-        crate::sys::cpu_isa(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "CPU: {}; GEMM path: {gemm}; torch {}\n\n",
+        crate::sys::cpu_text(),
         crate::sys::TORCH_VERSION,
     );
     s.push_str(
