@@ -35,10 +35,8 @@
 //!   unsquashed as in the paper.
 
 use crate::addressing;
-use crate::ntm::{
-    check_clip, default_clip, default_controller, default_controller_size, one, Controller,
-    ControllerKind, MEMORY_INIT,
-};
+use crate::controller::{default_controller, default_controller_size, Controller, ControllerKind};
+use crate::ntm::{check_clip, default_clip, one, MEMORY_INIT};
 use crate::{first, kernels, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -179,6 +177,12 @@ pub struct Dnc {
 }
 
 impl DncConfig {
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
+    pub fn validate(&self) -> Result<(), ArchError> {
+        first(self.mistakes())
+    }
+
     /// Every impossible value, in check order; empty when the config is valid.
     pub fn mistakes(&self) -> Vec<ArchError> {
         let mut m = Mistakes::new("dnc");
@@ -195,7 +199,7 @@ impl DncConfig {
 
 impl Dnc {
     pub fn new(vs: &nn::Path, cfg: &DncConfig, d_in: i64) -> Result<Self, ArchError> {
-        first(cfg.mistakes())?;
+        cfg.validate()?;
         let (w, r) = (cfg.slot_width, cfg.read_heads);
         let controller = Controller::new(
             &(vs / "controller"),

@@ -73,6 +73,12 @@ fn sixteen_f() -> f64 {
 const ARCH: &str = "gla";
 
 impl GlaConfig {
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
+    pub fn validate(&self) -> Result<(), ArchError> {
+        first(self.mistakes())
+    }
+
     /// Every impossible value, in check order; empty when the config is valid.
     pub fn mistakes(&self) -> Vec<ArchError> {
         let mut m = Mistakes::new(ARCH);
@@ -97,19 +103,21 @@ impl GlaConfig {
     }
 }
 
-pub(crate) fn build(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Stack, ArchError> {
-    first(cfg.mistakes())?;
-    Ok(Stack::new(
-        vs,
+/// The family: a pre-norm residual stack of GLA layers.
+pub type Gla = Stack<GlaLayer>;
+
+impl Gla {
+    pub fn new(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        Ok(Stack::build(vs,
         d_in,
         cfg.d_model,
         cfg.layers,
-        cfg.mlp_ratio,
-        |p, _| Box::new(Gla::new(p, cfg)) as Box<dyn Mixer>,
-    ))
+        cfg.mlp_ratio, |p, _| GlaLayer::new(p, cfg)))
+    }
 }
 
-pub struct Gla {
+pub struct GlaLayer {
     wq: nn::Linear,
     wk: nn::Linear,
     wv: nn::Linear,
@@ -122,14 +130,14 @@ pub struct Gla {
     cfg: GlaConfig,
 }
 
-impl Gla {
+impl GlaLayer {
     fn new(vs: &nn::Path, cfg: &GlaConfig) -> Self {
         let d = cfg.d_model;
         let no_bias = nn::LinearConfig {
             bias: false,
             ..Default::default()
         };
-        Gla {
+        GlaLayer {
             wq: nn::linear(vs / "wq", d, d, no_bias),
             wk: nn::linear(vs / "wk", d, d, no_bias),
             wv: nn::linear(vs / "wv", d, d, no_bias),
@@ -222,7 +230,7 @@ impl Gla {
     }
 }
 
-impl Mixer for Gla {
+impl Mixer for GlaLayer {
     fn forward(&self, xs: &Tensor) -> Tensor {
         match self.cfg.scan {
             Scan::Chunked => self.forward_chunked(xs),
@@ -286,7 +294,7 @@ mod tests {
                 conv_kernel: 2,
                 ..cfg(chunk)
             };
-            let m = Gla::new(&vs.root(), &c);
+            let m = GlaLayer::new(&vs.root(), &c);
             tch::no_grad(|| {
                 let _ = m.wa.bs.as_ref().unwrap().shallow_clone().fill_(gate_bias);
             });
@@ -332,7 +340,7 @@ mod tests {
     fn shapes_state_size_and_params() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(8), 16).unwrap();
+        let core = Gla::new(&vs.root(), &cfg(8), 16).unwrap();
         let y = core.forward_t(&input(0, 2, 11, 16, Kind::Float), true);
         assert_eq!(y.size(), [2, 11, 16]);
         assert_eq!(core.state_size(1000), 2 * 2 * 8 * 8);
@@ -351,7 +359,7 @@ mod tests {
     fn causal() {
         tch::set_num_threads(1);
         let mut vs = VarStore::new(Device::Cpu);
-        let core = build(
+        let core = Gla::new(
             &vs.root(),
             &GlaConfig {
                 conv_kernel: 3,
@@ -368,7 +376,7 @@ mod tests {
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(
+        let core = Gla::new(
             &vs.root(),
             &GlaConfig {
                 conv_kernel: 3,
@@ -385,7 +393,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut c = cfg(8);
         c.gate_temperature = 0.5;
-        let err = build(&vs.root(), &c, 4).err().expect("τ < 1").to_string();
+        let err = Gla::new(&vs.root(), &c, 4).err().expect("τ < 1").to_string();
         assert!(err.contains("gate_temperature"), "{err}");
         assert!(
             serde_yaml::from_str::<crate::ArchConfig>("name: gla\nd_model: 16\nchunk: 4\n")

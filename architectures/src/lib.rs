@@ -8,6 +8,7 @@
 
 pub mod addressing;
 pub mod bench_specs;
+pub mod controller;
 pub mod dense;
 pub mod dnc;
 pub mod gla;
@@ -261,7 +262,7 @@ impl ArchConfig {
     }
 
     /// The first of [`Self::mistakes`], the error [`Network::new`] refuses the config with.
-    pub fn check(&self) -> Result<(), ArchError> {
+    pub fn validate(&self) -> Result<(), ArchError> {
         first(self.mistakes())
     }
 
@@ -302,10 +303,12 @@ impl ArchConfig {
             ArchConfig::KvMemory(c) => Box::new(kv_memory::KvMemory::new(vs, c, d_in)?),
             ArchConfig::Ntm(c) => Box::new(ntm::Ntm::new(vs, c, d_in)?),
             ArchConfig::Dnc(c) => Box::new(dnc::Dnc::new(vs, c, d_in)?),
-            ArchConfig::LinearAttention(c) => Box::new(linear_attention::build(vs, c, d_in)?),
-            ArchConfig::Gla(c) => Box::new(gla::build(vs, c, d_in)?),
-            ArchConfig::Mamba(c) => Box::new(mamba::build(vs, c, d_in)?),
-            ArchConfig::Rmt(c) => Box::new(rmt::build(vs, c, d_in)?),
+            ArchConfig::LinearAttention(c) => {
+                Box::new(linear_attention::LinearAttention::new(vs, c, d_in)?)
+            }
+            ArchConfig::Gla(c) => Box::new(gla::Gla::new(vs, c, d_in)?),
+            ArchConfig::Mamba(c) => Box::new(mamba::Mamba::new(vs, c, d_in)?),
+            ArchConfig::Rmt(c) => Box::new(rmt::Rmt::new(vs, c, d_in)?),
         })
     }
 }
@@ -328,7 +331,7 @@ impl Network {
     pub fn new(store: &nn::VarStore, cfg: &ArchConfig, io: TaskIo) -> Result<Self, ArchError> {
         // Before anything is built: the embedding's width is the core's, so a bad width is
         // refused before a tensor is made with it.
-        cfg.check()?;
+        cfg.validate()?;
         let vs = &store.root();
         let (embed, d_in) = match io.input {
             InputKind::Dense { width } => (None, width as i64),
@@ -501,7 +504,7 @@ mod tests {
                 .collect();
             assert_eq!(&got, fields, "{yaml}: {found:#?}");
             let first = found.first().map(|e| e.to_string());
-            assert_eq!(cfg.check().err().map(|e| e.to_string()), first, "{yaml}");
+            assert_eq!(cfg.validate().err().map(|e| e.to_string()), first, "{yaml}");
             for io in [dense, tokens] {
                 let built = Network::new(&nn::VarStore::new(Device::Cpu), &cfg, io);
                 assert_eq!(built.err().map(|e| e.to_string()), first, "{yaml}");

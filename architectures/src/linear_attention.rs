@@ -83,6 +83,12 @@ const ARCH: &str = "linear_attention";
 const EPS: f64 = 1e-6;
 
 impl LinearAttentionConfig {
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
+    pub fn validate(&self) -> Result<(), ArchError> {
+        first(self.mistakes())
+    }
+
     /// Every impossible value, in check order; empty when the config is valid.
     pub fn mistakes(&self) -> Vec<ArchError> {
         let mut m = Mistakes::new(ARCH);
@@ -101,23 +107,21 @@ impl LinearAttentionConfig {
     }
 }
 
-pub(crate) fn build(
-    vs: &nn::Path,
-    cfg: &LinearAttentionConfig,
-    d_in: i64,
-) -> Result<Stack, ArchError> {
-    first(cfg.mistakes())?;
-    Ok(Stack::new(
-        vs,
+/// The family: a pre-norm residual stack of linear-attention layers.
+pub type LinearAttention = Stack<LinearAttentionLayer>;
+
+impl LinearAttention {
+    pub fn new(vs: &nn::Path, cfg: &LinearAttentionConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        Ok(Stack::build(vs,
         d_in,
         cfg.d_model,
         cfg.layers,
-        cfg.mlp_ratio,
-        |p, _| Box::new(LinearAttention::new(p, cfg)) as Box<dyn Mixer>,
-    ))
+        cfg.mlp_ratio, |p, _| LinearAttentionLayer::new(p, cfg)))
+    }
 }
 
-pub struct LinearAttention {
+pub struct LinearAttentionLayer {
     wq: nn::Linear,
     wk: nn::Linear,
     wv: nn::Linear,
@@ -126,14 +130,14 @@ pub struct LinearAttention {
     cfg: LinearAttentionConfig,
 }
 
-impl LinearAttention {
+impl LinearAttentionLayer {
     fn new(vs: &nn::Path, cfg: &LinearAttentionConfig) -> Self {
         let (d, hf) = (cfg.d_model, cfg.heads * cfg.feature_dim);
         let no_bias = nn::LinearConfig {
             bias: false,
             ..Default::default()
         };
-        LinearAttention {
+        LinearAttentionLayer {
             wq: nn::linear(vs / "wq", d, hf, no_bias),
             wk: nn::linear(vs / "wk", d, hf, no_bias),
             wv: nn::linear(vs / "wv", d, d, no_bias),
@@ -245,7 +249,7 @@ impl LinearAttention {
     }
 }
 
-impl Mixer for LinearAttention {
+impl Mixer for LinearAttentionLayer {
     fn forward(&self, xs: &Tensor) -> Tensor {
         match self.cfg.scan {
             Scan::Chunked => self.forward_chunked(xs),
@@ -309,7 +313,7 @@ mod tests {
         for map in [FeatureMap::Elu1, FeatureMap::Taylor] {
             for chunk in [1, 5, 8, 64] {
                 let mut vs = VarStore::new(Device::Cpu);
-                let m = LinearAttention::new(
+                let m = LinearAttentionLayer::new(
                     &vs.root(),
                     &LinearAttentionConfig {
                         conv_kernel: 2,
@@ -346,7 +350,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut c = cfg(FeatureMap::Taylor, 8);
         c.layers = 3;
-        let core = build(&vs.root(), &c, 5).unwrap();
+        let core = LinearAttention::new(&vs.root(), &c, 5).unwrap();
         let y = core.forward_t(&input(0, 2, 11, 5, Kind::Float), true);
         assert_eq!(y.size(), [2, 11, 16]);
         // Per layer and head: F = 1 + 4 + 16 = 21 features, S is 21 × 8 and z is 21.
@@ -372,7 +376,7 @@ mod tests {
             (FeatureMap::Taylor, 3),
         ] {
             let mut vs = VarStore::new(Device::Cpu);
-            let core = build(
+            let core = LinearAttention::new(
                 &vs.root(),
                 &LinearAttentionConfig {
                     conv_kernel,
@@ -391,7 +395,7 @@ mod tests {
         tch::set_num_threads(1);
         for (map, conv_kernel) in [(FeatureMap::Elu1, 3), (FeatureMap::Taylor, 3)] {
             let vs = VarStore::new(Device::Cpu);
-            let core = build(
+            let core = LinearAttention::new(
                 &vs.root(),
                 &LinearAttentionConfig {
                     conv_kernel,
@@ -409,7 +413,7 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut c = cfg(FeatureMap::Elu1, 8);
         c.heads = 3;
-        let err = build(&vs.root(), &c, 4)
+        let err = LinearAttention::new(&vs.root(), &c, 4)
             .err()
             .expect("heads 3 ∤ 16")
             .to_string();

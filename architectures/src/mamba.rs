@@ -10,7 +10,7 @@
 //! A_log starts at log(1..N) in every channel (S4D-real), dt_proj's bias so that softplus(bias) is
 //! log-uniform in [1e-3, 1e-1] (Mamba's initialisation), D at 1.
 //!
-//! Two scans compute the same h. The sequential one steps through time, each step batched over
+//! Two scans compute the same h. The recurrent one steps through time, each step batched over
 //! [B, E, N]. The chunked one, within chunks of C steps with cumulative log-decay
 //! c_i = Σ_{s ≤ i} Δ_s A, writes h_i = e^{c_i} (h₀ + Σ_{j ≤ i} e^{−c_j} u_j), u_j = Δ_j x_j B_j:
 //! two cumulative sums over the chunk and one recurrence per chunk for h₀. To keep e^{−c_j} inside
@@ -51,10 +51,10 @@ pub struct MambaConfig {
     /// Steps per chunk in the chunked scan, 1..=16 (see the module doc). Default 16.
     #[serde(default = "sixteen")]
     pub chunk_size: i64,
-    /// Default `recurrent` (the sequential scan): on CPU it is the faster of the two, because the
-    /// chunked scan materialises several [B, T, E, N] tensors (at d 128, L 2, T 128, B 32 a
-    /// training step took 4.3 s sequential vs 8.3 s chunked, and the same in PyTorch eager).
-    #[serde(default = "sequential")]
+    /// Default `recurrent`: on CPU it is the faster of the two, because the chunked scan
+    /// materialises several [B, T, E, N] tensors (at d 128, L 2, T 128, B 32 a training step took
+    /// 4.3 s recurrent vs 8.3 s chunked, and the same in PyTorch eager).
+    #[serde(default = "recurrent")]
     pub scan: Scan,
 }
 
@@ -68,7 +68,7 @@ fn sixteen() -> i64 {
     16
 }
 
-fn sequential() -> Scan {
+fn recurrent() -> Scan {
     Scan::Recurrent
 }
 
@@ -78,6 +78,12 @@ pub const LOG_DECAY_FLOOR: f64 = 4.0;
 const MAX_CHUNK: i64 = 16;
 
 impl MambaConfig {
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
+    pub fn validate(&self) -> Result<(), ArchError> {
+        first(self.mistakes())
+    }
+
     /// Every impossible value, in check order; empty when the config is valid.
     pub fn mistakes(&self) -> Vec<ArchError> {
         let mut m = Mistakes::new(ARCH);
@@ -99,19 +105,21 @@ impl MambaConfig {
     }
 }
 
-pub(crate) fn build(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Stack, ArchError> {
-    first(cfg.mistakes())?;
-    Ok(Stack::new(
-        vs,
+/// The family: a stack of Mamba layers (pre-norm residual; no MLP by default, as in the paper).
+pub type Mamba = Stack<MambaLayer>;
+
+impl Mamba {
+    pub fn new(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        Ok(Stack::build(vs,
         d_in,
         cfg.d_model,
         cfg.layers,
-        cfg.mlp_ratio,
-        |p, _| Box::new(Mamba::new(p, cfg)) as Box<dyn Mixer>,
-    ))
+        cfg.mlp_ratio, |p, _| MambaLayer::new(p, cfg)))
+    }
 }
 
-pub struct Mamba {
+pub struct MambaLayer {
     in_proj: nn::Linear,
     conv: ShortConv,
     /// E → dt_rank + 2N: the low-rank Δ input, B and C.
@@ -127,7 +135,7 @@ pub struct Mamba {
     dt_rank: i64,
 }
 
-impl Mamba {
+impl MambaLayer {
     fn new(vs: &nn::Path, cfg: &MambaConfig) -> Self {
         let (d, n, k) = (cfg.d_model, cfg.state_dim, cfg.conv_kernel);
         let e = cfg.expand * d;
@@ -156,7 +164,7 @@ impl Mamba {
                 .log()
                 .repeat([e, 1]),
         );
-        Mamba {
+        MambaLayer {
             in_proj: nn::linear(vs / "in_proj", d, 2 * e, no_bias),
             conv: ShortConv::new(vs, e, k),
             x_proj: nn::linear(vs / "x_proj", e, dt_rank + 2 * n, no_bias),
@@ -193,7 +201,7 @@ impl Mamba {
     }
 
     /// Sequential scan: T steps, each over [B, E, N].
-    pub fn forward_sequential(&self, u: &Tensor) -> Tensor {
+    pub fn forward_recurrent(&self, u: &Tensor) -> Tensor {
         let (x, z, log_decay, input, cmat) = self.prepare(u);
         let (b, t) = (u.size()[0], u.size()[1]);
         let decay = log_decay.exp();
@@ -247,11 +255,11 @@ impl Mamba {
     }
 }
 
-impl Mixer for Mamba {
+impl Mixer for MambaLayer {
     fn forward(&self, u: &Tensor) -> Tensor {
         match self.cfg.scan {
             Scan::Chunked => self.forward_chunked(u),
-            Scan::Recurrent => self.forward_sequential(u),
+            Scan::Recurrent => self.forward_recurrent(u),
         }
     }
 
@@ -302,13 +310,13 @@ mod tests {
         }
     }
 
-    /// Max |chunked − sequential| at T = 29 for chunk sizes that do and do not divide T; with
+    /// Max |chunked − recurrent| at T = 29 for chunk sizes that do and do not divide T; with
     /// `dt_bias` = 5 the steps hit the decay floor (Δ ≈ 5, A up to −4).
     fn forms_diff(kind: Kind, dt_bias: Option<f64>) -> f64 {
         let mut worst: f64 = 0.0;
         for chunk in [1, 4, 7, 16] {
             let mut vs = VarStore::new(Device::Cpu);
-            let m = Mamba::new(&vs.root(), &cfg(chunk));
+            let m = MambaLayer::new(&vs.root(), &cfg(chunk));
             if let Some(bias) = dt_bias {
                 tch::no_grad(|| {
                     let _ = m.dt_proj.bs.as_ref().unwrap().shallow_clone().fill_(bias);
@@ -316,7 +324,7 @@ mod tests {
             }
             vs.set_kind(kind);
             let x = input(3, 3, 29, 8, kind);
-            let (a, b) = (m.forward_chunked(&x), m.forward_sequential(&x));
+            let (a, b) = (m.forward_chunked(&x), m.forward_recurrent(&x));
             assert!(
                 a.isfinite().all().int64_value(&[]) == 1,
                 "chunked output not finite"
@@ -327,13 +335,13 @@ mod tests {
     }
 
     #[test]
-    fn chunked_equals_sequential_in_f64() {
+    fn chunked_equals_recurrent_in_f64() {
         tch::set_num_threads(1);
         for bias in [None, Some(5.0)] {
             let d = forms_diff(Kind::Double, bias);
             assert!(
                 d < 1e-10,
-                "dt bias {bias:?}: max |chunked − sequential| = {d}"
+                "dt bias {bias:?}: max |chunked − recurrent| = {d}"
             );
         }
     }
@@ -342,13 +350,13 @@ mod tests {
     /// relative 1e-7 and the sums are dominated by the most recent terms, so the outputs (O(0.1–1))
     /// agree to ~1e-6; 1e-4 is a wide margin.
     #[test]
-    fn chunked_equals_sequential_in_f32() {
+    fn chunked_equals_recurrent_in_f32() {
         tch::set_num_threads(1);
         for bias in [None, Some(5.0)] {
             let d = forms_diff(Kind::Float, bias);
             assert!(
                 d < 1e-4,
-                "dt bias {bias:?}: max |chunked − sequential| = {d}"
+                "dt bias {bias:?}: max |chunked − recurrent| = {d}"
             );
         }
     }
@@ -357,7 +365,7 @@ mod tests {
     fn shapes_state_size_and_params() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(8), 3).unwrap();
+        let core = Mamba::new(&vs.root(), &cfg(8), 3).unwrap();
         let y = core.forward_t(&input(0, 2, 11, 3, Kind::Float), true);
         assert_eq!(y.size(), [2, 11, 8]);
         // E = 16 channels × (N = 4 states + K − 1 = 3 conv inputs) per layer.
@@ -377,7 +385,7 @@ mod tests {
     fn causal() {
         tch::set_num_threads(1);
         let mut vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(4), 8).unwrap();
+        let core = Mamba::new(&vs.root(), &cfg(4), 8).unwrap();
         vs.set_kind(Kind::Double);
         assert_causal(|x| core.forward_t(x, false), 8);
     }
@@ -386,14 +394,14 @@ mod tests {
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(4), 5).unwrap();
+        let core = Mamba::new(&vs.root(), &cfg(4), 5).unwrap();
         assert_grads(&vs, |x| core.forward_t(x, true), 5);
     }
 
     #[test]
     fn rejects_bad_configs() {
         let vs = VarStore::new(Device::Cpu);
-        let err = build(&vs.root(), &cfg(32), 4)
+        let err = Mamba::new(&vs.root(), &cfg(32), 4)
             .err()
             .expect("chunk 32 > 16")
             .to_string();

@@ -39,7 +39,7 @@ pub(crate) fn pad_to_chunks(x: &Tensor, dim: i64, chunk: i64) -> Tensor {
 }
 
 /// A causal sequence mixer: [B, T, d_model] → [B, T, d_model].
-pub(crate) trait Mixer: Send {
+pub trait Mixer: Send {
     fn forward(&self, xs: &Tensor) -> Tensor;
     /// Floats this layer carries from one step to the next.
     fn state_size(&self, seq_len: i64) -> i64;
@@ -106,17 +106,19 @@ impl Mlp {
     }
 }
 
-struct Block {
+struct Block<M> {
     norm_mix: nn::LayerNorm,
-    mixer: Box<dyn Mixer>,
+    mixer: M,
     /// None when `mlp_ratio` is 0 (Mamba's own layout has no MLP).
     mlp: Option<(nn::LayerNorm, Mlp)>,
 }
 
-pub(crate) struct Stack {
+/// The stack of one family's mixer type `M` (each family names its own: `pub type Gla =
+/// Stack<GlaLayer>`, with its `new(vs, &cfg, d_in)` beside the config).
+pub struct Stack<M> {
     /// d_in → d_model; None when they are equal (token inputs are embedded at d_model).
     input: Option<nn::Linear>,
-    blocks: Vec<Block>,
+    blocks: Vec<Block<M>>,
     final_norm: nn::LayerNorm,
     d_in: i64,
     d_model: i64,
@@ -146,15 +148,15 @@ pub(crate) fn check_heads(m: &mut Mistakes, heads: i64, d_model: i64, d_ok: bool
     true
 }
 
-impl Stack {
+impl<M: Mixer> Stack<M> {
     /// `make_mixer(path, layer)` builds layer `layer`'s mixer under `path`.
-    pub(crate) fn new(
+    pub(crate) fn build(
         vs: &nn::Path,
         d_in: i64,
         d_model: i64,
         layers: i64,
         mlp_ratio: i64,
-        mut make_mixer: impl FnMut(&nn::Path, i64) -> Box<dyn Mixer>,
+        mut make_mixer: impl FnMut(&nn::Path, i64) -> M,
     ) -> Self {
         let input =
             (d_in != d_model).then(|| nn::linear(vs / "input", d_in, d_model, Default::default()));
@@ -191,7 +193,7 @@ impl Stack {
     }
 }
 
-impl Core for Stack {
+impl<M: Mixer> Core for Stack<M> {
     /// xs: [B, T, d_in] → [B, T, d_model]
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let mut h = match &self.input {

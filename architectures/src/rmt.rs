@@ -94,11 +94,17 @@ pub struct Rmt {
     memory_init: Tensor,
     /// [2M + S, d]
     positions: Tensor,
-    stack: Stack,
+    stack: Stack<CausalAttention>,
     cfg: RmtConfig,
 }
 
 impl RmtConfig {
+    /// Checks every field without building anything; the error is the first of
+    /// [`Self::mistakes`].
+    pub fn validate(&self) -> Result<(), ArchError> {
+        first(self.mistakes())
+    }
+
     /// Every impossible value, in check order; empty when the config is valid.
     pub fn mistakes(&self) -> Vec<ArchError> {
         let mut m = Mistakes::new(ARCH);
@@ -110,23 +116,24 @@ impl RmtConfig {
     }
 }
 
-pub(crate) fn build(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Rmt, ArchError> {
-    first(cfg.mistakes())?;
+impl Rmt {
+pub fn new(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Self, ArchError> {
+    cfg.validate()?;
     let d = cfg.d_model;
     let slots = 2 * cfg.memory_tokens + cfg.segment_len;
-    let stack = Stack::new(
+    let stack = Stack::build(
         &(vs / "transformer"),
         d,
         d,
         cfg.layers,
         cfg.mlp_ratio,
         |p, _| {
-            Box::new(CausalAttention {
+            CausalAttention {
                 qkv: nn::linear(p / "qkv", d, 3 * d, Default::default()),
                 out: nn::linear(p / "out", d, d, Default::default()),
                 heads: cfg.heads,
                 d,
-            }) as Box<dyn Mixer>
+            }
         },
     );
     Ok(Rmt {
@@ -150,6 +157,7 @@ pub(crate) fn build(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Rmt, Ar
         stack,
         cfg: cfg.clone(),
     })
+}
 }
 
 impl Core for Rmt {
@@ -220,7 +228,7 @@ mod tests {
     fn shapes_and_state() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(), 5).unwrap();
+        let core = Rmt::new(&vs.root(), &cfg(), 5).unwrap();
         // 11 = two full segments and a partial one.
         assert_eq!(
             core.forward_t(&input(0, 2, 11, 5, Kind::Float), false)
@@ -236,7 +244,7 @@ mod tests {
     fn causal() {
         tch::set_num_threads(1);
         let mut vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(), 16).unwrap();
+        let core = Rmt::new(&vs.root(), &cfg(), 16).unwrap();
         vs.set_kind(Kind::Double);
         assert_causal(|x| core.forward_t(x, false), 16);
     }
@@ -245,7 +253,7 @@ mod tests {
     fn memory_carries_across_segments() {
         tch::set_num_threads(1);
         let mut vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(), 16).unwrap();
+        let core = Rmt::new(&vs.root(), &cfg(), 16).unwrap();
         vs.set_kind(Kind::Double);
         let x = input(1, 1, 8, 16, Kind::Double);
         let x2 = x.copy();
@@ -261,7 +269,7 @@ mod tests {
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
         let vs = VarStore::new(Device::Cpu);
-        let core = build(&vs.root(), &cfg(), 6).unwrap();
+        let core = Rmt::new(&vs.root(), &cfg(), 6).unwrap();
         assert_grads(&vs, |x| core.forward_t(x, true), 6);
     }
 }

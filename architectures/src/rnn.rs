@@ -37,6 +37,12 @@ fn one() -> i64 {
 }
 
 impl RnnConfig {
+    /// Checks every field for `cell` without building anything; the error is the first of
+    /// [`Self::mistakes`].
+    pub fn validate(&self, cell: Cell) -> Result<(), ArchError> {
+        first(self.mistakes(cell))
+    }
+
     /// Every impossible value for `cell`, in check order; empty when the config is valid.
     pub fn mistakes(&self, cell: Cell) -> Vec<ArchError> {
         let mut m = Mistakes::new(cell.name());
@@ -86,7 +92,7 @@ pub struct Rnn {
 
 impl Rnn {
     pub fn new(vs: &nn::Path, cfg: &RnnConfig, cell: Cell, d_in: i64) -> Result<Self, ArchError> {
-        first(cfg.mistakes(cell))?;
+        cfg.validate(cell)?;
         let h = cfg.hidden_size;
         let gate_dim = cell.gates() * h;
         // PyTorch's nn.LSTM/nn.GRU initialisation: U(−1/√h, 1/√h) for every weight and bias.

@@ -337,7 +337,7 @@ fn configs_are_strict_and_defaults_are_documented_ones() {
     ];
     for (yaml, field) in rejected {
         let cfg: ArchConfig = serde_yaml::from_str(yaml).unwrap();
-        let err = cfg.check().expect_err(yaml).to_string();
+        let err = cfg.validate().expect_err(yaml).to_string();
         assert!(
             err.contains(&format!("`{field}`")),
             "{yaml}: error does not name `{field}`: {err}"
@@ -350,5 +350,5 @@ fn configs_are_strict_and_defaults_are_documented_ones() {
             Some(err)
         );
     }
-    assert!(transformer(PosEncoding::Rope, Some(3), 2).check().is_ok());
+    assert!(transformer(PosEncoding::Rope, Some(3), 2).validate().is_ok());
 }

@@ -11,7 +11,7 @@
 //! exactly that length. Chance: a predictor that ignores its input gets each bit right half the
 //! time, so `bits / 2` bit errors per vector, `bits / 2 · L` per sequence (4·L for 8 bits).
 
-use crate::common::{first, in_range, BitDraws, Mistakes};
+use crate::common::{first, in_range, length_points, BitDraws, Mistakes};
 use crate::{
     Batch, EvalPoint, InputKind, Inputs, OutputKind, Split, SuccessCriterion, Targets, Task,
     TaskError, TaskIo,
@@ -66,15 +66,7 @@ impl CopyConfig {
     pub fn mistakes(&self) -> Vec<TaskError> {
         let mut m = Mistakes::default();
         m.ok(in_range(NAME, "bits", self.bits, 1, 1024));
-        let min_ok = self.min_len >= 1;
-        if !min_ok {
-            m.push(TaskError::new(
-                NAME,
-                "min_len",
-                self.min_len,
-                "expected >= 1",
-            ));
-        }
+        let min_ok = m.ok(in_range(NAME, "min_len", self.min_len, 1, MAX_LEN));
         m.lengths(
             NAME,
             (self.min_len, min_ok),
@@ -163,18 +155,7 @@ impl Task for Copy {
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
-        let lengths = if self.cfg.eval_lengths.is_empty() {
-            vec![self.cfg.max_len]
-        } else {
-            self.cfg.eval_lengths.clone()
-        };
-        lengths
-            .into_iter()
-            .map(|length| EvalPoint {
-                length,
-                depth: None,
-            })
-            .collect()
+        length_points(&self.cfg.eval_lengths, self.cfg.max_len)
     }
 
     fn success(&self) -> SuccessCriterion {
