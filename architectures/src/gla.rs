@@ -23,7 +23,7 @@
 use crate::residual::{
     check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
 };
-use crate::{dense, first, ArchError, Mistakes};
+use crate::{init, dense, first, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -133,17 +133,13 @@ pub struct GlaLayer {
 impl GlaLayer {
     fn new(vs: &nn::Path, cfg: &GlaConfig) -> Self {
         let d = cfg.d_model;
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
         GlaLayer {
-            wq: nn::linear(vs / "wq", d, d, no_bias),
-            wk: nn::linear(vs / "wk", d, d, no_bias),
-            wv: nn::linear(vs / "wv", d, d, no_bias),
-            wa: nn::linear(vs / "wa", d, d, Default::default()),
-            wr: nn::linear(vs / "wr", d, d, Default::default()),
-            wo: nn::linear(vs / "wo", d, d, no_bias),
+            wq: init::linear_no_bias(vs / "wq", d, d),
+            wk: init::linear_no_bias(vs / "wk", d, d),
+            wv: init::linear_no_bias(vs / "wv", d, d),
+            wa: init::linear(vs / "wa", d, d),
+            wr: init::linear(vs / "wr", d, d),
+            wo: init::linear_no_bias(vs / "wo", d, d),
             conv: (cfg.conv_kernel > 0).then(|| ShortConv::new(vs, d, cfg.conv_kernel)),
             cfg: cfg.clone(),
         }

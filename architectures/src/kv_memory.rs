@@ -32,7 +32,9 @@
 //! positional or temporal encoding: like the paper's memories, slots are unordered apart from the
 //! window that admits them. The read goes through libtorch's fused `scaled_dot_product_attention`
 //! (one head, scale 1) with `is_causal` when the window covers the whole sequence, and a cached
-//! boolean band mask per (T, device) otherwise. Weights are initialised N(0, 0.1) as in MemN2N.
+//! boolean band mask per (T, device) otherwise. As in MemN2N (see memn2n.rs), the
+//! key, value and query embeddings are drawn from N(0, 0.1²/d_in), so that embedded vectors have
+//! the paper's per-unit std 0.1 on dense inputs, and the hop maps R_j from the paper's N(0, 0.1).
 
 use crate::transformer::mean_attended;
 use crate::{dense, first, ArchError, Core, LengthCache, Mistakes};
@@ -110,7 +112,12 @@ impl KvMemory {
             mean: 0.0,
             stdev: 0.1,
         };
-        let embed = vs.var("embed", &[d_in, 3 * d], init);
+        // MemN2N's per-unit 0.1 for dense inputs of width d_in (see memn2n.rs).
+        let embed_init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.1 / (d_in as f64).sqrt(),
+        };
+        let embed = vs.var("embed", &[d_in, 3 * d], embed_init);
         let lin = nn::LinearConfig {
             ws_init: init,
             bs_init: None,

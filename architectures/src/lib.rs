@@ -12,6 +12,7 @@ pub mod controller;
 pub mod dense;
 pub mod dnc;
 pub mod gla;
+pub mod init;
 mod kernels;
 pub mod kv_memory;
 pub mod linear_attention;
@@ -350,7 +351,7 @@ impl Network {
         };
         let core = cfg.build_core(&(vs / "core"), d_in)?;
         let d_out = io.output.width() as i64;
-        let head = nn::linear(vs / "head", core.out_width(), d_out, Default::default());
+        let head = init::linear(vs / "head", core.out_width(), d_out);
         let params = store
             .trainable_variables()
             .iter()

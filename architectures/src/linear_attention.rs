@@ -16,7 +16,7 @@
 use crate::residual::{
     check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
 };
-use crate::{dense, first, ArchError, Mistakes};
+use crate::{init, dense, first, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -133,15 +133,11 @@ pub struct LinearAttentionLayer {
 impl LinearAttentionLayer {
     fn new(vs: &nn::Path, cfg: &LinearAttentionConfig) -> Self {
         let (d, hf) = (cfg.d_model, cfg.heads * cfg.feature_dim);
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
         LinearAttentionLayer {
-            wq: nn::linear(vs / "wq", d, hf, no_bias),
-            wk: nn::linear(vs / "wk", d, hf, no_bias),
-            wv: nn::linear(vs / "wv", d, d, no_bias),
-            wo: nn::linear(vs / "wo", d, d, no_bias),
+            wq: init::linear_no_bias(vs / "wq", d, hf),
+            wk: init::linear_no_bias(vs / "wk", d, hf),
+            wv: init::linear_no_bias(vs / "wv", d, d),
+            wo: init::linear_no_bias(vs / "wo", d, d),
             conv: (cfg.conv_kernel > 0).then(|| ShortConv::new(vs, d, cfg.conv_kernel)),
             cfg: cfg.clone(),
         }

@@ -7,8 +7,13 @@
 //!   h_t = exp(Δ_t A) ⊙ h_{t−1} + (Δ_t ⊙ x_t) B_tᵀ   (h ∈ R^{E×N}, A = −exp(A_log) diagonal),
 //!   y_t = h_t C_t + D ⊙ x_t;   out = out_proj(y ⊙ SiLU(z)).
 //!
-//! A_log starts at log(1..N) in every channel (S4D-real), dt_proj's bias so that softplus(bias) is
-//! log-uniform in [1e-3, 1e-1] (Mamba's initialisation), D at 1.
+//! **Initialisation** (the reference `mamba_simple.py` and `_init_weights`): A_log starts at
+//! log(1..N) in every channel (S4D-real); dt_proj's weight U(±1/√dt_rank) (`dt_init="random"`,
+//! dt_scale 1, which is also nn.Linear's bound) and its bias so that softplus(bias) is log-uniform
+//! in [1e-3, 1e-1]; D at 1; the conv as nn.Conv1d; in_proj and x_proj as nn.Linear; out_proj as
+//! nn.Linear divided by √layers (`rescale_prenorm_residual`). Not followed: the reference's
+//! N(0, 0.02) embedding (membench's token embedding is the network's, N(0, 1) for every family), and
+//! with `mlp_ratio` > 0 the MLP's down projection keeps nn.Linear's init unscaled.
 //!
 //! Two scans compute the same h. The recurrent one steps through time, each step batched over
 //! [B, E, N]. The chunked one, within chunks of C steps with cumulative log-decay
@@ -21,7 +26,7 @@
 //! fine at benchmark sizes on CPU.
 
 use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::{dense, first, ArchError, Mistakes};
+use crate::{init, dense, first, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -144,11 +149,7 @@ impl MambaLayer {
         } else {
             cfg.dt_rank
         };
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
-        let mut dt_proj = nn::linear(vs / "dt_proj", dt_rank, e, Default::default());
+        let mut dt_proj = init::linear(vs / "dt_proj", dt_rank, e);
         tch::no_grad(|| {
             // Δ₀ = exp(U(log 1e-3, log 1e-1)); bias = softplus⁻¹(Δ₀) = Δ₀ + log(1 − e^{−Δ₀}).
             let dt0 = (Tensor::rand([e], (Kind::Float, vs.device()))
@@ -164,14 +165,20 @@ impl MambaLayer {
                 .log()
                 .repeat([e, 1]),
         );
+        // The reference's `_init_weights(rescale_prenorm_residual=True)`: out_proj, the layer's
+        // write into the residual stream, is nn.Linear's init divided by √layers.
+        let mut out_proj = init::linear_no_bias(vs / "out_proj", e, d);
+        tch::no_grad(|| {
+            let _ = out_proj.ws.g_mul_scalar_(1.0 / (cfg.layers as f64).sqrt());
+        });
         MambaLayer {
-            in_proj: nn::linear(vs / "in_proj", d, 2 * e, no_bias),
+            in_proj: init::linear_no_bias(vs / "in_proj", d, 2 * e),
             conv: ShortConv::new(vs, e, k),
-            x_proj: nn::linear(vs / "x_proj", e, dt_rank + 2 * n, no_bias),
+            x_proj: init::linear_no_bias(vs / "x_proj", e, dt_rank + 2 * n),
             dt_proj,
             a_log,
             d_skip: vs.var("d_skip", &[e], nn::Init::Const(1.0)),
-            out_proj: nn::linear(vs / "out_proj", e, d, no_bias),
+            out_proj,
             cfg: cfg.clone(),
             e,
             dt_rank,

@@ -36,7 +36,18 @@
 //! input), not a bag of words, so the paper's *position encoding* (PE, weighting the words inside a
 //! sentence) has nothing to act on and is not implemented. *Temporal encoding* is kept: learned
 //! T_A, T_C rows per relative offset t − i ∈ [0, memory_size), which is what lets the model tell
-//! recent from old slots. Embeddings and temporal rows are initialised N(0, 0.1) as in the paper.
+//! recent from old slots.
+//!
+//! **Initialisation.** The paper draws every weight from N(0, 0.1); its A, B, C act on one-hot
+//! (bag-of-words) vectors, so an embedded memory or query has per-unit std 0.1 at any width. Here
+//! A, B, C act on dense inputs of d_in unit-scale entries (the network's N(0, 1) token embedding,
+//! or the task's dense vector), so they are drawn from N(0, 0.1²/d_in): the embedded vectors keep
+//! the paper's per-unit 0.1 and the initial scores uᵀm have std ≈ 0.01·√(2·d_model) (0.08 / 0.11 /
+//! 0.16 at d 32 / 64 / 128; √2 because u and m share A¹ = B), so attention starts far from
+//! saturated. With the paper's 0.1 applied to dense inputs the score std grew as ≈ 0.014·d^1.5
+//! (2.6 / 7.2 / 20), and attention was saturated from step 0 at the larger widths. Temporal rows T_A, T_C (added to embedded
+//! vectors) and H (layer-wise tying) keep the paper's N(0, 0.1). Scores are unscaled (no 1/√d), as
+//! in the paper.
 //!
 //! **Batched.** All positions are computed together: scores are [B, T, T] with a causal band mask
 //! (no Rust loop over time). The temporal terms are u·T_Aᵀ ([B, T, M]) moved into [B, T, T] by
@@ -50,6 +61,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 const ARCH: &str = "memn2n";
+/// The paper's initialisation: N(0, 0.1) for every embedding, temporal table and H.
+const PAPER_STD: f64 = 0.1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,9 +192,15 @@ impl MemN2N {
         let d = cfg.d_model;
         let init = nn::Init::Randn {
             mean: 0.0,
-            stdev: 0.1,
+            stdev: PAPER_STD,
         };
-        let embed = vs.var("embed", &[d_in, cfg.embeddings() * d], init);
+        // The paper's N(0, 0.1) acts on one-hot words, so each embedded unit has std 0.1. Our
+        // inputs are dense vectors of d_in unit-scale entries: 0.1/√d_in keeps that per-unit 0.1.
+        let embed_init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: PAPER_STD / (d_in as f64).sqrt(),
+        };
+        let embed = vs.var("embed", &[d_in, cfg.embeddings() * d], embed_init);
         let temporal = vs.var(
             "temporal",
             &[cfg.temporal_tables(), cfg.memory_size, d],
@@ -339,6 +358,48 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Issue #23: at initialisation, on unit-scale inputs of width d_in = d_model (the network's
+    /// token embedding), the first hop's content scores uᵀm have std ≈ 0.01·√(2·d_model) and attention
+    /// over 50 slots is far from saturated at the reference grid's widths (the query's own slot
+    /// scores |u|² ≈ 0.01·d, 1.3 at d 128); with the paper's N(0, 0.1) applied to dense
+    /// inputs it was ≈ 0.014·d^1.5 (2.6 / 7.2 / 20 at d 32 / 64 / 128) and the softmax saturated.
+    #[test]
+    fn initial_attention_is_not_saturated_at_any_width() {
+        tch::set_num_threads(1);
+        let slots = 50;
+        for d in [32, 64, 128] {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = MemN2NConfig {
+                d_model: d,
+                hops: 3,
+                memory_size: slots,
+                tying: Tying::Adjacent,
+            };
+            let net = MemN2N::new(&vs.root(), &cfg, d).unwrap();
+            let xs = Tensor::randn([8, slots, d], (Kind::Float, Device::Cpu));
+            let emb = xs.matmul(&net.embed).view([8, slots, cfg.embeddings(), d]);
+            let u = emb.select(2, cfg.query_index());
+            let m = emb.select(2, cfg.hop_indices(1).0);
+            let scores = u.matmul(&m.transpose(1, 2)); // [8, T, T], every pair
+            // Off the diagonal: with adjacent tying B = A¹, so u_t·m_t = |u_t|² ≈ 0.01·d there.
+            let off = Tensor::eye(slots, (Kind::Bool, Device::Cpu)).logical_not();
+            let std = scores.masked_select(&off).std(true).double_value(&[]);
+            // Σ over d of products of per-unit-0.1 vectors, √2 for the matrix u and m share.
+            let want = 0.01 * (2.0 * d as f64).sqrt();
+            assert!(
+                (0.7 * want..1.4 * want).contains(&std),
+                "d {d}: score std {std}, expected ≈ {want}"
+            );
+            let p_max = scores.softmax(-1, Kind::Float).amax(-1, false);
+            let mean_max = p_max.mean(Kind::Float).double_value(&[]);
+            assert!(
+                mean_max < 0.1, // uniform: 0.02; saturated: 1
+                "d {d}: mean largest attention weight {mean_max} over {slots} slots"
+            );
         }
     }
 }

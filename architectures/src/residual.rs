@@ -3,7 +3,7 @@
 //! (the GPT-2 / Mamba layout). Each family only supplies its [`Mixer`]; the stack owns the
 //! input projection, norms, MLPs and the bookkeeping that [`Core`] asks for.
 
-use crate::{dense, Core, Mistakes};
+use crate::{init, dense, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Tensor};
 
@@ -159,15 +159,15 @@ impl<M: Mixer> Stack<M> {
         mut make_mixer: impl FnMut(&nn::Path, i64) -> M,
     ) -> Self {
         let input =
-            (d_in != d_model).then(|| nn::linear(vs / "input", d_in, d_model, Default::default()));
+            (d_in != d_model).then(|| init::linear(vs / "input", d_in, d_model));
         let blocks = (0..layers)
             .map(|l| {
                 let p = vs / format!("layer{l}");
                 let mlp = (mlp_ratio > 0).then(|| {
                     let hidden = mlp_ratio * d_model;
                     let mlp = Mlp {
-                        up: nn::linear(&p / "mlp_up", d_model, hidden, Default::default()),
-                        down: nn::linear(&p / "mlp_down", hidden, d_model, Default::default()),
+                        up: init::linear(&p / "mlp_up", d_model, hidden),
+                        down: init::linear(&p / "mlp_down", hidden, d_model),
                     };
                     (
                         nn::layer_norm(&p / "norm_mlp", vec![d_model], Default::default()),

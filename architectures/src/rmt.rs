@@ -9,7 +9,7 @@
 //! `Tensor::scaled_dot_product_attention`, and a learned position embedding over the 2M + S slots.
 
 use crate::residual::{check_heads, check_shape, Mixer, Stack};
-use crate::{dense, first, ArchError, Core, Mistakes};
+use crate::{init, dense, first, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -129,15 +129,15 @@ pub fn new(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Self, ArchError>
         cfg.mlp_ratio,
         |p, _| {
             CausalAttention {
-                qkv: nn::linear(p / "qkv", d, 3 * d, Default::default()),
-                out: nn::linear(p / "out", d, d, Default::default()),
+                qkv: init::linear(p / "qkv", d, 3 * d),
+                out: init::linear(p / "out", d, d),
                 heads: cfg.heads,
                 d,
             }
         },
     );
     Ok(Rmt {
-        input: (d_in != d).then(|| nn::linear(vs / "input", d_in, d, Default::default())),
+        input: (d_in != d).then(|| init::linear(vs / "input", d_in, d)),
         memory_init: vs.var(
             "memory_init",
             &[cfg.memory_tokens, d],

@@ -28,7 +28,19 @@ fn transformer(pos: PosEncoding, window: Option<i64>, layers: i64) -> ArchConfig
         pos_encoding: pos,
         window,
         max_len: 64,
+        conv_kernel: 0,
     })
+}
+
+/// `cfg` (a Transformer) with a short convolution of `k` taps before attention.
+fn with_conv(cfg: ArchConfig, k: i64) -> ArchConfig {
+    match cfg {
+        ArchConfig::Transformer(c) => ArchConfig::Transformer(TransformerConfig {
+            conv_kernel: k,
+            ..c
+        }),
+        other => other,
+    }
 }
 
 fn memn2n(hops: i64, memory_size: i64, tying: Tying) -> ArchConfig {
@@ -62,6 +74,8 @@ fn all_configs() -> Vec<ArchConfig> {
         cfgs.push(transformer(pos, None, 2));
         cfgs.push(transformer(pos, Some(3), 2));
     }
+    cfgs.push(with_conv(transformer(PosEncoding::Rope, None, 2), 3));
+    cfgs.push(with_conv(transformer(PosEncoding::Sinusoidal, Some(3), 2), 4));
     for tying in [Tying::Adjacent, Tying::Layerwise] {
         cfgs.push(memn2n(1, 4, tying));
         cfgs.push(memn2n(3, 4, tying));
@@ -258,6 +272,11 @@ fn state_size_and_flops_follow_the_formulas() {
         long >= short && long - short < 1e-3 * short,
         "{short} vs {long}"
     );
+    // The short convolution keeps its last K − 1 inputs per channel and layer: 2 · 2 · 16 more.
+    let (_vs, tfc) = build(&with_conv(transformer(PosEncoding::Rope, None, 2), 3));
+    assert_eq!(tfc.state_size(100), 2 * 2 * 100 * 16 + 2 * 2 * 16);
+    let conv_flops = tfc.flops_per_token(100) - tf.flops_per_token(100);
+    assert!((conv_flops - 2.0 * 2.0 * 3.0 * 16.0).abs() < 1e-9, "{conv_flops}");
     let (_vs, mn) = build(&memn2n(3, 4, Tying::Adjacent));
     assert_eq!(mn.state_size(100), 4 * 4 * 12); // (K+1) embeddings · slots · d
     let (_vs, mnl) = build(&memn2n(3, 4, Tying::Layerwise));

@@ -149,6 +149,7 @@ fn transformer_mqar_accuracy(pos_encoding: PosEncoding) -> f64 {
         pos_encoding,
         window: None,
         max_len: 2048,
+        conv_kernel: 0,
     });
     let io = TaskIo {
         input: InputKind::Tokens { vocab: 32 },
