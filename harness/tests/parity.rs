@@ -22,7 +22,7 @@ fn results(out: &str) -> Vec<(String, String)> {
 /// Runs membench and asserts exit 0 and a passing row for every family, in order; the table.
 fn assert_all_pass(o: &std::process::Output, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = stdout(o);
-    assert!(o.status.success(), "{args:?} {env:?}:\n{out}\n{}", stderr(&o));
+    assert!(o.status.success(), "{args:?} {env:?}:\n{out}\n{}", stderr(o));
     let rows = results(&out);
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(names, FAMILIES, "{out}");
