@@ -6,7 +6,14 @@
 mod common;
 use common::{membench, stderr, stdout};
 
-const FAMILIES: [&str; 6] = ["lstm", "gru", "transformer", "memn2n", "kv_memory", "linear_attention"];
+const FAMILIES: [&str; 6] = [
+    "lstm",
+    "gru",
+    "transformer",
+    "memn2n",
+    "kv_memory",
+    "linear_attention",
+];
 
 /// The table's rows: family → result column.
 fn results(out: &str) -> Vec<(String, String)> {
@@ -22,7 +29,11 @@ fn results(out: &str) -> Vec<(String, String)> {
 /// Runs membench and asserts exit 0 and a passing row for every family, in order; the table.
 fn assert_all_pass(o: &std::process::Output, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = stdout(o);
-    assert!(o.status.success(), "{args:?} {env:?}:\n{out}\n{}", stderr(o));
+    assert!(
+        o.status.success(),
+        "{args:?} {env:?}:\n{out}\n{}",
+        stderr(o)
+    );
     let rows = results(&out);
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(names, FAMILIES, "{out}");
@@ -33,7 +44,9 @@ fn assert_all_pass(o: &std::process::Output, args: &[&str], env: &[(&str, &str)]
 #[test]
 fn float64_losses_agree_over_50_steps() {
     let models = FAMILIES.join(",");
-    let args = ["parity", "--models", &models, "--size", "small", "--steps", "50", "--dtype", "f64"];
+    let args = [
+        "parity", "--models", &models, "--size", "small", "--steps", "50", "--dtype", "f64",
+    ];
     assert_all_pass(&membench(&args, &[]), &args, &[]);
 }
 
@@ -42,8 +55,17 @@ fn float32_with_batch_shards_agrees_on_both_gemm_paths() {
     let models = FAMILIES.join(",");
     for gemm in ["libtorch", "onednn"] {
         let args = [
-            "parity", "--models", &models, "--size", "small", "--steps", "10", "--dtype", "f32",
-            "--threads", "2",
+            "parity",
+            "--models",
+            &models,
+            "--size",
+            "small",
+            "--steps",
+            "10",
+            "--dtype",
+            "f32",
+            "--threads",
+            "2",
         ];
         let o = membench(&args, &[("MEMBENCH_GEMM", gemm)]);
         if gemm == "onednn" && o.status.code() == Some(2) {
@@ -52,7 +74,10 @@ fn float32_with_batch_shards_agrees_on_both_gemm_paths() {
         }
         let out = assert_all_pass(&o, &args, &[("MEMBENCH_GEMM", gemm)]);
         // 2 threads, batch 16: two shards of 8 for every family.
-        let sharded = out.lines().filter(|l| l.contains("| f32 | 2 | 2 |")).count();
+        let sharded = out
+            .lines()
+            .filter(|l| l.contains("| f32 | 2 | 2 |"))
+            .count();
         assert_eq!(sharded, FAMILIES.len(), "{out}");
     }
 }
@@ -80,16 +105,37 @@ def perturbed(twin, rules, tensors, family):
 p.load = perturbed
 p.main()
 "#;
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec '{python}' -c '{}' \"$@\"\n", code.replace('\'', "\"")))
-        .unwrap();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{python}' -c '{}' \"$@\"\n",
+            code.replace('\'', "\"")
+        ),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o = membench(
-        &["parity", "--models", "lstm", "--steps", "5", "--python", wrapper.to_str().unwrap()],
+        &[
+            "parity",
+            "--models",
+            "lstm",
+            "--steps",
+            "5",
+            "--python",
+            wrapper.to_str().unwrap(),
+        ],
         &[],
     );
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
-    assert_eq!(results(&stdout(&o)), [("lstm".to_string(), "**FAIL**".to_string())]);
-    assert!(stderr(&o).contains("the losses of lstm differ"), "{}", stderr(&o));
+    assert_eq!(
+        results(&stdout(&o)),
+        [("lstm".to_string(), "**FAIL**".to_string())]
+    );
+    assert!(
+        stderr(&o).contains("the losses of lstm differ"),
+        "{}",
+        stderr(&o)
+    );
 }

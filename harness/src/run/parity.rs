@@ -203,7 +203,12 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 
 /// Trains `spec` here for `args.steps` steps after writing what the twin needs under `dir`;
 /// returns the shard count of the core and the per-step losses.
-fn train_membench(spec: &Spec, args: &ParityArgs, kind: Kind, dir: &Path) -> Result<(i64, Vec<f64>)> {
+fn train_membench(
+    spec: &Spec,
+    args: &ParityArgs,
+    kind: Kind,
+    dir: &Path,
+) -> Result<(i64, Vec<f64>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let arch: ArchConfig = serde_yaml::from_str(spec.arch_yaml)
         .with_context(|| format!("{}: arch `{}`", spec.name, spec.arch_yaml))?;
@@ -257,7 +262,10 @@ fn train_membench(spec: &Spec, args: &ParityArgs, kind: Kind, dir: &Path) -> Res
         opt.step();
         losses.push(loss.double_value(&[]));
     }
-    write_json(&dir.join("membench_losses.json"), &serde_json::json!({ "losses": losses }))?;
+    write_json(
+        &dir.join("membench_losses.json"),
+        &serde_json::json!({ "losses": losses }),
+    )?;
     Ok((shards, losses))
 }
 
@@ -277,7 +285,8 @@ fn run_twin(python: &str, dir: &Path) -> Result<Vec<f64>> {
         );
     }
     let path = dir.join("pytorch_losses.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     v["losses"]
         .as_array()
@@ -337,7 +346,11 @@ pub fn run(args: &ParityArgs) -> Result<()> {
             .collect(),
         _ => table,
     };
-    let kind = if args.dtype == "f64" { Kind::Double } else { Kind::Float };
+    let kind = if args.dtype == "f64" {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
     let python = args
         .python
         .clone()
@@ -367,7 +380,11 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&root);
     }
     result?;
-    println!("CPU: {}; torch {}", crate::sys::cpu_text(), crate::sys::TORCH_VERSION);
+    println!(
+        "CPU: {}; torch {}",
+        crate::sys::cpu_text(),
+        crate::sys::TORCH_VERSION
+    );
     print!("{}", markdown(&rows, kind, args.threads, &gemm.to_string()));
     let failed: Vec<&str> = rows
         .iter()
@@ -377,6 +394,9 @@ pub fn run(args: &ParityArgs) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        bail!("parity: the losses of {} differ beyond tolerance", failed.join(", "))
+        bail!(
+            "parity: the losses of {} differ beyond tolerance",
+            failed.join(", ")
+        )
     }
 }
