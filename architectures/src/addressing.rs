@@ -21,7 +21,7 @@ pub const LOG_EPS: f64 = 1e-12;
 pub fn content_weights(mem: &Tensor, keys: &Tensor, beta: &Tensor) -> Tensor {
     let key_scaled = keys * (beta / (keys.norm_scalaropt_dim(2, [-1], true) + NORM_EPS)); // [B, H, M]
     let mem_norm = mem.norm_scalaropt_dim(2, [-1], false).unsqueeze(1) + NORM_EPS; // [B, 1, N]
-    (key_scaled.bmm(&mem.transpose(1, 2)) / mem_norm).softmax(-1, Kind::Float)
+    (key_scaled.bmm(&mem.transpose(1, 2)) / mem_norm).softmax(-1, mem.kind())
 }
 
 /// Gather index for [`circular_shift`]: row k holds `(i − (k − R)) mod N` for i in 0..N, flattened
@@ -52,7 +52,7 @@ pub fn circular_shift(w: &Tensor, s: &Tensor, index: &Tensor) -> Tensor {
 ///
 /// w: [B, H, N], gamma: [B, H, 1] (≥ 1) → [B, H, N]
 pub fn sharpen(w: &Tensor, gamma: &Tensor) -> Tensor {
-    (w.clamp_min(LOG_EPS).log() * gamma).softmax(-1, Kind::Float)
+    (w.clamp_min(LOG_EPS).log() * gamma).softmax(-1, w.kind())
 }
 
 /// Erase-then-add write by H_w heads (Graves et al. 2014, eq. 3–4; erasures multiply, adds sum):
@@ -66,7 +66,7 @@ pub fn write(mem: &Tensor, w: &Tensor, erase: &Tensor, add: &Tensor) -> Tensor {
         mem.ones_like().baddbmm(&w_t, erase, 1.0, -1.0) // [B, N, M]
     } else {
         let keep_each: Tensor = 1.0 - w.unsqueeze(-1) * erase.unsqueeze(2); // [B, H_w, N, M]
-        keep_each.prod_dim_int(1, false, Kind::Float) // Π over heads
+        keep_each.prod_dim_int(1, false, keep_each.kind()) // Π over heads
     };
     (mem * keep).baddbmm(&w_t, add, 1.0, 1.0)
 }

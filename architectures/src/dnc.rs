@@ -110,7 +110,7 @@ pub fn allocation_weights(usage: &Tensor) -> Tensor {
         ],
         1,
     );
-    let a_sorted: Tensor = (1.0 - &sorted) * shifted.cumprod(1, Kind::Float);
+    let a_sorted: Tensor = (1.0 - &sorted) * shifted.cumprod(1, shifted.kind());
     a_sorted.zeros_like().scatter(1, &order, &a_sorted)
 }
 
@@ -266,11 +266,11 @@ impl Core for Dnc {
             let erase = p[3].sigmoid().view([b, 1, w]);
             let write_vec = p[4].view([b, 1, w]);
             let gates = p[5].sigmoid(); // [B, R + 2]
-            let modes = p[6].view([b, r, 3]).softmax(-1, Kind::Float);
+            let modes = p[6].view([b, r, 3]).softmax(-1, p[6].kind());
 
             // Usage and allocation from the previous step's weightings: [B, N].
             let kept: Tensor = 1.0 - gates.narrow(1, 0, r).unsqueeze(-1) * &read_w; // [B, R, N]
-            let retention = kept.prod_dim_int(1, false, Kind::Float);
+            let retention = kept.prod_dim_int(1, false, kept.kind());
             usage = (&usage + &write_w - &usage * &write_w) * retention;
             let alloc = allocation_weights(&usage);
 

@@ -219,7 +219,7 @@ impl Core for Ntm {
         let mut reads = self.read_init.unsqueeze(0).expand([b, hr * m], false); // [B, H_r·M]
         let mut w = self
             .weight_init_logits
-            .softmax(-1, Kind::Float)
+            .softmax(-1, xs.kind())
             .unsqueeze(0)
             .expand([b, heads, n], false); // [B, H, N]
         let mut outputs = Vec::with_capacity(t as usize);
@@ -232,7 +232,7 @@ impl Core for Ntm {
             let addr = parts[0].view([b, heads, a_w]);
             let a = addr.split_with_sizes([m, 1, 1, 1, s], 2);
             let (key, beta, gamma) = (&a[0], a[1].softplus(), a[2].softplus() + 1.0); // [B, H, M|1|1]
-            let (gate, shift) = (a[3].sigmoid(), a[4].softmax(-1, Kind::Float)); // [B, H, 1|S]
+            let (gate, shift) = (a[3].sigmoid(), a[4].softmax(-1, a[4].kind())); // [B, H, 1|S]
 
             // Addressing, every head at once on M_{t−1}: [B, H, N].
             let wc = addressing::content_weights(&mem, key, &beta);

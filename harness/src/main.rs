@@ -107,6 +107,8 @@ enum Cmd {
         #[arg(long)]
         python: Option<String>,
     },
+    /// Train families here and in their PyTorch twins from the same weights and batches; compare losses.
+    Parity(run::parity::ParityArgs),
     /// Write (and with --submit, submit) a Slurm job array sweeping one shard per task, plus a merge job.
     Slurm {
         file: PathBuf,
@@ -316,6 +318,7 @@ fn main() -> ExitCode {
             }),
         }
         .map(|report| print!("{report}")),
+        Some(Cmd::Parity(args)) => run::parity::run(&args),
         Some(Cmd::Validate { file }) => {
             grid::load(&file).map_err(anyhow::Error::from).map(|runs| {
                 println!("{}: ok, {} runs", file.display(), runs.len());

@@ -57,14 +57,14 @@ pub fn loss(kind: OutputKind, out: &Tensor, bt: &BatchTensors) -> Tensor {
     let per_position = match kind {
         OutputKind::Bits { .. } => out
             .binary_cross_entropy_with_logits::<Tensor>(&bt.y, None, None, tch::Reduction::None)
-            .sum_dim_intlist(-1, false, Kind::Float),
+            .sum_dim_intlist(-1, false, out.kind()),
         OutputKind::Classes { n } => out
             .view([-1, n as i64])
             .cross_entropy_loss::<Tensor>(&bt.y.view([-1]), None, tch::Reduction::None, -100, 0.0)
             .view_as(&bt.mask),
-        OutputKind::Real { .. } => (out - &bt.y).square().mean_dim(-1, false, Kind::Float),
+        OutputKind::Real { .. } => (out - &bt.y).square().mean_dim(-1, false, out.kind()),
     };
-    (per_position * &bt.mask).sum(Kind::Float) / positions
+    (per_position * &bt.mask).sum(out.kind()) / positions
 }
 
 /// Running sums over evaluation batches; [`MetricSums::finish`] turns them into [`Metrics`].

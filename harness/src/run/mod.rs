@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod device;
 pub mod eval;
+pub mod parity;
 pub mod train;
 
 /// Most LibTorch intra-op threads a run may ask for (command line, or a runs.csv row to reproduce).

@@ -7,7 +7,7 @@
 //! last and the best-valid checkpoints are both scored on the test split, at the training
 //! distribution and at every evaluation point of the task.
 
-use crate::input::config::{Optimizer, RunConfig, Selection};
+use crate::input::config::{Optimizer, RunConfig, Selection, TrainConfig};
 use crate::run::eval::{self, BatchTensors, MetricSums, Metrics};
 use anyhow::{Context, Result};
 use membench_architectures::Network;
@@ -103,8 +103,8 @@ fn train_data_seed(cfg: &RunConfig) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-fn build_optimizer(cfg: &RunConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
-    let t = &cfg.train;
+/// The optimizer of `t` over every trainable variable of `vs` (also `membench parity`'s).
+pub(crate) fn build_optimizer(t: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer> {
     let opt = match t.optimizer {
         Optimizer::Adam => nn::Adam {
             wd: t.weight_decay,
@@ -210,7 +210,7 @@ pub fn train(
     let io = task.io();
     let vs = nn::VarStore::new(device);
     let net = Network::new(&vs, &cfg.arch, io).context("architecture")?;
-    let mut opt = build_optimizer(cfg, &vs)?;
+    let mut opt = build_optimizer(&cfg.train, &vs)?;
     let params = vs.trainable_variables();
     let t = &cfg.train;
     let mut success = task.success();
