@@ -94,18 +94,91 @@ impl XAxis {
     }
 }
 
-pub struct CompareOptions {
+/// `membench compare`: tables (Markdown + CSV) and plots comparing groups of runs over seeds.
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// Only this task (default: every task in runs.csv).
+    #[arg(long)]
     pub task: Option<String>,
+    /// runs.csv column naming the groups (swept keys other than the seed split them further).
+    #[arg(long, default_value = "arch")]
     pub by: String,
+    /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps, or a
+    /// numeric config key such as task.num_kv_pairs (default: every axis the data has).
+    #[arg(long)]
     pub x: Option<XAxis>,
-    /// `--where KEY=VALUE` filters on runs.csv columns or resolved config keys, all must hold.
+    /// Only runs whose runs.csv column or resolved config key has this value, e.g.
+    /// `--where task.num_kv_pairs=8` (repeatable; all must hold).
+    #[arg(long = "where", value_name = "KEY=VALUE", value_parser = parse_filter)]
     pub filters: Vec<(String, String)>,
+    /// Metric name, e.g. seq_acc (default: the task's success metric).
+    #[arg(long)]
     pub metric: Option<String>,
+    /// Checkpoint reported: last or best_valid (default: the runs' train.selection).
+    #[arg(long, value_enum)]
     pub selection: Option<Selection>,
+    /// Output directory (default: <results>/reports).
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The command line that asked for this, written into every file.
-    pub command: String,
+    /// Every task with default metric, selection and axes (same as `membench report`; --out
+    /// still applies).
+    #[arg(long, conflicts_with_all = ["task", "x", "filters", "metric", "selection"])]
+    pub all: bool,
+}
+
+impl CompareArgs {
+    /// What `report` and `compare --all` ask for: every task, default metric, selection, axes and
+    /// grouping (an `--all` with `--by` still groups by arch).
+    fn every_task(results: PathBuf, out: Option<PathBuf>) -> Self {
+        CompareArgs {
+            results,
+            task: None,
+            by: "arch".into(),
+            x: None,
+            filters: vec![],
+            metric: None,
+            selection: None,
+            out,
+            all: true,
+        }
+    }
+}
+
+/// `membench report`: every table and plot of a results directory under <results>/reports.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+}
+
+/// `membench compare`: writes the tables and plots asked for and prints their paths.
+pub fn compare(args: &CompareArgs) -> Result<()> {
+    let written = if args.all {
+        write_reports(
+            &CompareArgs::every_task(args.results.clone(), args.out.clone()),
+            &command_line(),
+        )?
+    } else {
+        write_reports(args, &command_line())?
+    };
+    print_paths(&written);
+    Ok(())
+}
+
+/// `membench report` (= `compare --all`): every task's tables and plots with the default metric,
+/// selection and axes; prints their paths.
+pub fn report(args: &ReportArgs) -> Result<()> {
+    let every = CompareArgs::every_task(args.results.clone(), None);
+    print_paths(&write_reports(&every, &command_line())?);
+    Ok(())
+}
+
+fn print_paths(paths: &[PathBuf]) {
+    for p in paths {
+        println!("{}", p.display());
+    }
 }
 
 type Row = BTreeMap<String, String>;
@@ -497,7 +570,7 @@ impl Spec<'_> {
 }
 
 /// Shell-quotes the arguments of this process into a command a reader can paste.
-pub fn command_line() -> String {
+fn command_line() -> String {
     std::env::args()
         .enumerate()
         .map(|(i, a)| {
@@ -514,7 +587,8 @@ pub fn command_line() -> String {
         .join(" ")
 }
 
-pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
+/// Writes the tables and plots of `opts`, each file headed by `command`; returns their paths.
+fn write_reports(opts: &CompareArgs, command: &str) -> Result<Vec<PathBuf>> {
     crate::record::check_results_dir(&opts.results, "--results")?;
     if let Some(out) = &opts.out {
         crate::record::check_results_dir(out, "--out")?;
@@ -618,7 +692,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             )));
         }
         let groups = groups(&runs, task, &opts.by)?;
-        written.extend(write_table(&spec, &groups, &opts.by, &out, &opts.command)?);
+        written.extend(write_table(&spec, &groups, &opts.by, &out, command)?);
         let axes = match &opts.x {
             Some(x) => vec![x.clone()],
             None => default_axes(&opts.results, &runs, &groups),
@@ -630,7 +704,7 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
                 x,
                 &opts.results,
                 &out,
-                &opts.command,
+                command,
             )?);
         }
         written.extend(write_curve_plot(
@@ -638,26 +712,10 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             &groups,
             &opts.results,
             &out,
-            &opts.command,
+            command,
         )?);
     }
     Ok(written)
-}
-
-/// `membench report` (and `compare --all`): every task's tables and plots with the default
-/// metric, selection and axes, under `out` (default `<results>/reports`).
-pub fn report(results: &Path, out: Option<PathBuf>, command: &str) -> Result<Vec<PathBuf>> {
-    compare(&CompareOptions {
-        results: results.to_path_buf(),
-        task: None,
-        by: "arch".into(),
-        x: None,
-        filters: vec![],
-        metric: None,
-        selection: None,
-        out,
-        command: command.into(),
-    })
 }
 
 /// eval_len and depth when eval.csv has them; state_size and param_count when they vary; every
@@ -1342,7 +1400,7 @@ mod tests {
     fn table_counts_successes_and_tests_against_the_best_group() {
         let dir = fresh_dir("compare-table");
         synthetic_results(&dir);
-        let opts = CompareOptions {
+        let opts = CompareArgs {
             results: dir.clone(),
             task: None,
             by: "arch".into(),
@@ -1351,10 +1409,10 @@ mod tests {
             metric: None,
             selection: None,
             out: None,
-            command: "membench compare".into(),
+            all: false,
         };
         // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
-        let written = compare(&opts).unwrap();
+        let written = write_reports(&opts, "membench compare").unwrap();
         assert!(
             written
                 .iter()

@@ -10,6 +10,11 @@ pub mod train;
 /// Most LibTorch intra-op threads a run may ask for (command line, or a runs.csv row to reproduce).
 pub const MAX_THREADS: i32 = 1024;
 
+/// The `--threads` value parser of every command that trains or times: 1..=[`MAX_THREADS`].
+pub fn thread_count() -> clap::builder::RangedI64ValueParser<i32> {
+    clap::value_parser!(i32).range(1..=i64::from(MAX_THREADS))
+}
+
 /// Median of `xs` (NaN when empty): the statistic of every timing and of table cells.
 pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
