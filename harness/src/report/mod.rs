@@ -6,3 +6,4 @@ pub mod compare;
 pub mod plot;
 pub mod reproduce;
 pub mod stats;
+pub mod table;
