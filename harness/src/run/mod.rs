@@ -1,6 +1,7 @@
 //! One run in this process: the training loop and checkpoint selection (`train`), the metrics
 //! (`eval`), the device and its memory (`device`), and the timing of training steps (`bench`).
-//! Depends on `input` and `sys`; knows nothing of results directories, sweeps or reports.
+//! Depends on `input` and `sys`; knows nothing of results directories, sweeps or reports. Owns
+//! the command `bench` (its `BenchArgs` and entry function) and the `--threads` parser.
 
 pub mod bench;
 pub mod device;
