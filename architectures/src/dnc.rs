@@ -382,7 +382,7 @@ mod tests {
                 + (&bw * &weights[2]).sum(Kind::Double)
                 + p.sum(Kind::Double);
             if link_loss {
-                loss = loss + (&l * &weights[0]).sum(Kind::Double);
+                loss += (&l * &weights[0]).sum(Kind::Double);
             }
             loss.backward();
             let grads = [&link, &prec, &w, &v].map(|t| t.grad().copy());

@@ -38,7 +38,7 @@ pub use crate::controller::ControllerKind;
 use crate::controller::{default_controller, default_controller_size, Controller};
 use crate::{first, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -559,6 +559,19 @@ fn parse_value(text: &str, loc: &Locator) -> Result<Value, Issue> {
     })
 }
 
+/// `membench validate`: check an experiments file.
+#[derive(clap::Args)]
+pub struct ValidateArgs {
+    pub file: std::path::PathBuf,
+}
+
+/// `membench validate`: every mistake of the file with file:line:col (bad input), or its run count.
+pub fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
+    let runs = load(&args.file)?;
+    println!("{}: ok, {} runs", args.file.display(), runs.len());
+    Ok(())
+}
+
 /// Reads and expands an experiments file (see [`strict::read_source`] for what is refused).
 pub fn load(path: &Path) -> Result<Vec<RunConfig>, BadInput> {
     let text = strict::read_source(path)?;

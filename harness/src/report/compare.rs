@@ -20,6 +20,7 @@
 use crate::record;
 use crate::report::plot::{self, Figure, Series};
 use crate::report::stats::{self, Summary};
+use crate::report::table::{self, csv_cell, csv_num, fmt, fmt_p, Column};
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -94,18 +95,91 @@ impl XAxis {
     }
 }
 
-pub struct CompareOptions {
+/// `membench compare`: tables (Markdown + CSV) and plots comparing groups of runs over seeds.
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[arg(long, default_value = "results")]
     pub results: PathBuf,
+    /// Only this task (default: every task in runs.csv).
+    #[arg(long)]
     pub task: Option<String>,
+    /// runs.csv column naming the groups (swept keys other than the seed split them further).
+    #[arg(long, default_value = "arch")]
     pub by: String,
+    /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps, or a
+    /// numeric config key such as task.num_kv_pairs (default: every axis the data has).
+    #[arg(long)]
     pub x: Option<XAxis>,
-    /// `--where KEY=VALUE` filters on runs.csv columns or resolved config keys, all must hold.
+    /// Only runs whose runs.csv column or resolved config key has this value, e.g.
+    /// `--where task.num_kv_pairs=8` (repeatable; all must hold).
+    #[arg(long = "where", value_name = "KEY=VALUE", value_parser = parse_filter)]
     pub filters: Vec<(String, String)>,
+    /// Metric name, e.g. seq_acc (default: the task's success metric).
+    #[arg(long)]
     pub metric: Option<String>,
+    /// Checkpoint reported: last or best_valid (default: the runs' train.selection).
+    #[arg(long, value_enum)]
     pub selection: Option<Selection>,
+    /// Output directory (default: <results>/reports).
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The command line that asked for this, written into every file.
-    pub command: String,
+    /// Every task with default metric, selection and axes (same as `membench report`; --out
+    /// still applies).
+    #[arg(long, conflicts_with_all = ["task", "x", "filters", "metric", "selection"])]
+    pub all: bool,
+}
+
+impl CompareArgs {
+    /// What `report` and `compare --all` ask for: every task, default metric, selection, axes and
+    /// grouping (an `--all` with `--by` still groups by arch).
+    fn every_task(results: PathBuf, out: Option<PathBuf>) -> Self {
+        CompareArgs {
+            results,
+            task: None,
+            by: "arch".into(),
+            x: None,
+            filters: vec![],
+            metric: None,
+            selection: None,
+            out,
+            all: true,
+        }
+    }
+}
+
+/// `membench report`: every table and plot of a results directory under <results>/reports.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+}
+
+/// `membench compare`: writes the tables and plots asked for and prints their paths.
+pub fn compare(args: &CompareArgs) -> Result<()> {
+    let written = if args.all {
+        write_reports(
+            &CompareArgs::every_task(args.results.clone(), args.out.clone()),
+            &command_line(),
+        )?
+    } else {
+        write_reports(args, &command_line())?
+    };
+    print_paths(&written);
+    Ok(())
+}
+
+/// `membench report` (= `compare --all`): every task's tables and plots with the default metric,
+/// selection and axes; prints their paths.
+pub fn report(args: &ReportArgs) -> Result<()> {
+    let every = CompareArgs::every_task(args.results.clone(), None);
+    print_paths(&write_reports(&every, &command_line())?);
+    Ok(())
+}
+
+fn print_paths(paths: &[PathBuf]) {
+    for p in paths {
+        println!("{}", p.display());
+    }
 }
 
 type Row = BTreeMap<String, String>;
@@ -446,33 +520,6 @@ fn group_stats(g: &Group, col: &str, prefix: &str, range: (f64, f64)) -> GroupSt
     }
 }
 
-fn fmt(v: f64) -> String {
-    if v.is_nan() {
-        "–".into()
-    } else if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    }
-}
-
-fn fmt_p(p: f64) -> String {
-    if p < 1e-4 {
-        format!("{p:.1e}")
-    } else {
-        format!("{p:.4}")
-    }
-}
-
-fn csv_num(v: Option<f64>) -> String {
-    v.filter(|v| !v.is_nan())
-        .map(|v| format!("{v:?}"))
-        .unwrap_or_default()
-}
-
 /// What one table/plot set is about.
 struct Spec<'a> {
     task: &'a str,
@@ -497,7 +544,7 @@ impl Spec<'_> {
 }
 
 /// Shell-quotes the arguments of this process into a command a reader can paste.
-pub fn command_line() -> String {
+fn command_line() -> String {
     std::env::args()
         .enumerate()
         .map(|(i, a)| {
@@ -514,7 +561,8 @@ pub fn command_line() -> String {
         .join(" ")
 }
 
-pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
+/// Writes the tables and plots of `opts`, each file headed by `command`; returns their paths.
+fn write_reports(opts: &CompareArgs, command: &str) -> Result<Vec<PathBuf>> {
     crate::record::check_results_dir(&opts.results, "--results")?;
     if let Some(out) = &opts.out {
         crate::record::check_results_dir(out, "--out")?;
@@ -522,6 +570,51 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     let mut runs = read_runs(&opts.results)?;
     resolve(&mut runs, &opts.results);
     apply_filters(&mut runs, &opts.filters)?;
+    let tasks = tasks_to_report(opts, &runs)?;
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| opts.results.join("reports"));
+    let mut written = vec![];
+    for task in &tasks {
+        let spec = spec_of(task, wanted_metric(opts), opts, &runs)?;
+        let groups = groups(&runs, task, &opts.by)?;
+        written.extend(write_table(&spec, &groups, &opts.by, &out, command)?);
+        let axes = match &opts.x {
+            Some(x) => vec![x.clone()],
+            None => default_axes(&opts.results, &runs, &groups),
+        };
+        for x in &axes {
+            written.extend(write_x_plot(
+                &spec,
+                &groups,
+                x,
+                &opts.results,
+                &out,
+                command,
+            )?);
+        }
+        written.extend(write_curve_plot(
+            &spec,
+            &groups,
+            &opts.results,
+            &out,
+            command,
+        )?);
+    }
+    Ok(written)
+}
+
+/// `--metric` without its checkpoint prefix (it may name one, `best_seq_acc`, or not).
+fn wanted_metric(opts: &CompareArgs) -> Option<&str> {
+    opts.metric
+        .as_deref()
+        .map(|m| m.trim_start_matches("final_").trim_start_matches("best_"))
+}
+
+/// The tasks to report on: `--task` or every task, less those without a value of an explicit
+/// `--metric`; every mistake of the options is bad input, found before anything is written.
+fn tasks_to_report(opts: &CompareArgs, runs: &Runs) -> Result<Vec<String>> {
     if let Some(XAxis::Key(k)) = &opts.x {
         if !runs
             .rows
@@ -553,14 +646,10 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
     if tasks.is_empty() {
         bail!("{}: no runs", opts.results.join("runs.csv").display());
     }
-    // --metric names a metric with or without its checkpoint prefix.
-    let wanted = opts
-        .metric
-        .as_deref()
-        .map(|m| m.trim_start_matches("final_").trim_start_matches("best_"));
+    let wanted = wanted_metric(opts);
     // An explicit --metric: only the tasks whose runs have it (mse is the adding task's, say),
     // and none is bad input, found before anything is written.
-    let tasks = match wanted {
+    Ok(match wanted {
         None => tasks,
         Some(m) => {
             let has = |t: &String| {
@@ -586,78 +675,46 @@ pub fn compare(opts: &CompareOptions) -> Result<Vec<PathBuf>> {
             }
             with
         }
-    };
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| opts.results.join("reports"));
-    let mut written = vec![];
-    for task in &tasks {
-        let task_rows = || runs.rows.iter().filter(|r| r.get("task") == Some(task));
-        let metric = match wanted {
-            Some(m) => m.to_string(),
-            None => mode(task_rows(), "success_metric")
-                .with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
-        };
-        let selection = match opts.selection {
-            Some(s) => s,
-            None => mode(task_rows(), "selection")
-                .and_then(|s| Selection::parse(&s))
-                .unwrap_or(Selection::BestValid),
-        };
-        let spec = Spec {
-            task,
-            metric,
-            selection,
-        };
-        if !runs.header.contains(&spec.column()) {
-            return Err(crate::input::strict::bad_option(anyhow::anyhow!(
-                "--metric {}: runs.csv has no column {}",
-                spec.metric,
-                spec.column()
-            )));
-        }
-        let groups = groups(&runs, task, &opts.by)?;
-        written.extend(write_table(&spec, &groups, &opts.by, &out, &opts.command)?);
-        let axes = match &opts.x {
-            Some(x) => vec![x.clone()],
-            None => default_axes(&opts.results, &runs, &groups),
-        };
-        for x in &axes {
-            written.extend(write_x_plot(
-                &spec,
-                &groups,
-                x,
-                &opts.results,
-                &out,
-                &opts.command,
-            )?);
-        }
-        written.extend(write_curve_plot(
-            &spec,
-            &groups,
-            &opts.results,
-            &out,
-            &opts.command,
-        )?);
-    }
-    Ok(written)
+    })
 }
 
-/// `membench report` (and `compare --all`): every task's tables and plots with the default
-/// metric, selection and axes, under `out` (default `<results>/reports`).
-pub fn report(results: &Path, out: Option<PathBuf>, command: &str) -> Result<Vec<PathBuf>> {
-    compare(&CompareOptions {
-        results: results.to_path_buf(),
-        task: None,
-        by: "arch".into(),
-        x: None,
-        filters: vec![],
-        metric: None,
-        selection: None,
-        out,
-        command: command.into(),
-    })
+/// What the files of one task are about: its metric (`--metric`, else the runs' success metric)
+/// and checkpoint (`--selection`, else the runs' `train.selection`).
+fn spec_of<'a>(
+    task: &'a str,
+    wanted: Option<&str>,
+    opts: &CompareArgs,
+    runs: &Runs,
+) -> Result<Spec<'a>> {
+    let task_rows = || {
+        runs.rows
+            .iter()
+            .filter(|r| r.get("task").map(String::as_str) == Some(task))
+    };
+    let metric = match wanted {
+        Some(m) => m.to_string(),
+        None => mode(task_rows(), "success_metric")
+            .with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
+    };
+    let selection = match opts.selection {
+        Some(s) => s,
+        None => mode(task_rows(), "selection")
+            .and_then(|s| Selection::parse(&s))
+            .unwrap_or(Selection::BestValid),
+    };
+    let spec = Spec {
+        task,
+        metric,
+        selection,
+    };
+    if !runs.header.contains(&spec.column()) {
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
+            "--metric {}: runs.csv has no column {}",
+            spec.metric,
+            spec.column()
+        )));
+    }
+    Ok(spec)
 }
 
 /// eval_len and depth when eval.csv has them; state_size and param_count when they vary; every
@@ -735,6 +792,8 @@ fn header_lines(spec: &Spec, command: &str, what: &str) -> Vec<String> {
     ]
 }
 
+/// The summary table of one task and metric, `<stem>.md` and `<stem>.csv`: one row per group,
+/// from one column list ([`summary_columns`]).
 fn write_table(
     spec: &Spec,
     groups: &[Group],
@@ -742,13 +801,49 @@ fn write_table(
     out: &Path,
     command: &str,
 ) -> Result<Vec<PathBuf>> {
-    let col = spec.column();
     let range = metric_bounds(&spec.metric);
+    let rows = summary_rows(spec, groups, range);
+    let keys: Vec<&str> = groups
+        .first()
+        .map(|g| g.key.iter().map(|(k, _)| k.as_str()).collect())
+        .unwrap_or_else(|| vec![by]);
+    // Said in the header of both files: the t interval is clipped to what the metric can take.
+    let within = range_text(range);
+    let mut header = header_lines(spec, command, "table");
+    header.push(format!(
+        "mean_t95_lo, mean_t95_hi: the 95 % Student t CI of the mean clipped to the metric's range ({within})"
+    ));
+    let columns = summary_columns(&keys, spec, &within);
+    let mut md = String::new();
+    for l in &header {
+        writeln!(md, "<!-- {l} -->")?;
+    }
+    md.push_str(&table_intro(spec, groups, &within));
+    md.push_str(&table::markdown(&columns, &rows));
+    let csv_bytes = table::csv(&columns, &rows, &header)?;
+    let (md_path, csv_path) = (
+        out.join(format!("{}.md", spec.stem())),
+        out.join(format!("{}.csv", spec.stem())),
+    );
+    record::write_atomic(&md_path, md.as_bytes())?;
+    record::write_atomic(&csv_path, &csv_bytes)?;
+    Ok(vec![md_path, csv_path])
+}
+
+/// One row of the summary table: a group and its numbers.
+struct SummaryRow<'a> {
+    group: &'a Group,
+    stats: GroupStats,
+}
+
+/// Each group's numbers, the best group (by mean: the quantity Welch's test compares) marked and
+/// every other group tested against it.
+fn summary_rows<'a>(spec: &Spec, groups: &'a [Group], range: (f64, f64)) -> Vec<SummaryRow<'a>> {
+    let col = spec.column();
     let mut st: Vec<GroupStats> = groups
         .iter()
         .map(|g| group_stats(g, &col, spec.selection.prefix(), range))
         .collect();
-    // The best group by mean (the quantity Welch's test compares); the others are tested against it.
     let sign = if lower_is_better(&spec.metric) {
         -1.0
     } else {
@@ -766,183 +861,196 @@ fn write_table(
             }
         }
     }
-    let keys: Vec<&str> = groups
-        .first()
-        .map(|g| g.key.iter().map(|(k, _)| k.as_str()).collect())
-        .unwrap_or_else(|| vec![by]);
+    groups
+        .iter()
+        .zip(st)
+        .map(|(group, stats)| SummaryRow { group, stats })
+        .collect()
+}
 
-    // Said in the header of both files: the t interval is clipped to what the metric can take.
-    let within = range_text(range);
-    let mut header = header_lines(spec, command, "table");
-    header.push(format!(
-        "mean_t95_lo, mean_t95_hi: the 95 % Student t CI of the mean clipped to the metric's range ({within})"
-    ));
-    let mut md = String::new();
-    for l in &header {
-        writeln!(md, "<!-- {l} -->")?;
-    }
-    writeln!(md, "### {} — {} ({})\n", spec.task, col, spec.direction())?;
-    writeln!(
-        md,
+/// The heading, protocol and success criterion above the Markdown table.
+fn table_intro(spec: &Spec, groups: &[Group], within: &str) -> String {
+    let mut md = format!(
+        "### {} — {} ({})\n\n",
+        spec.task,
+        spec.column(),
+        spec.direction()
+    );
+    md.push_str(&format!(
         "Selection protocol: **{}** ({}). Over seeds: median with the 95 % percentile-bootstrap CI of the median \
          ({} resamples, fixed seed), mean with the 95 % Student t CI of the mean clipped to the metric's range \
          ({within}; the symmetric t interval leaves it near a bound); success = share of seeds whose \
-         `success_metric` crosses `success_threshold`; p = Welch's t-test of the mean against the best group.\n",
+         `success_metric` crosses `success_threshold`; p = Welch's t-test of the mean against the best group.\n\n",
         spec.selection.as_str(),
         spec.selection.describe(),
         stats::BOOTSTRAP_RESAMPLES
-    )?;
+    ));
     let rows = || groups.iter().flat_map(|g| g.rows.iter());
     if let (Some(m), Some(th)) = (
         mode(rows(), "success_metric"),
         mode(rows(), "success_threshold"),
     ) {
         let op = if lower_is_better(&m) { "≤" } else { "≥" };
-        writeln!(
-            md,
-            "Success criterion: `{}{m}` {op} {th}.\n",
+        md.push_str(&format!(
+            "Success criterion: `{}{m}` {op} {th}.\n\n",
             spec.selection.prefix()
-        )?;
-    }
-    let mean_head = format!("mean [t95, clipped to {within}]");
-    let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    head.extend(
-        [
-            "n",
-            "median [boot95]",
-            mean_head.as_str(),
-            "success",
-            "steps to thr. (reached)",
-            "params",
-            "state size",
-            "Welch p vs best",
-            "run ids",
-        ]
-        .map(String::from),
-    );
-    writeln!(md, "| {} |", head.join(" | "))?;
-    writeln!(md, "|{}", head.iter().map(|_| "---|").collect::<String>())?;
-    for (g, s) in groups.iter().zip(&st) {
-        let mut cells: Vec<String> = g.key.iter().map(|(_, v)| pretty(v)).collect();
-        let sm = &s.summary;
-        let n = if s.not_done > 0 {
-            format!("{} ({} of {} not done)", sm.n, s.not_done, s.runs)
-        } else {
-            sm.n.to_string()
-        };
-        cells.push(n);
-        cells.push(format!(
-            "{} [{}, {}]",
-            fmt(sm.median),
-            fmt(sm.boot_ci.0),
-            fmt(sm.boot_ci.1)
         ));
-        cells.push(format!(
-            "{} [{}, {}]",
-            fmt(sm.mean),
-            fmt(sm.t_ci.0),
-            fmt(sm.t_ci.1)
-        ));
-        cells.push(
-            s.success
-                .map(|(k, n)| format!("{k}/{n}"))
-                .unwrap_or_else(|| "–".into()),
-        );
-        cells.push(
-            s.steps_to_threshold
-                .map(|(m, k)| format!("{} ({k}/{})", fmt(m), s.runs))
-                .unwrap_or_else(|| format!("– (0/{})", s.runs)),
-        );
-        cells.push(s.param_count.map(fmt).unwrap_or_else(|| "–".into()));
-        cells.push(s.state_size.map(fmt).unwrap_or_else(|| "–".into()));
-        cells.push(if s.best {
-            "best".into()
-        } else {
-            s.welch_p.map(fmt_p).unwrap_or_else(|| "–".into())
-        });
-        // Every row names its runs, so any one can be checked with `membench reproduce <id>`.
-        cells.push(
-            g.rows
-                .iter()
-                .filter_map(|r| r.get("run_id").map(|id| format!("`{id}`")))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-        writeln!(md, "| {} |", cells.join(" | "))?;
     }
+    md
+}
 
-    // `# ` comment lines first (pandas: comment="#"), written raw so the csv writer does not quote them.
-    let mut comments = String::new();
-    for l in &header {
-        writeln!(comments, "# {}", l.replace('\n', " "))?;
-    }
-    let mut w = csv::Writer::from_writer(comments.into_bytes());
-    let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    head.extend(
-        [
-            "metric",
-            "selection",
+/// The summary table's columns: the group's key columns, then its numbers. Markdown shows an
+/// interval as `median [lo, hi]` in one cell; the CSV gives each number its own column.
+fn summary_columns<'a>(
+    keys: &[&str],
+    spec: &Spec,
+    within: &str,
+) -> Vec<Column<'a, SummaryRow<'a>>> {
+    type R<'r> = SummaryRow<'r>;
+    let mut columns: Vec<Column<R>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            Column::new(
+                *k,
+                move |r: &R| pretty(&r.group.key[i].1),
+                vec![(*k, csv_cell(move |r: &R| r.group.key[i].1.clone()))],
+            )
+        })
+        .collect();
+    let (metric, selection) = (spec.column(), spec.selection.as_str());
+    let interval =
+        |(m, (lo, hi)): (f64, (f64, f64))| format!("{} [{}, {}]", fmt(m), fmt(lo), fmt(hi));
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+    columns.extend([
+        Column::csv_only("metric", move |_: &R| metric.clone()),
+        Column::csv_only("selection", move |_: &R| selection.into()),
+        Column::new(
             "n",
-            "runs",
-            "median",
-            "median_boot95_lo",
-            "median_boot95_hi",
-            "mean",
-            "sd",
-            "mean_t95_lo",
-            "mean_t95_hi",
-            "successes",
-            "success_n",
-            "steps_to_threshold_median",
-            "reached",
-            "param_count",
-            "state_size",
-            "welch_p_vs_best",
-            "best",
-            "run_ids",
-        ]
-        .map(String::from),
-    );
-    w.write_record(&head)?;
-    for (g, s) in groups.iter().zip(&st) {
-        let sm = &s.summary;
-        let mut r: Vec<String> = g.key.iter().map(|(_, v)| v.clone()).collect();
-        r.extend([
-            col.clone(),
-            spec.selection.as_str().into(),
-            sm.n.to_string(),
-            s.runs.to_string(),
-            csv_num(Some(sm.median)),
-            csv_num(Some(sm.boot_ci.0)),
-            csv_num(Some(sm.boot_ci.1)),
-            csv_num(Some(sm.mean)),
-            csv_num(Some(sm.sd)),
-            csv_num(Some(sm.t_ci.0)),
-            csv_num(Some(sm.t_ci.1)),
-            s.success.map(|x| x.0.to_string()).unwrap_or_default(),
-            s.success.map(|x| x.1.to_string()).unwrap_or_default(),
-            csv_num(s.steps_to_threshold.map(|x| x.0)),
-            s.steps_to_threshold.map(|x| x.1).unwrap_or(0).to_string(),
-            csv_num(s.param_count),
-            csv_num(s.state_size),
-            csv_num(s.welch_p),
-            s.best.to_string(),
-            g.rows
-                .iter()
-                .filter_map(|r| r.get("run_id").cloned())
-                .collect::<Vec<_>>()
-                .join(" "),
-        ]);
-        w.write_record(&r)?;
-    }
-    let csv_bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (md_path, csv_path) = (
-        out.join(format!("{}.md", spec.stem())),
-        out.join(format!("{}.csv", spec.stem())),
-    );
-    record::write_atomic(&md_path, md.as_bytes())?;
-    record::write_atomic(&csv_path, &csv_bytes)?;
-    Ok(vec![md_path, csv_path])
+            |r: &R| match r.stats.not_done {
+                0 => r.stats.summary.n.to_string(),
+                k => format!("{} ({k} of {} not done)", r.stats.summary.n, r.stats.runs),
+            },
+            vec![
+                ("n", csv_cell(|r: &R| r.stats.summary.n.to_string())),
+                ("runs", csv_cell(|r: &R| r.stats.runs.to_string())),
+            ],
+        ),
+        Column::new(
+            "median [boot95]",
+            move |r: &R| interval((r.stats.summary.median, r.stats.summary.boot_ci)),
+            vec![
+                (
+                    "median",
+                    csv_cell(|r: &R| csv_num(Some(r.stats.summary.median))),
+                ),
+                (
+                    "median_boot95_lo",
+                    csv_cell(|r: &R| csv_num(Some(r.stats.summary.boot_ci.0))),
+                ),
+                (
+                    "median_boot95_hi",
+                    csv_cell(|r: &R| csv_num(Some(r.stats.summary.boot_ci.1))),
+                ),
+            ],
+        ),
+        Column::new(
+            format!("mean [t95, clipped to {within}]"),
+            move |r: &R| interval((r.stats.summary.mean, r.stats.summary.t_ci)),
+            vec![
+                (
+                    "mean",
+                    csv_cell(|r: &R| csv_num(Some(r.stats.summary.mean))),
+                ),
+                ("sd", csv_cell(|r: &R| csv_num(Some(r.stats.summary.sd)))),
+                (
+                    "mean_t95_lo",
+                    csv_cell(|r: &R| csv_num(Some(r.stats.summary.t_ci.0))),
+                ),
+                (
+                    "mean_t95_hi",
+                    csv_cell(|r: &R| csv_num(Some(r.stats.summary.t_ci.1))),
+                ),
+            ],
+        ),
+        Column::new(
+            "success",
+            move |r: &R| or_dash(r.stats.success.map(|(k, n)| format!("{k}/{n}"))),
+            vec![
+                (
+                    "successes",
+                    csv_cell(|r: &R| r.stats.success.map(|x| x.0.to_string()).unwrap_or_default()),
+                ),
+                (
+                    "success_n",
+                    csv_cell(|r: &R| r.stats.success.map(|x| x.1.to_string()).unwrap_or_default()),
+                ),
+            ],
+        ),
+        Column::new(
+            "steps to thr. (reached)",
+            |r: &R| match r.stats.steps_to_threshold {
+                Some((m, k)) => format!("{} ({k}/{})", fmt(m), r.stats.runs),
+                None => format!("– (0/{})", r.stats.runs),
+            },
+            vec![
+                (
+                    "steps_to_threshold_median",
+                    csv_cell(|r: &R| csv_num(r.stats.steps_to_threshold.map(|x| x.0))),
+                ),
+                (
+                    "reached",
+                    csv_cell(|r: &R| r.stats.steps_to_threshold.map_or(0, |x| x.1).to_string()),
+                ),
+            ],
+        ),
+        Column::new(
+            "params",
+            move |r: &R| or_dash(r.stats.param_count.map(fmt)),
+            vec![(
+                "param_count",
+                csv_cell(|r: &R| csv_num(r.stats.param_count)),
+            )],
+        ),
+        Column::new(
+            "state size",
+            move |r: &R| or_dash(r.stats.state_size.map(fmt)),
+            vec![("state_size", csv_cell(|r: &R| csv_num(r.stats.state_size)))],
+        ),
+        Column::new(
+            "Welch p vs best",
+            move |r: &R| match r.stats.best {
+                true => "best".into(),
+                false => or_dash(r.stats.welch_p.map(fmt_p)),
+            },
+            vec![
+                (
+                    "welch_p_vs_best",
+                    csv_cell(|r: &R| csv_num(r.stats.welch_p)),
+                ),
+                ("best", csv_cell(|r: &R| r.stats.best.to_string())),
+            ],
+        ),
+        // Every row names its runs, so any one can be checked with `membench reproduce <id>`.
+        Column::new(
+            "run ids",
+            |r: &R| {
+                run_ids(r.group)
+                    .map(|id| format!("`{id}`"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+            vec![(
+                "run_ids",
+                csv_cell(|r: &R| run_ids(r.group).cloned().collect::<Vec<_>>().join(" ")),
+            )],
+        ),
+    ]);
+    columns
+}
+
+fn run_ids(g: &Group) -> impl Iterator<Item = &String> {
+    g.rows.iter().filter_map(|r| r.get("run_id"))
 }
 
 fn read_csv_rows(path: &Path) -> Result<Vec<Row>> {
@@ -1134,23 +1242,18 @@ fn write_x_table(
         fig.caption.split(';').next().unwrap_or(""),
         range_text(fig.y_limits)
     )?;
-    writeln!(
-        md,
-        "| group | {} |",
-        xs.iter().map(|v| fmt(v.0)).collect::<Vec<_>>().join(" | ")
-    )?;
-    writeln!(md, "|---|{}", xs.iter().map(|_| "---|").collect::<String>())?;
-    for series in &fig.series {
-        let cells: Vec<String> = xs
-            .iter()
-            .map(|xv| match series.points.iter().find(|p| p.0 == xv.0) {
+    // One row per line of the plot; a column per x value.
+    let mut columns = vec![Column::md_only("group", |s: &Series| s.label.clone())];
+    columns.extend(xs.iter().map(|&OrdF64(xv)| {
+        Column::md_only(fmt(xv), move |s: &Series| {
+            match s.points.iter().find(|p| p.0 == xv) {
                 Some(&(_, mean, lo, hi)) if lo == hi => fmt(mean),
                 Some(&(_, mean, lo, hi)) => format!("{} [{}, {}]", fmt(mean), fmt(lo), fmt(hi)),
                 None => "–".into(),
-            })
-            .collect();
-        writeln!(md, "| {} | {} |", series.label, cells.join(" | "))?;
-    }
+            }
+        })
+    }));
+    md.push_str(&table::markdown(&columns, &fig.series));
     record::write_atomic(path, md.as_bytes())?;
     Ok(path.to_path_buf())
 }
@@ -1182,8 +1285,9 @@ fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) 
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    let mut lines: BTreeMap<(String, BTreeMap<String, String>), BTreeMap<OrdF64, Vec<f64>>> =
-        BTreeMap::new();
+    // (line label, its fixed columns) → x → the y values at x.
+    type Lines = BTreeMap<(String, BTreeMap<String, String>), BTreeMap<OrdF64, Vec<f64>>>;
+    let mut lines: Lines = BTreeMap::new();
     for g in groups {
         let Some(xv) = median(&g.values(&xcol)) else {
             continue;
@@ -1342,7 +1446,7 @@ mod tests {
     fn table_counts_successes_and_tests_against_the_best_group() {
         let dir = fresh_dir("compare-table");
         synthetic_results(&dir);
-        let opts = CompareOptions {
+        let opts = CompareArgs {
             results: dir.clone(),
             task: None,
             by: "arch".into(),
@@ -1351,10 +1455,10 @@ mod tests {
             metric: None,
             selection: None,
             out: None,
-            command: "membench compare".into(),
+            all: false,
         };
         // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
-        let written = compare(&opts).unwrap();
+        let written = write_reports(&opts, "membench compare").unwrap();
         assert!(
             written
                 .iter()

@@ -37,11 +37,15 @@ fn curve_unchecked(column: &str) -> bool {
     matches!(column, "wall_s" | "rss_bytes")
 }
 
-pub struct ReproduceOptions {
-    /// A run id, or `TABLE.csv:ROW` (1-based data row of a table written by `compare`).
+/// `membench reproduce`: rerun a stored run from its saved config and check its metrics match.
+#[derive(clap::Args)]
+pub struct ReproduceArgs {
+    // A run id, or `TABLE.csv:ROW` (1-based data row of a table written by `compare`).
     pub target: String,
+    #[arg(long, default_value = "results")]
     pub results: PathBuf,
-    /// Keep the scratch directory (printed) instead of deleting it.
+    /// Keep the scratch directory of the rerun.
+    #[arg(long)]
     pub keep: bool,
 }
 
@@ -140,7 +144,7 @@ fn diff_files(
     Ok(out)
 }
 
-pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
+pub fn reproduce(opts: &ReproduceArgs) -> Result<()> {
     // A target that names nothing is bad input (exit 2): exit 1 means "not reproduced".
     let ids = run_ids(&opts.target).map_err(crate::input::strict::bad_option)?;
     let runs = crate::report::compare::read_runs(&opts.results)?;
@@ -230,7 +234,7 @@ fn reproduce_one(
     id: &str,
     stored: &BTreeMap<String, String>,
     header: &[String],
-    opts: &ReproduceOptions,
+    opts: &ReproduceArgs,
 ) -> Result<Vec<String>> {
     if let Some(why) = version_mismatch(stored) {
         return Err(crate::input::strict::bad_option(anyhow::anyhow!("run {id}: refusing to reproduce: {why}; numbers are only comparable within one torch version and membench minor version")));

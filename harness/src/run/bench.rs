@@ -239,19 +239,61 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-pub struct BenchOptions {
+/// `membench bench`: time one training step per model family at the reference sizes.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Families to time (default: all).
+    #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
+    /// Thread counts to time.
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = crate::run::thread_count())]
     pub threads: Vec<i32>,
-    pub warmup: usize,
-    pub steps: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub warmup: u32,
+    /// Timed steps: at least this many, and at least --min-seconds' worth (so that short steps
+    /// get a median over many; the PyTorch reference runs the same number).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub steps: u32,
+    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
     pub min_seconds: f64,
-    /// Rounds per model and thread count (membench, then PyTorch, in each); medians over rounds.
-    pub rounds: usize,
+    /// Rounds per model and thread count, membench then PyTorch in each (interleaved, so that
+    /// a slow spell of a shared machine hits both); the table gives the median over rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Also time bench/pytorch_reference.py with the bootstrap's python and print the ratio.
+    #[arg(long)]
     pub compare_pytorch: bool,
-    pub python: String,
+    /// Python with torch 2.11 (default: $MEMBENCH_PYTHON, else ~/.cache/membench/python).
+    #[arg(long)]
+    pub python: Option<String>,
 }
 
-pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
+/// A finite, non-negative number of seconds (at most a day).
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}`: expected seconds in 0..=86400")),
+    }
+}
+
+/// `membench bench`: times every asked-for family at every thread count and prints the table.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let rows = measure(args)?;
+    print!("{}", markdown(&rows));
+    Ok(())
+}
+
+fn measure(opts: &BenchArgs) -> Result<Vec<BenchRow>> {
+    let python = opts
+        .python
+        .clone()
+        .or_else(|| std::env::var("MEMBENCH_PYTHON").ok())
+        .unwrap_or_else(crate::sys::cached_python);
+    let (warmup, steps, rounds) = (
+        opts.warmup as usize,
+        opts.steps as usize,
+        opts.rounds as usize,
+    );
     if let Some(unknown) = opts
         .models
         .iter()
@@ -278,8 +320,8 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
             // Rounds interleave membench and PyTorch; each side's statistic is its median over
             // the rounds.
             let (mut ours, mut theirs) = (vec![], vec![]);
-            for _ in 0..opts.rounds {
-                let st = match time_step(spec, threads, opts.warmup, opts.steps, opts.min_seconds) {
+            for _ in 0..rounds {
+                let st = match time_step(spec, threads, warmup, steps, opts.min_seconds) {
                     Ok(r) => r,
                     Err(e) => {
                         eprintln!("bench: skipping {}: {e:#}", spec.name);
@@ -288,9 +330,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Vec<BenchRow>> {
                 };
                 let py = opts
                     .compare_pytorch
-                    .then(|| {
-                        pytorch_reference(&opts.python, spec.name, threads, opts.warmup, st.steps)
-                    })
+                    .then(|| pytorch_reference(&python, spec.name, threads, warmup, st.steps))
                     .flatten();
                 eprintln!(
                     "bench: {} ×{threads}: {} steps, {:.2} ms wall, {:.2} ms cpu{}",

@@ -11,7 +11,7 @@ use crate::input::config::{Optimizer, RunConfig, Selection, TrainConfig};
 use crate::run::eval::{self, BatchTensors, MetricSums, Metrics};
 use anyhow::{Context, Result};
 use membench_architectures::Network;
-use membench_tasks::{EvalPoint, Split, SuccessCriterion, Task};
+use membench_tasks::{Batch, EvalPoint, OutputKind, Split, SuccessCriterion, Task};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -153,25 +153,55 @@ fn grad_norm_and_clip(params: &[Tensor], max: Option<f64>) -> Tensor {
     norm
 }
 
-fn evaluate(
-    net: &Network,
-    task: &dyn Task,
-    split: Split,
-    seed: u64,
-    batches: u64,
+/// Scores the network on the valid or test split: fixed batches, a pure function of the data
+/// seed, never the training stream.
+struct Scorer<'a> {
+    net: &'a Network,
+    task: &'a dyn Task,
+    data_seed: u64,
     batch_size: usize,
-    point: Option<EvalPoint>,
     device: Device,
-) -> Metrics {
-    let _guard = tch::no_grad_guard();
-    let kind = task.io().output;
-    let mut sums = MetricSums::default();
-    for index in 0..batches {
-        let b = task.batch(split, seed, index, batch_size, point);
-        let bt = BatchTensors::new(&b, device);
-        sums.add(kind, &net.forward_t(&bt.x, false), &bt);
+}
+
+impl Scorer<'_> {
+    fn score(&self, split: Split, batches: u64, point: Option<EvalPoint>) -> Metrics {
+        let _guard = tch::no_grad_guard();
+        let kind = self.task.io().output;
+        let mut sums = MetricSums::default();
+        for index in 0..batches {
+            let b = self
+                .task
+                .batch(split, self.data_seed, index, self.batch_size, point);
+            let bt = BatchTensors::new(&b, self.device);
+            sums.add(kind, &self.net.forward_t(&bt.x, false), &bt);
+        }
+        sums.finish(kind)
     }
-    sums.finish(kind)
+
+    /// The validation metrics at the training distribution (the curve and checkpoint selection).
+    fn valid(&self, batches: u64) -> Metrics {
+        self.score(Split::Valid, batches, None)
+    }
+
+    /// The current parameters as checkpoint `which`, on the test split at the training
+    /// distribution and at every evaluation point of the task, appended to `eval`; returns the
+    /// metrics at the training distribution.
+    fn test_checkpoint(&self, which: Selection, batches: u64, eval: &mut Vec<EvalRow>) -> Metrics {
+        let at_train = self.score(Split::Test, batches, None);
+        eval.push(EvalRow {
+            checkpoint: which,
+            point: None,
+            metrics: at_train,
+        });
+        for p in self.task.eval_points() {
+            eval.push(EvalRow {
+                checkpoint: which,
+                point: Some(p),
+                metrics: self.score(Split::Test, batches, Some(p)),
+            });
+        }
+        at_train
+    }
 }
 
 fn crosses(c: &SuccessCriterion, m: &Metrics) -> bool {
@@ -200,6 +230,272 @@ fn improves(new: (f64, f64), kept: (f64, f64)) -> bool {
     new > kept
 }
 
+/// The checkpoint kept for `selection: best_valid`: a copy of the parameters at the best
+/// validation score so far (nothing is kept under `selection: last`, whose checkpoint is the end).
+struct Checkpoints {
+    keep_best: bool,
+    best: Option<((f64, f64), Vec<Tensor>)>,
+}
+
+impl Checkpoints {
+    fn new(selection: Selection) -> Self {
+        Checkpoints {
+            keep_best: selection == Selection::BestValid,
+            best: None,
+        }
+    }
+
+    /// Keeps the parameters if their validation score improves on the kept one; says whether.
+    fn offer(&mut self, score: (f64, f64), params: &[Tensor]) -> bool {
+        if !self.keep_best
+            || self
+                .best
+                .as_ref()
+                .is_some_and(|(b, _)| !improves(score, *b))
+        {
+            return false;
+        }
+        let snapshot = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
+        self.best = Some((score, snapshot));
+        true
+    }
+
+    /// Puts the kept parameters back into `params`; false when none was kept.
+    fn restore_best(&self, params: &[Tensor]) -> bool {
+        let Some((_, snapshot)) = &self.best else {
+            return false;
+        };
+        tch::no_grad(|| {
+            for (p, s) in params.iter().zip(snapshot) {
+                p.detach().copy_(s);
+            }
+        });
+        true
+    }
+}
+
+/// The instants of one training step, in order.
+struct StepMarks {
+    /// Before waiting for the batch.
+    wait: Instant,
+    /// The batch arrived.
+    got_batch: Instant,
+    /// The batch is on the device; forward starts.
+    core: Instant,
+    /// Backward done; the gradient norm (and clipping) starts.
+    backward: Instant,
+    /// Norm done; the optimizer step starts.
+    norm: Instant,
+    /// Optimizer step done and the loss read (the device synchronized).
+    step: Instant,
+}
+
+/// The step-time columns: each step's time, the model's own time (forward, loss, backward,
+/// clipping, optimizer step) and the harness's around it (`TrainOutcome::harness_overhead_pct`).
+struct StepTimer {
+    start: Instant,
+    step_ms: Vec<f64>,
+    core_s: f64,
+    overhead_s: f64,
+    wait_s: f64,
+    tokens: u64,
+}
+
+impl StepTimer {
+    fn new(steps: u64) -> Self {
+        StepTimer {
+            start: Instant::now(),
+            step_ms: Vec::with_capacity(steps as usize),
+            core_s: 0.0,
+            overhead_s: 0.0,
+            wait_s: 0.0,
+            tokens: 0,
+        }
+    }
+
+    fn elapsed_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Adds one step. Clipping is part of the training algorithm the run is configured with, like
+    /// the optimizer step; a norm computed only to be logged is harness work.
+    fn record(&mut self, m: &StepMarks, clipping: bool, tokens: usize) {
+        self.tokens += tokens as u64;
+        self.step_ms
+            .push((m.step - m.got_batch).as_secs_f64() * 1e3);
+        let norm_s = (m.norm - m.backward).as_secs_f64();
+        let (clip_s, log_norm_s) = if clipping {
+            (norm_s, 0.0)
+        } else {
+            (0.0, norm_s)
+        };
+        self.core_s +=
+            (m.backward - m.core).as_secs_f64() + clip_s + (m.step - m.norm).as_secs_f64();
+        self.wait_s += (m.got_batch - m.wait).as_secs_f64();
+        self.overhead_s +=
+            (m.core - m.wait).as_secs_f64() + log_norm_s + m.step.elapsed().as_secs_f64();
+    }
+
+    /// The timing columns of `out`, over its `steps` steps of `batch_size` sequences.
+    fn finish(&self, out: &mut TrainOutcome, batch_size: usize) {
+        out.train_wall_s = self.elapsed_s();
+        let train_s: f64 = self.step_ms.iter().sum::<f64>() / 1e3;
+        out.train_samples_per_s = (out.steps as f64 * batch_size as f64) / train_s.max(1e-9);
+        out.train_tokens_per_s = self.tokens as f64 / train_s.max(1e-9);
+        out.step_ms_median = crate::run::median(&self.step_ms);
+        out.harness_overhead_pct = 100.0 * self.overhead_s / self.core_s.max(1e-12);
+        out.batch_wait_pct = 100.0 * self.wait_s / self.core_s.max(1e-12);
+    }
+}
+
+/// Mean training loss since the last validation, summed on the device (no host sync per step).
+struct RunningLoss {
+    sum: Tensor,
+    n: u64,
+    device: Device,
+}
+
+impl RunningLoss {
+    fn new(device: Device) -> Self {
+        RunningLoss {
+            sum: Tensor::zeros([], (Kind::Float, device)),
+            n: 0,
+            device,
+        }
+    }
+    fn add(&mut self, loss: &Tensor) {
+        self.sum += loss;
+        self.n += 1;
+    }
+    fn take_mean(&mut self) -> f64 {
+        let mean = self.sum.double_value(&[]) / self.n as f64;
+        *self = RunningLoss::new(self.device);
+        mean
+    }
+}
+
+/// What one training step leaves: the detached loss (and its value), the gradient norm when it
+/// was computed, and the step's instants.
+struct Step {
+    loss: Tensor,
+    loss_value: f64,
+    norm: Option<Tensor>,
+    marks: StepMarks,
+}
+
+/// The network with its optimizer: what a training step changes.
+struct Learner<'a> {
+    net: &'a Network,
+    opt: nn::Optimizer,
+    params: &'a [Tensor],
+    output: OutputKind,
+    grad_clip: Option<f64>,
+    device: Device,
+}
+
+impl Learner<'_> {
+    /// One optimizer step on `batch` (waited for since `wait`): forward, masked loss, backward,
+    /// gradient norm (computed when clipping or when `log_norm`) and clipping, optimizer step,
+    /// loss read.
+    fn step(&mut self, batch: &Batch, lr: f64, log_norm: bool, wait: Instant) -> Step {
+        let got_batch = Instant::now();
+        self.opt.set_lr(lr);
+        let bt = BatchTensors::new(batch, self.device);
+        let core = Instant::now();
+        let loss = eval::loss(self.output, &self.net.forward_t(&bt.x, true), &bt);
+        self.opt.zero_grad();
+        loss.backward();
+        let backward = Instant::now();
+        let norm = (self.grad_clip.is_some() || log_norm)
+            .then(|| grad_norm_and_clip(self.params, self.grad_clip));
+        let norm_done = Instant::now();
+        self.opt.step();
+        let loss = loss.detach();
+        // A non-finite loss is checked every step: continuing would only produce NaN weights.
+        let loss_value = loss.double_value(&[]);
+        // The loss read above already waits for the device; the explicit sync keeps the clock
+        // honest should that read ever move.
+        crate::run::device::synchronize(self.device);
+        Step {
+            loss,
+            loss_value,
+            norm,
+            marks: StepMarks {
+                wait,
+                got_batch,
+                core,
+                backward,
+                norm: norm_done,
+                step: Instant::now(),
+            },
+        }
+    }
+}
+
+impl TrainOutcome {
+    /// Before the first step: the model's sizes, no metrics yet.
+    fn start(net: &Network, task: &dyn Task, success: SuccessCriterion) -> Self {
+        let eval_len = task
+            .eval_points()
+            .iter()
+            .map(|p| p.length)
+            .max()
+            .unwrap_or(1) as i64;
+        TrainOutcome {
+            status: Status::Done,
+            reason: String::new(),
+            steps: 0,
+            train_wall_s: 0.0,
+            train_samples_per_s: 0.0,
+            train_tokens_per_s: 0.0,
+            step_ms_median: f64::NAN,
+            harness_overhead_pct: f64::NAN,
+            batch_wait_pct: f64::NAN,
+            param_count: net.param_count(),
+            state_size: net.state_size(eval_len),
+            flops_per_token: net.flops_per_token(eval_len),
+            final_metrics: None,
+            best_metrics: None,
+            best_step: None,
+            steps_to_threshold: None,
+            success,
+            curve: vec![],
+            eval: vec![],
+        }
+    }
+
+    fn diverged(&mut self, reason: String) {
+        self.status = Status::Diverged;
+        self.reason = reason;
+    }
+
+    /// Records a validation point: the curve, the first step over the threshold, the checkpoint
+    /// kept. Returns whether training stops here (a non-finite validation loss, or early stopping).
+    fn validated(
+        &mut self,
+        point: CurvePoint,
+        checkpoints: &mut Checkpoints,
+        params: &[Tensor],
+        early_stop: bool,
+    ) -> bool {
+        let (step, valid) = (point.step, point.valid);
+        if !valid.loss.is_finite() {
+            self.diverged(format!("non-finite validation loss at step {step}"));
+            self.curve.push(point);
+            return true;
+        }
+        let hit = crosses(&self.success, &valid);
+        if hit && self.steps_to_threshold.is_none() {
+            self.steps_to_threshold = Some(step);
+        }
+        if checkpoints.offer(score(&self.success, &valid), params) {
+            self.best_step = Some(step);
+        }
+        self.curve.push(point);
+        hit && early_stop
+    }
+}
+
 /// Trains and scores one run in this process. The caller has set the seed and thread count.
 pub fn train(
     cfg: &RunConfig,
@@ -207,52 +503,35 @@ pub fn train(
     progress: &mut dyn FnMut(&CurvePoint),
 ) -> Result<TrainOutcome> {
     let task = cfg.task.build().context("task")?;
-    let io = task.io();
+    let task_ref: &dyn Task = task.as_ref();
     let vs = nn::VarStore::new(device);
-    let net = Network::new(&vs, &cfg.arch, io).context("architecture")?;
-    let mut opt = build_optimizer(&cfg.train, &vs)?;
+    let net = Network::new(&vs, &cfg.arch, task.io()).context("architecture")?;
     let params = vs.trainable_variables();
     let t = &cfg.train;
+    let mut learner = Learner {
+        net: &net,
+        opt: build_optimizer(&cfg.train, &vs)?,
+        params: &params,
+        output: task.io().output,
+        grad_clip: t.grad_clip,
+        device,
+    };
     let mut success = task.success();
     if let Some(th) = t.success_threshold {
         success.threshold = th;
     }
-    let eval_len = task
-        .eval_points()
-        .iter()
-        .map(|p| p.length)
-        .max()
-        .unwrap_or(1) as i64;
-    let mut out = TrainOutcome {
-        status: Status::Done,
-        reason: String::new(),
-        steps: 0,
-        train_wall_s: 0.0,
-        train_samples_per_s: 0.0,
-        train_tokens_per_s: 0.0,
-        step_ms_median: f64::NAN,
-        harness_overhead_pct: f64::NAN,
-        batch_wait_pct: f64::NAN,
-        param_count: net.param_count(),
-        state_size: net.state_size(eval_len),
-        flops_per_token: net.flops_per_token(eval_len),
-        final_metrics: None,
-        best_metrics: None,
-        best_step: None,
-        steps_to_threshold: None,
-        success,
-        curve: vec![],
-        eval: vec![],
+    let mut out = TrainOutcome::start(&net, task_ref, success);
+    let scorer = Scorer {
+        net: &net,
+        task: task_ref,
+        data_seed: cfg.data_seed,
+        batch_size: t.batch_size,
+        device,
     };
-
-    let start = Instant::now();
-    let mut step_ms = Vec::with_capacity(t.steps as usize);
-    let (mut core_s, mut overhead_s, mut wait_s) = (0.0f64, 0.0f64, 0.0f64);
-    let mut tokens = 0u64;
-    let (mut loss_sum, mut loss_n) = (Tensor::zeros([], (Kind::Float, device)), 0u64);
-    let mut best: Option<((f64, f64), Vec<Tensor>)> = None;
+    let mut checkpoints = Checkpoints::new(t.selection);
+    let mut timer = StepTimer::new(t.steps);
+    let mut train_loss = RunningLoss::new(device);
     let train_seed = train_data_seed(cfg);
-    let task_ref: &dyn Task = task.as_ref();
 
     std::thread::scope(|scope| -> Result<()> {
         // Batches are generated up to PREFETCH steps ahead; each is a pure function of (seed,
@@ -260,106 +539,42 @@ pub fn train(
         let (tx, rx) = mpsc::sync_channel(PREFETCH);
         scope.spawn(move || {
             for step in 0..t.steps {
-                if tx
-                    .send(task_ref.batch(Split::Train, train_seed, step, t.batch_size, None))
-                    .is_err()
-                {
+                let batch = task_ref.batch(Split::Train, train_seed, step, t.batch_size, None);
+                if tx.send(batch).is_err() {
                     break;
                 }
             }
         });
         for step in 1..=t.steps {
-            let t_wait = Instant::now();
+            let wait = Instant::now();
             let batch = rx.recv().context("batch generator stopped")?;
-            let t0 = Instant::now();
             let lr = t.lr_at(step);
-            opt.set_lr(lr);
-            let bt = BatchTensors::new(&batch, device);
-            let t_core = Instant::now();
-            let loss = eval::loss(io.output, &net.forward_t(&bt.x, true), &bt);
-            opt.zero_grad();
-            loss.backward();
-            let t_backward = Instant::now();
-            let is_eval = step % t.eval_interval == 0 || step == t.steps;
             // The norm is reported at evaluation points only; without clipping, other steps skip it.
-            let norm = (t.grad_clip.is_some() || is_eval)
-                .then(|| grad_norm_and_clip(&params, t.grad_clip));
-            let t_norm = Instant::now();
-            opt.step();
-            let loss = loss.detach();
-            // A non-finite loss is checked every step: continuing would only produce NaN weights.
-            let loss_value = loss.double_value(&[]);
-            // The loss read above already waits for the device; the explicit sync keeps the clock
-            // honest should that read ever move.
-            crate::run::device::synchronize(device);
-            let t_step = Instant::now();
-            loss_sum += &loss;
-            loss_n += 1;
-            tokens += (batch.batch * batch.time) as u64;
+            let is_eval = step % t.eval_interval == 0 || step == t.steps;
+            let s = learner.step(&batch, lr, is_eval, wait);
+            train_loss.add(&s.loss);
             out.steps = step;
-            step_ms.push((t_step - t0).as_secs_f64() * 1e3);
-            // Clipping is part of the training algorithm the run is configured with, like the
-            // optimizer step; a norm computed only to be logged is harness work.
-            let norm_s = (t_norm - t_backward).as_secs_f64();
-            let (clip_s, log_norm_s) = if t.grad_clip.is_some() {
-                (norm_s, 0.0)
-            } else {
-                (0.0, norm_s)
-            };
-            core_s +=
-                (t_backward - t_core).as_secs_f64() + clip_s + (t_step - t_norm).as_secs_f64();
-            wait_s += (t0 - t_wait).as_secs_f64();
-            overhead_s +=
-                (t_core - t_wait).as_secs_f64() + log_norm_s + t_step.elapsed().as_secs_f64();
-            if !loss_value.is_finite() {
-                out.status = Status::Diverged;
-                out.reason = format!("non-finite training loss {loss_value} at step {step}");
+            timer.record(&s.marks, t.grad_clip.is_some(), batch.batch * batch.time);
+            if !s.loss_value.is_finite() {
+                out.diverged(format!(
+                    "non-finite training loss {} at step {step}",
+                    s.loss_value
+                ));
                 break;
             }
             if is_eval {
-                let valid = evaluate(
-                    &net,
-                    task_ref,
-                    Split::Valid,
-                    cfg.data_seed,
-                    t.valid_batches,
-                    t.batch_size,
-                    None,
-                    device,
-                );
+                let valid = scorer.valid(t.valid_batches);
                 let point = CurvePoint {
                     step,
-                    wall_s: start.elapsed().as_secs_f64(),
-                    train_loss: loss_sum.double_value(&[]) / loss_n as f64,
+                    wall_s: timer.elapsed_s(),
+                    train_loss: train_loss.take_mean(),
                     valid,
                     lr,
-                    grad_norm: norm.as_ref().map_or(f64::NAN, |n| n.double_value(&[])),
+                    grad_norm: s.norm.as_ref().map_or(f64::NAN, |n| n.double_value(&[])),
                     rss_bytes: crate::sys::peak_rss_bytes().unwrap_or(0),
                 };
-                loss_sum = Tensor::zeros([], (Kind::Float, device));
-                loss_n = 0;
                 progress(&point);
-                if !valid.loss.is_finite() {
-                    out.status = Status::Diverged;
-                    out.reason = format!("non-finite validation loss at step {step}");
-                    out.curve.push(point);
-                    break;
-                }
-                let hit = crosses(&out.success, &valid);
-                if hit && out.steps_to_threshold.is_none() {
-                    out.steps_to_threshold = Some(step);
-                }
-                let s = score(&out.success, &valid);
-                if t.selection == Selection::BestValid
-                    && best.as_ref().is_none_or(|(b, _)| improves(s, *b))
-                {
-                    let snapshot =
-                        tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
-                    best = Some((s, snapshot));
-                    out.best_step = Some(step);
-                }
-                out.curve.push(point);
-                if hit && t.early_stop {
+                if out.validated(point, &mut checkpoints, &params, t.early_stop) {
                     break;
                 }
             }
@@ -367,53 +582,15 @@ pub fn train(
         Ok(())
     })?;
 
-    out.train_wall_s = start.elapsed().as_secs_f64();
-    let train_s: f64 = step_ms.iter().sum::<f64>() / 1e3;
-    out.train_samples_per_s = (out.steps as f64 * t.batch_size as f64) / train_s.max(1e-9);
-    out.train_tokens_per_s = tokens as f64 / train_s.max(1e-9);
-    out.step_ms_median = crate::run::median(&step_ms);
-    out.harness_overhead_pct = 100.0 * overhead_s / core_s.max(1e-12);
-    out.batch_wait_pct = 100.0 * wait_s / core_s.max(1e-12);
+    timer.finish(&mut out, t.batch_size);
     if out.status == Status::Diverged {
         return Ok(out);
     }
-
-    let score_checkpoint = |which: Selection, out: &mut TrainOutcome| -> Metrics {
-        let test = |p| {
-            evaluate(
-                &net,
-                task_ref,
-                Split::Test,
-                cfg.data_seed,
-                t.test_batches,
-                t.batch_size,
-                p,
-                device,
-            )
-        };
-        let at_train = test(None);
-        out.eval.push(EvalRow {
-            checkpoint: which,
-            point: None,
-            metrics: at_train,
-        });
-        for p in task_ref.eval_points() {
-            out.eval.push(EvalRow {
-                checkpoint: which,
-                point: Some(p),
-                metrics: test(Some(p)),
-            });
-        }
-        at_train
-    };
-    out.final_metrics = Some(score_checkpoint(Selection::Last, &mut out));
-    if let Some((_, snapshot)) = &best {
-        tch::no_grad(|| {
-            for (p, s) in params.iter().zip(snapshot) {
-                p.detach().copy_(s);
-            }
-        });
-        out.best_metrics = Some(score_checkpoint(Selection::BestValid, &mut out));
+    out.final_metrics =
+        Some(scorer.test_checkpoint(Selection::Last, t.test_batches, &mut out.eval));
+    if checkpoints.restore_best(&params) {
+        out.best_metrics =
+            Some(scorer.test_checkpoint(Selection::BestValid, t.test_batches, &mut out.eval));
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@ use crate::record::{self, RunsCsv};
 use crate::run::train::is_final;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Columns that legitimately differ between two executions of the same run: measurements,
 /// provenance, and where and why it ran (device, threads, the reason of a failure).
@@ -125,7 +125,17 @@ fn plan(sources: &[(PathBuf, RunsCsv)]) -> Result<Plan> {
     })
 }
 
-pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
+/// `membench merge`: the union of results directories (e.g. shards) into --out, each run once.
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn merge(args: &MergeArgs) -> Result<()> {
+    let (inputs, out) = (args.dirs.as_slice(), args.out.as_path());
     if inputs.is_empty() {
         bail!("merge: no input directories");
     }

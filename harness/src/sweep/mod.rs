@@ -1,7 +1,8 @@
 //! Many runs: the grid's runs as child processes, resumable and parallel (`runner`), a
 //! deterministic share of them (`shard`), one sweep per results directory (`lock`), Slurm job
 //! arrays (`slurm`) and the union of results directories (`merge`). Depends on `input`, `run`,
-//! `record` and `sys`; never on `report`.
+//! `record` and `sys`; never on `report`. Owns the commands `sweep`, `list` and `run` (`runner`),
+//! `slurm` and `merge`: each one's `clap::Args` struct and entry function.
 
 pub mod lock;
 pub mod merge;

@@ -22,19 +22,112 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub struct SweepOptions {
+/// `membench sweep`: train every run of an experiments file that has not finished yet.
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    #[arg(default_value = "experiments.yaml")]
     pub file: PathBuf,
-    pub out: PathBuf,
-    pub jobs: usize,
+    /// Runs at once (child processes); default: number of cores.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub jobs: Option<u32>,
+    /// LibTorch intra-op threads per run.
+    #[arg(long, default_value_t = 1, value_parser = crate::run::thread_count())]
     pub threads: i32,
-    pub shard: Option<Shard>,
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Run only shard I of N (0-based; runs split by run-id hash). Under a SLURM job array
+    /// it defaults to the array task's index and count.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Print the runs (and their status) and write nothing.
+    #[arg(long)]
     pub dry_run: bool,
-    /// Kill a run that takes longer than this; its row says `timeout`.
+    /// Kill a run that takes longer than this (e.g. 90s, 10m, 2h); its row says `timeout`.
+    #[arg(long, value_name = "DUR", value_parser = parse_timeout)]
     pub run_timeout: Option<Duration>,
-    /// Address-space limit (RLIMIT_AS) of each child, in bytes.
-    pub run_memory: Option<u64>,
-    /// `--device`: overrides every run's `device` (and so its run id).
+    /// Run on this device instead of each run's `device` (auto, cpu, cuda, cuda:N).
+    #[arg(long)]
     pub device: Option<String>,
+    /// Address-space limit per run (e.g. 4GiB, 512MiB); a run over it fails.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub run_memory: Option<u64>,
+}
+
+impl SweepArgs {
+    /// `--jobs`, else the number of cores.
+    fn jobs(&self) -> usize {
+        self.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |j| j as usize,
+        )
+    }
+}
+
+/// `membench list`: every run of an experiments file with its status.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    pub file: PathBuf,
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+}
+
+/// `membench run`: train one resolved run config (what a sweep's child process does).
+#[derive(clap::Args)]
+pub struct RunArgs {
+    pub config: PathBuf,
+    #[arg(long, default_value_t = 1, value_parser = crate::run::thread_count())]
+    pub threads: i32,
+    /// Peak FLOP/s of this machine for the mfu column (a sweep measures it once and passes it).
+    #[arg(long, value_parser = parse_peak)]
+    pub peak_flops: Option<f64>,
+}
+
+/// `90s`, `10m`, `2h`: a positive run time limit.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "`{s}`: expected a positive duration such as 90s, 10m or 2h"
+        )),
+        other => other.map_err(|e| format!("`{s}`: {e}")),
+    }
+}
+
+/// `4GiB`, `512MiB`, `1.5G`, `1000000`: a byte count (K/M/G/T are powers of 1024 here).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: expected a size such as 4GiB or 512MiB"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}`; use B, KiB, MiB, GiB or TiB"
+            ))
+        }
+    };
+    let bytes = n * mult as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{s}`: expected a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A positive, finite FLOP/s figure.
+fn parse_peak(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "`{s}`: expected a positive FLOP/s figure such as 2.4e11"
+        )),
+    }
 }
 
 /// The runs of `file` this invocation is responsible for (its shard), checked; nothing is written.
@@ -60,7 +153,8 @@ fn swept_text(run: &RunConfig) -> String {
 /// `membench list`: every run of the file with its status in `out` (pending when it has no row)
 /// and what it will be measured on, its resolved evaluation conditions (an empty `eval_lengths`
 /// is the task's longest training length).
-pub fn list(file: &Path, out: &Path) -> Result<()> {
+pub fn list(args: &ListArgs) -> Result<()> {
+    let (file, out) = (&args.file, &args.out);
     check_results_dir(out, "--out")?;
     let runs = crate::input::grid::load(file)?;
     let csv = RunsCsv::read_only(out)?;
@@ -116,9 +210,11 @@ fn eval_text(points: &[membench_tasks::EvalPoint]) -> String {
     }
 }
 
-pub fn sweep(opts: &SweepOptions) -> Result<()> {
+pub fn sweep(opts: &SweepArgs) -> Result<()> {
+    let shard = Shard::resolve(opts.shard.as_deref())?;
+    let jobs = opts.jobs();
     check_results_dir(&opts.out, "--out")?;
-    let mut runs = planned_runs(&opts.file, opts.shard)?;
+    let mut runs = planned_runs(&opts.file, shard)?;
     if let Some(spec) = &opts.device {
         let device = crate::input::config::canonical(spec)
             .map_err(|m| crate::input::strict::bad_option(anyhow::anyhow!("--device: {m}")))?;
@@ -188,7 +284,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
         eprintln!(
             "sweep: {total} runs, {skipped} already finished, {} to run, {} at once, in {}",
             pending.len(),
-            opts.jobs,
+            jobs,
             opts.out.display()
         );
     }
@@ -216,7 +312,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<()> {
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     std::thread::scope(|scope| -> Result<()> {
         // No more workers than runs to do (a huge --jobs must not spawn idle threads).
-        for _ in 0..opts.jobs.min(total - skipped).max(1) {
+        for _ in 0..jobs.min(total - skipped).max(1) {
             let (tx, queue, exe, running) = (tx.clone(), &queue, &exe, &running);
             scope.spawn(move || loop {
                 let Some(run) = queue.lock().expect("queue lock").next() else {
@@ -368,12 +464,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 }
 
 /// Runs one config in a child process and returns its record, synthesizing one if it died.
-fn run_child(
-    exe: &Path,
-    run: &RunConfig,
-    opts: &SweepOptions,
-    peak_flops: Option<f64>,
-) -> RunRecord {
+fn run_child(exe: &Path, run: &RunConfig, opts: &SweepArgs, peak_flops: Option<f64>) -> RunRecord {
     let run_id = run.run_id();
     let dir = record::run_dir(&opts.out, &run_id);
     let started = Instant::now();
@@ -513,7 +604,8 @@ fn inject_fault(cfg: &mut RunConfig) -> Result<()> {
 }
 
 /// The child side: train the run whose config is at `config_path` and write its files beside it.
-pub fn run_one(config_path: &Path, threads: i32, peak_flops: Option<f64>) -> Result<RunRecord> {
+pub fn run_one(args: &RunArgs) -> Result<RunRecord> {
+    let (config_path, threads, peak_flops) = (args.config.as_path(), args.threads, args.peak_flops);
     let cfg = load_run_config(config_path)?;
     #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
     let mut trained = cfg.clone();

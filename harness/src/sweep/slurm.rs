@@ -27,18 +27,50 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// What `membench slurm` was asked for; see the CLI for each field's meaning.
-pub struct SlurmOptions {
+/// `membench slurm`: write (and with --submit, submit) a Slurm job array sweeping one shard per
+/// task, plus a merge job; with --check, only say which runs are not finished.
+#[derive(clap::Args)]
+pub struct SlurmArgs {
     pub file: PathBuf,
-    pub out: PathBuf,
-    pub array: usize,
+    /// Array tasks, one shard of the grid each (at most the number of runs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub array: u32,
+    #[arg(long)]
     pub partition: Option<String>,
+    /// Time limit per task, in Slurm's format (e.g. 2:00:00).
+    #[arg(long)]
     pub time: Option<String>,
-    pub cpus_per_task: usize,
+    /// Cores per task; the task's sweep runs cpus-per-task / threads runs at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cpus_per_task: u32,
+    /// Memory per task, in Slurm's format (e.g. 8G).
+    #[arg(long)]
     pub mem: Option<String>,
+    /// GPUs per task.
+    #[arg(long, default_value_t = 0)]
     pub gpus: usize,
+    /// LibTorch intra-op threads per run.
+    #[arg(long, default_value_t = 1, value_parser = crate::run::thread_count())]
     pub threads: i32,
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Submit with sbatch and print the job ids (default: only write the scripts).
+    #[arg(long)]
     pub submit: bool,
+    /// Write nothing; list the runs of FILE not finished in OUT/runs.csv (exit 1 if any).
+    #[arg(long, conflicts_with = "submit")]
+    pub check: bool,
+}
+
+/// `membench slurm`: the check, or the scripts (submitted with --submit); prints the report.
+pub fn slurm(args: &SlurmArgs) -> Result<()> {
+    let report = if args.check {
+        check(&args.file, &args.out)?
+    } else {
+        write_scripts(args)?
+    };
+    print!("{report}");
+    Ok(())
 }
 
 use crate::input::strict::bad_option as bad;
@@ -97,7 +129,7 @@ fn path_str(p: &Path) -> Result<&str> {
     Ok(s)
 }
 
-fn common_directives(o: &SlurmOptions, name: &str, cpus: usize) -> String {
+fn common_directives(o: &SlurmArgs, name: &str, cpus: usize) -> String {
     let mut s = format!("#SBATCH --job-name={name}\n#SBATCH --cpus-per-task={cpus}\n");
     for (k, v) in [("partition", &o.partition), ("time", &o.time)] {
         if let Some(v) = v {
@@ -108,7 +140,7 @@ fn common_directives(o: &SlurmOptions, name: &str, cpus: usize) -> String {
 }
 
 /// The job-array script: task `i` sweeps shard `i` of `N` into `<out>/shards/<i>`.
-fn sweep_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
+fn sweep_script(o: &SlurmArgs, p: &Plan) -> Result<String> {
     let (exe, file, out) = (path_str(&p.exe)?, path_str(&p.file)?, path_str(&p.out)?);
     let mut s = String::from("#!/bin/bash\n");
     let _ = writeln!(
@@ -117,7 +149,11 @@ fn sweep_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
         p.shards
     );
     s.push_str("# into its own results directory. Submitting again runs only what is missing.\n");
-    s.push_str(&common_directives(o, "membench-sweep", o.cpus_per_task));
+    s.push_str(&common_directives(
+        o,
+        "membench-sweep",
+        o.cpus_per_task as usize,
+    ));
     let _ = writeln!(s, "#SBATCH --array=0-{}", p.shards - 1);
     let _ = writeln!(s, "#SBATCH --output={out}/slurm/%A_%a.out");
     if let Some(m) = &o.mem {
@@ -142,7 +178,7 @@ fn sweep_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
 
 /// The merge script: merge every shard present into `<out>`, then fail naming each run of the grid
 /// that is not finished there (`membench slurm --check`).
-fn merge_script(o: &SlurmOptions, p: &Plan) -> Result<String> {
+fn merge_script(o: &SlurmArgs, p: &Plan) -> Result<String> {
     let (exe, file, out) = (path_str(&p.exe)?, path_str(&p.file)?, path_str(&p.out)?);
     let (qexe, qfile, qout) = (sh_quote(exe), sh_quote(file), sh_quote(out));
     let mut s = String::from("#!/bin/bash\n");
@@ -194,7 +230,7 @@ fn is_slurm_mem(m: &str) -> bool {
 
 /// Writes both scripts under `<out>/slurm/`, and with `submit` submits them; returns a report for
 /// stdout (job ids, or the commands to submit by hand).
-pub fn slurm(o: &SlurmOptions) -> Result<String> {
+fn write_scripts(o: &SlurmArgs) -> Result<String> {
     crate::record::check_results_dir(&o.out, "--out")?;
     let runs = expand_grid(&o.file)?;
     if o.array == 0 || o.cpus_per_task == 0 || o.threads < 1 {
@@ -202,7 +238,7 @@ pub fn slurm(o: &SlurmOptions) -> Result<String> {
             "--array, --cpus-per-task and --threads must be at least 1"
         )));
     }
-    if o.threads as usize > o.cpus_per_task {
+    if o.threads as usize > o.cpus_per_task as usize {
         return Err(bad(anyhow::anyhow!(
             "--threads {} exceeds --cpus-per-task {}: each run would have fewer cores than threads",
             o.threads,
@@ -233,8 +269,8 @@ pub fn slurm(o: &SlurmOptions) -> Result<String> {
         }
     }
     // More tasks than runs would only queue empty shards.
-    let shards = o.array.min(runs.len());
-    let jobs = (o.cpus_per_task / o.threads as usize).max(1);
+    let shards = (o.array as usize).min(runs.len());
+    let jobs = (o.cpus_per_task as usize / o.threads as usize).max(1);
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .context("locating the membench binary")?;
@@ -381,8 +417,8 @@ mod tests {
     use super::*;
     use crate::test_support::fresh_dir;
 
-    fn opts(dir: &Path) -> SlurmOptions {
-        SlurmOptions {
+    fn opts(dir: &Path) -> SlurmArgs {
+        SlurmArgs {
             file: dir.join("g.yaml"),
             out: dir.join("out"),
             array: 8,
@@ -393,6 +429,7 @@ mod tests {
             gpus: 1,
             threads: 2,
             submit: false,
+            check: false,
         }
     }
 
@@ -406,7 +443,7 @@ mod tests {
     fn scripts_shard_the_grid_and_clamp_tasks_to_runs() {
         let d = fresh_dir("slurm-scripts");
         grid(&d, 3);
-        let report = slurm(&opts(&d)).unwrap();
+        let report = write_scripts(&opts(&d)).unwrap();
         assert!(
             report.contains("3 runs in 3 tasks, 2 at a time"),
             "{report}"
@@ -433,8 +470,8 @@ mod tests {
         assert!(m.contains(" merge \"${shards[@]}\" --out "), "{m}");
         assert!(m.contains(" --check || status=$?"), "{m}");
         // Same N again is fine (idempotent); a different N is refused.
-        slurm(&opts(&d)).unwrap();
-        let e = slurm(&SlurmOptions {
+        write_scripts(&opts(&d)).unwrap();
+        let e = write_scripts(&SlurmArgs {
             array: 2,
             ..opts(&d)
         })
@@ -451,11 +488,11 @@ mod tests {
         let d = fresh_dir("slurm-bad");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("g.yaml"), "experiments:\n  - task: {name: copy, max_len: 3}\n    arch: {name: lstm, hidden_sise: 16}\n").unwrap();
-        let e = slurm(&opts(&d)).unwrap_err();
+        let e = write_scripts(&opts(&d)).unwrap_err();
         assert!(e.is::<crate::input::strict::BadInput>(), "{e:#}");
         assert!(!d.join("out").exists());
         grid(&d, 1);
-        let e = slurm(&SlurmOptions {
+        let e = write_scripts(&SlurmArgs {
             time: Some("1 hour".into()),
             ..opts(&d)
         })
