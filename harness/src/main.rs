@@ -92,6 +92,12 @@ impl Cmd {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when a reader closes the pipe (`membench list … | head`):
+    // Rust ignores SIGPIPE, so `println!` would panic with a backtrace instead.
+    // SAFETY: called first in main, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

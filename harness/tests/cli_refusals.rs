@@ -80,3 +80,29 @@ fn bad_flags_and_paths_are_exit_2_and_touch_nothing() {
     assert!(!res.join("reports").exists(), "no partial report");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A reader that closes the pipe early (`membench --version | head -1`) ends membench quietly, as
+/// it does any Unix tool, instead of a `println!` panic with a backtrace (exit 101).
+#[test]
+fn a_closed_stdout_pipe_is_no_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .arg("--version")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // no reader left: the write gets SIGPIPE
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
+
+/// SIGPIPE's number on Linux.
+const SIGPIPE: i32 = 13;
