@@ -93,6 +93,41 @@ pub const SMALL: &[Spec] = &[
         batch: 16,
         time: 10,
     },
+    Spec {
+        name: "ntm",
+        arch_yaml: "{name: ntm, controller_size: 8, memory_slots: 6, slot_width: 4}",
+        io: BITS,
+        batch: 16,
+        time: 7,
+    },
+    Spec {
+        name: "dnc",
+        arch_yaml: "{name: dnc, controller_size: 8, memory_slots: 6, slot_width: 4, read_heads: 2}",
+        io: BITS,
+        batch: 16,
+        time: 7,
+    },
+    Spec {
+        name: "gla",
+        arch_yaml: "{name: gla, d_model: 8, layers: 2, heads: 2, chunk_size: 4}",
+        io: TOKENS,
+        batch: 16,
+        time: 10,
+    },
+    Spec {
+        name: "mamba",
+        arch_yaml: "{name: mamba, d_model: 8, layers: 2, state_dim: 4, conv_kernel: 3}",
+        io: TOKENS,
+        batch: 16,
+        time: 10,
+    },
+    Spec {
+        name: "rmt",
+        arch_yaml: "{name: rmt, d_model: 8, layers: 2, heads: 2, segment_len: 4, memory_tokens: 2}",
+        io: TOKENS,
+        batch: 16,
+        time: 10,
+    },
 ];
 
 #[derive(clap::Args)]
