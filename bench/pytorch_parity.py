@@ -3,6 +3,8 @@
 
     python bench/pytorch_parity.py DIR/<family>
 
+    python bench/pytorch_parity.py --init-stats DIR/<family> [DIR/<family> ...]
+
 DIR/<family> holds what membench wrote: spec.json (family, resolved arch config, io, batch, time,
 dtype, optimizer, steps, threads), init.safetensors (every parameter under its membench VarStore
 name) and batches.safetensors (x, y, mask, the step first). This script builds the twin, loads the
@@ -16,6 +18,12 @@ tensor}, `load(twin, tensors)` copies membench's tensors in; both fail unless ev
 parameter and every twin parameter is covered by exactly one rule. Adding a family: a builder
 from the resolved arch config and a rule list, one `TWINS` entry (and one `SMALL` entry in
 harness/src/run/parity.rs).
+
+`--init-stats` (membench parity --init-stats): for each directory, build the twin with its own
+initialisation (torch.manual_seed(spec["init_seed"]), nothing loaded from membench), export it under
+membench's names through the same rules, and write init_stats.json: per membench parameter its
+shape, size, mean, standard deviation, fourth central moment, min and max (float64), and whether
+it is deterministic (a second build with seed init_seed + 1 gives the same tensor).
 
 No safetensors package is needed: the format (8-byte little-endian header length, JSON header,
 raw little-endian data) is read by `read_safetensors` below.
@@ -212,10 +220,10 @@ def same_width(family, arch, d_in):
         raise SystemExit(f"{family}: the twin has no input projection (d_in must equal d_model)")
 
 
-def controller_rules(arch, core, d_in):
+def controller_rules(arch, core):
     """controller.rs keeps layer 0's input weights split by source (x part, read part); the twin's
     LSTMCell has them side by side in weight_ih = [W_x | W_r]."""
-    d_x = core.cell.input_size - core.width + arch["controller_size"]
+    d_x = core.cell.input_size - arch["read_heads"] * arch["slot_width"]
     return [
         Rule(
             ("core.controller.weight_ix_l0", "core.controller.weight_ir_l0"),
@@ -237,7 +245,7 @@ def ntm_build(arch, d_in, t):
 
 
 def ntm_rules(arch, core):
-    return controller_rules(arch, core, None) + [Rule("core.read_init", "core.read_init"), Rule("core.weight_init_logits", "core.w_init")]
+    return controller_rules(arch, core) + [Rule("core.read_init", "core.read_init"), Rule("core.weight_init_logits", "core.w_init")]
 
 
 def dnc_build(arch, d_in, t):
@@ -301,7 +309,7 @@ TWINS = {
     "kv_memory": (d_model, kv_memory_build, kv_memory_rules),
     "linear_attention": (d_model, linear_attention_build, linear_attention_rules),
     "ntm": (controller, ntm_build, ntm_rules),
-    "dnc": (controller, dnc_build, lambda arch, core: controller_rules(arch, core, None)),
+    "dnc": (controller, dnc_build, controller_rules),
     "gla": (d_model, gla_build, gla_rules),
     "mamba": (d_model, mamba_build, mamba_rules),
     "rmt": (d_model, rmt_build, rmt_rules),
@@ -319,7 +327,32 @@ def build_twin(spec):
     return twin, network_rules(twin) + core_rules(arch, twin.core)
 
 
+def tensor_stats(x):
+    """Moments and bounds of one tensor, in float64 (population moments, as membench computes)."""
+    x = x.detach().double().flatten()
+    mean = x.mean()
+    dev = x - mean
+    return dict(n=x.numel(), mean=mean.item(), std=dev.pow(2).mean().sqrt().item(), m4=dev.pow(4).mean().item(), min=x.min().item(), max=x.max().item())
+
+
+def init_stats(out_dir):
+    with open(os.path.join(out_dir, "spec.json")) as f:
+        spec = json.load(f)
+    draws = []
+    for seed in (spec["init_seed"], spec["init_seed"] + 1):  # a second draw tells deterministic inits
+        torch.manual_seed(seed)
+        twin, rules = build_twin(spec)
+        draws.append(export(twin, rules, spec["family"]))
+    stats = {name: dict(shape=list(t.shape), deterministic=torch.equal(t, draws[1][name]), **tensor_stats(t)) for name, t in draws[0].items()}
+    with open(os.path.join(out_dir, "init_stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+
+
 def main():
+    if sys.argv[1] == "--init-stats":
+        for out_dir in sys.argv[2:]:
+            init_stats(out_dir)
+        return
     out_dir = sys.argv[1]
     with open(os.path.join(out_dir, "spec.json")) as f:
         spec = json.load(f)
