@@ -23,7 +23,7 @@
 use crate::residual::{
     check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
 };
-use crate::{init, dense, first, ArchError, Mistakes};
+use crate::{dense, first, init, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -109,11 +109,14 @@ pub type Gla = Stack<GlaLayer>;
 impl Gla {
     pub fn new(vs: &nn::Path, cfg: &GlaConfig, d_in: i64) -> Result<Self, ArchError> {
         cfg.validate()?;
-        Ok(Stack::build(vs,
-        d_in,
-        cfg.d_model,
-        cfg.layers,
-        cfg.mlp_ratio, |p, _| GlaLayer::new(p, cfg)))
+        Ok(Stack::build(
+            vs,
+            d_in,
+            cfg.d_model,
+            cfg.layers,
+            cfg.mlp_ratio,
+            |p, _| GlaLayer::new(p, cfg),
+        ))
     }
 }
 
@@ -389,7 +392,10 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mut c = cfg(8);
         c.gate_temperature = 0.5;
-        let err = Gla::new(&vs.root(), &c, 4).err().expect("τ < 1").to_string();
+        let err = Gla::new(&vs.root(), &c, 4)
+            .err()
+            .expect("τ < 1")
+            .to_string();
         assert!(err.contains("gate_temperature"), "{err}");
         assert!(
             serde_yaml::from_str::<crate::ArchConfig>("name: gla\nd_model: 16\nchunk: 4\n")

@@ -56,10 +56,16 @@ mod tests {
         let bound = 1.0 / (d_in as f64).sqrt();
         for t in [&l.ws, l.bs.as_ref().unwrap()] {
             let (lo, hi) = (t.min().double_value(&[]), t.max().double_value(&[]));
-            assert!(lo >= -bound && hi <= bound && hi > 0.99 * bound, "{lo} {hi} vs ±{bound}");
+            assert!(
+                lo >= -bound && hi <= bound && hi > 0.99 * bound,
+                "{lo} {hi} vs ±{bound}"
+            );
         }
         let std = l.ws.std(true).double_value(&[]);
-        assert!((std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.01, "std {std}");
+        assert!(
+            (std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.01,
+            "std {std}"
+        );
         let no_bias = linear_no_bias(vs.root() / "n", d_in, d_out);
         assert!(no_bias.bs.is_none());
         assert_eq!(no_bias.ws.kind(), Kind::Float);

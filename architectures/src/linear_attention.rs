@@ -16,7 +16,7 @@
 use crate::residual::{
     check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
 };
-use crate::{init, dense, first, ArchError, Mistakes};
+use crate::{dense, first, init, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -113,11 +113,14 @@ pub type LinearAttention = Stack<LinearAttentionLayer>;
 impl LinearAttention {
     pub fn new(vs: &nn::Path, cfg: &LinearAttentionConfig, d_in: i64) -> Result<Self, ArchError> {
         cfg.validate()?;
-        Ok(Stack::build(vs,
-        d_in,
-        cfg.d_model,
-        cfg.layers,
-        cfg.mlp_ratio, |p, _| LinearAttentionLayer::new(p, cfg)))
+        Ok(Stack::build(
+            vs,
+            d_in,
+            cfg.d_model,
+            cfg.layers,
+            cfg.mlp_ratio,
+            |p, _| LinearAttentionLayer::new(p, cfg),
+        ))
     }
 }
 

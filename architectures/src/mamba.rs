@@ -26,7 +26,7 @@
 //! fine at benchmark sizes on CPU.
 
 use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
-use crate::{init, dense, first, ArchError, Mistakes};
+use crate::{dense, first, init, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -116,11 +116,14 @@ pub type Mamba = Stack<MambaLayer>;
 impl Mamba {
     pub fn new(vs: &nn::Path, cfg: &MambaConfig, d_in: i64) -> Result<Self, ArchError> {
         cfg.validate()?;
-        Ok(Stack::build(vs,
-        d_in,
-        cfg.d_model,
-        cfg.layers,
-        cfg.mlp_ratio, |p, _| MambaLayer::new(p, cfg)))
+        Ok(Stack::build(
+            vs,
+            d_in,
+            cfg.d_model,
+            cfg.layers,
+            cfg.mlp_ratio,
+            |p, _| MambaLayer::new(p, cfg),
+        ))
     }
 }
 

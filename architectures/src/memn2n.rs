@@ -385,7 +385,7 @@ mod tests {
             let u = emb.select(2, cfg.query_index());
             let m = emb.select(2, cfg.hop_indices(1).0);
             let scores = u.matmul(&m.transpose(1, 2)); // [8, T, T], every pair
-            // Off the diagonal: with adjacent tying B = A¹, so u_t·m_t = |u_t|² ≈ 0.01·d there.
+                                                       // Off the diagonal: with adjacent tying B = A¹, so u_t·m_t = |u_t|² ≈ 0.01·d there.
             let off = Tensor::eye(slots, (Kind::Bool, Device::Cpu)).logical_not();
             let std = scores.masked_select(&off).std(true).double_value(&[]);
             // Σ over d of products of per-unit-0.1 vectors, √2 for the matrix u and m share.

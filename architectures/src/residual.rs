@@ -3,7 +3,7 @@
 //! (the GPT-2 / Mamba layout). Each family only supplies its [`Mixer`]; the stack owns the
 //! input projection, norms, MLPs and the bookkeeping that [`Core`] asks for.
 
-use crate::{init, dense, Core, Mistakes};
+use crate::{dense, init, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Tensor};
 
@@ -158,8 +158,7 @@ impl<M: Mixer> Stack<M> {
         mlp_ratio: i64,
         mut make_mixer: impl FnMut(&nn::Path, i64) -> M,
     ) -> Self {
-        let input =
-            (d_in != d_model).then(|| init::linear(vs / "input", d_in, d_model));
+        let input = (d_in != d_model).then(|| init::linear(vs / "input", d_in, d_model));
         let blocks = (0..layers)
             .map(|l| {
                 let p = vs / format!("layer{l}");

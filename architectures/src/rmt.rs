@@ -9,7 +9,7 @@
 //! `Tensor::scaled_dot_product_attention`, and a learned position embedding over the 2M + S slots.
 
 use crate::residual::{check_heads, check_shape, Mixer, Stack};
-use crate::{init, dense, first, ArchError, Core, Mistakes};
+use crate::{dense, first, init, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -117,47 +117,45 @@ impl RmtConfig {
 }
 
 impl Rmt {
-pub fn new(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Self, ArchError> {
-    cfg.validate()?;
-    let d = cfg.d_model;
-    let slots = 2 * cfg.memory_tokens + cfg.segment_len;
-    let stack = Stack::build(
-        &(vs / "transformer"),
-        d,
-        d,
-        cfg.layers,
-        cfg.mlp_ratio,
-        |p, _| {
-            CausalAttention {
+    pub fn new(vs: &nn::Path, cfg: &RmtConfig, d_in: i64) -> Result<Self, ArchError> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let slots = 2 * cfg.memory_tokens + cfg.segment_len;
+        let stack = Stack::build(
+            &(vs / "transformer"),
+            d,
+            d,
+            cfg.layers,
+            cfg.mlp_ratio,
+            |p, _| CausalAttention {
                 qkv: init::linear(p / "qkv", d, 3 * d),
                 out: init::linear(p / "out", d, d),
                 heads: cfg.heads,
                 d,
-            }
-        },
-    );
-    Ok(Rmt {
-        input: (d_in != d).then(|| init::linear(vs / "input", d_in, d)),
-        memory_init: vs.var(
-            "memory_init",
-            &[cfg.memory_tokens, d],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
             },
-        ),
-        positions: vs.var(
-            "positions",
-            &[slots, d],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-        ),
-        stack,
-        cfg: cfg.clone(),
-    })
-}
+        );
+        Ok(Rmt {
+            input: (d_in != d).then(|| init::linear(vs / "input", d_in, d)),
+            memory_init: vs.var(
+                "memory_init",
+                &[cfg.memory_tokens, d],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            ),
+            positions: vs.var(
+                "positions",
+                &[slots, d],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            ),
+            stack,
+            cfg: cfg.clone(),
+        })
+    }
 }
 
 impl Core for Rmt {

@@ -35,7 +35,7 @@
 //! training step allocates none of them.
 
 use crate::residual::{conv_state, ShortConv};
-use crate::{init, dense, first, ArchError, Core, LengthCache, Mistakes, Shallow};
+use crate::{dense, first, init, ArchError, Core, LengthCache, Mistakes, Shallow};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 

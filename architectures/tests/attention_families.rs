@@ -75,7 +75,10 @@ fn all_configs() -> Vec<ArchConfig> {
         cfgs.push(transformer(pos, Some(3), 2));
     }
     cfgs.push(with_conv(transformer(PosEncoding::Rope, None, 2), 3));
-    cfgs.push(with_conv(transformer(PosEncoding::Sinusoidal, Some(3), 2), 4));
+    cfgs.push(with_conv(
+        transformer(PosEncoding::Sinusoidal, Some(3), 2),
+        4,
+    ));
     for tying in [Tying::Adjacent, Tying::Layerwise] {
         cfgs.push(memn2n(1, 4, tying));
         cfgs.push(memn2n(3, 4, tying));
@@ -276,7 +279,10 @@ fn state_size_and_flops_follow_the_formulas() {
     let (_vs, tfc) = build(&with_conv(transformer(PosEncoding::Rope, None, 2), 3));
     assert_eq!(tfc.state_size(100), 2 * 2 * 100 * 16 + 2 * 2 * 16);
     let conv_flops = tfc.flops_per_token(100) - tf.flops_per_token(100);
-    assert!((conv_flops - 2.0 * 2.0 * 3.0 * 16.0).abs() < 1e-9, "{conv_flops}");
+    assert!(
+        (conv_flops - 2.0 * 2.0 * 3.0 * 16.0).abs() < 1e-9,
+        "{conv_flops}"
+    );
     let (_vs, mn) = build(&memn2n(3, 4, Tying::Adjacent));
     assert_eq!(mn.state_size(100), 4 * 4 * 12); // (K+1) embeddings · slots · d
     let (_vs, mnl) = build(&memn2n(3, 4, Tying::Layerwise));
@@ -369,5 +375,7 @@ fn configs_are_strict_and_defaults_are_documented_ones() {
             Some(err)
         );
     }
-    assert!(transformer(PosEncoding::Rope, Some(3), 2).validate().is_ok());
+    assert!(transformer(PosEncoding::Rope, Some(3), 2)
+        .validate()
+        .is_ok());
 }
