@@ -23,7 +23,9 @@
 //! in LibTorch's C++ Adam); float32, the first [`F32_STEPS`] steps within [`F32_TOL`] (later float32
 //! steps are printed but not judged: rounding differences of ~1e-7 grow with training).
 //!
-//! **Adding a family** (ntm, dnc, gla, mamba, rmt are not done yet): one entry in [`SMALL`] (its
+//! `--init-stats` compares initialisations instead (see `init_stats.rs`).
+//!
+//! **Adding a family** (all eleven have one): one entry in [`SMALL`] (its
 //! small `arch:` YAML, io, batch ≥ 16 so that 2 threads make 2 shards, and length), and in
 //! `bench/pytorch_parity.py` one entry of `TWINS`: a function building the twin from the resolved
 //! arch config, and its parameter mapping (membench name ↔ twin parameter, with any transpose,
