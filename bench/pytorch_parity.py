@@ -3,6 +3,8 @@
 
     python bench/pytorch_parity.py DIR/<family>
 
+    python bench/pytorch_parity.py --init-stats DIR/<family> [DIR/<family> ...]
+
 DIR/<family> holds what membench wrote: spec.json (family, resolved arch config, io, batch, time,
 dtype, optimizer, steps, threads), init.safetensors (every parameter under its membench VarStore
 name) and batches.safetensors (x, y, mask, the step first). This script builds the twin, loads the
@@ -16,6 +18,12 @@ tensor}, `load(twin, tensors)` copies membench's tensors in; both fail unless ev
 parameter and every twin parameter is covered by exactly one rule. Adding a family: a builder
 from the resolved arch config and a rule list, one `TWINS` entry (and one `SMALL` entry in
 harness/src/run/parity.rs).
+
+`--init-stats` (membench parity --init-stats): for each directory, build the twin with its own
+initialisation (torch.manual_seed(spec["init_seed"]), nothing loaded from membench), export it under
+membench's names through the same rules, and write init_stats.json: per membench parameter its
+shape, size, mean, standard deviation, fourth central moment, min and max (float64), and whether
+it is deterministic (a second build with seed init_seed + 1 gives the same tensor).
 
 No safetensors package is needed: the format (8-byte little-endian header length, JSON header,
 raw little-endian data) is read by `read_safetensors` below.
@@ -189,16 +197,17 @@ def linear_attention_build(arch, d_in, t):
     return ref.Stack(d, arch["layers"], arch["mlp_ratio"], lambda: ref.LinearAttention(d, heads, f, c))
 
 
-def stack_rules(arch, core, mixer_rules):
-    """residual.rs's Stack: layer{l}.{norm_mix, mixer, norm_mlp, mlp_up, mlp_down}, final_norm."""
-    rules = norm("core.final_norm", "core.final")
+def stack_rules(arch, core, mixer_rules, m="core", t="core"):
+    """residual.rs's Stack under membench path m and twin path t: layer{l}.{norm_mix, mixer,
+    norm_mlp, mlp_up, mlp_down}, final_norm."""
+    rules = norm(f"{m}.final_norm", f"{t}.final")
     for l in range(arch["layers"]):
-        rules += norm(f"core.layer{l}.norm_mix", f"core.norms.{l}")
-        rules += mixer_rules(f"core.layer{l}.mixer", f"core.mixers.{l}")
+        rules += norm(f"{m}.layer{l}.norm_mix", f"{t}.norms.{l}")
+        rules += mixer_rules(f"{m}.layer{l}.mixer", f"{t}.mixers.{l}")
         if arch["mlp_ratio"]:
-            rules += norm(f"core.layer{l}.norm_mlp", f"core.mlps.{l}.0")
-            rules += linear(f"core.layer{l}.mlp_up", f"core.mlps.{l}.1")
-            rules += linear(f"core.layer{l}.mlp_down", f"core.mlps.{l}.3")
+            rules += norm(f"{m}.layer{l}.norm_mlp", f"{t}.mlps.{l}.0")
+            rules += linear(f"{m}.layer{l}.mlp_up", f"{t}.mlps.{l}.1")
+            rules += linear(f"{m}.layer{l}.mlp_down", f"{t}.mlps.{l}.3")
     return rules
 
 
@@ -206,7 +215,91 @@ def linear_attention_rules(arch, core):
     return stack_rules(arch, core, lambda m, t: [r for w in ("wq", "wk", "wv", "wo") for r in linear(f"{m}.{w}", f"{t}.{w}", bias=False)])
 
 
+def same_width(family, arch, d_in):
+    if d_in != arch["d_model"]:
+        raise SystemExit(f"{family}: the twin has no input projection (d_in must equal d_model)")
+
+
+def controller_rules(arch, core):
+    """controller.rs keeps layer 0's input weights split by source (x part, read part); the twin's
+    LSTMCell has them side by side in weight_ih = [W_x | W_r]."""
+    d_x = core.cell.input_size - arch["read_heads"] * arch["slot_width"]
+    return [
+        Rule(
+            ("core.controller.weight_ix_l0", "core.controller.weight_ir_l0"),
+            "core.cell.weight_ih",
+            lambda wx, wr: (torch.cat([wx, wr], 1),),
+            lambda w: tuple(w.split([d_x, w.shape[1] - d_x], 1)),
+        ),
+        Rule("core.controller.weight_hh_l0", "core.cell.weight_hh"),
+        Rule("core.controller.bias_ih_l0", "core.cell.bias_ih"),
+        Rule("core.controller.bias_hh_l0", "core.cell.bias_hh"),
+        Rule("core.interface_weight", "core.iface.weight"),
+        Rule("core.interface_bias", "core.iface.bias"),
+    ]
+
+
+def ntm_build(arch, d_in, t):
+    unsupported("ntm", arch, controller="lstm", controller_layers=1, write_heads=1)
+    return ref.Ntm(d_in, arch["controller_size"], arch["memory_slots"], arch["slot_width"], arch["read_heads"], 1, arch["shift_range"], arch["clip"])
+
+
+def ntm_rules(arch, core):
+    return controller_rules(arch, core) + [Rule("core.read_init", "core.read_init"), Rule("core.weight_init_logits", "core.w_init")]
+
+
+def dnc_build(arch, d_in, t):
+    unsupported("dnc", arch, controller="lstm", controller_layers=1)
+    return ref.Dnc(d_in, arch["controller_size"], arch["memory_slots"], arch["slot_width"], arch["read_heads"], arch["clip"])
+
+
+def gla_build(arch, d_in, t):
+    unsupported("gla", arch, conv_kernel=0, scan="chunked")
+    same_width("gla", arch, d_in)
+    d, heads, tau, c = arch["d_model"], arch["heads"], arch["gate_temperature"], arch["chunk_size"]
+    return ref.Stack(d, arch["layers"], arch["mlp_ratio"], lambda: ref.Gla(d, heads, tau, c))
+
+
+def gla_rules(arch, core):
+    def mixer(m, t):
+        return [r for w in ("wq", "wk", "wv", "wo") for r in linear(f"{m}.{w}", f"{t}.{w}", bias=False)] + linear(f"{m}.wa", f"{t}.wa") + linear(f"{m}.wr", f"{t}.wr")
+
+    return stack_rules(arch, core, mixer)
+
+
+def mamba_build(arch, d_in, t):
+    same_width("mamba", arch, d_in)
+    d, layers = arch["d_model"], arch["layers"]
+    make = lambda: ref.Mamba(d, arch["state_dim"], arch["expand"], arch["conv_kernel"], arch["chunk_size"], layers, arch["dt_rank"], arch["scan"])
+    return ref.Stack(d, layers, arch["mlp_ratio"], make)
+
+
+def mamba_rules(arch, core):
+    def mixer(m, t):
+        return (
+            [r for w in ("in_proj", "x_proj", "out_proj") for r in linear(f"{m}.{w}", f"{t}.{w}", bias=False)]
+            + linear(f"{m}.dt_proj", f"{t}.dt_proj")
+            + [Rule(f"{m}.conv_w", f"{t}.conv.weight"), Rule(f"{m}.conv_b", f"{t}.conv.bias")]
+            + [Rule(f"{m}.a_log", f"{t}.a_log"), Rule(f"{m}.d_skip", f"{t}.d_skip")]
+        )
+
+    return stack_rules(arch, core, mixer)
+
+
+def rmt_build(arch, d_in, t):
+    same_width("rmt", arch, d_in)
+    return ref.Rmt(arch["d_model"], arch["layers"], arch["heads"], arch["segment_len"], arch["memory_tokens"], arch["mlp_ratio"])
+
+
+def rmt_rules(arch, core):
+    mixer = lambda m, t: linear(f"{m}.qkv", f"{t}.qkv") + linear(f"{m}.out", f"{t}.out")
+    return [Rule("core.memory_init", "core.memory_init"), Rule("core.positions", "core.positions")] + stack_rules(
+        arch, core, mixer, "core.transformer", "core.stack"
+    )
+
+
 d_model = arch_width("d_model")
+controller = arch_width("controller_size")
 # family: (token-embedding width from the arch config, builder(arch, d_in, time) → core, rules(arch, core))
 TWINS = {
     "lstm": rnn("lstm"),
@@ -215,6 +308,11 @@ TWINS = {
     "memn2n": (d_model, memn2n_build, memn2n_rules),
     "kv_memory": (d_model, kv_memory_build, kv_memory_rules),
     "linear_attention": (d_model, linear_attention_build, linear_attention_rules),
+    "ntm": (controller, ntm_build, ntm_rules),
+    "dnc": (controller, dnc_build, controller_rules),
+    "gla": (d_model, gla_build, gla_rules),
+    "mamba": (d_model, mamba_build, mamba_rules),
+    "rmt": (d_model, rmt_build, rmt_rules),
 }
 
 
@@ -229,7 +327,32 @@ def build_twin(spec):
     return twin, network_rules(twin) + core_rules(arch, twin.core)
 
 
+def tensor_stats(x):
+    """Moments and bounds of one tensor, in float64 (population moments, as membench computes)."""
+    x = x.detach().double().flatten()
+    mean = x.mean()
+    dev = x - mean
+    return dict(n=x.numel(), mean=mean.item(), std=dev.pow(2).mean().sqrt().item(), m4=dev.pow(4).mean().item(), min=x.min().item(), max=x.max().item())
+
+
+def init_stats(out_dir):
+    with open(os.path.join(out_dir, "spec.json")) as f:
+        spec = json.load(f)
+    draws = []
+    for seed in (spec["init_seed"], spec["init_seed"] + 1):  # a second draw tells deterministic inits
+        torch.manual_seed(seed)
+        twin, rules = build_twin(spec)
+        draws.append(export(twin, rules, spec["family"]))
+    stats = {name: dict(shape=list(t.shape), deterministic=torch.equal(t, draws[1][name]), **tensor_stats(t)) for name, t in draws[0].items()}
+    with open(os.path.join(out_dir, "init_stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+
+
 def main():
+    if sys.argv[1] == "--init-stats":
+        for out_dir in sys.argv[2:]:
+            init_stats(out_dir)
+        return
     out_dir = sys.argv[1]
     with open(os.path.join(out_dir, "spec.json")) as f:
         spec = json.load(f)

@@ -33,23 +33,36 @@ TOKENS = dict(input=("tokens", 64), output=("classes", 64))
 
 # --- recurrent networks -------------------------------------------------------------------------
 class Rnn(nn.Module):
-    def __init__(self, cell, d_in, hidden):
+    def __init__(self, cell, d_in, hidden, forget_bias=0.0):
         super().__init__()
         self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(d_in, hidden, batch_first=True)
         self.width = hidden
+        if forget_bias:  # rnn.rs: the forget gate's slice (gate order i, f, g, o) of bias_ih
+            with torch.no_grad():
+                self.rnn.bias_ih_l0[hidden : 2 * hidden].fill_(forget_bias)
 
     def forward(self, x):
         return self.rnn(x)[0]
 
 
 # --- Transformer (transformer.rs: pre-norm GPT block, fused qkv, SDPA causal) ---------------------
+def normal_(linear, std):
+    """GPT-2's init of a linear layer: weight N(0, std²), bias 0."""
+    with torch.no_grad():
+        linear.weight.normal_(0.0, std)
+        linear.bias.zero_()
+    return linear
+
+
 class Block(nn.Module):
-    def __init__(self, d, heads, hidden):
+    def __init__(self, d, heads, hidden, layers=2):
         super().__init__()
         self.heads = heads
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        # GPT-2: N(0, 0.02), the two residual projections 0.02/√(2·layers) (transformer.rs).
+        residual = 0.02 / math.sqrt(2 * layers)
+        self.qkv, self.proj = normal_(nn.Linear(d, 3 * d), 0.02), normal_(nn.Linear(d, d), residual)
+        self.fc1, self.fc2 = normal_(nn.Linear(d, hidden), 0.02), normal_(nn.Linear(hidden, d), residual)
 
     def forward(self, h):
         b, t, d = h.shape
@@ -63,8 +76,10 @@ class Transformer(nn.Module):
     def __init__(self, d_in, d=128, layers=2, heads=4, t=128):
         super().__init__()
         self.width = d
-        self.input = nn.Linear(d_in, d)
-        self.blocks = nn.ModuleList(Block(d, heads, 4 * d) for _ in range(layers))
+        self.input = nn.Linear(d_in, d)  # bias: nn.Linear's; weight N(0, 1/d_in) (transformer.rs)
+        with torch.no_grad():
+            self.input.weight.normal_(0.0, 1 / math.sqrt(d_in))
+        self.blocks = nn.ModuleList(Block(d, heads, 4 * d, layers) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d)
         pos = torch.arange(t).unsqueeze(1) * torch.exp(torch.arange(0, d, 2) * (-math.log(1e4) / d))
         self.register_buffer("sinusoid", torch.stack([pos.sin(), pos.cos()], -1).reshape(t, d))
@@ -81,7 +96,8 @@ class MemN2N(nn.Module):
     def __init__(self, d_in, d=64, hops=3, memory=50, t=50):
         super().__init__()
         self.d, self.hops, self.m, self.width = d, hops, min(memory, t), d
-        self.emb = nn.Parameter(torch.randn(d_in, (hops + 1) * d) * 0.1)
+        # N(0, 0.1²/d_in) on dense inputs, the paper's N(0, 0.1) elsewhere (memn2n.rs).
+        self.emb = nn.Parameter(torch.randn(d_in, (hops + 1) * d) * (0.1 / math.sqrt(d_in)))
         self.temporal = nn.Parameter(torch.randn(hops + 1, memory, d) * 0.1)
         idx = torch.arange(t)
         off = idx[:, None] - idx[None, :]
@@ -110,8 +126,11 @@ class KvMemory(nn.Module):
     def __init__(self, d_in, d=128, hops=2, memory=50, t=128):
         super().__init__()
         self.d, self.width = d, d
-        self.embed = nn.Parameter(torch.randn(d_in, 3 * d) * 0.1)
+        self.embed = nn.Parameter(torch.randn(d_in, 3 * d) * (0.1 / math.sqrt(d_in)))  # kv_memory.rs
         self.hops = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(hops))
+        with torch.no_grad():
+            for r in self.hops:
+                r.weight.normal_(0.0, 0.1)
         off = torch.arange(t)[:, None] - torch.arange(t)[None, :]
         self.register_buffer("band", (off >= 0) & (off < memory))
 
@@ -124,6 +143,16 @@ class KvMemory(nn.Module):
 
 
 # --- NTM (ntm.rs / addressing.rs: all heads at once, LSTM controller) ----------------------------
+MEMORY_INIT, NORM_EPS = 1e-6, 1e-8  # ntm.rs, addressing.rs
+
+
+def content(mem, keys, beta):
+    """addressing.rs content_weights: softmax(β·k·M_i / ((|k| + ε)(|M_i| + ε))).
+    mem [B, N, M], keys [B, H, M], beta [B, H, 1] → [B, H, N]"""
+    scaled = keys * (beta / (keys.norm(dim=-1, keepdim=True) + NORM_EPS))
+    return (scaled @ mem.transpose(1, 2) / (mem.norm(dim=-1).unsqueeze(1) + NORM_EPS)).softmax(-1)
+
+
 class Ntm(nn.Module):
     def __init__(self, d_in, ctrl=100, n=128, m=20, reads=1, writes=1, shift=1, clip=20.0):
         super().__init__()
@@ -132,16 +161,19 @@ class Ntm(nn.Module):
         self.addr = m + 3 + 2 * shift + 1
         self.iface = nn.Linear(ctrl, (reads + writes) * self.addr + writes * 2 * m)
         self.read_init = nn.Parameter(torch.zeros(reads * m))
+        # Initial weightings softmax(logits), one-hot-like at slot 0: logit 10 there (ntm.rs).
         self.w_init = nn.Parameter(torch.zeros(reads + writes, n))
+        with torch.no_grad():
+            self.w_init[:, 0] = 10.0
         self.width = ctrl + reads * m
 
     def forward(self, x):
         b, t, _ = x.shape
         m, heads, hr, hw, s = self.m, self.reads + self.writes, self.reads, self.writes, 2 * self.shift + 1
-        mem = torch.full((b, self.n, m), 1e-6)
+        mem = x.new_full((b, self.n, m), MEMORY_INIT)
         reads = self.read_init.expand(b, -1)
         w = F.softmax(self.w_init, -1).expand(b, -1, -1)  # [B, H, N]
-        h = c = torch.zeros(b, self.cell.hidden_size)
+        h = c = x.new_zeros(b, self.cell.hidden_size)
         outs = []
         for step in range(t):
             h, c = self.cell(torch.cat([x[:, step], reads], 1), (h, c))
@@ -149,8 +181,7 @@ class Ntm(nn.Module):
             addr, ea = p.split([heads * self.addr, hw * 2 * m], 1)
             key, beta, gamma, g, sh = addr.view(b, heads, self.addr).split([m, 1, 1, 1, s], 2)
             beta, gamma, g, sh = F.softplus(beta), 1 + F.softplus(gamma), torch.sigmoid(g), sh.softmax(-1)
-            cos = F.cosine_similarity(key.unsqueeze(2), mem.unsqueeze(1), dim=-1, eps=1e-8)  # [B, H, N]
-            wg = g * (beta * cos).softmax(-1) + (1 - g) * w
+            wg = g * content(mem, key, beta) + (1 - g) * w  # [B, H, N]
             rolled = torch.stack([torch.roll(wg, j - self.shift, dims=2) for j in range(s)], 2)  # [B, H, S, N]
             w = (sh.unsqueeze(2) @ rolled).squeeze(2)
             w = w.clamp_min(1e-12) ** gamma
@@ -174,19 +205,15 @@ class Dnc(nn.Module):
         self.iface = nn.Linear(ctrl, sum(self.sizes))
         self.width = ctrl + reads * w
 
-    @staticmethod
-    def content(mem, keys, beta):  # [B, N, W], [B, H, W], [B, H, 1] → [B, H, N]
-        return (beta * F.cosine_similarity(keys.unsqueeze(2), mem.unsqueeze(1), dim=-1, eps=1e-8)).softmax(-1)
-
     def forward(self, x):
         b, t, _ = x.shape
         n, w, r = self.n, self.w, self.r
-        mem = torch.full((b, n, w), 1e-6)
-        usage, write_w, prec = torch.zeros(b, n), torch.zeros(b, n), torch.zeros(b, n)
-        read_w, link = torch.zeros(b, r, n), torch.zeros(b, n, n)
-        off_diag = 1 - torch.eye(n)
-        reads = torch.zeros(b, r * w)
-        h = c = torch.zeros(b, self.cell.hidden_size)
+        mem = x.new_full((b, n, w), MEMORY_INIT)
+        usage, write_w, prec = x.new_zeros(b, n), x.new_zeros(b, n), x.new_zeros(b, n)
+        read_w, link = x.new_zeros(b, r, n), x.new_zeros(b, n, n)
+        off_diag = 1 - torch.eye(n, dtype=x.dtype)
+        reads = x.new_zeros(b, r * w)
+        h = c = x.new_zeros(b, self.cell.hidden_size)
         outs = []
         for step in range(t):
             h, c = self.cell(torch.cat([x[:, step], reads], 1), (h, c))
@@ -196,9 +223,9 @@ class Dnc(nn.Module):
             usage = (usage + write_w - usage * write_w) * retention
             u = usage * (1 - 1e-6) + 1e-6
             sorted_u, order = u.sort(dim=1, stable=True)
-            excl = torch.cat([torch.ones(b, 1), sorted_u[:, :-1]], 1).cumprod(1)
+            excl = torch.cat([x.new_ones(b, 1), sorted_u[:, :-1]], 1).cumprod(1)
             alloc = torch.zeros_like(u).scatter(1, order, (1 - sorted_u) * excl)
-            cw = self.content(mem, wk.view(b, 1, w), st[:, r:].unsqueeze(-1)).squeeze(1)
+            cw = content(mem, wk.view(b, 1, w), st[:, r:].unsqueeze(-1)).squeeze(1)
             ag, wg = gates[:, r : r + 1], gates[:, r + 1 :]
             write_w = wg * (ag * alloc + (1 - ag) * cw)
             ww = write_w.unsqueeze(2)
@@ -206,7 +233,7 @@ class Dnc(nn.Module):
             link = ((1 - ww - write_w.unsqueeze(1)) * link + ww * prec.unsqueeze(1)) * off_diag
             prec = (1 - write_w.sum(1, keepdim=True)) * prec + write_w
             fwd, bwd = read_w @ link.transpose(1, 2), read_w @ link
-            cr = self.content(mem, rk.view(b, r, w), st[:, :r].unsqueeze(-1))
+            cr = content(mem, rk.view(b, r, w), st[:, :r].unsqueeze(-1))
             read_w = (modes.unsqueeze(2) @ torch.stack([bwd, cr, fwd], 2)).squeeze(2)
             reads = (read_w @ mem).reshape(b, r * w)
             outs.append(torch.cat([h, reads], 1))
@@ -297,12 +324,13 @@ class Gla(nn.Module):
 
 
 class Mamba(nn.Module):
-    """Selective SSM block, chunked scan with cumulative log-decays (mamba.rs)."""
+    """Selective SSM block (mamba.rs): the chunked scan with cumulative log-decays (what the timing
+    runs), or `scan="recurrent"` (mamba.rs's default: one step at a time, the same function)."""
 
-    def __init__(self, d=128, n=16, expand=2, k=4, chunk=16):
+    def __init__(self, d=128, n=16, expand=2, k=4, chunk=16, layers=2, dt_rank=0, scan="chunked"):
         super().__init__()
-        e, r = expand * d, math.ceil(d / 16)
-        self.e, self.n, self.r, self.chunk = e, n, r, chunk
+        e, r = expand * d, dt_rank or math.ceil(d / 16)
+        self.e, self.n, self.r, self.chunk, self.scan = e, n, r, chunk, scan
         self.in_proj = nn.Linear(d, 2 * e, bias=False)
         self.conv = nn.Conv1d(e, e, k, groups=e, padding=k - 1)
         self.x_proj = nn.Linear(e, r + 2 * n, bias=False)
@@ -310,6 +338,12 @@ class Mamba(nn.Module):
         self.a_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float)).repeat(e, 1))
         self.d_skip = nn.Parameter(torch.ones(e))
         self.out_proj = nn.Linear(e, d, bias=False)
+        # The reference mamba_simple.py: softplus(dt bias) log-uniform in [1e-3, 1e-1]; out_proj
+        # divided by √layers (rescale_prenorm_residual).
+        with torch.no_grad():
+            dt0 = torch.exp(torch.rand(e) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+            self.dt_proj.bias.copy_(dt0 + torch.log(-torch.expm1(-dt0)))
+            self.out_proj.weight /= math.sqrt(layers)
 
     def forward(self, u):
         b, t, _ = u.shape
@@ -319,11 +353,17 @@ class Mamba(nn.Module):
         dt = F.softplus(self.dt_proj(dt_in))
         log_decay = (dt.unsqueeze(-1) * -torch.exp(self.a_log)).clamp_min(-4.0)  # [B, T, E, N]
         inp = (dt * x).unsqueeze(-1) * bm.unsqueeze(2)
+        if self.scan == "recurrent":
+            h, ys = u.new_zeros(b, self.e, self.n), []
+            for d_i, i_i, c_i in zip(log_decay.exp().unbind(1), inp.unbind(1), cm.unbind(1)):
+                h = h * d_i + i_i
+                ys.append((h @ c_i.unsqueeze(-1)).squeeze(-1))
+            return self.out_proj((torch.stack(ys, 1) + x * self.d_skip) * F.silu(z))
         c = min(self.chunk, t)
         pad = (c - t % c) % c
         ld = F.pad(log_decay, (0, 0, 0, 0, 0, pad)).view(b, -1, c, self.e, self.n)
         # Cumulative sums within chunks as a GEMM with a triangular ones matrix, as mamba.rs.
-        tri = torch.ones(c, c).tril()
+        tri = u.new_ones(c, c).tril()
         csum = lambda z: (tri @ z.reshape(-1, c, self.e * self.n)).view(b, -1, c, self.e, self.n)
         cum = csum(ld)
         acc = csum(F.pad(inp, (0, 0, 0, 0, 0, pad)).view(b, -1, c, self.e, self.n) * (-cum).exp())
@@ -356,12 +396,12 @@ class CausalAttention(nn.Module):
 class Rmt(nn.Module):
     """Segments of S steps; memory tokens read at the front, written at the end, carried on."""
 
-    def __init__(self, d=128, layers=2, heads=4, segment=16, memory=4):
+    def __init__(self, d=128, layers=2, heads=4, segment=16, memory=4, mlp_ratio=4):
         super().__init__()
         self.width, self.s, self.m = d, segment, memory
         self.memory_init = nn.Parameter(torch.randn(memory, d) * 0.02)
         self.positions = nn.Parameter(torch.randn(2 * memory + segment, d) * 0.02)
-        self.stack = Stack(d, layers, 4, lambda: CausalAttention(d, heads))
+        self.stack = Stack(d, layers, mlp_ratio, lambda: CausalAttention(d, heads))
 
     def forward(self, x):
         b, t, d = x.shape
@@ -385,7 +425,7 @@ SPECS = {
     "dnc": dict(io=BITS, batch=16, time=20, embed=100, core=lambda d: Dnc(d)),
     "linear_attention": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 4, LinearAttention)),
     "gla": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 4, Gla)),
-    "mamba": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 0, Mamba)),
+    "mamba": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Stack(128, 2, 0, lambda: Mamba(layers=2))),
     "rmt": dict(io=TOKENS, batch=32, time=128, embed=128, core=lambda d: Rmt()),
 }
 

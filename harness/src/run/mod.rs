@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod device;
 pub mod eval;
+pub mod init_stats;
 pub mod parity;
 pub mod train;
 

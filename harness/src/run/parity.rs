@@ -23,7 +23,9 @@
 //! in LibTorch's C++ Adam); float32, the first [`F32_STEPS`] steps within [`F32_TOL`] (later float32
 //! steps are printed but not judged: rounding differences of ~1e-7 grow with training).
 //!
-//! **Adding a family** (ntm, dnc, gla, mamba, rmt are not done yet): one entry in [`SMALL`] (its
+//! `--init-stats` compares initialisations instead (see `init_stats.rs`).
+//!
+//! **Adding a family** (all eleven have one): one entry in [`SMALL`] (its
 //! small `arch:` YAML, io, batch ≥ 16 so that 2 threads make 2 shards, and length), and in
 //! `bench/pytorch_parity.py` one entry of `TWINS`: a function building the twin from the resolved
 //! arch config, and its parameter mapping (membench name ↔ twin parameter, with any transpose,
@@ -93,6 +95,41 @@ pub const SMALL: &[Spec] = &[
         batch: 16,
         time: 10,
     },
+    Spec {
+        name: "ntm",
+        arch_yaml: "{name: ntm, controller_size: 8, memory_slots: 6, slot_width: 4}",
+        io: BITS,
+        batch: 16,
+        time: 7,
+    },
+    Spec {
+        name: "dnc",
+        arch_yaml: "{name: dnc, controller_size: 8, memory_slots: 6, slot_width: 4, read_heads: 2}",
+        io: BITS,
+        batch: 16,
+        time: 7,
+    },
+    Spec {
+        name: "gla",
+        arch_yaml: "{name: gla, d_model: 8, layers: 2, heads: 2, chunk_size: 4}",
+        io: TOKENS,
+        batch: 16,
+        time: 10,
+    },
+    Spec {
+        name: "mamba",
+        arch_yaml: "{name: mamba, d_model: 8, layers: 2, state_dim: 4, conv_kernel: 3}",
+        io: TOKENS,
+        batch: 16,
+        time: 10,
+    },
+    Spec {
+        name: "rmt",
+        arch_yaml: "{name: rmt, d_model: 8, layers: 2, heads: 2, segment_len: 4, memory_tokens: 2}",
+        io: TOKENS,
+        batch: 16,
+        time: 10,
+    },
 ];
 
 #[derive(clap::Args)]
@@ -105,9 +142,14 @@ pub struct ParityArgs {
     pub steps: u32,
     #[arg(long, default_value = "f64", value_parser = ["f64", "f32"])]
     pub dtype: String,
-    /// small: tiny widths (seconds); bench: the sizes of `membench bench`.
-    #[arg(long, default_value = "small", value_parser = ["small", "bench"])]
-    pub size: String,
+    /// small: tiny widths (seconds); bench: the sizes of `membench bench`. Default: small, and
+    /// bench with --init-stats.
+    #[arg(long, value_parser = ["small", "bench"])]
+    pub size: Option<String>,
+    /// Instead of training: compare each parameter's initial statistics (std, mean, bounds) with
+    /// the twin's own, independently seeded initialisation (`init_stats.rs`).
+    #[arg(long)]
+    pub init_stats: bool,
     /// LibTorch intra-op threads on both sides (2+: membench runs batch shards).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: i32,
@@ -162,7 +204,7 @@ impl ParityRow {
     }
 }
 
-fn io_json(io: TaskIo) -> serde_json::Value {
+pub(crate) fn io_json(io: TaskIo) -> serde_json::Value {
     let input = match io.input {
         InputKind::Dense { width } => serde_json::json!(["dense", width]),
         InputKind::Tokens { vocab } => serde_json::json!(["tokens", vocab]),
@@ -196,7 +238,7 @@ fn batches(spec: &Spec, steps: i64, kind: Kind) -> (Tensor, Tensor, Tensor) {
     (x, y, mask)
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -269,21 +311,26 @@ fn train_membench(
     Ok((shards, losses))
 }
 
-fn run_twin(python: &str, dir: &Path) -> Result<Vec<f64>> {
+/// Runs `python bench/pytorch_parity.py ARGS…`; an error with its stderr when it fails.
+pub(crate) fn run_script(python: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pytorch_parity.py");
     let out = Command::new(python)
         .arg(script)
-        .arg(dir)
+        .args(args)
         .output()
         .with_context(|| format!("running {python} {script}"))?;
     if !out.status.success() {
         bail!(
-            "{script} {} failed ({}):\n{}",
-            dir.display(),
+            "{script} {args:?} failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim_end()
         );
     }
+    Ok(())
+}
+
+fn run_twin(python: &str, dir: &Path) -> Result<Vec<f64>> {
+    run_script(python, &[dir.as_os_str()])?;
     let path = dir.join("pytorch_losses.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -321,9 +368,8 @@ pub fn markdown(rows: &[ParityRow], kind: Kind, threads: i32, gemm: &str) -> Str
     s
 }
 
-/// Runs every requested family on both sides, prints the table; an error when any family fails.
-pub fn run(args: &ParityArgs) -> Result<()> {
-    let gemm = crate::sys::gemm_choice().map_err(crate::input::strict::bad_option)?;
+/// The requested families' specs at the requested size (`default_size` when none is given).
+pub(crate) fn specs(args: &ParityArgs, default_size: &str) -> Result<Vec<&'static Spec>> {
     let table: Vec<&Spec> = if args.models.is_empty() {
         SMALL.iter().collect()
     } else {
@@ -339,27 +385,48 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         }
         picked
     };
-    let table: Vec<&Spec> = match args.size.as_str() {
+    Ok(match args.size.as_deref().unwrap_or(default_size) {
         "bench" => table
             .iter()
             .map(|s| bench_specs::spec(s.name).expect("every family has a bench spec"))
             .collect(),
         _ => table,
-    };
+    })
+}
+
+/// The python with torch: --python, else $MEMBENCH_PYTHON, else the bootstrap's.
+pub(crate) fn python(args: &ParityArgs) -> String {
+    args.python
+        .clone()
+        .or_else(|| std::env::var("MEMBENCH_PYTHON").ok())
+        .unwrap_or_else(crate::sys::cached_python)
+}
+
+/// Where the per-family directories go: --out, else a scratch directory (true: remove it after).
+pub(crate) fn out_root(args: &ParityArgs) -> (PathBuf, bool) {
+    match &args.out {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("membench-parity-{}", std::process::id())),
+            true,
+        ),
+    }
+}
+
+/// Runs every requested family on both sides, prints the table; an error when any family fails.
+pub fn run(args: &ParityArgs) -> Result<()> {
+    if args.init_stats {
+        return super::init_stats::run(args);
+    }
+    let gemm = crate::sys::gemm_choice().map_err(crate::input::strict::bad_option)?;
+    let table = specs(args, "small")?;
     let kind = if args.dtype == "f64" {
         Kind::Double
     } else {
         Kind::Float
     };
-    let python = args
-        .python
-        .clone()
-        .or_else(|| std::env::var("MEMBENCH_PYTHON").ok())
-        .unwrap_or_else(crate::sys::cached_python);
-    let scratch = args.out.is_none();
-    let root = args.out.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("membench-parity-{}", std::process::id()))
-    });
+    let python = python(args);
+    let (root, scratch) = out_root(args);
     tch::set_num_threads(args.threads);
     let mut rows = vec![];
     let result = (|| -> Result<()> {
