@@ -1,11 +1,19 @@
-//! What results say: runs grouped into tables with medians and intervals (`compare`, `stats`),
-//! tables as rows and one column list rendered to Markdown and CSV (`table`),
-//! plots (`plot`), and the rerun of a stored row (`reproduce`). Reads results through `record`;
-//! depends on `input`, `run` and `sys`; never on `sweep`. Owns the commands `compare` and `report`
-//! (`compare`) and `reproduce`: each one's `clap::Args` struct and entry function.
+//! What results say. Reads results through `record`; depends on `input`, `run` and `sys`; never on
+//! `sweep`. Low to high: `runs` (runs.csv, resolved configs, eval.csv and curve.csv read; `--where`
+//! filters), `spec` (what a set of files is about; a metric's direction and range), `groups` (runs
+//! grouped over seeds, each group's numbers; medians, intervals and tests from `stats`), `summary`
+//! (the summary table) and `series` (metric against x or step, plotted by `plot`), both rendered
+//! through `table` (rows and one column list to Markdown and CSV); `compare` owns the commands
+//! `compare` and `report`, `reproduce` the rerun of a stored row: each one's `clap::Args` struct
+//! and entry function.
 
 pub mod compare;
+mod groups;
 pub mod plot;
 pub mod reproduce;
+mod runs;
+mod series;
+mod spec;
 pub mod stats;
+mod summary;
 pub mod table;

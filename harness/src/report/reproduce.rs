@@ -147,7 +147,7 @@ fn diff_files(
 pub fn reproduce(opts: &ReproduceArgs) -> Result<()> {
     // A target that names nothing is bad input (exit 2): exit 1 means "not reproduced".
     let ids = run_ids(&opts.target).map_err(crate::input::strict::bad_option)?;
-    let runs = crate::report::compare::read_runs(&opts.results)?;
+    let runs = crate::report::runs::read_runs(&opts.results)?;
     let mut failed = vec![];
     for id in &ids {
         let row = runs

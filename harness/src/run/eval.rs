@@ -165,7 +165,8 @@ impl Metrics {
 
     /// The values each metric can take, in [`Metrics::NAMES`] order: the losses (BCE, cross-entropy,
     /// squared error), bit errors and squared errors are ≥ 0; accuracies and shares are in [0, 1].
-    /// Confidence intervals and plot bands are clipped to these ranges (`stats`, `compare`, `plot`).
+    /// Confidence intervals and plot bands are clipped to these ranges
+    /// (`report::spec::metric_bounds`, read by every table and plot).
     pub const RANGES: [(f64, f64); 6] = [
         (0.0, f64::INFINITY),
         (0.0, 1.0),
