@@ -2,6 +2,9 @@
 //! gate order i, f, g, o; libtorch's `lstm_cell` per step) or tanh layers h = tanh(W[x, r] + b).
 //! Its first layer reads [x_t, r_{t−1}]; the x part of that layer's input weights is kept apart, so
 //! that it is applied to every step at once before the time loop.
+//!
+//! **Initialisation**: PyTorch's `nn.LSTM` (U(±1/√controller_size) for every weight and bias), or
+//! for tanh layers `nn.Linear`'s U(±1/√fan_in).
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};

@@ -33,6 +33,10 @@
 //!   0/0; usage, links, precedence, weightings and read vectors start at 0 as in the paper;
 //! * the interface vector is clipped to ±clip (Collier & Beel 2018), the write vector is left
 //!   unsquashed as in the paper.
+//!
+//! **Initialisation**: the controller as the NTM's ([`crate::controller`]: PyTorch's `nn.LSTM`
+//! init), the interface layer as `nn.Linear` (U(±1/√controller_size)); memory at 10⁻⁶; usage,
+//! links, precedence, weightings and read vectors at 0, as in the paper.
 
 use crate::addressing;
 use crate::controller::{default_controller, default_controller_size, Controller, ControllerKind};

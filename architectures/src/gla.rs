@@ -19,6 +19,11 @@
 //! which overflows when gates close), so it is stable at any gate value; its memory is
 //! C²·d_k per chunk and head, hence the small default C = 4. The state recurrence runs once per
 //! chunk (T/C steps); everything else is batched.
+//!
+//! **Initialisation**: PyTorch's module defaults where the paper is silent: q, k, v, o as
+//! `nn.Linear(bias=False)`, the gate and output-gate projections as `nn.Linear` (U(±1/√d_model),
+//! [`crate::init`]); the short convolution as `nn.Conv1d`; norms, MLP and input projection as in
+//! [`crate::residual`]. The paper's gate is low-rank (d → 16 → d); ours is a full d × d map.
 
 use crate::residual::{
     check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,

@@ -12,6 +12,10 @@
 //! form (φ(Q)φ(K)ᵀ ⊙ M) V and adds the state summed over earlier chunks (an exclusive cumulative sum
 //! of per-chunk φ(K)ᵀV), so with C ≥ T it is exactly the paper's parallel form. Each layer is a
 //! pre-norm residual block with an MLP (see [`crate::residual`]).
+//!
+//! **Initialisation**: the paper and Based's code use PyTorch's module defaults: q, k, v, o as
+//! `nn.Linear(bias=False)` (U(±1/√d_model), [`crate::init`]), the short convolution as `nn.Conv1d`,
+//! the block's norms, MLP and input projection as in [`crate::residual`].
 
 use crate::residual::{
     check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,

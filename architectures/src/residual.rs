@@ -2,6 +2,10 @@
 //! Mamba): x ← x + mixer(LN(x)); x ← x + MLP(LN(x)) per layer, then a final LayerNorm
 //! (the GPT-2 / Mamba layout). Each family only supplies its [`Mixer`]; the stack owns the
 //! input projection, norms, MLPs and the bookkeeping that [`Core`] asks for.
+//!
+//! **Initialisation**: input projection and MLP as PyTorch's `nn.Linear` (U(±1/√fan_in),
+//! [`crate::init`]), LayerNorms weight 1 and bias 0, [`ShortConv`] as `nn.Conv1d`
+//! (U(±1/√K) for weight and bias); each family's mixer documents its own.
 
 use crate::{dense, init, Core, Mistakes};
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,10 @@
 //! The transformer is minimal and self-contained (it does not use `transformer.rs`, written in
 //! parallel): pre-norm blocks from [`crate::residual`] with causal softmax attention through
 //! `Tensor::scaled_dot_product_attention`, and a learned position embedding over the 2M + S slots.
+//!
+//! **Initialisation**: the attention and MLP layers as PyTorch's `nn.Linear` (U(±1/√fan_in),
+//! [`crate::init`]), norms 1 and 0; the memory tokens and the position table N(0, 0.02), GPT-2's
+//! scale for embeddings (Bulatov et al. start from a pretrained model and do not specify one).
 
 use crate::residual::{check_heads, check_shape, Mixer, Stack};
 use crate::{dense, first, init, ArchError, Core, Mistakes};

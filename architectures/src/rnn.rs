@@ -10,6 +10,10 @@
 //! PyTorch's layout and gate order (i, f, g, o for the LSTM; r, z, n for the GRU), so a PyTorch
 //! `nn.LSTM` / `nn.GRU` with the same shapes computes the same function (the fused GRU is tested
 //! against libtorch's to 1e-10 in float64, outputs and every gradient).
+//!
+//! **Initialisation**: PyTorch's `nn.LSTM` / `nn.GRU`, U(±1/√hidden_size) for every weight and
+//! bias; with `forget_bias` (LSTM), the forget-gate slice of b_ih is then set to that value
+//! (Jozefowicz et al. 2015), b_hh's stays as drawn.
 
 use crate::{first, kernels, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
