@@ -259,6 +259,10 @@ fn tail_columns() -> Vec<String> {
     c
 }
 
+/// Prefix of the runs.csv column of a tuned key (`tune:train.lr`): the run is one candidate of a
+/// tuning protocol (see `input::grid`), and reports choose among the candidates.
+pub const TUNE_PREFIX: &str = "tune:";
+
 /// The runs.csv column of a swept key. A whole section swept at once (`grid: {arch: [...]}`) would
 /// collide with the fixed `arch`/`task` column, so it becomes `arch_config`/`task_config`.
 fn swept_column(key: &str) -> String {
@@ -291,6 +295,9 @@ impl RunRecord {
         put("arch", c.arch.name().into());
         for (k, v) in &c.swept {
             put(&swept_column(k), swept_cell(v));
+        }
+        for (k, v) in &c.tune {
+            put(&format!("{TUNE_PREFIX}{k}"), swept_cell(v));
         }
         put("seed", c.seed.to_string());
         put("status", self.status.as_str().into());

@@ -243,6 +243,12 @@ pub struct RunConfig {
     /// The swept keys of this run and their values, for the runs.csv columns.
     #[serde(default)]
     pub swept: BTreeMap<String, serde_yaml::Value>,
+    /// This run's values of the experiment's tuned keys (`tune:`): the run is one candidate of a
+    /// tuning protocol, and the reports keep, per setting and seed, the candidate with the best
+    /// validation score (runs.csv columns `tune:<key>`). Absent from the canonical YAML when
+    /// empty, so the ids of untuned runs do not depend on this field's existence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tune: BTreeMap<String, serde_yaml::Value>,
 }
 
 fn default_device() -> String {

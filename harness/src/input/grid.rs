@@ -13,11 +13,20 @@
 //!     grid: {arch.hidden_size: [64, 128]}        # cartesian product over dotted keys
 //!     zip: {task.max_len: [10, 20], train.steps: [500, 1000]}   # advanced together
 //!     seeds: 3                                   # or a list: [0, 7, 42]; model seeds
+//!     tune: {train.lr: [1e-4, 1e-3, 1e-2]}       # candidates: reports keep the best on valid
 //! ```
-//! Allowed keys: `defaults` takes `task`, `arch`, `train`, `data_seed`, `device`, `seeds`; an experiment
-//! takes those plus `name`, `grid`, `zip`. Dotted keys of `grid`/`zip` start with `task.`, `arch.`,
-//! `train.` or are `data_seed` or `device`. Runs come out in a fixed order: experiments in file order, then
-//! grid combinations (keys sorted, last key fastest), then zip positions, then seeds.
+//! Allowed keys: `defaults` takes `task`, `arch`, `train`, `data_seed`, `device`, `seeds`, `tune`; an
+//! experiment takes those plus `name`, `grid`, `zip`. Dotted keys of `grid`/`zip` start with `task.`,
+//! `arch.`, `train.` or are `data_seed` or `device`. Runs come out in a fixed order: experiments in
+//! file order, then grid combinations (keys sorted, last key fastest) with the tuned keys after the
+//! grid's (sorted, last fastest), then zip positions, then seeds.
+//!
+//! `tune` is a tuning protocol: its keys (`train.` or `arch.` settings) multiply the runs like a
+//! grid, but each of its combinations is a *candidate*, and the reports (`report::tune`) keep, per
+//! setting and seed, the candidate with the best validation score. An experiment's `tune` keys
+//! are merged over the defaults' (the experiment's list of a key wins). A tuned key may not also
+//! be swept, and `task.`, `data_seed` and `device` cannot be tuned: a choice among tasks or data
+//! made on their own scores would compare different problems.
 //!
 //! Every mistake is an error located in the file ([`crate::input::strict`]), and every mistake is
 //! reported in one pass: the defaults, each experiment and each of their sections are read on
@@ -56,6 +65,7 @@ struct Defaults {
     data_seed: Option<Value>,
     device: Option<Value>,
     seeds: Option<Value>,
+    tune: Option<Mapping>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +81,7 @@ struct Experiment {
     seeds: Option<Value>,
     grid: Option<Mapping>,
     zip: Option<Mapping>,
+    tune: Option<Mapping>,
 }
 
 /// Recursively merges `over` onto `base`: mappings merge key by key, anything else replaces.
@@ -118,6 +129,13 @@ fn segs(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
+/// Where the list of a grid, zip or tune key is written, to locate the mistakes of its values.
+struct Origin {
+    key: String,
+    /// The mapping that holds the list: `experiments.<i>.grid`, `defaults.tune`, ...
+    written_at: Vec<String>,
+}
+
 /// Builds located issues for one file.
 struct Locator<'a> {
     pos: &'a Positions,
@@ -140,21 +158,16 @@ impl Locator<'_> {
     }
 
     /// An issue in a resolved run of experiment `ei`, at `run_path` inside the RunConfig: points at
-    /// the grid/zip key that set it, else the experiment's own key, else the default, else the
-    /// experiment itself.
-    fn in_run(
-        &self,
-        ei: usize,
-        swept: &[(String, &'static str)],
-        run_path: &[String],
-        message: String,
-    ) -> Issue {
+    /// the grid/zip/tune key that set it, else the experiment's own key, else the default, else
+    /// the experiment itself.
+    fn in_run(&self, ei: usize, swept: &[Origin], run_path: &[String], message: String) -> Issue {
         let exp = segs(&["experiments", &ei.to_string()]);
-        for (key, section) in swept {
+        for dim in swept {
+            let key = &dim.key;
             let kp: Vec<&str> = key.split('.').collect();
             if run_path.len() >= kp.len() && run_path.iter().zip(&kp).all(|(a, b)| a == b) {
-                let mut p = exp.clone();
-                p.extend([section.to_string(), key.clone()]);
+                let mut p = dim.written_at.clone();
+                p.push(key.clone());
                 let mut issue = self.at(&p, message);
                 issue.key = format!("{}.{}", issue.key, run_path[kp.len()..].join("."))
                     .trim_end_matches('.')
@@ -326,6 +339,53 @@ fn lists(
         }
     }
     out.into_iter().collect()
+}
+
+/// The tuned keys of experiment `exp` (at `ep`): the defaults' `tune` with the experiment's merged
+/// over it (the experiment's list of a key wins), each with its candidates and where its list is
+/// written. A key that cannot be tuned or is also swept (`swept`: the grid and zip keys) is
+/// reported and left out.
+fn tune_lists(
+    exp: &Experiment,
+    d: &Defaults,
+    swept: &[&str],
+    loc: &Locator,
+    ep: &[String],
+    issues: &mut Vec<Issue>,
+    tainted: &mut Tainted,
+) -> Vec<(String, Vec<Value>, Vec<String>)> {
+    let mut merged: BTreeMap<String, (Vec<Value>, Vec<String>)> = BTreeMap::new();
+    for (m, at) in [(&d.tune, segs(&["defaults"])), (&exp.tune, ep.to_vec())] {
+        for (k, values) in lists(m.as_ref(), "tune", loc, &at, issues, tainted) {
+            merged.insert(k, (values, [at.clone(), segs(&["tune"])].concat()));
+        }
+    }
+    let mut out = vec![];
+    for (k, (values, written_at)) in merged {
+        let first = k.split('.').next().unwrap_or("");
+        let problem = if !matches!(first, "train" | "arch") {
+            Some(format!(
+                "`{k}` cannot be tuned: a tuning protocol chooses among `train.` and `arch.` settings by their \
+                 validation score; choosing the task or its data that way would compare different problems \
+                 (sweep it in `grid` instead)"
+            ))
+        } else if swept.contains(&k.as_str()) {
+            Some(format!(
+                "`{k}` is both swept and tuned; a key is either a setting of the tables (grid, zip) or a \
+                 candidate the reports choose among (tune)"
+            ))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                issues.push(loc.at(&[written_at, vec![k.clone()]].concat(), message));
+                taint(tainted, &k);
+            }
+            None => out.push((k, values, written_at)),
+        }
+    }
+    out
 }
 
 /// Run sections (`task`, `arch`, `train`, `data_seed`, `device`) in which a mistake was already
@@ -595,6 +655,8 @@ struct Plan {
     grid: Vec<(String, Vec<Value>)>,
     zip: Vec<(String, Vec<Value>)>,
     zip_len: usize,
+    /// The tuned keys: each with its candidate values and where its list is written.
+    tune: Vec<(String, Vec<Value>, Vec<String>)>,
     seeds: Vec<u64>,
     count: u64,
     /// Sections whose mistakes were reported where they are written; not checked in the runs.
@@ -692,6 +754,8 @@ fn plan(
         zip.clear();
     }
     let zip_len = zip.first().map_or(1, |(_, v)| v.len());
+    let swept: Vec<&str> = grid.iter().chain(&zip).map(|(k, _)| k.as_str()).collect();
+    let tune = tune_lists(exp, d, &swept, loc, ep, issues, &mut tainted);
     let seeds = match (&exp.seeds, &d.seeds) {
         (Some(s), _) => seeds_of(Some(s), loc, &[ep, &["seeds".to_string()]].concat()),
         (None, Some(s)) => seeds_of(Some(s), loc, &segs(&["defaults", "seeds"])),
@@ -705,6 +769,7 @@ fn plan(
     let count = grid
         .iter()
         .map(|(_, v)| v.len() as u64)
+        .chain(tune.iter().map(|(_, v, _)| v.len() as u64))
         .chain([zip_len as u64, seeds.len() as u64])
         .try_fold(1u64, |a, b| a.checked_mul(b))
         .unwrap_or(u64::MAX);
@@ -726,6 +791,7 @@ fn plan(
         grid,
         zip,
         zip_len,
+        tune,
         seeds,
         count,
         tainted,
@@ -738,13 +804,29 @@ impl Plan {
     /// A mistake found in some of the grid's runs but not all names the first such run.
     fn expand(&self, loc: &Locator) -> Result<Vec<RunConfig>, Vec<Issue>> {
         let ei = self.ei;
-        let swept_keys: Vec<(String, &'static str)> = self
+        let exp = segs(&["experiments", &ei.to_string()]);
+        let origin = |k: &String, section: &str| Origin {
+            key: k.clone(),
+            written_at: [exp.clone(), segs(&[section])].concat(),
+        };
+        let swept_keys: Vec<Origin> = self
             .grid
             .iter()
-            .map(|(k, _)| (k.clone(), "grid"))
-            .chain(self.zip.iter().map(|(k, _)| (k.clone(), "zip")))
+            .map(|(k, _)| origin(k, "grid"))
+            .chain(self.zip.iter().map(|(k, _)| origin(k, "zip")))
+            .chain(self.tune.iter().map(|(k, _, at)| Origin {
+                key: k.clone(),
+                written_at: at.clone(),
+            }))
             .collect();
-        let combos: usize = self.grid.iter().map(|(_, v)| v.len()).product();
+        // The grid's keys, then the tuned keys (whose values go to `tune`, not `swept`).
+        let dims: Vec<(&String, &Vec<Value>, bool)> = self
+            .grid
+            .iter()
+            .map(|(k, v)| (k, v, false))
+            .chain(self.tune.iter().map(|(k, v, _)| (k, v, true)))
+            .collect();
+        let combos: usize = dims.iter().map(|(_, v, _)| v.len()).product();
         let mut runs = Vec::with_capacity(self.count as usize);
         // Each distinct mistake with the swept values of the runs it was found in.
         let mut issues: Vec<(Issue, Vec<String>)> = vec![];
@@ -770,36 +852,33 @@ impl Plan {
             // Mixed-radix decode of c, last key fastest.
             let mut rest = c;
             let mut picks = vec![];
-            for (k, vals) in self.grid.iter().rev() {
-                picks.push((k, &vals[rest % vals.len()]));
+            for (k, vals, tuned) in dims.iter().rev() {
+                picks.push((*k, &vals[rest % vals.len()], *tuned));
                 rest /= vals.len();
             }
             picks.reverse();
             'zip: for z in 0..self.zip_len {
                 let mut cfg = self.base.clone();
-                let mut swept = BTreeMap::new();
-                for (k, v) in picks
+                let (mut swept, mut tune) = (BTreeMap::new(), BTreeMap::new());
+                for (k, v, tuned) in picks
                     .iter()
                     .copied()
-                    .chain(self.zip.iter().map(|(k, vals)| (k, &vals[z])))
+                    .chain(self.zip.iter().map(|(k, vals)| (k, &vals[z], false)))
                 {
-                    let section = swept_keys
-                        .iter()
-                        .find(|(s, _)| s == k)
-                        .map_or("grid", |(_, s)| s);
                     if let Err(m) = set_path(&mut cfg, k, v.clone()) {
-                        let path = [
-                            segs(&["experiments", &ei.to_string(), section]),
-                            vec![k.clone()],
-                        ]
-                        .concat();
-                        note(vec![loc.at(&path, m)], "", &mut issues);
+                        let at = swept_keys.iter().find(|o| &o.key == k).map_or_else(
+                            || [exp.clone(), segs(&["grid"])].concat(),
+                            |o| o.written_at.clone(),
+                        );
+                        note(vec![loc.at(&[at, vec![k.clone()]].concat(), m)], "", &mut issues);
                         continue 'zip;
                     }
-                    swept.insert(k.clone(), v.clone());
+                    let into = if tuned { &mut tune } else { &mut swept };
+                    into.insert(k.clone(), v.clone());
                 }
                 let combo = swept
                     .iter()
+                    .chain(&tune)
                     .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
                     .collect::<Vec<_>>()
                     .join(", ");
@@ -808,7 +887,7 @@ impl Plan {
                     let at = |path: &[String], message: String| {
                         loc.in_run(ei, &swept_keys, path, message)
                     };
-                    match self.resolve_run(&cfg, &swept, seed, &at) {
+                    match self.resolve_run(&cfg, (&swept, &tune), seed, &at) {
                         Ok(rc) => runs.push(rc),
                         Err(found) => note(found, &combo, &mut issues),
                     }
@@ -836,13 +915,13 @@ impl Plan {
             .collect())
     }
 
-    /// One run of the experiment: the config with its swept values and seed, resolved and
-    /// checked, each section on its own (a tainted one not at all: its mistakes are reported
+    /// One run of the experiment: the config with its swept and tuned values and seed, resolved
+    /// and checked, each section on its own (a tainted one not at all: its mistakes are reported
     /// where they are written); `at` locates a mistake from its path in the run.
     fn resolve_run(
         &self,
         cfg: &Value,
-        swept: &BTreeMap<String, Value>,
+        (swept, tune): (&BTreeMap<String, Value>, &BTreeMap<String, Value>),
         seed: u64,
         at: &dyn Fn(&[String], String) -> Issue,
     ) -> Result<RunConfig, Vec<Issue>> {
@@ -912,6 +991,7 @@ impl Plan {
                     data_seed,
                     device,
                     swept: swept.clone(),
+                    tune: tune.clone(),
                 })
             }
             _ => Err(issues),
@@ -972,6 +1052,82 @@ mod tests {
         assert_eq!(runs[3].train.steps, 6);
         let ids: std::collections::HashSet<_> = runs.iter().map(|r| r.run_id()).collect();
         assert_eq!(ids.len(), runs.len());
+    }
+
+    #[test]
+    fn tuned_keys_multiply_as_candidates_after_the_grid() {
+        let text = format!("{BASE}    grid: {{arch.hidden_size: [8, 16]}}\n    tune: {{train.lr: [0.1, 0.01, 0.001], train.weight_decay: [0, 0.1]}}\n    seeds: 2\n");
+        let runs = expand_file("f.yaml", &text).unwrap();
+        assert_eq!(runs.len(), 2 * 3 * 2 * 2);
+        // Grid outer, then the tuned keys (sorted, last fastest), then seeds.
+        let at = |i: usize| {
+            let r = &runs[i];
+            (
+                r.swept["arch.hidden_size"].as_u64().unwrap(),
+                r.train.lr,
+                r.train.weight_decay,
+                r.seed,
+            )
+        };
+        assert_eq!(at(0), (8, 0.1, 0.0, 0));
+        assert_eq!(at(1), (8, 0.1, 0.0, 1));
+        assert_eq!(at(2), (8, 0.1, 0.1, 0));
+        assert_eq!(at(4), (8, 0.01, 0.0, 0));
+        assert_eq!(at(12), (16, 0.1, 0.0, 0));
+        // Tuned values are the run's candidate, never a swept column.
+        assert!(runs.iter().all(|r| r.swept.len() == 1 && r.tune.len() == 2));
+        assert_eq!(runs[4].tune["train.lr"], Value::from(0.01));
+        let ids: std::collections::HashSet<_> = runs.iter().map(|r| r.run_id()).collect();
+        assert_eq!(ids.len(), runs.len());
+    }
+
+    #[test]
+    fn an_untuned_run_has_no_tune_in_its_canonical_yaml() {
+        // Run ids of files written before `tune` existed stay what they were.
+        let run = &expand_file("f.yaml", BASE).unwrap()[0];
+        let yaml = serde_yaml::to_string(run).unwrap();
+        assert!(!yaml.contains("tune"), "{yaml}");
+        let tuned = format!("{BASE}    tune: {{train.lr: [0.001]}}\n");
+        let run = &expand_file("f.yaml", &tuned).unwrap()[0];
+        assert!(serde_yaml::to_string(run).unwrap().contains("tune:"));
+    }
+
+    #[test]
+    fn an_experiments_tune_list_wins_over_the_defaults_key_by_key() {
+        let text = "defaults:\n  train: {steps: 10, eval_interval: 5}\n  tune: {train.lr: [0.1, 0.01], train.weight_decay: [0, 0.1]}\nexperiments:\n  - name: a\n    task: {name: copy, bits: 4, max_len: 5}\n    arch: {name: lstm, hidden_size: 8}\n    tune: {train.lr: [0.003]}\n  - name: b\n    task: {name: copy, bits: 4, max_len: 5}\n    arch: {name: gru, hidden_size: 8}\n";
+        let runs = expand_file("f.yaml", text).unwrap();
+        let of = |e: &str| runs.iter().filter(|r| r.experiment == e).count();
+        assert_eq!((of("a"), of("b")), (2, 4));
+        assert!(runs
+            .iter()
+            .filter(|r| r.experiment == "a")
+            .all(|r| r.train.lr == 0.003 && r.tune.len() == 2));
+    }
+
+    #[test]
+    fn tuning_a_task_or_a_swept_key_is_refused_where_written() {
+        let text = format!("{BASE}    grid: {{train.lr: [0.1, 0.01]}}\n    tune: {{task.max_len: [3, 4], train.lr: [0.1], data_seed: [1, 2], arch.hidden_size: [4, -8]}}\n");
+        let e = err(&text);
+        let at: Vec<(usize, &str)> = e.issues.iter().map(|i| (i.line, i.key.as_str())).collect();
+        assert_eq!(
+            at,
+            [
+                (8, "experiments[0].tune.task.max_len"),
+                (8, "experiments[0].tune.train.lr"),
+                (8, "experiments[0].tune.data_seed"),
+                (8, "experiments[0].tune.arch.hidden_size"),
+            ],
+            "{e}"
+        );
+        assert!(e.issues[0].message.contains("cannot be tuned"), "{e}");
+        assert!(e.issues[1].message.contains("both swept and tuned"), "{e}");
+        // A bad candidate is located at its tune key and names the run it is in.
+        assert!(
+            e.issues[3]
+                .message
+                .contains("`hidden_size` = -8: expected 1..=65536 (in 2 of the 4 swept settings"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -142,9 +142,13 @@ fn planned_runs(file: &Path, shard: Option<Shard>) -> Result<Vec<RunConfig>> {
     })
 }
 
+/// The run's swept and tuned values, as `membench list` and the sweep's progress lines name them.
 fn swept_text(run: &RunConfig) -> String {
+    let tuned = run.tune.iter().map(|(k, v)| (format!("tune:{k}"), v));
     run.swept
         .iter()
+        .map(|(k, v)| (k.clone(), v))
+        .chain(tuned)
         .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
         .collect::<Vec<_>>()
         .join(" ")
