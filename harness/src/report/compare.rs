@@ -6,8 +6,9 @@
 //! - `<task>_<metric>_<selection>.md` and `.csv`: one row per group with n, median and the 95 %
 //!   percentile-bootstrap CI of the median, mean and the 95 % Student t CI of the mean (clipped to
 //!   the metric's range, `eval::Metrics::RANGES`, as are the bands of the plots), the success
-//!   rate, the median steps to threshold, param count, state size, and Welch's p-value against the
-//!   best group (protocol in stats.rs);
+//!   rate, the median steps, wall seconds and training FLOPs to threshold, the training budget
+//!   (steps, FLOPs), param count, state size, and Welch's p-value against the best group
+//!   (protocol in stats.rs);
 //! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
 //!   eval.csv, or state_size / param_count / steps / a config key from runs.csv), one line per
 //!   group, mean with a 95 % t band over seeds; and `.md`, the same numbers as a table;
@@ -362,17 +363,33 @@ mod tests {
     use crate::report::stats::welch;
     use crate::test_support::fresh_dir;
 
-    /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6, 0.4.
-    fn synthetic_results(dir: &Path) {
+    /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6,
+    /// 0.4. With `compute`, the compute columns too: lstm reaches the threshold at 100 steps, 10 s
+    /// and 3e5 FLOPs and at 300 steps, 20 s and 9e5 FLOPs; every run trains 400 steps, 1.2e6 FLOPs.
+    fn synthetic_results(dir: &Path, compute: bool) {
         let header = "run_id,experiment,task,arch,seed,status,steps,param_count,state_size,final_seq_acc,best_seq_acc,\
-                      steps_to_threshold,success_metric,success_threshold,selection,membench_version,torch_version\n";
+                      steps_to_threshold,success_metric,success_threshold,selection,membench_version,torch_version";
         let mut text = header.to_string();
+        if compute {
+            text += ",train_flops,wall_s_to_threshold,flops_to_threshold";
+        }
+        text += "\n";
         for (arch, accs, reached) in [
-            ("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]),
-            ("gru", [0.5, 0.6, 0.4], ["", "", ""]),
+            (
+                "lstm",
+                [1.0, 0.9, 0.95],
+                [(100, 10, 3e5), (0, 0, 0.0), (300, 20, 9e5)],
+            ),
+            ("gru", [0.5, 0.6, 0.4], [(0, 0, 0.0); 3]),
         ] {
-            for (seed, (acc, r)) in accs.iter().zip(reached).enumerate() {
-                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last,0.4.0,2.11.0\n");
+            for (seed, (acc, (steps, s, flops))) in accs.iter().zip(reached).enumerate() {
+                let cell = |v: String| if steps > 0 { v } else { String::new() };
+                let r = cell(steps.to_string());
+                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last,0.4.0,2.11.0");
+                if compute {
+                    text += &format!(",1.2e6,{},{}", cell(s.to_string()), cell(flops.to_string()));
+                }
+                text += "\n";
             }
         }
         std::fs::create_dir_all(dir).unwrap();
@@ -382,7 +399,7 @@ mod tests {
     #[test]
     fn table_counts_successes_and_tests_against_the_best_group() {
         let dir = fresh_dir("compare-table");
-        synthetic_results(&dir);
+        synthetic_results(&dir, true);
         let opts = CompareArgs {
             results: dir.clone(),
             task: None,
@@ -409,11 +426,12 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; median steps of the two that reached = 200.
+        // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; medians of the two that reached:
+        // 200 steps, 15 s, 6e5 FLOPs; of all three: 400 steps, 1.2e6 FLOPs.
         let lstm = row("lstm");
         assert!(
             lstm.contains("| 2/3 |")
-                && lstm.contains("| 200 (2/3) |")
+                && lstm.contains("| 200 (2/3) | 15 / 6.000e5 | 400 / 1.200e6 |")
                 && lstm.ends_with("| best | `lstm0` `lstm1` `lstm2` |"),
             "{lstm}"
         );
@@ -439,10 +457,30 @@ mod tests {
             .position(|c| c == "mean_t95_hi")
             .unwrap();
         assert_eq!(lstm_csv.split(',').nth(hi_col), Some("1.0"), "{lstm_csv}");
+        let header = csv.lines().find(|l| l.starts_with("arch,")).unwrap();
+        let cell = |line: &str, col: &str| {
+            let i = header.split(',').position(|c| c == col).unwrap();
+            line.split(',').nth(i).unwrap().to_string()
+        };
+        assert_eq!(
+            [
+                "wall_s_to_threshold_median",
+                "flops_to_threshold_median",
+                "steps_median",
+                "train_flops_median"
+            ]
+            .map(|c| cell(lstm_csv, c)),
+            ["15.0", "600000.0", "400.0", "1200000.0"]
+        );
+        let gru_csv = csv.lines().find(|l| l.starts_with("gru,")).unwrap();
+        assert_eq!(cell(gru_csv, "flops_to_threshold_median"), "");
         // gru against lstm: Welch p from scipy 1.17.1 `ttest_ind([0.5, 0.6, 0.4], [1.0, 0.9, 0.95],
         // equal_var=False)`: p = 0.006457589202672629 (t = -6.9714, ν = 2.94), printed to 4 decimals.
         let gru = row("gru");
-        assert!(gru.contains("| 0/3 |") && gru.contains("– (0/3)"), "{gru}");
+        assert!(
+            gru.contains("| 0/3 |") && gru.contains("| – (0/3) | – | 400 / 1.200e6 |"),
+            "{gru}"
+        );
         assert!(
             (welch(&[0.5, 0.6, 0.4], &[1.0, 0.9, 0.95]).unwrap().p - 0.006457589202672629).abs()
                 < 1e-9
@@ -454,6 +492,25 @@ mod tests {
             .unwrap();
         assert!(x_md.contains("| group | 64 |"), "{x_md}");
         assert!(x_md.contains("| gru | 0.5 [0.2516, 0.7484] |"), "{x_md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A runs.csv of a membench without the compute columns: the table is written, their cells
+    /// are dashes (Markdown) and empty (CSV).
+    #[test]
+    fn runs_without_compute_columns_leave_those_cells_empty() {
+        let dir = fresh_dir("compare-old");
+        synthetic_results(&dir, false);
+        write_reports(
+            &CompareArgs::every_task(dir.clone(), None),
+            "membench report",
+        )
+        .unwrap();
+        let md = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.md")).unwrap();
+        let lstm = md.lines().find(|l| l.starts_with("| lstm |")).unwrap();
+        assert!(lstm.contains("| 200 (2/3) | – | 400 / – |"), "{lstm}");
+        let csv = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.csv")).unwrap();
+        assert!(csv.contains(",200.0,2,,,400.0,,"), "{csv}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
