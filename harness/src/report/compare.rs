@@ -10,7 +10,7 @@
 //!   (steps, FLOPs), param count, state size, and Welch's p-value against the best group
 //!   (protocol in stats.rs);
 //! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
-//!   eval.csv, or state_size / param_count / steps / a config key from runs.csv), one line per
+//!   eval.csv, or state_size / param_count / steps / train_flops / a config key from runs.csv), one line per
 //!   group, mean with a 95 % t band over seeds; and `.md`, the same numbers as a table;
 //! - `<task>_<metric>_<selection>_curve.{png,svg}`: validation metric against step, same band.
 //!
@@ -23,7 +23,7 @@
 //! files is about), `groups`, `summary` (the table) and `series` (the plots and their tables).
 
 use crate::input::config::Selection;
-use crate::report::groups::{groups, Group};
+use crate::report::groups::{groups, median, Group};
 use crate::report::runs::{
     apply_filters, lookup, mode, parse_filter, read_eval, read_runs, resolve, Runs,
 };
@@ -45,8 +45,9 @@ pub struct CompareArgs {
     /// runs.csv column naming the groups (swept keys other than the seed split them further).
     #[arg(long, default_value = "arch")]
     pub by: String,
-    /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps, or a
-    /// numeric config key such as task.num_kv_pairs (default: every axis the data has).
+    /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps,
+    /// train_flops (training FLOPs), or a numeric config key such as task.num_kv_pairs (default:
+    /// every axis the data has).
     #[arg(long)]
     pub x: Option<XAxis>,
     /// Only runs whose runs.csv column or resolved config key has this value, e.g.
@@ -193,6 +194,13 @@ fn wanted_metric(opts: &CompareArgs) -> Option<&str> {
 /// The tasks to report on: `--task` or every task, less those without a value of an explicit
 /// `--metric`; every mistake of the options is bad input, found before anything is written.
 fn tasks_to_report(opts: &CompareArgs, runs: &Runs) -> Result<Vec<String>> {
+    if opts.x == Some(XAxis::TrainFlops) && !runs.header.iter().any(|h| h == "train_flops") {
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
+            "--x train_flops: {} has no train_flops column (its runs were made by a membench \
+             that did not record training FLOPs)",
+            opts.results.join("runs.csv").display()
+        )));
+    }
     if let Some(XAxis::Key(k)) = &opts.x {
         if !runs
             .rows
@@ -295,8 +303,9 @@ fn spec_of<'a>(
     Ok(spec)
 }
 
-/// eval_len and depth when eval.csv has them; state_size and param_count when they vary; every
-/// swept task setting with two or more numeric values (e.g. the number of key-value pairs).
+/// eval_len and depth when eval.csv has them; state_size, param_count and train_flops when they
+/// vary between groups; every swept task setting with two or more numeric values (e.g. the
+/// number of key-value pairs).
 fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
     let mut axes = vec![];
     // A plot against eval length or depth needs at least two of them (MQAR evaluates at its one length).
@@ -336,19 +345,17 @@ fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
             swept_task_keys.push(k);
         }
     }
-    for x in [XAxis::StateSize, XAxis::ParamCount]
+    // A plot puts each group at its median x, so an axis is drawn when those differ: training
+    // FLOPs also vary between the seeds of one group (tokens per batch do, on tasks of variable
+    // length), which alone would give a plot of one x. The column is absent from older results.
+    for x in [XAxis::StateSize, XAxis::ParamCount, XAxis::TrainFlops]
         .into_iter()
         .chain(swept_task_keys.into_iter().map(XAxis::Key))
     {
-        let distinct: BTreeSet<String> = groups
+        let distinct: BTreeSet<u64> = groups
             .iter()
-            .flat_map(|g| {
-                g.rows.iter().filter_map(|r| {
-                    r.get(&x.run_column())
-                        .filter(|v| v.parse::<f64>().is_ok())
-                        .cloned()
-                })
-            })
+            .filter_map(|g| median(&g.values(&x.run_column())))
+            .map(f64::to_bits)
             .collect();
         if distinct.len() > 1 {
             axes.push(x);
@@ -492,6 +499,47 @@ mod tests {
             .unwrap();
         assert!(x_md.contains("| group | 64 |"), "{x_md}");
         assert!(x_md.contains("| gru | 0.5 [0.2516, 0.7484] |"), "{x_md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Training FLOPs are a default axis when the groups' medians differ, not merely the seeds'.
+    #[test]
+    fn train_flops_is_a_default_axis_when_groups_differ_in_it() {
+        let dir = fresh_dir("compare-axes");
+        let axes = |dir: &Path| {
+            let runs = read_runs(dir).unwrap();
+            default_axes(dir, &runs, &groups(&runs, "copy", "arch").unwrap())
+        };
+        // `train_flops` of each run, in file order (lstm0..2, gru0..2).
+        let with_flops = |flops: [&str; 6]| {
+            synthetic_results(&dir, true);
+            let path = dir.join("runs.csv");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines = text.lines();
+            let mut out = format!("{}\n", lines.next().unwrap());
+            for (line, f) in lines.zip(flops) {
+                out += &format!("{}\n", line.replacen(",1.2e6,", &format!(",{f},"), 1));
+            }
+            std::fs::write(&path, out).unwrap();
+        };
+        let lstm_seeds_differ = ["1.1e6", "1.2e6", "1.3e6", "1.2e6", "1.2e6", "1.2e6"];
+        with_flops(lstm_seeds_differ);
+        assert!(!axes(&dir).contains(&XAxis::TrainFlops));
+        with_flops(["1.2e6", "1.2e6", "1.2e6", "2.4e6", "2.4e6", "2.4e6"]);
+        assert!(axes(&dir).contains(&XAxis::TrainFlops));
+        synthetic_results(&dir, false);
+        assert!(!axes(&dir).contains(&XAxis::TrainFlops), "no such column");
+        let opts = CompareArgs {
+            x: Some(XAxis::TrainFlops),
+            all: false,
+            ..CompareArgs::every_task(dir.clone(), None)
+        };
+        let e = write_reports(&opts, "membench compare --x train_flops").unwrap_err();
+        assert!(
+            e.downcast_ref::<crate::input::strict::BadOption>().is_some()
+                && format!("{e:#}").contains("no train_flops column"),
+            "{e:#}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
