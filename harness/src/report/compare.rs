@@ -536,7 +536,8 @@ mod tests {
         };
         let e = write_reports(&opts, "membench compare --x train_flops").unwrap_err();
         assert!(
-            e.downcast_ref::<crate::input::strict::BadOption>().is_some()
+            e.downcast_ref::<crate::input::strict::BadOption>()
+                .is_some()
                 && format!("{e:#}").contains("no train_flops column"),
             "{e:#}"
         );
