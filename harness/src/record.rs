@@ -170,11 +170,18 @@ fn metric_cells(m: Option<&Metrics>) -> Vec<String> {
 }
 
 pub fn write_curve(path: &Path, curve: &[CurvePoint]) -> Result<()> {
-    let mut header: Vec<String> = ["step", "wall_s", "train_loss"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["step", "wall_s", "train_tokens", "train_loss"]
+        .map(String::from)
+        .to_vec();
     header.extend(metric_header("valid_"));
     header.extend(["lr", "grad_norm", "rss_bytes"].map(String::from));
     let rows = curve.iter().map(|p| {
-        let mut r = vec![p.step.to_string(), fmt_f64(p.wall_s), fmt_f64(p.train_loss)];
+        let mut r = vec![
+            p.step.to_string(),
+            fmt_f64(p.wall_s),
+            p.train_tokens.to_string(),
+            fmt_f64(p.train_loss),
+        ];
         r.extend(metric_cells(Some(&p.valid)));
         r.extend([fmt_f64(p.lr), fmt_f64(p.grad_norm), p.rss_bytes.to_string()]);
         r
@@ -229,6 +236,8 @@ fn tail_columns() -> Vec<String> {
         "param_count",
         "state_size",
         "flops_per_token",
+        "train_tokens",
+        "train_flops",
         "mfu",
     ]
     .map(String::from)
@@ -239,6 +248,8 @@ fn tail_columns() -> Vec<String> {
         [
             "best_step",
             "steps_to_threshold",
+            "wall_s_to_threshold",
+            "flops_to_threshold",
             "success_metric",
             "success_threshold",
             "selection",
@@ -278,6 +289,14 @@ fn swept_cell(v: &serde_yaml::Value) -> String {
         serde_yaml::Value::String(s) => s.clone(),
         other => serde_json::to_string(other).unwrap_or_default(),
     }
+}
+
+/// Training FLOPs of `tokens` tokens (or FLOP/s at `tokens` tokens/s): 3 × the forward's, as
+/// forward + backward (gradients of activations and of weights) ≈ 3 forwards. `flops_per_token`
+/// is counted at the longest evaluation length, so for a family whose cost per token grows with
+/// the length (attention) trained on shorter sequences this is an upper bound.
+fn train_flops(o: &TrainOutcome, tokens: f64) -> f64 {
+    3.0 * o.flops_per_token * tokens
 }
 
 impl RunRecord {
@@ -330,10 +349,16 @@ impl RunRecord {
             o.map(|o| o.state_size.to_string()).unwrap_or_default(),
         );
         put("flops_per_token", opt(o.map(|o| o.flops_per_token)));
-        // Training FLOPs ≈ 3 × forward (forward + backward of activations and weights).
+        let tokens = o.and_then(|o| o.train_tokens);
+        put(
+            "train_tokens",
+            tokens.map(|t| t.to_string()).unwrap_or_default(),
+        );
+        let flops = |tokens: Option<u64>| o.zip(tokens).map(|(o, t)| train_flops(o, t as f64));
+        put("train_flops", opt(flops(tokens)));
         let mfu = o
             .zip(self.env.peak_flops)
-            .map(|(o, peak)| 3.0 * o.flops_per_token * o.train_tokens_per_s / peak);
+            .map(|(o, peak)| train_flops(o, o.train_tokens_per_s) / peak);
         put("mfu", opt(mfu));
         for (prefix, metrics) in [
             ("final_", o.and_then(|o| o.final_metrics.as_ref())),
@@ -354,6 +379,14 @@ impl RunRecord {
             o.and_then(|o| o.steps_to_threshold)
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
+        );
+        put(
+            "wall_s_to_threshold",
+            opt(o.and_then(|o| o.wall_s_to_threshold)),
+        );
+        put(
+            "flops_to_threshold",
+            opt(flops(o.and_then(|o| o.tokens_to_threshold))),
         );
         put(
             "success_metric",
@@ -403,8 +436,9 @@ fn known_status(s: &str) -> bool {
 
 /// Columns that measure one execution (time, throughput, memory): two executions of one run
 /// differ in them.
-pub const MEASURED_COLUMNS: [&str; 7] = [
+pub const MEASURED_COLUMNS: [&str; 8] = [
     "wall_s",
+    "wall_s_to_threshold",
     "train_samples_per_s",
     "train_tokens_per_s",
     "step_ms_median",
@@ -455,8 +489,11 @@ pub fn numeric_column(c: &str) -> bool {
                 | "param_count"
                 | "state_size"
                 | "flops_per_token"
+                | "train_tokens"
+                | "train_flops"
                 | "best_step"
                 | "steps_to_threshold"
+                | "flops_to_threshold"
                 | "success_threshold"
         )
 }
@@ -1032,6 +1069,101 @@ mod tests {
             format!("{e:#}")
                 .ends_with("runs.csv:2: final_loss `0.5x`: expected a number (or an empty cell)"),
             "{e:#}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    use crate::run::train::tests::{copy_criterion, point};
+
+    /// The compute columns: what a runs.csv written before they existed lacks.
+    const COMPUTE: [&str; 4] = [
+        "train_tokens",
+        "train_flops",
+        "wall_s_to_threshold",
+        "flops_to_threshold",
+    ];
+
+    /// A done copy run of 10 forward FLOPs per token over `curve`.
+    fn record_of(seed: u64, curve: Vec<CurvePoint>) -> RunRecord {
+        let config: RunConfig = serde_yaml::from_str(&format!(
+            "experiment: e\ntask: {{name: copy, bits: 4, min_len: 1, max_len: 4}}\n\
+             arch: {{name: lstm, hidden_size: 16}}\ntrain: {{steps: 24}}\nseed: {seed}\n"
+        ))
+        .unwrap();
+        RunRecord {
+            run_id: config.run_id(),
+            config,
+            status: Status::Done,
+            reason: String::new(),
+            outcome: Some(TrainOutcome::replayed(curve, 10.0, copy_criterion())),
+            env: RunEnv::here("cpu".into(), 1, "2026-01-01T00:00:00Z".into(), 4.0),
+        }
+    }
+
+    #[test]
+    fn training_flops_are_three_forwards_per_token_trained() {
+        // Crosses 0.1 bit errors at step 12, 1.25 s and 96 tokens in; 200 tokens in all.
+        let cells = record_of(0, vec![point(12, 1.25, 96, 0.05), point(24, 3.0, 200, 0.0)]).cells();
+        let cell = |c: &str| cells[c].as_str();
+        assert_eq!(cell("train_tokens"), "200");
+        assert_eq!(cell("train_flops"), "6000.0", "3 × 10 × 200");
+        assert_eq!(cell("steps_to_threshold"), "12");
+        assert_eq!(cell("wall_s_to_threshold"), "1.25");
+        assert_eq!(cell("flops_to_threshold"), "2880.0", "3 × 10 × 96");
+        let cells = record_of(0, vec![point(24, 3.0, 200, 1.0)]).cells();
+        assert_eq!(
+            [
+                "steps_to_threshold",
+                "wall_s_to_threshold",
+                "flops_to_threshold"
+            ]
+            .map(|c| cells[c].as_str()),
+            ["", "", ""],
+            "not reached"
+        );
+        assert_eq!(cells["train_flops"], "6000.0");
+        // What readers parse and what a rerun may change.
+        assert!(COMPUTE.iter().all(|c| numeric_column(c)));
+        assert!(MEASURED_COLUMNS.contains(&"wall_s_to_threshold"));
+        assert!(!MEASURED_COLUMNS.contains(&"flops_to_threshold"));
+    }
+
+    #[test]
+    fn a_runs_csv_without_the_compute_columns_gains_them_on_the_next_row() {
+        let d = fresh_dir("old-columns");
+        let old = record_of(1, vec![point(24, 3.0, 200, 1.0)]).cells();
+        let old_header: Vec<String> = RunsCsv {
+            path: d.join("runs.csv"),
+            header: vec![],
+            rows: vec![old.clone()],
+            lines: vec![],
+        }
+        .columns()
+        .into_iter()
+        .filter(|c| !COMPUTE.contains(&c.as_str()))
+        .collect();
+        let row: Vec<String> = old_header.iter().map(|c| old[c].clone()).collect();
+        let text = csv_bytes(
+            &old_header.iter().map(String::as_str).collect::<Vec<_>>(),
+            std::iter::once(row),
+        )
+        .unwrap();
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("runs.csv"), text).unwrap();
+
+        let mut csv = RunsCsv::open(&d).unwrap();
+        let new = record_of(2, vec![point(24, 3.0, 200, 0.0)]);
+        csv.upsert(&new).unwrap();
+        let back = RunsCsv::read_only(&d).unwrap();
+        back.check_numbers().unwrap();
+        assert!(COMPUTE.iter().all(|c| back.header.iter().any(|h| h == c)));
+        let (a, b) = (&back.rows()[0], &back.rows()[1]);
+        assert_eq!(a["run_id"], old["run_id"]);
+        assert!(COMPUTE.iter().all(|c| a[*c].is_empty()), "{a:?}");
+        assert!(old_header.iter().all(|c| a[c] == old[c]), "old cells kept");
+        assert_eq!(
+            (b["train_flops"].as_str(), b["flops_to_threshold"].as_str()),
+            ("6000.0", "6000.0")
         );
         fs::remove_dir_all(&d).unwrap();
     }

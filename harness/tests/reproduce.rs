@@ -80,6 +80,24 @@ fn tamper(results: &Path, run_id: &str, column: &str, value: &str) {
     std::fs::write(&path, w.into_inner().unwrap()).unwrap();
 }
 
+/// Removes `columns` from the CSV file at `path`, as an older membench, which did not write them,
+/// would have left it.
+fn drop_columns(path: &Path, columns: &[&str]) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().clone();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| !columns.contains(&&header[i]))
+        .collect();
+    assert!(keep.len() < header.len(), "{columns:?} not in {header:?}");
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record(keep.iter().map(|&i| &header[i])).unwrap();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        w.write_record(keep.iter().map(|&i| &rec[i])).unwrap();
+    }
+    std::fs::write(path, w.into_inner().unwrap()).unwrap();
+}
+
 fn run_ids(results: &Path) -> Vec<String> {
     let mut r = csv::Reader::from_path(results.join("runs.csv")).unwrap();
     r.records().map(|rec| rec.unwrap()[0].to_string()).collect()
@@ -191,6 +209,34 @@ fn sweep_reproduce_tamper_and_compare() {
     );
     assert!(
         text(&o).contains(&ids[0]) && text(&o).contains(&ids[1]),
+        "{}",
+        text(&o)
+    );
+
+    // Results of a membench before the compute columns: what the stored files have is compared,
+    // and the curve.csv column they lack is named.
+    drop_columns(
+        &res.join("runs.csv"),
+        &[
+            "train_tokens",
+            "train_flops",
+            "wall_s_to_threshold",
+            "flops_to_threshold",
+        ],
+    );
+    drop_columns(
+        &res.join("runs").join(&ids[0]).join("curve.csv"),
+        &["train_tokens"],
+    );
+    let o = membench(&["reproduce", &ids[0], "--results", "res"], &dir);
+    assert!(
+        o.status.success(),
+        "older results should reproduce: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("curve.csv: note: the stored file has no train_tokens column")
+            && text(&o).contains("curve.csv: identical"),
         "{}",
         text(&o)
     );

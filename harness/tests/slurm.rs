@@ -220,6 +220,9 @@ fn deterministic(col: &str) -> bool {
                 | "param_count"
                 | "state_size"
                 | "steps_to_threshold"
+                | "train_tokens"
+                | "train_flops"
+                | "flops_to_threshold"
                 | "seed"
                 | "experiment"
         )

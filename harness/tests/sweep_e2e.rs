@@ -77,15 +77,53 @@ fn strict_errors_point_at_line_key_and_suggest() {
     assert_eq!(dir_digest(&out), before, "nothing written on bad input");
 }
 
+/// The compute columns of a run's row agree with each other and with its curve.csv: training
+/// FLOPs are 3 × forward FLOPs per token × tokens trained, the curve's last `train_tokens` is the
+/// run's, and the `*_to_threshold` cells are the curve's at `steps_to_threshold`.
+fn assert_compute_agrees_with_curve(out: &std::path::Path, row: &Row) {
+    let num = |c: &str| -> f64 { row[c].parse().unwrap_or_else(|_| panic!("{c}: {row:?}")) };
+    let (fpt, tokens) = (num("flops_per_token"), num("train_tokens"));
+    assert!(fpt > 0.0 && tokens > 0.0, "{row:?}");
+    assert_eq!(num("train_flops"), 3.0 * fpt * tokens, "{row:?}");
+    let curve = rows_of(&out.join("runs").join(&row["run_id"]).join("curve.csv"));
+    let at = |r: &Row, c: &str| -> f64 { r[c].parse().unwrap() };
+    assert!(
+        curve
+            .windows(2)
+            .all(|w| at(&w[0], "train_tokens") < at(&w[1], "train_tokens")),
+        "train_tokens grows with the step: {curve:?}"
+    );
+    assert_eq!(at(curve.last().unwrap(), "train_tokens"), tokens);
+    let reached = curve
+        .iter()
+        .find(|p| p["step"] == row["steps_to_threshold"])
+        .expect("the threshold step is a curve point");
+    assert_eq!(num("wall_s_to_threshold"), at(reached, "wall_s"));
+    assert_eq!(
+        num("flops_to_threshold"),
+        3.0 * fpt * at(reached, "train_tokens")
+    );
+}
+
 #[test]
 fn rerun_skips_finished_runs_repairs_torn_csv_and_is_deterministic() {
     let d = temp_dir("rerun");
-    let f = write(&d.join("e.yaml"), &tiny_yaml("2", ""));
+    // A threshold every run crosses at its first validation (a copy sequence of at most 4 vectors
+    // of 4 bits has at most 16 wrong bits), so that the *_to_threshold columns are filled.
+    let yaml = tiny_yaml("2", "").replace(
+        "test_batches: 1}",
+        "test_batches: 1, success_threshold: 16.0}",
+    );
+    let f = write(&d.join("e.yaml"), &yaml);
     let (a, b) = (d.join("a"), d.join("b"));
     sweep_ok(&f, &a, &[], &[]);
     let first = rows(&a);
     assert_eq!(first.len(), 2);
     assert!(first.iter().all(|r| r["status"] == "done"), "{first:?}");
+    for r in &first {
+        assert_eq!(r["steps_to_threshold"], "6", "{r:?}");
+        assert_compute_agrees_with_curve(&a, r);
+    }
     let csv_bytes = std::fs::read(a.join("runs.csv")).unwrap();
 
     // Rerun: nothing to do, the file is untouched.
@@ -127,10 +165,7 @@ fn rerun_skips_finished_runs_repairs_torn_csv_and_is_deterministic() {
     }
 
     // A changed config is a new run id, pending until swept.
-    let f2 = write(
-        &d.join("e2.yaml"),
-        &tiny_yaml("2", "").replace("lr: 0.01", "lr: 0.02"),
-    );
+    let f2 = write(&d.join("e2.yaml"), &yaml.replace("lr: 0.01", "lr: 0.02"));
     let l = listed(&f2, &a);
     assert!(
         l.iter()

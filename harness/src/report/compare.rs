@@ -6,10 +6,11 @@
 //! - `<task>_<metric>_<selection>.md` and `.csv`: one row per group with n, median and the 95 %
 //!   percentile-bootstrap CI of the median, mean and the 95 % Student t CI of the mean (clipped to
 //!   the metric's range, `eval::Metrics::RANGES`, as are the bands of the plots), the success
-//!   rate, the median steps to threshold, param count, state size, and Welch's p-value against the
-//!   best group (protocol in stats.rs);
+//!   rate, the median steps, wall seconds and training FLOPs to threshold, the training budget
+//!   (steps, FLOPs), param count, state size, and Welch's p-value against the best group
+//!   (protocol in stats.rs);
 //! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
-//!   eval.csv, or state_size / param_count / steps / a config key from runs.csv), one line per
+//!   eval.csv, or state_size / param_count / steps / train_flops / a config key from runs.csv), one line per
 //!   group, mean with a 95 % t band over seeds; and `.md`, the same numbers as a table;
 //! - `<task>_<metric>_<selection>_curve.{png,svg}`: validation metric against step, same band.
 //!
@@ -22,7 +23,7 @@
 //! files is about), `groups`, `summary` (the table) and `series` (the plots and their tables).
 
 use crate::input::config::Selection;
-use crate::report::groups::{groups, Group};
+use crate::report::groups::{groups, median, Group};
 use crate::report::runs::{
     apply_filters, lookup, mode, parse_filter, read_eval, read_runs, resolve, Runs,
 };
@@ -44,8 +45,9 @@ pub struct CompareArgs {
     /// runs.csv column naming the groups (swept keys other than the seed split them further).
     #[arg(long, default_value = "arch")]
     pub by: String,
-    /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps, or a
-    /// numeric config key such as task.num_kv_pairs (default: every axis the data has).
+    /// x axis of the comparison plot: eval_len, depth, state_size, param_count, steps,
+    /// train_flops (training FLOPs), or a numeric config key such as task.num_kv_pairs (default:
+    /// every axis the data has).
     #[arg(long)]
     pub x: Option<XAxis>,
     /// Only runs whose runs.csv column or resolved config key has this value, e.g.
@@ -192,6 +194,13 @@ fn wanted_metric(opts: &CompareArgs) -> Option<&str> {
 /// The tasks to report on: `--task` or every task, less those without a value of an explicit
 /// `--metric`; every mistake of the options is bad input, found before anything is written.
 fn tasks_to_report(opts: &CompareArgs, runs: &Runs) -> Result<Vec<String>> {
+    if opts.x == Some(XAxis::TrainFlops) && !runs.header.iter().any(|h| h == "train_flops") {
+        return Err(crate::input::strict::bad_option(anyhow::anyhow!(
+            "--x train_flops: {} has no train_flops column (its runs were made by a membench \
+             that did not record training FLOPs)",
+            opts.results.join("runs.csv").display()
+        )));
+    }
     if let Some(XAxis::Key(k)) = &opts.x {
         if !runs
             .rows
@@ -294,8 +303,9 @@ fn spec_of<'a>(
     Ok(spec)
 }
 
-/// eval_len and depth when eval.csv has them; state_size and param_count when they vary; every
-/// swept task setting with two or more numeric values (e.g. the number of key-value pairs).
+/// eval_len and depth when eval.csv has them; state_size, param_count and train_flops when they
+/// vary between groups; every swept task setting with two or more numeric values (e.g. the
+/// number of key-value pairs).
 fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
     let mut axes = vec![];
     // A plot against eval length or depth needs at least two of them (MQAR evaluates at its one length).
@@ -335,19 +345,17 @@ fn default_axes(results: &Path, runs: &Runs, groups: &[Group]) -> Vec<XAxis> {
             swept_task_keys.push(k);
         }
     }
-    for x in [XAxis::StateSize, XAxis::ParamCount]
+    // A plot puts each group at its median x, so an axis is drawn when those differ: training
+    // FLOPs also vary between the seeds of one group (tokens per batch do, on tasks of variable
+    // length), which alone would give a plot of one x. The column is absent from older results.
+    for x in [XAxis::StateSize, XAxis::ParamCount, XAxis::TrainFlops]
         .into_iter()
         .chain(swept_task_keys.into_iter().map(XAxis::Key))
     {
-        let distinct: BTreeSet<String> = groups
+        let distinct: BTreeSet<u64> = groups
             .iter()
-            .flat_map(|g| {
-                g.rows.iter().filter_map(|r| {
-                    r.get(&x.run_column())
-                        .filter(|v| v.parse::<f64>().is_ok())
-                        .cloned()
-                })
-            })
+            .filter_map(|g| median(&g.values(&x.run_column())))
+            .map(f64::to_bits)
             .collect();
         if distinct.len() > 1 {
             axes.push(x);
@@ -362,17 +370,33 @@ mod tests {
     use crate::report::stats::welch;
     use crate::test_support::fresh_dir;
 
-    /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6, 0.4.
-    fn synthetic_results(dir: &Path) {
+    /// runs.csv with the columns compare reads: lstm reaches seq_acc 1.0, 0.9, 0.95; gru 0.5, 0.6,
+    /// 0.4. With `compute`, the compute columns too: lstm reaches the threshold at 100 steps, 10 s
+    /// and 3e5 FLOPs and at 300 steps, 20 s and 9e5 FLOPs; every run trains 400 steps, 1.2e6 FLOPs.
+    fn synthetic_results(dir: &Path, compute: bool) {
         let header = "run_id,experiment,task,arch,seed,status,steps,param_count,state_size,final_seq_acc,best_seq_acc,\
-                      steps_to_threshold,success_metric,success_threshold,selection,membench_version,torch_version\n";
+                      steps_to_threshold,success_metric,success_threshold,selection,membench_version,torch_version";
         let mut text = header.to_string();
+        if compute {
+            text += ",train_flops,wall_s_to_threshold,flops_to_threshold";
+        }
+        text += "\n";
         for (arch, accs, reached) in [
-            ("lstm", [1.0, 0.9, 0.95], ["100", "", "300"]),
-            ("gru", [0.5, 0.6, 0.4], ["", "", ""]),
+            (
+                "lstm",
+                [1.0, 0.9, 0.95],
+                [(100, 10, 3e5), (0, 0, 0.0), (300, 20, 9e5)],
+            ),
+            ("gru", [0.5, 0.6, 0.4], [(0, 0, 0.0); 3]),
         ] {
-            for (seed, (acc, r)) in accs.iter().zip(reached).enumerate() {
-                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last,0.4.0,2.11.0\n");
+            for (seed, (acc, (steps, s, flops))) in accs.iter().zip(reached).enumerate() {
+                let cell = |v: String| if steps > 0 { v } else { String::new() };
+                let r = cell(steps.to_string());
+                text += &format!("{arch}{seed},e,copy,{arch},{seed},done,400,1000,64,{acc},{acc},{r},seq_acc,0.95,last,0.4.0,2.11.0");
+                if compute {
+                    text += &format!(",1.2e6,{},{}", cell(s.to_string()), cell(flops.to_string()));
+                }
+                text += "\n";
             }
         }
         std::fs::create_dir_all(dir).unwrap();
@@ -382,7 +406,7 @@ mod tests {
     #[test]
     fn table_counts_successes_and_tests_against_the_best_group() {
         let dir = fresh_dir("compare-table");
-        synthetic_results(&dir);
+        synthetic_results(&dir, true);
         let opts = CompareArgs {
             results: dir.clone(),
             task: None,
@@ -409,11 +433,12 @@ mod tests {
                 .unwrap()
                 .to_string()
         };
-        // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; median steps of the two that reached = 200.
+        // lstm: seeds 1.0 and 0.95 cross 0.95 (≥), 0.9 does not; medians of the two that reached:
+        // 200 steps, 15 s, 6e5 FLOPs; of all three: 400 steps, 1.2e6 FLOPs.
         let lstm = row("lstm");
         assert!(
             lstm.contains("| 2/3 |")
-                && lstm.contains("| 200 (2/3) |")
+                && lstm.contains("| 200 (2/3) | 15 / 6.000e5 | 400 / 1.200e6 |")
                 && lstm.ends_with("| best | `lstm0` `lstm1` `lstm2` |"),
             "{lstm}"
         );
@@ -439,10 +464,30 @@ mod tests {
             .position(|c| c == "mean_t95_hi")
             .unwrap();
         assert_eq!(lstm_csv.split(',').nth(hi_col), Some("1.0"), "{lstm_csv}");
+        let header = csv.lines().find(|l| l.starts_with("arch,")).unwrap();
+        let cell = |line: &str, col: &str| {
+            let i = header.split(',').position(|c| c == col).unwrap();
+            line.split(',').nth(i).unwrap().to_string()
+        };
+        assert_eq!(
+            [
+                "wall_s_to_threshold_median",
+                "flops_to_threshold_median",
+                "steps_median",
+                "train_flops_median"
+            ]
+            .map(|c| cell(lstm_csv, c)),
+            ["15.0", "600000.0", "400.0", "1200000.0"]
+        );
+        let gru_csv = csv.lines().find(|l| l.starts_with("gru,")).unwrap();
+        assert_eq!(cell(gru_csv, "flops_to_threshold_median"), "");
         // gru against lstm: Welch p from scipy 1.17.1 `ttest_ind([0.5, 0.6, 0.4], [1.0, 0.9, 0.95],
         // equal_var=False)`: p = 0.006457589202672629 (t = -6.9714, ν = 2.94), printed to 4 decimals.
         let gru = row("gru");
-        assert!(gru.contains("| 0/3 |") && gru.contains("– (0/3)"), "{gru}");
+        assert!(
+            gru.contains("| 0/3 |") && gru.contains("| – (0/3) | – | 400 / 1.200e6 |"),
+            "{gru}"
+        );
         assert!(
             (welch(&[0.5, 0.6, 0.4], &[1.0, 0.9, 0.95]).unwrap().p - 0.006457589202672629).abs()
                 < 1e-9
@@ -454,6 +499,67 @@ mod tests {
             .unwrap();
         assert!(x_md.contains("| group | 64 |"), "{x_md}");
         assert!(x_md.contains("| gru | 0.5 [0.2516, 0.7484] |"), "{x_md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Training FLOPs are a default axis when the groups' medians differ, not merely the seeds'.
+    #[test]
+    fn train_flops_is_a_default_axis_when_groups_differ_in_it() {
+        let dir = fresh_dir("compare-axes");
+        let axes = |dir: &Path| {
+            let runs = read_runs(dir).unwrap();
+            default_axes(dir, &runs, &groups(&runs, "copy", "arch").unwrap())
+        };
+        // `train_flops` of each run, in file order (lstm0..2, gru0..2).
+        let with_flops = |flops: [&str; 6]| {
+            synthetic_results(&dir, true);
+            let path = dir.join("runs.csv");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines = text.lines();
+            let mut out = format!("{}\n", lines.next().unwrap());
+            for (line, f) in lines.zip(flops) {
+                out += &format!("{}\n", line.replacen(",1.2e6,", &format!(",{f},"), 1));
+            }
+            std::fs::write(&path, out).unwrap();
+        };
+        let lstm_seeds_differ = ["1.1e6", "1.2e6", "1.3e6", "1.2e6", "1.2e6", "1.2e6"];
+        with_flops(lstm_seeds_differ);
+        assert!(!axes(&dir).contains(&XAxis::TrainFlops));
+        with_flops(["1.2e6", "1.2e6", "1.2e6", "2.4e6", "2.4e6", "2.4e6"]);
+        assert!(axes(&dir).contains(&XAxis::TrainFlops));
+        synthetic_results(&dir, false);
+        assert!(!axes(&dir).contains(&XAxis::TrainFlops), "no such column");
+        let opts = CompareArgs {
+            x: Some(XAxis::TrainFlops),
+            all: false,
+            ..CompareArgs::every_task(dir.clone(), None)
+        };
+        let e = write_reports(&opts, "membench compare --x train_flops").unwrap_err();
+        assert!(
+            e.downcast_ref::<crate::input::strict::BadOption>()
+                .is_some()
+                && format!("{e:#}").contains("no train_flops column"),
+            "{e:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A runs.csv of a membench without the compute columns: the table is written, their cells
+    /// are dashes (Markdown) and empty (CSV).
+    #[test]
+    fn runs_without_compute_columns_leave_those_cells_empty() {
+        let dir = fresh_dir("compare-old");
+        synthetic_results(&dir, false);
+        write_reports(
+            &CompareArgs::every_task(dir.clone(), None),
+            "membench report",
+        )
+        .unwrap();
+        let md = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.md")).unwrap();
+        let lstm = md.lines().find(|l| l.starts_with("| lstm |")).unwrap();
+        assert!(lstm.contains("| 200 (2/3) | – | 400 / – |"), "{lstm}");
+        let csv = std::fs::read_to_string(dir.join("reports/copy_seq_acc_last.csv")).unwrap();
+        assert!(csv.contains(",200.0,2,,,400.0,,"), "{csv}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! Groups of runs, each all seeds of one configuration of a task (`--by`, every swept key that
 //! varies, and the experiment where only it tells runs apart), and a group's numbers over its seeds
-//! (`GroupStats`: the metric's summary, success rate, steps to threshold, sizes).
+//! (`GroupStats`: the metric's summary, success rate, steps to threshold, compute, sizes).
 
 use crate::report::runs::{num, pretty, Row, Runs};
 use crate::report::spec::lower_is_better;
@@ -100,6 +100,7 @@ pub(super) struct GroupStats {
     pub(super) not_done: usize,
     pub(super) success: Option<(usize, usize)>,
     pub(super) steps_to_threshold: Option<(f64, usize)>,
+    pub(super) compute: Compute,
     pub(super) param_count: Option<f64>,
     pub(super) state_size: Option<f64>,
     pub(super) welch_p: Option<f64>,
@@ -108,6 +109,30 @@ pub(super) struct GroupStats {
 
 pub(super) fn median(xs: &[f64]) -> Option<f64> {
     (!xs.is_empty()).then(|| stats::median(xs))
+}
+
+/// What a group's training cost, so families can be compared at equal compute and not only at
+/// equal steps: medians over the runs that reached the threshold of the wall seconds and training
+/// FLOPs it took them (runs.csv `wall_s_to_threshold`, `flops_to_threshold`), and over all runs
+/// of the whole run's steps and training FLOPs (the budget). None where no run has the value
+/// (rows of a membench without the column, or no run reached the threshold).
+pub(super) struct Compute {
+    pub(super) wall_s_to_threshold: Option<f64>,
+    pub(super) flops_to_threshold: Option<f64>,
+    pub(super) steps: Option<f64>,
+    pub(super) train_flops: Option<f64>,
+}
+
+impl Compute {
+    fn of(g: &Group) -> Self {
+        let m = |col: &str| median(&g.values(col));
+        Compute {
+            wall_s_to_threshold: m("wall_s_to_threshold"),
+            flops_to_threshold: m("flops_to_threshold"),
+            steps: m("steps"),
+            train_flops: m("train_flops"),
+        }
+    }
 }
 
 pub(super) fn group_stats(g: &Group, col: &str, prefix: &str, range: (f64, f64)) -> GroupStats {
@@ -140,6 +165,7 @@ pub(super) fn group_stats(g: &Group, col: &str, prefix: &str, range: (f64, f64))
             .count(),
         success: (success.1 > 0).then_some(success),
         steps_to_threshold: median(&reached).map(|m| (m, reached.len())),
+        compute: Compute::of(g),
         param_count: median(&g.values("param_count")),
         state_size: median(&g.values("state_size")),
         welch_p: None,

@@ -54,9 +54,10 @@ const FONT: &str = "sans-serif";
 /// Ratio max/min of x above which a requested log axis is used.
 pub const LOG_SPAN: f64 = 30.0;
 
-/// Tick label: integers without a decimal point, others with up to 3 significant decimals.
+/// Tick label: integers below 1e7 without a decimal point, large numbers (training FLOPs) in
+/// scientific notation, others with up to 3 significant decimals.
 fn tick(v: &f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
+    if v.fract() == 0.0 && v.abs() < 1e7 {
         format!("{}", *v as i64)
     } else if v.abs() >= 1e4 || (v.abs() < 1e-2 && *v != 0.0) {
         format!("{v:.1e}")
@@ -371,6 +372,14 @@ mod tests {
             y_limits: (0.0, 1.0),
             series: vec![line("lstm", 0.0), line("gru", 0.2)],
         }
+    }
+
+    #[test]
+    fn ticks_of_training_flops_are_scientific_and_sizes_stay_integers() {
+        assert_eq!(tick(&4096.0), "4096");
+        assert_eq!(tick(&2_500_000.0), "2500000");
+        assert_eq!(tick(&1.5e12), "1.5e12");
+        assert_eq!(tick(&0.25), "0.25");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! The run's `runs/<id>/config.yaml` is copied into a scratch directory under the system temp dir
 //! (never under results/), and this same binary's `run` subcommand trains it there with the stored
 //! thread count, exactly as a sweep's child would. Then every metric column of the stored runs.csv
-//! row is compared with the new record's, and the stored eval.csv and curve.csv with the new ones.
+//! row is compared with the new record's, and the stored eval.csv and curve.csv with the new ones,
+//! column by column as the stored files have them: a results directory of an older membench lacks
+//! columns added since (curve.csv `train_tokens`), which are named, not compared.
 //!
 //! Equality rule:
 //! - CPU runs (`device` = cpu): cells must be identical strings. record.rs writes floats in their
@@ -113,35 +115,58 @@ fn read_table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     Ok((header, rows))
 }
 
-/// Differences between two per-run CSV files, as `file:row:column` names (row 1 = first data row).
+/// How a rerun's per-run CSV file compares with the stored one.
+#[derive(Debug, PartialEq)]
+struct FileDiff {
+    /// `file:row:column (stored vs new)` per differing cell (row 1 = first data row), or one
+    /// entry for a stored column the rerun lacks or for a different row count.
+    differing: Vec<String>,
+    /// Columns of the rerun that the stored file lacks (it was written by an older membench,
+    /// e.g. curve.csv before `train_tokens`): not compared.
+    added: Vec<String>,
+}
+
+/// Compares the columns the stored file has, by name, with the rerun's; `skip` names columns
+/// that may differ (timings).
 fn diff_files(
     name: &str,
     stored: &Path,
     new: &Path,
     gpu: bool,
     skip: fn(&str) -> bool,
-) -> Result<Vec<String>> {
+) -> Result<FileDiff> {
     let (h1, r1) = read_table(stored)?;
     let (h2, r2) = read_table(new)?;
-    if h1 != h2 {
-        return Ok(vec![format!("{name}:header")]);
-    }
+    let added = h2.iter().filter(|c| !h1.contains(c)).cloned().collect();
+    let mut differing: Vec<String> = h1
+        .iter()
+        .filter(|c| !h2.contains(c))
+        .map(|c| format!("{name}:{c} (not in the rerun)"))
+        .collect();
     if r1.len() != r2.len() {
-        return Ok(vec![format!(
+        differing.push(format!(
             "{name}:rows ({} stored, {} new)",
             r1.len(),
             r2.len()
-        )]);
+        ));
+        return Ok(FileDiff { differing, added });
     }
-    let mut out = vec![];
-    for (i, (a, b)) in r1.iter().zip(&r2).enumerate() {
-        for (col, (x, y)) in h1.iter().zip(a.iter().zip(b)) {
-            if !skip(col) && !same(x, y, gpu) {
-                out.push(format!("{name}:{}:{col} ({x} vs {y})", i + 1));
+    // (column, its index in the stored file, in the rerun's)
+    let compared: Vec<(&String, usize, usize)> = h1
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !skip(c))
+        .filter_map(|(i, c)| h2.iter().position(|h| h == c).map(|j| (c, i, j)))
+        .collect();
+    for (row, (a, b)) in r1.iter().zip(&r2).enumerate() {
+        for &(col, i, j) in &compared {
+            let (x, y) = (&a[i], &b[j]);
+            if !same(x, y, gpu) {
+                differing.push(format!("{name}:{}:{col} ({x} vs {y})", row + 1));
             }
         }
     }
-    Ok(out)
+    Ok(FileDiff { differing, added })
 }
 
 pub fn reproduce(opts: &ReproduceArgs) -> Result<()> {
@@ -335,7 +360,17 @@ fn reproduce_one(
         ("eval.csv", (|_: &str| false) as fn(&str) -> bool),
         ("curve.csv", curve_unchecked),
     ] {
-        let d = diff_files(file, &stored_dir.join(file), &dir.join(file), gpu, skip)?;
+        let FileDiff {
+            differing: d,
+            added,
+        } = diff_files(file, &stored_dir.join(file), &dir.join(file), gpu, skip)?;
+        if !added.is_empty() {
+            println!(
+                "{file}: note: the stored file has no {} column (an older membench wrote it); \
+                 its other columns are compared",
+                added.join(", ")
+            );
+        }
         println!(
             "{file}: {}",
             if d.is_empty() {
@@ -374,10 +409,58 @@ mod tests {
         assert!(!same("lstm", "gru", true));
     }
 
+    /// The stored file's columns are compared by name: a column only the rerun writes (curve.csv
+    /// `train_tokens` since it was added) is named, not a difference; one only the stored file
+    /// has is.
+    #[test]
+    fn files_compare_the_stored_columns_and_name_the_rerun_s_new_ones() {
+        let dir = crate::test_support::fresh_dir("reproduce-columns");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let old = file(
+            "old.csv",
+            "step,wall_s,valid_loss\n6,0.5,0.25\n12,1.0,0.125\n",
+        );
+        let new = file(
+            "new.csv",
+            "step,wall_s,train_tokens,valid_loss\n6,0.7,48,0.25\n12,1.3,96,0.125\n",
+        );
+        let diff =
+            |a: &Path, b: &Path| diff_files("curve.csv", a, b, false, curve_unchecked).unwrap();
+        assert_eq!(
+            diff(&old, &new),
+            FileDiff {
+                differing: vec![],
+                added: vec!["train_tokens".into()],
+            }
+        );
+        let changed = file(
+            "changed.csv",
+            "step,wall_s,train_tokens,valid_loss\n6,0.7,48,0.25\n12,1.3,96,0.5\n",
+        );
+        assert_eq!(
+            diff(&old, &changed).differing,
+            ["curve.csv:2:valid_loss (0.125 vs 0.5)"]
+        );
+        assert_eq!(
+            diff(&new, &old),
+            FileDiff {
+                differing: vec!["curve.csv:train_tokens (not in the rerun)".into()],
+                added: vec![],
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn only_timings_and_provenance_are_unchecked() {
         for c in [
             "wall_s",
+            "wall_s_to_threshold",
             "train_tokens_per_s",
             "step_ms_median",
             "peak_rss_bytes",
@@ -392,6 +475,9 @@ mod tests {
             "steps",
             "best_step",
             "steps_to_threshold",
+            "train_tokens",
+            "train_flops",
+            "flops_to_threshold",
             "param_count",
             "state_size",
             "status",

@@ -1,5 +1,5 @@
 //! A metric against an x (`XAxis`: eval length or depth from eval.csv, or a per-run number from
-//! runs.csv or the resolved config) and against the training step (curve.csv): one line per group
+//! runs.csv, such as the training FLOPs, or the resolved config) and against the training step (curve.csv): one line per group
 //! or configuration, the mean over seeds with its 95 % t band, drawn by `plot`; each x plot with
 //! its numbers as a Markdown table beside it.
 
@@ -23,6 +23,9 @@ pub(crate) enum XAxis {
     StateSize,
     ParamCount,
     Steps,
+    /// Training FLOPs of the whole run (runs.csv `train_flops`: 3 × forward FLOPs per token ×
+    /// tokens trained), to compare families at equal compute.
+    TrainFlops,
     /// A numeric setting from the runs' resolved configs, e.g. `task.num_kv_pairs` or
     /// `arch.d_model` (swept or set by an experiment).
     Key(String),
@@ -37,10 +40,11 @@ impl std::str::FromStr for XAxis {
             "state_size" => XAxis::StateSize,
             "param_count" => XAxis::ParamCount,
             "steps" => XAxis::Steps,
+            "train_flops" => XAxis::TrainFlops,
             k if ["task.", "arch.", "train."].iter().any(|p| k.starts_with(p)) => XAxis::Key(k.to_string()),
             _ => {
-                return Err("expected eval_len, depth, state_size, param_count, steps, or a config key such as \
-                            task.num_kv_pairs or arch.d_model"
+                return Err("expected eval_len, depth, state_size, param_count, steps, train_flops, or a config \
+                            key such as task.num_kv_pairs or arch.d_model"
                     .into())
             }
         })
@@ -55,6 +59,7 @@ impl XAxis {
             XAxis::StateSize => "state_size",
             XAxis::ParamCount => "param_count",
             XAxis::Steps => "steps",
+            XAxis::TrainFlops => "train_flops",
             XAxis::Key(k) => k,
         }
     }
@@ -65,13 +70,19 @@ impl XAxis {
             XAxis::StateSize => "state size (floats carried between steps)".into(),
             XAxis::ParamCount => "parameter count".into(),
             XAxis::Steps => "training steps".into(),
+            XAxis::TrainFlops => {
+                "training FLOPs (3 × forward FLOPs per token × tokens trained)".into()
+            }
             XAxis::Key(k) => k.clone(),
         }
     }
-    /// Sizes can span orders of magnitude across architectures (plot.rs uses a log axis only when
-    /// the data spans more than [`plot::LOG_SPAN`]).
+    /// Sizes and compute can span orders of magnitude across architectures (plot.rs uses a log
+    /// axis only when the data spans more than [`plot::LOG_SPAN`]).
     fn log(&self) -> bool {
-        matches!(self, XAxis::StateSize | XAxis::ParamCount)
+        matches!(
+            self,
+            XAxis::StateSize | XAxis::ParamCount | XAxis::TrainFlops
+        )
     }
     /// runs.csv column (or resolved `cfg:` key) holding the x value of a run.
     pub(super) fn run_column(&self) -> String {
@@ -149,7 +160,7 @@ pub(super) fn write_x_plot(
                 });
             }
         }
-        XAxis::StateSize | XAxis::ParamCount | XAxis::Steps | XAxis::Key(_) => {
+        XAxis::StateSize | XAxis::ParamCount | XAxis::Steps | XAxis::TrainFlops | XAxis::Key(_) => {
             series = joined_series(groups, x, &spec.column(), bounds);
         }
     }
@@ -264,8 +275,8 @@ fn write_x_table(
     Ok(path.to_path_buf())
 }
 
-/// Metric against a per-run x (state size, parameter count, steps or a config key): one point per
-/// group at its x, with the t band over its seeds.
+/// Metric against a per-run x (state size, parameter count, steps, training FLOPs or a config
+/// key): one point per group at its median x, with the t band over its seeds.
 fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) -> Vec<Series> {
     // One point per group at its x. Points join into one line when they share the `by`
     // value and every resolved task and train setting (against a config key, also every
@@ -443,6 +454,10 @@ mod tests {
         assert!(
             "task.num_kv_pairs".parse::<XAxis>().unwrap() == XAxis::Key("task.num_kv_pairs".into())
         );
-        assert!("num_kv_pairs".parse::<XAxis>().is_err());
+        assert_eq!("train_flops".parse::<XAxis>(), Ok(XAxis::TrainFlops));
+        assert_eq!(XAxis::TrainFlops.run_column(), "train_flops");
+        assert!(XAxis::TrainFlops.log());
+        let e = "num_kv_pairs".parse::<XAxis>().unwrap_err();
+        assert!(e.contains("train_flops") && e.contains("state_size"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The summary table of one task and metric, `<stem>.md` and `<stem>.csv`: one row per group with
-//! its median and mean and their 95 % intervals, success rate, steps to threshold, sizes and
-//! Welch's p against the best group, as rows of one column list rendered by `table`.
+//! its median and mean and their 95 % intervals, success rate, steps, seconds and training FLOPs
+//! to threshold, training budget, sizes and Welch's p against the best group, as rows of one
+//! column list rendered by `table`.
 
 use crate::record;
 use crate::report::groups::{group_stats, Group, GroupStats};
@@ -116,6 +117,12 @@ fn table_intro(spec: &Spec, groups: &[Group], within: &str) -> String {
             spec.selection.prefix()
         ));
     }
+    md.push_str(
+        "Compute (medians over seeds): *to thr.* over the seeds that reached the threshold, at the \
+         first validation over it: steps (how many reached), wall seconds since training started \
+         (validation included) and training FLOPs (3 × forward FLOPs per token × tokens trained); \
+         *budget* over all seeds: steps and training FLOPs of the whole run.\n\n",
+    );
     md
 }
 
@@ -221,6 +228,46 @@ fn summary_columns<'a>(
                 (
                     "reached",
                     csv_cell(|r: &R| r.stats.steps_to_threshold.map_or(0, |x| x.1).to_string()),
+                ),
+            ],
+        ),
+        Column::new(
+            "s / FLOPs to thr.",
+            move |r: &R| {
+                let c = &r.stats.compute;
+                match (c.wall_s_to_threshold, c.flops_to_threshold) {
+                    (None, None) => "–".into(),
+                    (s, f) => format!("{} / {}", or_dash(s.map(fmt)), or_dash(f.map(fmt))),
+                }
+            },
+            vec![
+                (
+                    "wall_s_to_threshold_median",
+                    csv_cell(|r: &R| csv_num(r.stats.compute.wall_s_to_threshold)),
+                ),
+                (
+                    "flops_to_threshold_median",
+                    csv_cell(|r: &R| csv_num(r.stats.compute.flops_to_threshold)),
+                ),
+            ],
+        ),
+        Column::new(
+            "budget: steps / FLOPs",
+            move |r: &R| {
+                format!(
+                    "{} / {}",
+                    or_dash(r.stats.compute.steps.map(fmt)),
+                    or_dash(r.stats.compute.train_flops.map(fmt))
+                )
+            },
+            vec![
+                (
+                    "steps_median",
+                    csv_cell(|r: &R| csv_num(r.stats.compute.steps)),
+                ),
+                (
+                    "train_flops_median",
+                    csv_cell(|r: &R| csv_num(r.stats.compute.train_flops)),
                 ),
             ],
         ),

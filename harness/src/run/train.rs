@@ -41,7 +41,12 @@ impl Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CurvePoint {
     pub step: u64,
+    /// Wall clock since the start of training, validation included.
     pub wall_s: f64,
+    /// Tokens trained on up to and including this step (every position of every training batch).
+    /// 0 when read from a record written before membench counted them.
+    #[serde(default)]
+    pub train_tokens: u64,
     /// Mean training loss over the steps since the previous point.
     pub train_loss: f64,
     pub valid: Metrics,
@@ -82,6 +87,10 @@ pub struct TrainOutcome {
     pub param_count: i64,
     pub state_size: i64,
     pub flops_per_token: f64,
+    /// Tokens trained on over the whole run; None in records written before membench counted
+    /// them.
+    #[serde(default)]
+    pub train_tokens: Option<u64>,
     /// Test metrics of the last checkpoint, at the training distribution.
     pub final_metrics: Option<Metrics>,
     /// Test metrics of the best-valid checkpoint, at the training distribution.
@@ -89,6 +98,12 @@ pub struct TrainOutcome {
     pub best_step: Option<u64>,
     /// First validation step at which the success criterion held.
     pub steps_to_threshold: Option<u64>,
+    /// The curve's `wall_s` and `train_tokens` at that step: the compute it took to get there.
+    /// None when not reached (or in records written before membench kept them).
+    #[serde(default)]
+    pub wall_s_to_threshold: Option<f64>,
+    #[serde(default)]
+    pub tokens_to_threshold: Option<u64>,
     pub success: SuccessCriterion,
     pub curve: Vec<CurvePoint>,
     pub eval: Vec<EvalRow>,
@@ -339,6 +354,7 @@ impl StepTimer {
     /// The timing columns of `out`, over its `steps` steps of `batch_size` sequences.
     fn finish(&self, out: &mut TrainOutcome, batch_size: usize) {
         out.train_wall_s = self.elapsed_s();
+        out.train_tokens = Some(self.tokens);
         let train_s: f64 = self.step_ms.iter().sum::<f64>() / 1e3;
         out.train_samples_per_s = (out.steps as f64 * batch_size as f64) / train_s.max(1e-9);
         out.train_tokens_per_s = self.tokens as f64 / train_s.max(1e-9);
@@ -441,6 +457,21 @@ impl TrainOutcome {
             .map(|p| p.length)
             .max()
             .unwrap_or(1) as i64;
+        Self::sized(
+            net.param_count(),
+            net.state_size(eval_len),
+            net.flops_per_token(eval_len),
+            success,
+        )
+    }
+
+    /// Nothing trained yet, for a model of these sizes.
+    fn sized(
+        param_count: i64,
+        state_size: i64,
+        flops_per_token: f64,
+        success: SuccessCriterion,
+    ) -> Self {
         TrainOutcome {
             status: Status::Done,
             reason: String::new(),
@@ -451,13 +482,16 @@ impl TrainOutcome {
             step_ms_median: f64::NAN,
             harness_overhead_pct: f64::NAN,
             batch_wait_pct: f64::NAN,
-            param_count: net.param_count(),
-            state_size: net.state_size(eval_len),
-            flops_per_token: net.flops_per_token(eval_len),
+            param_count,
+            state_size,
+            flops_per_token,
+            train_tokens: None,
             final_metrics: None,
             best_metrics: None,
             best_step: None,
             steps_to_threshold: None,
+            wall_s_to_threshold: None,
+            tokens_to_threshold: None,
             success,
             curve: vec![],
             eval: vec![],
@@ -487,12 +521,31 @@ impl TrainOutcome {
         let hit = crosses(&self.success, &valid);
         if hit && self.steps_to_threshold.is_none() {
             self.steps_to_threshold = Some(step);
+            self.wall_s_to_threshold = Some(point.wall_s);
+            self.tokens_to_threshold = Some(point.train_tokens);
         }
         if checkpoints.offer(score(&self.success, &valid), params) {
             self.best_step = Some(step);
         }
         self.curve.push(point);
         hit && early_stop
+    }
+
+    /// Testing only: the outcome of a run whose validation curve was `curve` (no checkpoint kept),
+    /// trained on as many tokens as its last point says.
+    #[cfg(test)]
+    pub(crate) fn replayed(
+        curve: Vec<CurvePoint>,
+        flops_per_token: f64,
+        success: SuccessCriterion,
+    ) -> Self {
+        let mut out = Self::sized(1, 1, flops_per_token, success);
+        let mut checkpoints = Checkpoints::new(Selection::Last);
+        for p in curve {
+            (out.steps, out.train_tokens) = (p.step, Some(p.train_tokens));
+            out.validated(p, &mut checkpoints, &[], false);
+        }
+        out
     }
 }
 
@@ -567,6 +620,7 @@ pub fn train(
                 let point = CurvePoint {
                     step,
                     wall_s: timer.elapsed_s(),
+                    train_tokens: timer.tokens,
                     train_loss: train_loss.take_mean(),
                     valid,
                     lr,
@@ -602,10 +656,10 @@ pub fn is_final(status: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn copy_criterion() -> SuccessCriterion {
+    pub(crate) fn copy_criterion() -> SuccessCriterion {
         SuccessCriterion {
             metric: "bit_errors_per_seq".into(),
             threshold: 0.1,
@@ -622,6 +676,43 @@ mod tests {
             mse: None,
             within_tol: None,
         }
+    }
+
+    /// A curve point at `step`, `wall_s` seconds and `tokens` tokens into training.
+    pub(crate) fn point(step: u64, wall_s: f64, tokens: u64, bit_errors: f64) -> CurvePoint {
+        CurvePoint {
+            step,
+            wall_s,
+            train_tokens: tokens,
+            train_loss: 1.0,
+            valid: metrics(1.0, bit_errors),
+            lr: 0.01,
+            grad_norm: 1.0,
+            rss_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn the_first_crossing_gives_the_steps_seconds_and_tokens_to_threshold() {
+        let out = TrainOutcome::replayed(
+            vec![
+                point(6, 0.5, 48, 1.0),
+                point(12, 1.25, 96, 0.05),
+                point(18, 2.0, 150, 0.5),
+                point(24, 3.0, 200, 0.0),
+            ],
+            10.0,
+            copy_criterion(),
+        );
+        assert_eq!(out.steps_to_threshold, Some(12));
+        assert_eq!(out.wall_s_to_threshold, Some(1.25));
+        assert_eq!(out.tokens_to_threshold, Some(96));
+        assert_eq!(out.train_tokens, Some(200));
+        let never = TrainOutcome::replayed(vec![point(6, 0.5, 48, 1.0)], 10.0, copy_criterion());
+        assert_eq!(
+            (never.wall_s_to_threshold, never.tokens_to_threshold),
+            (None, None)
+        );
     }
 
     /// Replays a validation curve through the selection rule; returns the index kept.

@@ -24,13 +24,13 @@ fn varies(column: &str) -> bool {
         || matches!(column, "reason" | "device" | "threads")
 }
 
+/// The deterministic columns in which two rows of one run differ. A row holds every column of its
+/// file, so only columns both files have are compared: one an older membench did not write
+/// (`train_flops`, say) is no conflict.
 fn conflicting_columns(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).filter(|k| !varies(k)).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k).map_or("", String::as_str) != b.get(*k).map_or("", String::as_str))
-        .cloned()
+    a.iter()
+        .filter(|(k, v)| !varies(k) && b.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, _)| k.clone())
         .collect()
 }
 
@@ -189,4 +189,38 @@ pub fn merge(args: &MergeArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cells: &[(&str, &str)]) -> BTreeMap<String, String> {
+        cells
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_deterministic_columns_of_both_files_conflict() {
+        let old = row(&[("final_loss", "0.5"), ("steps", "12"), ("wall_s", "3.0")]);
+        let new = row(&[
+            ("final_loss", "0.5"),
+            ("steps", "12"),
+            ("wall_s", "4.0"),
+            ("train_flops", "6000.0"),
+        ]);
+        assert!(conflicting_columns(&old, &new).is_empty());
+        assert!(conflicting_columns(&new, &old).is_empty());
+        let other = row(&[
+            ("final_loss", "0.25"),
+            ("steps", "12"),
+            ("train_flops", "7.0"),
+        ]);
+        assert_eq!(
+            conflicting_columns(&new, &other),
+            ["final_loss", "train_flops"]
+        );
+    }
 }

@@ -75,7 +75,13 @@ pub type Row = BTreeMap<String, String>;
 
 /// runs.csv of `out` as rows (column → cell).
 pub fn rows(out: &Path) -> Vec<Row> {
-    let mut r = csv::Reader::from_path(out.join("runs.csv")).expect("runs.csv exists");
+    rows_of(&out.join("runs.csv"))
+}
+
+/// A CSV file (runs.csv, a run's curve.csv or eval.csv) as rows (column → cell).
+pub fn rows_of(path: &Path) -> Vec<Row> {
+    let mut r =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
     r.records()
         .map(|rec| {
@@ -107,6 +113,9 @@ pub fn deterministic(row: &Row) -> BTreeMap<String, String> {
                     "param_count",
                     "state_size",
                     "steps_to_threshold",
+                    "train_tokens",
+                    "train_flops",
+                    "flops_to_threshold",
                     "seed",
                 ]
                 .contains(&k.as_str())
