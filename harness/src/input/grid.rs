@@ -870,7 +870,11 @@ impl Plan {
                             || [exp.clone(), segs(&["grid"])].concat(),
                             |o| o.written_at.clone(),
                         );
-                        note(vec![loc.at(&[at, vec![k.clone()]].concat(), m)], "", &mut issues);
+                        note(
+                            vec![loc.at(&[at, vec![k.clone()]].concat(), m)],
+                            "",
+                            &mut issues,
+                        );
                         continue 'zip;
                     }
                     let into = if tuned { &mut tune } else { &mut swept };

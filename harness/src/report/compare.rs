@@ -30,6 +30,7 @@ use crate::report::runs::{
 use crate::report::series::{write_curve_plot, write_x_plot, XAxis};
 use crate::report::spec::Spec;
 use crate::report::summary::write_table;
+use crate::report::tune;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,10 @@ pub struct CompareArgs {
     /// still applies).
     #[arg(long, conflicts_with_all = ["task", "x", "filters", "metric", "selection"])]
     pub all: bool,
+    /// Tuned runs (`tune:` in the experiments file): show every candidate as its own group
+    /// instead of the one with the best validation score per setting and seed.
+    #[arg(long)]
+    pub candidates: bool,
 }
 
 impl CompareArgs {
@@ -83,6 +88,7 @@ impl CompareArgs {
             selection: None,
             out,
             all: true,
+            candidates: false,
         }
     }
 }
@@ -97,10 +103,9 @@ pub struct ReportArgs {
 /// `membench compare`: writes the tables and plots asked for and prints their paths.
 pub fn compare(args: &CompareArgs) -> Result<()> {
     let written = if args.all {
-        write_reports(
-            &CompareArgs::every_task(args.results.clone(), args.out.clone()),
-            &command_line(),
-        )?
+        let mut every = CompareArgs::every_task(args.results.clone(), args.out.clone());
+        every.candidates = args.candidates;
+        write_reports(&every, &command_line())?
     } else {
         write_reports(args, &command_line())?
     };
@@ -156,12 +161,22 @@ fn write_reports(opts: &CompareArgs, command: &str) -> Result<Vec<PathBuf>> {
         .unwrap_or_else(|| opts.results.join("reports"));
     let mut written = vec![];
     for task in &tasks {
-        let spec = spec_of(task, wanted_metric(opts), opts, &runs)?;
-        let groups = groups(&runs, task, &opts.by)?;
-        written.extend(write_table(&spec, &groups, &opts.by, &out, command)?);
+        let mut spec = spec_of(task, wanted_metric(opts), opts, &runs)?;
+        let (chosen, protocol) =
+            tune::choose(&runs, task, spec.selection, &opts.results, opts.candidates);
+        spec.tuning = protocol.as_ref().map(|p| p.describe(spec.selection));
+        let groups = groups(&chosen, task, &opts.by)?;
+        written.extend(write_table(
+            &spec,
+            &groups,
+            protocol.as_ref(),
+            &opts.by,
+            &out,
+            command,
+        )?);
         let axes = match &opts.x {
             Some(x) => vec![x.clone()],
-            None => default_axes(&opts.results, &runs, &groups),
+            None => default_axes(&opts.results, &chosen, &groups),
         };
         for x in &axes {
             written.extend(write_x_plot(
@@ -292,6 +307,7 @@ fn spec_of<'a>(
         task,
         metric,
         selection,
+        tuning: None,
     };
     if !runs.header.contains(&spec.column()) {
         return Err(crate::input::strict::bad_option(anyhow::anyhow!(
@@ -417,6 +433,7 @@ mod tests {
             selection: None,
             out: None,
             all: false,
+            candidates: false,
         };
         // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
         let written = write_reports(&opts, "membench compare").unwrap();
@@ -532,6 +549,7 @@ mod tests {
         let opts = CompareArgs {
             x: Some(XAxis::TrainFlops),
             all: false,
+            candidates: false,
             ..CompareArgs::every_task(dir.clone(), None)
         };
         let e = write_reports(&opts, "membench compare --x train_flops").unwrap_err();

@@ -1,7 +1,8 @@
 //! What results say. Reads results through `record`; depends on `input`, `run` and `sys`; never on
 //! `sweep`. Low to high: `runs` (runs.csv, resolved configs, eval.csv and curve.csv read; `--where`
 //! filters), `spec` (what a set of files is about; a metric's direction and range), `groups` (runs
-//! grouped over seeds, each group's numbers; medians, intervals and tests from `stats`), `summary`
+//! grouped over seeds, each group's numbers; medians, intervals and tests from `stats`), `tune` (the
+//! candidate kept per setting and seed when the runs were tuned, before grouping), `summary`
 //! (the summary table) and `series` (metric against x or step, plotted by `plot`), both rendered
 //! through `table` (rows and one column list to Markdown and CSV); `compare` owns the commands
 //! `compare` and `report`, `reproduce` the rerun of a stored row: each one's `clap::Args` struct
@@ -17,3 +18,4 @@ mod spec;
 pub mod stats;
 mod summary;
 pub mod table;
+mod tune;

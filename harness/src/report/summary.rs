@@ -9,6 +9,7 @@ use crate::report::runs::{mode, pretty};
 use crate::report::spec::{header_lines, lower_is_better, metric_bounds, range_text, Spec};
 use crate::report::stats;
 use crate::report::table::{self, csv_cell, csv_num, fmt, fmt_p, Column};
+use crate::report::tune::{chosen_values, Protocol};
 use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub(super) fn write_table(
     spec: &Spec,
     groups: &[Group],
+    tuning: Option<&Protocol>,
     by: &str,
     out: &Path,
     command: &str,
@@ -34,12 +36,20 @@ pub(super) fn write_table(
     header.push(format!(
         "mean_t95_lo, mean_t95_hi: the 95 % Student t CI of the mean clipped to the metric's range ({within})"
     ));
-    let columns = summary_columns(&keys, spec, &within);
+    let mut columns = summary_columns(&keys, spec, &within);
+    // The chosen candidates right after the group's key columns.
+    if let Some(p) = tuning.filter(|p| !p.every_candidate) {
+        let at = keys.len();
+        columns.splice(at..at, chosen_columns(p));
+    }
     let mut md = String::new();
     for l in &header {
         writeln!(md, "<!-- {l} -->")?;
     }
     md.push_str(&table_intro(spec, groups, &within));
+    if let Some(t) = &spec.tuning {
+        writeln!(md, "{t}.\n")?;
+    }
     md.push_str(&table::markdown(&columns, &rows));
     let csv_bytes = table::csv(&columns, &rows, &header)?;
     let (md_path, csv_path) = (
@@ -124,6 +134,25 @@ fn table_intro(spec: &Spec, groups: &[Group], within: &str) -> String {
          *budget* over all seeds: steps and training FLOPs of the whole run.\n\n",
     );
     md
+}
+
+/// One column per tuned key: each seed's chosen value, in the group's row order (Markdown
+/// `chosen lr`: `0.001, 0.001, 0.003`; CSV `chosen_train.lr`: space-separated).
+fn chosen_columns<'a>(p: &Protocol) -> Vec<Column<'a, SummaryRow<'a>>> {
+    p.keys()
+        .map(|k| {
+            let (k1, k2) = (k.to_string(), k.to_string());
+            let short = k.rsplit('.').next().unwrap_or(k);
+            Column::new(
+                format!("chosen {short}"),
+                move |r: &SummaryRow| chosen_values(&r.group.rows, &k1).join(", "),
+                vec![(
+                    format!("chosen_{k}").as_str(),
+                    csv_cell(move |r: &SummaryRow| chosen_values(&r.group.rows, &k2).join(" ")),
+                )],
+            )
+        })
+        .collect()
 }
 
 /// The summary table's columns: the group's key columns, then its numbers. Markdown shows an
