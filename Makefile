@@ -11,7 +11,7 @@ TEST_FEATURES := --features membench/fault-injection
 # runs (README, "Any x86-64 CPU").
 PORTABLE := MEMBENCH_GEMM=libtorch ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 
-.PHONY: bootstrap build sweep test test-portable bench bench-portable report
+.PHONY: bootstrap build sweep test test-portable bench bench-portable report reference
 bootstrap:
 	@bash scripts/bootstrap.sh
 
@@ -44,3 +44,16 @@ bench-portable: build
 
 report: build
 	./target/release/membench report
+
+# Every reference grid of docs/reference-results.md, resumably (a finished run is never redone):
+# sweep, then regenerate its tables and plots; mqar also gets its 8-pair state-size comparison.
+# Hours on 2 cores; `make reference GRIDS=mqar_tuned` does one.
+GRIDS ?= copy_ntm mqar mqar_tuned passkey long_dependency
+reference: build
+	for g in $(GRIDS); do \
+	  ./target/release/membench sweep experiments/$$g.yaml --out results/reference/$$g --jobs 2 --threads 1; \
+	  ./target/release/membench report --results results/reference/$$g; \
+	done
+	if [[ " $(GRIDS) " == *" mqar "* ]]; then \
+	  ./target/release/membench compare --results results/reference/mqar --where task.num_kv_pairs=8 \
+	    --x state_size --out results/reference/mqar/reports/8_pairs; fi

@@ -22,14 +22,24 @@ const FAMILIES: [&str; 11] = [
     "rmt",
 ];
 
-/// The table's rows: family → result column.
-fn results(out: &str) -> Vec<(String, String)> {
+/// The cells of each body row of the Markdown table(s) in `out` (header rows start `| family`).
+fn table_rows(out: &str) -> Vec<Vec<String>> {
     out.lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| family"))
         .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            (cells[0].to_string(), cells[cells.len() - 1].to_string())
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect()
         })
+        .collect()
+}
+
+/// The parity table's rows: family → result column.
+fn results(out: &str) -> Vec<(String, String)> {
+    table_rows(out)
+        .into_iter()
+        .map(|c| (c[0].clone(), c[c.len() - 1].clone()))
         .collect()
 }
 
@@ -161,16 +171,9 @@ p.load = perturbed
 
 /// Init-statistics rows: (family, parameter, ok column).
 fn init_rows(out: &str) -> Vec<(String, String, String)> {
-    out.lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| family"))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            (
-                cells[0].to_string(),
-                cells[1].to_string(),
-                cells[cells.len() - 1].to_string(),
-            )
-        })
+    table_rows(out)
+        .into_iter()
+        .map(|c| (c[0].clone(), c[1].clone(), c[c.len() - 1].clone()))
         .collect()
 }
 

@@ -119,7 +119,7 @@ pub(super) fn choose(
     let header = runs.header.clone();
     let metric = mode(rows.iter().copied(), "success_metric").unwrap_or_default();
     if candidates.is_empty() || every_candidate {
-        let protocol = (!candidates.is_empty()).then(|| Protocol {
+        let protocol = (!candidates.is_empty()).then_some(Protocol {
             metric,
             candidates,
             choices: 0,

@@ -23,7 +23,7 @@
 //!
 //! The table lists every parameter; the command fails (exit 1) on any mismatch.
 
-use super::parity::{io_json, out_root, python, run_script, specs, write_json, ParityArgs};
+use super::parity::{out_root, python, run_script, specs, write_spec, ParityArgs};
 use anyhow::{bail, Context, Result};
 use membench_architectures::bench_specs::Spec;
 use membench_architectures::{ArchConfig, Network};
@@ -222,16 +222,11 @@ fn membench_side(spec: &Spec, dir: &Path) -> Result<BTreeMap<String, Stats>> {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     Network::new(&vs, &arch, spec.io).with_context(|| spec.name.to_string())?;
-    write_json(
-        &dir.join("spec.json"),
-        &serde_json::json!({
-            "family": spec.name,
-            "arch": serde_json::to_value(&arch)?,
-            "io": io_json(spec.io),
-            "batch": spec.batch,
-            "time": spec.time,
-            "init_seed": TWIN_SEED,
-        }),
+    write_spec(
+        dir,
+        spec,
+        &arch,
+        serde_json::json!({"init_seed": TWIN_SEED}),
     )?;
     Ok(vs
         .variables()

@@ -243,6 +243,27 @@ pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes `dir/spec.json` for the twin: the model and its batch (family, resolved arch config,
+/// io, batch, time), which `parity` and `parity --init-stats` share, plus `extra`'s fields.
+pub(crate) fn write_spec(
+    dir: &Path,
+    spec: &Spec,
+    arch: &ArchConfig,
+    extra: serde_json::Value,
+) -> Result<()> {
+    let mut fields = serde_json::json!({
+        "family": spec.name,
+        "arch": serde_json::to_value(arch)?,
+        "io": io_json(spec.io),
+        "batch": spec.batch,
+        "time": spec.time,
+    });
+    if let (Some(f), serde_json::Value::Object(extra)) = (fields.as_object_mut(), extra) {
+        f.extend(extra);
+    }
+    write_json(&dir.join("spec.json"), &fields)
+}
+
 /// Trains `spec` here for `args.steps` steps after writing what the twin needs under `dir`;
 /// returns the shard count of the core and the per-step losses.
 fn train_membench(
@@ -273,14 +294,11 @@ fn train_membench(
         &[("x", &xs), ("y", &ys), ("mask", &masks)],
         dir.join("batches.safetensors"),
     )?;
-    write_json(
-        &dir.join("spec.json"),
-        &serde_json::json!({
-            "family": spec.name,
-            "arch": serde_json::to_value(&arch)?,
-            "io": io_json(spec.io),
-            "batch": spec.batch,
-            "time": spec.time,
+    write_spec(
+        dir,
+        spec,
+        &arch,
+        serde_json::json!({
             "dtype": if kind == Kind::Double { "f64" } else { "f32" },
             // tch's nn::Adam defaults, as train.rs builds it.
             "optimizer": {"name": "adam", "lr": args.lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
