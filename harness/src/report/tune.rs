@@ -13,7 +13,6 @@ use crate::input::config::Selection;
 use crate::record::{self, TUNE_PREFIX};
 use crate::report::runs::{mode, num, read_csv_rows, Row, Runs};
 use crate::report::spec::lower_is_better;
-use crate::report::table::fmt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -130,20 +129,22 @@ pub(super) fn choose(
         return (Runs { header, rows }, protocol);
     }
     // The setting of a candidate: its experiment, every other column between arch and seed, and
-    // the seed. Each experiment's candidate count: the distinct tuned tuples among its runs.
+    // the seed. Each experiment's candidate count: the product, over the keys it tunes, of the
+    // values that key takes in this task's runs (results do not hold the protocol itself; an
+    // experiment whose runs have not all been made yet is then still counted short, and one that
+    // tunes a shorter list than another experiment on the same key is counted short too).
     let setting_columns: Vec<String> = std::iter::once("experiment".to_string())
         .chain(runs.swept_keys().into_iter().filter(|k| !tuned.contains(k)))
         .chain(std::iter::once("seed".to_string()))
         .collect();
-    let tuple = |r: &Row| tuned.iter().map(|k| cell(r, k)).collect::<Vec<_>>();
-    let mut per_experiment: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+    let mut per_experiment: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut settings: BTreeMap<Vec<String>, Vec<&Row>> = BTreeMap::new();
     let mut order = vec![];
     for r in &rows {
         per_experiment
             .entry(cell(r, "experiment"))
             .or_default()
-            .insert(tuple(r));
+            .extend(tuned.iter().filter(|k| !cell(r, k).is_empty()).cloned());
         let key: Vec<String> = setting_columns.iter().map(|k| cell(r, k)).collect();
         if !settings.contains_key(&key) {
             order.push(key.clone());
@@ -160,7 +161,10 @@ pub(super) fn choose(
     let mut chosen_rows = vec![];
     for key in order {
         let group = &settings[&key];
-        let expected = per_experiment[&cell(group[0], "experiment")].len();
+        let expected: usize = per_experiment[&cell(group[0], "experiment")]
+            .iter()
+            .map(|k| protocol.candidates[&k[TUNE_PREFIX.len()..]].len())
+            .product();
         let scored: Vec<(&Row, Score)> = group
             .iter()
             .filter(|r| crate::run::train::is_final(&cell(r, "status")))
@@ -231,12 +235,13 @@ fn best<'a>(scored: &[(&'a Row, Score)]) -> Option<&'a Row> {
     best.map(|(r, _)| r)
 }
 
-/// Each seed's chosen value of `key` in a group's rows, in row order (`1e-3, 1e-3, 3e-3`).
+/// Each seed's chosen value of `key` in a group's rows, in row order, as written in runs.csv
+/// (`0.00215, 0.00215, 0.01`: rounding could merge two candidates).
 pub(super) fn chosen_values(rows: &[Row], key: &str) -> Vec<String> {
     rows.iter()
         .map(|r| {
             r.get(&format!("{CHOSEN_PREFIX}{key}"))
-                .map(|v| v.parse::<f64>().map_or_else(|_| v.clone(), fmt))
+                .cloned()
                 .unwrap_or_else(|| "–".into())
         })
         .collect()
@@ -333,6 +338,13 @@ mod tests {
             "the failed run is missing"
         );
         assert!(p.describe(Selection::BestValid).contains("1 of 2 choices"));
+        // An experiment of which only one candidate has run is short of the task's candidates.
+        let mut runs = runs;
+        for r in runs.rows.iter_mut().filter(|r| r["run_id"] == "b1") {
+            r.insert("experiment".into(), "started".into());
+        }
+        let (_, p) = choose(&runs, "mqar", Selection::BestValid, &dir, false);
+        assert_eq!(p.unwrap().incomplete, 2);
     }
 
     #[test]
