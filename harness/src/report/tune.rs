@@ -13,6 +13,7 @@ use crate::input::config::Selection;
 use crate::record::{self, TUNE_PREFIX};
 use crate::report::runs::{mode, num, read_csv_rows, Row, Runs};
 use crate::report::spec::lower_is_better;
+use crate::run::train::{improves, selection_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -194,14 +195,14 @@ pub(super) fn choose(
     )
 }
 
-/// A candidate's validation score, greater is better: the success metric oriented so, then the
-/// negated validation loss; NaN (missing, diverged) never wins.
+/// A candidate's validation score: `run::train::selection_key`, the key best_valid ranks
+/// checkpoints by (NaN, missing or diverged, ranks worst).
 type Score = (f64, f64);
 
 /// The validation metrics of `run` at the checkpoint `selection` reports: the curve point at its
 /// best_step (best_valid) or the last one (last). Missing values are NaN.
 fn validation_score(run: &Row, selection: Selection, results: &Path) -> Score {
-    let nan = (f64::NAN, f64::NAN);
+    let nan = selection_key(f64::NAN, f64::NAN);
     let Some(id) = run.get("run_id") else {
         return nan;
     };
@@ -217,20 +218,18 @@ fn validation_score(run: &Row, selection: Selection, results: &Path) -> Score {
     let sign = if lower_is_better(&metric) { -1.0 } else { 1.0 };
     let value = num(point, &format!("valid_{metric}")).unwrap_or(f64::NAN);
     let loss = num(point, "valid_loss").unwrap_or(f64::NAN);
-    (sign * value, -loss)
+    selection_key(sign * value, loss)
 }
 
-/// The candidate with the greatest score: the metric decides, the loss breaks ties, an earlier
-/// candidate (in runs.csv order) wins a complete tie, and NaN never beats a number.
+/// The candidate with the greatest score, by best_valid's rule (`run::train::improves`): the
+/// metric decides, the loss breaks ties, an earlier candidate (in runs.csv order) wins a complete
+/// tie, and NaN never beats a number.
 fn best<'a>(scored: &[(&'a Row, Score)]) -> Option<&'a Row> {
-    let better = |a: f64, b: f64| !a.is_nan() && (b.is_nan() || a > b);
     let mut best: Option<(&Row, Score)> = None;
     for &(r, s) in scored {
-        best = match best {
-            None => Some((r, s)),
-            Some((_, b)) if better(s.0, b.0) || (s.0 == b.0 && better(s.1, b.1)) => Some((r, s)),
-            keep => keep,
-        };
+        if best.is_none_or(|(_, b)| improves(s, b)) {
+            best = Some((r, s));
+        }
     }
     best.map(|(r, _)| r)
 }

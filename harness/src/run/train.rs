@@ -233,15 +233,21 @@ fn crosses(c: &SuccessCriterion, m: &Metrics) -> bool {
 /// earliest checkpoint to saturate would be kept, which can be far worse off the training
 /// distribution than a later one with the same validation score.
 fn score(c: &SuccessCriterion, m: &Metrics) -> (f64, f64) {
-    let finite_or_worst = |v: f64| if v.is_nan() { f64::NEG_INFINITY } else { v };
     let v = m.get(&c.metric).unwrap_or(f64::NAN);
-    let v = if c.lower_is_better { -v } else { v };
-    (finite_or_worst(v), finite_or_worst(-m.loss))
+    selection_key(if c.lower_is_better { -v } else { v }, m.loss)
+}
+
+/// The ranking key of [`score`] from the success metric already oriented so that higher is
+/// better, and the validation loss; NaN ranks worst. The reports' tuning protocol
+/// (`report::tune`) ranks candidates with the same key.
+pub(crate) fn selection_key(oriented_metric: f64, loss: f64) -> (f64, f64) {
+    let finite_or_worst = |v: f64| if v.is_nan() { f64::NEG_INFINITY } else { v };
+    (finite_or_worst(oriented_metric), finite_or_worst(-loss))
 }
 
 /// Whether a checkpoint scoring `new` replaces the kept one scoring `kept`: strictly better, so
 /// of two checkpoints that tie on both keys the earlier is kept.
-fn improves(new: (f64, f64), kept: (f64, f64)) -> bool {
+pub(crate) fn improves(new: (f64, f64), kept: (f64, f64)) -> bool {
     new > kept
 }
 
