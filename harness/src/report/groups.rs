@@ -41,11 +41,7 @@ pub(super) fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
             runs.header.join(", ")
         )));
     }
-    let task_rows: Vec<&Row> = runs
-        .rows
-        .iter()
-        .filter(|r| r.get("task").map(String::as_str) == Some(task))
-        .collect();
+    let task_rows: Vec<&Row> = runs.of_task(task);
     let cell = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
     let varies = |k: &str| {
         task_rows

@@ -44,6 +44,13 @@ impl Runs {
             _ => vec![],
         }
     }
+    /// The rows of one task, in file order.
+    pub(super) fn of_task(&self, task: &str) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.get("task").map(String::as_str) == Some(task))
+            .collect()
+    }
     pub(super) fn tasks(&self) -> Vec<String> {
         self.rows
             .iter()

@@ -98,11 +98,7 @@ pub(super) fn choose(
     every_candidate: bool,
 ) -> (Runs, Option<Protocol>) {
     let tuned = tuned_columns(runs);
-    let rows: Vec<&Row> = runs
-        .rows
-        .iter()
-        .filter(|r| r.get("task").map(String::as_str) == Some(task))
-        .collect();
+    let rows: Vec<&Row> = runs.of_task(task);
     let cell = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
     let mut candidates: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in &rows {
