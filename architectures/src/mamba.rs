@@ -22,6 +22,13 @@
 //! f32 range, the per-step log-decay is floored at −[`LOG_DECAY_FLOOR`] in *both* scans (a step
 //! forgets at most 1 − e^{−4} ≈ 98% of its state; at initialisation |Δ A| ≤ 0.1·N, so the floor
 //! does not bind there for N ≤ 40), and chunks hold at most 16 steps, so |c_j| ≤ 64 < 88.
+//! **`selective: false`** is the time-invariant ablation of Gu & Dao's Table 1 (the Mamba block with
+//! an S4 layer instead of S6, 56.4 % on selective copying against 99.8 %): Δ, B and C are
+//! parameters instead of functions of x — Δ = softplus(dt_bias) ∈ R^E with Mamba's Δ₀ init,
+//! B, C ∈ R^{E×N} per channel with S4D-real's init (B = 1, C ~ N(0, 1); Gu et al. 2022, "On the
+//! Parameterization and Initialization of Diagonal State Space Models") — so the scan is a linear
+//! time-invariant system; the block around it (in_proj, conv, gate, out_proj) is unchanged.
+//!
 //! Unlike Mamba's fused CUDA kernel this materialises h for every step ([B, T, E, N] floats);
 //! fine at benchmark sizes on CPU.
 
@@ -61,6 +68,18 @@ pub struct MambaConfig {
     /// 4.3 s recurrent vs 8.3 s chunked, and the same in PyTorch eager).
     #[serde(default = "recurrent")]
     pub scan: Scan,
+    /// Δ, B, C functions of the input (S6, Mamba) or parameters (`false`: the LTI ablation of
+    /// the module doc). Default true, and then absent from the resolved config, so run ids of
+    /// configs without it are unchanged.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub selective: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 fn two() -> i64 {
@@ -127,12 +146,49 @@ impl Mamba {
     }
 }
 
+/// Where Δ, B and C come from.
+enum Ssm {
+    /// S6: x_proj (E → dt_rank + 2N: the low-rank Δ input, B and C) and dt_proj (dt_rank → E).
+    Selective {
+        x_proj: nn::Linear,
+        dt_proj: nn::Linear,
+    },
+    /// LTI: Δ = softplus(dt_bias) [E]; B, C [E, N].
+    Invariant {
+        dt_bias: Tensor,
+        b: Tensor,
+        c: Tensor,
+    },
+}
+
+/// C of the read-out y = h C: per sequence and step ([B, T, N], shared by the channels), or fixed
+/// per channel ([E, N]).
+enum ReadOut {
+    PerStep(Tensor),
+    Fixed(Tensor),
+}
+
+impl ReadOut {
+    fn c(&self) -> &Tensor {
+        match self {
+            ReadOut::PerStep(c) | ReadOut::Fixed(c) => c,
+        }
+    }
+
+    /// h [.., E, N] → y [.., E]; `step` is the C of h's steps ([.., N]) for `PerStep`, unused for
+    /// `Fixed`.
+    fn read(&self, h: &Tensor, step: &Tensor) -> Tensor {
+        match self {
+            ReadOut::PerStep(_) => h.matmul(&step.unsqueeze(-1)).squeeze_dim(-1),
+            ReadOut::Fixed(c) => (h * c).sum_dim_intlist(-1, false, None),
+        }
+    }
+}
+
 pub struct MambaLayer {
     in_proj: nn::Linear,
     conv: ShortConv,
-    /// E → dt_rank + 2N: the low-rank Δ input, B and C.
-    x_proj: nn::Linear,
-    dt_proj: nn::Linear,
+    ssm: Ssm,
     /// [E, N]
     a_log: Tensor,
     /// [E]
@@ -152,16 +208,26 @@ impl MambaLayer {
         } else {
             cfg.dt_rank
         };
-        let mut dt_proj = init::linear(vs / "dt_proj", dt_rank, e);
-        tch::no_grad(|| {
-            // Δ₀ = exp(U(log 1e-3, log 1e-1)); bias = softplus⁻¹(Δ₀) = Δ₀ + log(1 − e^{−Δ₀}).
-            let dt0 = (Tensor::rand([e], (Kind::Float, vs.device()))
-                * (0.1f64.ln() - 0.001f64.ln())
-                + 0.001f64.ln())
-            .exp();
-            let inv = &dt0 + (-(-&dt0).exp()).log1p();
-            dt_proj.bs.as_mut().expect("dt_proj has a bias").copy_(&inv);
-        });
+        // Δ₀ = exp(U(log 1e-3, log 1e-1)); bias = softplus⁻¹(Δ₀) = Δ₀ + log(1 − e^{−Δ₀}).
+        let dt_bias_init = |bias: &mut Tensor| {
+            tch::no_grad(|| {
+                let dt0 = (Tensor::rand([e], (Kind::Float, vs.device()))
+                    * (0.1f64.ln() - 0.001f64.ln())
+                    + 0.001f64.ln())
+                .exp();
+                let inv = &dt0 + (-(-&dt0).exp()).log1p();
+                bias.copy_(&inv);
+            })
+        };
+        let ssm = if cfg.selective {
+            // Drawn in the order 0.5.0 drew them (x_proj after the conv), so selective runs keep
+            // their weights.
+            let mut dt_proj = init::linear(vs / "dt_proj", dt_rank, e);
+            dt_bias_init(dt_proj.bs.as_mut().expect("dt_proj has a bias"));
+            Some(dt_proj)
+        } else {
+            None
+        };
         let a_log = vs.var_copy(
             "a_log",
             &Tensor::arange_start(1, n + 1, (Kind::Float, vs.device()))
@@ -174,11 +240,27 @@ impl MambaLayer {
         tch::no_grad(|| {
             let _ = out_proj.ws.g_mul_scalar_(1.0 / (cfg.layers as f64).sqrt());
         });
+        let in_proj = init::linear_no_bias(vs / "in_proj", d, 2 * e);
+        let conv = ShortConv::new(vs, e, k);
+        let ssm = match ssm {
+            Some(dt_proj) => Ssm::Selective {
+                x_proj: init::linear_no_bias(vs / "x_proj", e, dt_rank + 2 * n),
+                dt_proj,
+            },
+            None => {
+                let mut dt_bias = vs.zeros("dt_bias", &[e]);
+                dt_bias_init(&mut dt_bias);
+                Ssm::Invariant {
+                    dt_bias,
+                    b: vs.ones("b", &[e, n]),
+                    c: vs.randn_standard("c", &[e, n]),
+                }
+            }
+        };
         MambaLayer {
-            in_proj: init::linear_no_bias(vs / "in_proj", d, 2 * e),
-            conv: ShortConv::new(vs, e, k),
-            x_proj: init::linear_no_bias(vs / "x_proj", e, dt_rank + 2 * n),
-            dt_proj,
+            in_proj,
+            conv,
+            ssm,
             a_log,
             d_skip: vs.var("d_skip", &[e], nn::Init::Const(1.0)),
             out_proj,
@@ -189,20 +271,34 @@ impl MambaLayer {
     }
 
     /// u: [B, T, d] → (x [B, T, E], z [B, T, E], log-decay Δ·A [B, T, E, N], input Δ·x·B
-    /// [B, T, E, N], C [B, T, N])
-    fn prepare(&self, u: &Tensor) -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
+    /// [B, T, E, N], C)
+    fn prepare(&self, u: &Tensor) -> (Tensor, Tensor, Tensor, Tensor, ReadOut) {
         let (e, n) = (self.e, self.cfg.state_dim);
         let xz = dense::linear(&self.in_proj, u);
         let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
         let x = self.conv.forward(&x).silu(); // [B, T, E]
-        let proj = dense::linear(&self.x_proj, &x);
-        let dt = dense::linear(&self.dt_proj, &proj.narrow(-1, 0, self.dt_rank)).softplus(); // [B, T, E]
-        let bmat = proj.narrow(-1, self.dt_rank, n);
-        let cmat = proj.narrow(-1, self.dt_rank + n, n);
         let a = -self.a_log.exp(); // [E, N]
-        let log_decay = (dt.unsqueeze(-1) * a).clamp_min(-LOG_DECAY_FLOOR);
-        let input = (&dt * &x).unsqueeze(-1) * bmat.unsqueeze(2);
-        (x, z, log_decay, input, cmat)
+        match &self.ssm {
+            Ssm::Selective { x_proj, dt_proj } => {
+                let proj = dense::linear(x_proj, &x);
+                let dt = dense::linear(dt_proj, &proj.narrow(-1, 0, self.dt_rank)).softplus(); // [B, T, E]
+                let bmat = proj.narrow(-1, self.dt_rank, n);
+                let cmat = proj.narrow(-1, self.dt_rank + n, n);
+                let log_decay = (dt.unsqueeze(-1) * a).clamp_min(-LOG_DECAY_FLOOR);
+                let input = (&dt * &x).unsqueeze(-1) * bmat.unsqueeze(2);
+                (x, z, log_decay, input, ReadOut::PerStep(cmat))
+            }
+            Ssm::Invariant { dt_bias, b, c } => {
+                let (bsz, t) = (u.size()[0], u.size()[1]);
+                let dt = dt_bias.softplus(); // [E]
+                let log_decay = (dt.unsqueeze(-1) * a)
+                    .clamp_min(-LOG_DECAY_FLOOR)
+                    .expand([bsz, t, e, n], false)
+                    .contiguous();
+                let input = (&x * &dt).unsqueeze(-1) * b;
+                (x, z, log_decay, input, ReadOut::Fixed(c.shallow_clone()))
+            }
+        }
     }
 
     /// y: [B, T, E] → out: [B, T, d]
@@ -210,19 +306,35 @@ impl MambaLayer {
         dense::linear(&self.out_proj, &((y + x * &self.d_skip) * z.silu()))
     }
 
+    /// Δ's bias (before the softplus), [E]: dt_proj's bias (selective) or dt_bias.
+    fn dt_bias(&self) -> Tensor {
+        match &self.ssm {
+            Ssm::Selective { dt_proj, .. } => dt_proj
+                .bs
+                .as_ref()
+                .expect("dt_proj has a bias")
+                .shallow_clone(),
+            Ssm::Invariant { dt_bias, .. } => dt_bias.shallow_clone(),
+        }
+    }
+
     /// Sequential scan: T steps, each over [B, E, N].
     pub fn forward_recurrent(&self, u: &Tensor) -> Tensor {
-        let (x, z, log_decay, input, cmat) = self.prepare(u);
+        let (x, z, log_decay, input, read) = self.prepare(u);
         let (b, t) = (u.size()[0], u.size()[1]);
         let decay = log_decay.exp();
         let mut h = Tensor::zeros([b, self.e, self.cfg.state_dim], (u.kind(), u.device()));
         // unbind, not select: select's backward writes a full-size [B, T, E, N] zero tensor per
         // step (T of them), which dominated the training step.
-        let (decays, inputs, cs) = (decay.unbind(1), input.unbind(1), cmat.unbind(1));
+        let (decays, inputs) = (decay.unbind(1), input.unbind(1));
+        let cs = match &read {
+            ReadOut::PerStep(c) => c.unbind(1),
+            ReadOut::Fixed(c) => (0..t).map(|_| c.shallow_clone()).collect(),
+        };
         let ys: Vec<Tensor> = (0..t as usize)
             .map(|i| {
                 h = &h * &decays[i] + &inputs[i];
-                h.matmul(&cs[i].unsqueeze(-1)).squeeze_dim(-1) // [B, E]
+                read.read(&h, &cs[i]) // [B, E]
             })
             .collect();
         self.finish(&x, &z, Tensor::stack(&ys, 1))
@@ -230,7 +342,7 @@ impl MambaLayer {
 
     /// Chunked scan; see the module doc.
     pub fn forward_chunked(&self, u: &Tensor) -> Tensor {
-        let (x, z, log_decay, input, cmat) = self.prepare(u);
+        let (x, z, log_decay, input, read) = self.prepare(u);
         let (b, t, e, n) = (u.size()[0], u.size()[1], self.e, self.cfg.state_dim);
         let c = self.cfg.chunk_size.min(t);
         // [B, Nc, C, E, N]; padding has log-decay 0 and input 0.
@@ -260,7 +372,7 @@ impl MambaLayer {
         let h0 = Tensor::stack(&entering, 1).unsqueeze(2); // [B, Nc, 1, E, N]
         let h = grow * (h0 + acc); // [B, Nc, C, E, N]
         let h = h.view([b, -1, e, n]).narrow(1, 0, t);
-        let y = h.matmul(&cmat.unsqueeze(-1)).squeeze_dim(-1); // [B, T, E]
+        let y = read.read(&h, read.c()); // [B, T, E]
         self.finish(&x, &z, y)
     }
 }
@@ -278,7 +390,8 @@ impl Mixer for MambaLayer {
         self.e * self.cfg.state_dim + self.e * self.conv.state_per_channel()
     }
 
-    /// in_proj 2·d·2E, conv 2·K·E, x_proj 2·E·(r + 2N), dt_proj 2·r·E, out_proj 2·E·d; the scan
+    /// in_proj 2·d·2E, conv 2·K·E, x_proj 2·E·(r + 2N) and dt_proj 2·r·E (selective only),
+    /// out_proj 2·E·d; the scan
     /// ≈ 9·E·N (decay, input, update, read-out; the chunked scan's extra exp and cumsums are of the
     /// same order), gates ≈ 10·E.
     fn flops_per_token(&self, _seq_len: i64) -> f64 {
@@ -289,13 +402,11 @@ impl Mixer for MambaLayer {
             self.cfg.conv_kernel as f64,
             self.dt_rank as f64,
         );
-        4.0 * d * e
-            + 2.0 * k * e
-            + 2.0 * e * (r + 2.0 * n)
-            + 2.0 * r * e
-            + 2.0 * e * d
-            + 9.0 * e * n
-            + 10.0 * e
+        let projections = match self.ssm {
+            Ssm::Selective { .. } => 2.0 * e * (r + 2.0 * n) + 2.0 * r * e,
+            Ssm::Invariant { .. } => 0.0,
+        };
+        4.0 * d * e + 2.0 * k * e + projections + 2.0 * e * d + 9.0 * e * n + 10.0 * e
     }
 }
 
@@ -317,6 +428,14 @@ mod tests {
             mlp_ratio: 0,
             chunk_size,
             scan: Scan::Chunked,
+            selective: true,
+        }
+    }
+
+    fn lti(chunk_size: i64) -> MambaConfig {
+        MambaConfig {
+            selective: false,
+            ..cfg(chunk_size)
         }
     }
 
@@ -324,12 +443,20 @@ mod tests {
     /// `dt_bias` = 5 the steps hit the decay floor (Δ ≈ 5, A up to −4).
     fn forms_diff(kind: Kind, dt_bias: Option<f64>) -> f64 {
         let mut worst: f64 = 0.0;
+        for config in [cfg, lti] {
+            worst = worst.max(forms_diff_of(config, kind, dt_bias));
+        }
+        worst
+    }
+
+    fn forms_diff_of(config: fn(i64) -> MambaConfig, kind: Kind, dt_bias: Option<f64>) -> f64 {
+        let mut worst: f64 = 0.0;
         for chunk in [1, 4, 7, 16] {
             let mut vs = VarStore::new(Device::Cpu);
-            let m = MambaLayer::new(&vs.root(), &cfg(chunk));
+            let m = MambaLayer::new(&vs.root(), &config(chunk));
             if let Some(bias) = dt_bias {
                 tch::no_grad(|| {
-                    let _ = m.dt_proj.bs.as_ref().unwrap().shallow_clone().fill_(bias);
+                    let _ = m.dt_bias().fill_(bias);
                 });
             }
             vs.set_kind(kind);
@@ -392,20 +519,89 @@ mod tests {
     }
 
     #[test]
+    fn time_invariant_parameters_and_state() {
+        tch::set_num_threads(1);
+        let vs = VarStore::new(Device::Cpu);
+        let core = Mamba::new(&vs.root(), &lti(8), 3).unwrap();
+        assert_eq!(core.state_size(50), 2 * 16 * (4 + 3));
+        let params: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum();
+        // in_proj 8·32, conv 16·4+16, dt_bias 16, B and C 16·4 each, A_log 16·4, D 16,
+        // out_proj 16·8, LayerNorm 16; no x_proj or dt_proj.
+        let per_layer = 8 * 32 + 16 * 4 + 16 + 16 + 2 * 16 * 4 + 16 * 4 + 16 + 16 * 8 + 16;
+        assert_eq!(params, 3 * 8 + 8 + 2 * per_layer + 16);
+        let vs_sel = VarStore::new(Device::Cpu);
+        let sel = Mamba::new(&vs_sel.root(), &cfg(8), 3).unwrap();
+        // One layer's x_proj (16·(1 + 8)) and dt_proj (1·16) FLOPs fewer per token, twice.
+        let gap = sel.flops_per_token(10) - core.flops_per_token(10);
+        assert_eq!(gap, 2.0 * (2.0 * 16.0 * 9.0 + 2.0 * 16.0));
+    }
+
+    /// `selective: false`: the per-step decay is one [E, N] matrix for every step and every
+    /// input, and the write Δ·x·B is x times a fixed [E, N] matrix; with `selective: true` both
+    /// depend on the input.
+    #[test]
+    fn only_the_selective_layer_makes_decay_and_write_depend_on_the_input() {
+        tch::set_num_threads(1);
+        for (config, selective) in [(lti(4), false), (cfg(4), true)] {
+            let vs = VarStore::new(Device::Cpu);
+            let m = MambaLayer::new(&vs.root(), &config);
+            let (u1, u2) = (
+                input(1, 2, 6, 8, Kind::Float),
+                input(2, 2, 6, 8, Kind::Float),
+            );
+            let (x1, _, d1, w1, _) = tch::no_grad(|| m.prepare(&u1));
+            let (x2, _, d2, w2, _) = tch::no_grad(|| m.prepare(&u2));
+            let first = d1.select(0, 0).select(0, 0);
+            let decay_varies = max_diff(&d1, &first.expand_as(&d1)).max(max_diff(&d1, &d2));
+            // The write per unit of x at the first step and sequence of one input, applied to
+            // the other input's x.
+            let ratio = (&w1 / x1.unsqueeze(-1)).select(0, 0).select(0, 0);
+            let write_varies = max_diff(&w2, &(x2.unsqueeze(-1) * &ratio));
+            if selective {
+                assert!(
+                    decay_varies > 1e-6 && write_varies > 1e-6,
+                    "{decay_varies} {write_varies}"
+                );
+            } else {
+                assert!(decay_varies == 0.0, "decay varies by {decay_varies}");
+                assert!(write_varies < 1e-4, "write varies by {write_varies}");
+            }
+        }
+    }
+
+    #[test]
+    fn selective_is_left_out_of_the_resolved_config_unless_false() {
+        let text = serde_yaml::to_string(&crate::ArchConfig::Mamba(cfg(4))).unwrap();
+        assert!(!text.contains("selective"), "{text}");
+        let text = serde_yaml::to_string(&crate::ArchConfig::Mamba(lti(4))).unwrap();
+        assert!(text.contains("selective: false"), "{text}");
+        let back: crate::ArchConfig = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(back, crate::ArchConfig::Mamba(lti(4)));
+    }
+
+    #[test]
     fn causal() {
         tch::set_num_threads(1);
-        let mut vs = VarStore::new(Device::Cpu);
-        let core = Mamba::new(&vs.root(), &cfg(4), 8).unwrap();
-        vs.set_kind(Kind::Double);
-        assert_causal(|x| core.forward_t(x, false), 8);
+        for config in [cfg(4), lti(4)] {
+            let mut vs = VarStore::new(Device::Cpu);
+            let core = Mamba::new(&vs.root(), &config, 8).unwrap();
+            vs.set_kind(Kind::Double);
+            assert_causal(|x| core.forward_t(x, false), 8);
+        }
     }
 
     #[test]
     fn every_parameter_gets_a_gradient() {
         tch::set_num_threads(1);
-        let vs = VarStore::new(Device::Cpu);
-        let core = Mamba::new(&vs.root(), &cfg(4), 5).unwrap();
-        assert_grads(&vs, |x| core.forward_t(x, true), 5);
+        for config in [cfg(4), lti(4)] {
+            let vs = VarStore::new(Device::Cpu);
+            let core = Mamba::new(&vs.root(), &config, 5).unwrap();
+            assert_grads(&vs, |x| core.forward_t(x, true), 5);
+        }
     }
 
     #[test]
