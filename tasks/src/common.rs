@@ -146,6 +146,67 @@ pub(crate) fn each_in_range(
     }
 }
 
+/// `value` must be even and lie in `lo..=hi` (MAD's recall and memorization sequences are
+/// whole key-value pairs).
+pub(crate) fn even_in_range(
+    task: &'static str,
+    field: &'static str,
+    value: usize,
+    lo: usize,
+    hi: usize,
+) -> Result<(), TaskError> {
+    if value % 2 == 0 && (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(TaskError::new(
+            task,
+            field,
+            value,
+            format!("expected an even number in {lo}..={hi}"),
+        ))
+    }
+}
+
+/// Every entry of an `eval_lengths` list must be even and lie in `lo..=hi`.
+pub(crate) fn each_even_in_range(
+    task: &'static str,
+    field: &'static str,
+    values: &[usize],
+    lo: usize,
+    hi: usize,
+) -> Result<(), TaskError> {
+    match values
+        .iter()
+        .find(|&&v| v % 2 != 0 || !(lo..=hi).contains(&v))
+    {
+        Some(&bad) => Err(TaskError::new(
+            task,
+            field,
+            bad,
+            format!("each expected an even number in {lo}..={hi}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A fraction in `[0, 1)`, as MAD asserts for `frac_noise` (rejects NaN).
+pub(crate) fn fraction_below_one(
+    task: &'static str,
+    field: &'static str,
+    value: f64,
+) -> Result<(), TaskError> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(TaskError::new(
+            task,
+            field,
+            value,
+            "expected 0 <= value < 1",
+        ))
+    }
+}
+
 /// A real parameter in `[lo, hi]` (rejects NaN).
 pub(crate) fn real_in_range(
     task: &'static str,

@@ -35,6 +35,8 @@ mod common;
 pub mod copy;
 pub mod copy_memory;
 pub mod induction_heads;
+pub mod mad_in_context_recall;
+pub mod mad_noisy_in_context_recall;
 pub mod mqar;
 pub mod passkey;
 pub mod repeat_copy;
@@ -211,6 +213,8 @@ pub enum TaskConfig {
     CopyMemory(copy_memory::CopyMemoryConfig),
     Adding(adding::AddingConfig),
     Passkey(passkey::PasskeyConfig),
+    MadInContextRecall(mad_in_context_recall::MadInContextRecallConfig),
+    MadNoisyInContextRecall(mad_noisy_in_context_recall::MadNoisyInContextRecallConfig),
 }
 
 impl TaskConfig {
@@ -233,6 +237,8 @@ impl TaskConfig {
             TaskConfig::CopyMemory(c) => c.mistakes(),
             TaskConfig::Adding(c) => c.mistakes(),
             TaskConfig::Passkey(c) => c.mistakes(),
+            TaskConfig::MadInContextRecall(c) => c.mistakes(),
+            TaskConfig::MadNoisyInContextRecall(c) => c.mistakes(),
         };
         // A condition listed twice would be evaluated twice and give eval.csv two identical rows.
         // Passkey evaluates every (length, depth) pair, so a repeat in either list repeats a pair.
@@ -267,6 +273,8 @@ impl TaskConfig {
             TaskConfig::CopyMemory(c) => (&c.eval_lengths, &[]),
             TaskConfig::Adding(c) => (&c.eval_lengths, &[]),
             TaskConfig::Passkey(c) => (&c.eval_lengths, &c.eval_depths),
+            TaskConfig::MadInContextRecall(c) => (&c.eval_lengths, &[]),
+            TaskConfig::MadNoisyInContextRecall(c) => (&c.eval_lengths, &[]),
         }
     }
 
@@ -287,6 +295,12 @@ impl TaskConfig {
             TaskConfig::CopyMemory(c) => Box::new(copy_memory::CopyMemory::new(c.clone())?),
             TaskConfig::Adding(c) => Box::new(adding::Adding::new(c.clone())?),
             TaskConfig::Passkey(c) => Box::new(passkey::Passkey::new(c.clone())?),
+            TaskConfig::MadInContextRecall(c) => {
+                Box::new(mad_in_context_recall::MadInContextRecall::new(c.clone())?)
+            }
+            TaskConfig::MadNoisyInContextRecall(c) => Box::new(
+                mad_noisy_in_context_recall::MadNoisyInContextRecall::new(c.clone())?,
+            ),
         })
     }
 
@@ -301,6 +315,8 @@ impl TaskConfig {
             TaskConfig::CopyMemory(_) => "copy_memory",
             TaskConfig::Adding(_) => "adding",
             TaskConfig::Passkey(_) => "passkey",
+            TaskConfig::MadInContextRecall(_) => "mad_in_context_recall",
+            TaskConfig::MadNoisyInContextRecall(_) => "mad_noisy_in_context_recall",
         }
     }
 
@@ -316,6 +332,8 @@ impl TaskConfig {
             TaskConfig::CopyMemory(Default::default()),
             TaskConfig::Adding(Default::default()),
             TaskConfig::Passkey(Default::default()),
+            TaskConfig::MadInContextRecall(Default::default()),
+            TaskConfig::MadNoisyInContextRecall(Default::default()),
         ]
     }
 }
