@@ -155,7 +155,7 @@ pub(crate) fn even_in_range(
     lo: usize,
     hi: usize,
 ) -> Result<(), TaskError> {
-    if value % 2 == 0 && (lo..=hi).contains(&value) {
+    if value.is_multiple_of(2) && (lo..=hi).contains(&value) {
         Ok(())
     } else {
         Err(TaskError::new(
@@ -177,7 +177,7 @@ pub(crate) fn each_even_in_range(
 ) -> Result<(), TaskError> {
     match values
         .iter()
-        .find(|&&v| v % 2 != 0 || !(lo..=hi).contains(&v))
+        .find(|&&v| !v.is_multiple_of(2) || !(lo..=hi).contains(&v))
     {
         Some(&bad) => Err(TaskError::new(
             task,

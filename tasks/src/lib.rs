@@ -35,8 +35,12 @@ mod common;
 pub mod copy;
 pub mod copy_memory;
 pub mod induction_heads;
+pub mod mad_compression;
+pub mod mad_fuzzy_in_context_recall;
 pub mod mad_in_context_recall;
+pub mod mad_memorization;
 pub mod mad_noisy_in_context_recall;
+pub mod mad_selective_copying;
 pub mod mqar;
 pub mod passkey;
 pub mod repeat_copy;
@@ -214,7 +218,11 @@ pub enum TaskConfig {
     Adding(adding::AddingConfig),
     Passkey(passkey::PasskeyConfig),
     MadInContextRecall(mad_in_context_recall::MadInContextRecallConfig),
+    MadFuzzyInContextRecall(mad_fuzzy_in_context_recall::MadFuzzyInContextRecallConfig),
     MadNoisyInContextRecall(mad_noisy_in_context_recall::MadNoisyInContextRecallConfig),
+    MadSelectiveCopying(mad_selective_copying::MadSelectiveCopyingConfig),
+    MadCompression(mad_compression::MadCompressionConfig),
+    MadMemorization(mad_memorization::MadMemorizationConfig),
 }
 
 impl TaskConfig {
@@ -238,7 +246,11 @@ impl TaskConfig {
             TaskConfig::Adding(c) => c.mistakes(),
             TaskConfig::Passkey(c) => c.mistakes(),
             TaskConfig::MadInContextRecall(c) => c.mistakes(),
+            TaskConfig::MadFuzzyInContextRecall(c) => c.mistakes(),
             TaskConfig::MadNoisyInContextRecall(c) => c.mistakes(),
+            TaskConfig::MadSelectiveCopying(c) => c.mistakes(),
+            TaskConfig::MadCompression(c) => c.mistakes(),
+            TaskConfig::MadMemorization(c) => c.mistakes(),
         };
         // A condition listed twice would be evaluated twice and give eval.csv two identical rows.
         // Passkey evaluates every (length, depth) pair, so a repeat in either list repeats a pair.
@@ -274,7 +286,11 @@ impl TaskConfig {
             TaskConfig::Adding(c) => (&c.eval_lengths, &[]),
             TaskConfig::Passkey(c) => (&c.eval_lengths, &c.eval_depths),
             TaskConfig::MadInContextRecall(c) => (&c.eval_lengths, &[]),
+            TaskConfig::MadFuzzyInContextRecall(c) => (&c.eval_lengths, &[]),
             TaskConfig::MadNoisyInContextRecall(c) => (&c.eval_lengths, &[]),
+            TaskConfig::MadSelectiveCopying(c) => (&c.eval_lengths, &[]),
+            TaskConfig::MadCompression(c) => (&c.eval_lengths, &[]),
+            TaskConfig::MadMemorization(c) => (&c.eval_lengths, &[]),
         }
     }
 
@@ -301,6 +317,18 @@ impl TaskConfig {
             TaskConfig::MadNoisyInContextRecall(c) => Box::new(
                 mad_noisy_in_context_recall::MadNoisyInContextRecall::new(c.clone())?,
             ),
+            TaskConfig::MadFuzzyInContextRecall(c) => Box::new(
+                mad_fuzzy_in_context_recall::MadFuzzyInContextRecall::new(c.clone())?,
+            ),
+            TaskConfig::MadSelectiveCopying(c) => {
+                Box::new(mad_selective_copying::MadSelectiveCopying::new(c.clone())?)
+            }
+            TaskConfig::MadCompression(c) => {
+                Box::new(mad_compression::MadCompression::new(c.clone())?)
+            }
+            TaskConfig::MadMemorization(c) => {
+                Box::new(mad_memorization::MadMemorization::new(c.clone())?)
+            }
         })
     }
 
@@ -316,7 +344,11 @@ impl TaskConfig {
             TaskConfig::Adding(_) => "adding",
             TaskConfig::Passkey(_) => "passkey",
             TaskConfig::MadInContextRecall(_) => "mad_in_context_recall",
+            TaskConfig::MadFuzzyInContextRecall(_) => "mad_fuzzy_in_context_recall",
             TaskConfig::MadNoisyInContextRecall(_) => "mad_noisy_in_context_recall",
+            TaskConfig::MadSelectiveCopying(_) => "mad_selective_copying",
+            TaskConfig::MadCompression(_) => "mad_compression",
+            TaskConfig::MadMemorization(_) => "mad_memorization",
         }
     }
 
@@ -333,7 +365,11 @@ impl TaskConfig {
             TaskConfig::Adding(Default::default()),
             TaskConfig::Passkey(Default::default()),
             TaskConfig::MadInContextRecall(Default::default()),
+            TaskConfig::MadFuzzyInContextRecall(Default::default()),
             TaskConfig::MadNoisyInContextRecall(Default::default()),
+            TaskConfig::MadSelectiveCopying(Default::default()),
+            TaskConfig::MadCompression(Default::default()),
+            TaskConfig::MadMemorization(Default::default()),
         ]
     }
 }

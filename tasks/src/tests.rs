@@ -298,7 +298,18 @@ fn documented_default_chance_levels() {
         1.0 / 8.0,
         0.0784,
         1e-5,
+        1.0 / 8.0,
+        1.0 / 8.0,
+        1.0 / 8.0,
+        1.0 / 14.0,
+        32.0,
+        1.0 / 127.0,
     ];
+    assert_eq!(
+        expected.len(),
+        tasks().len(),
+        "one documented chance per task"
+    );
     for ((cfg, task), want) in tasks().into_iter().zip(expected) {
         assert!(
             (task.chance() - want).abs() < 1e-6 * want.max(1e-3),
@@ -380,6 +391,36 @@ fn every_impossible_value_is_reported_once() {
             "{name: passkey, key_len: 0, key_vocab: 1, filler_vocab: 0, length: 1, min_depth: -1, max_depth: 2, eval_depths: [0.5, 0.5]}",
             &["key_len", "key_vocab", "filler_vocab", "length", "min_depth", "max_depth", "eval_depths"],
         ),
+        (
+            "{name: mad_in_context_recall, vocab_size: 1, seq_len: 7, eval_lengths: [2]}",
+            &["vocab_size", "seq_len", "eval_lengths"],
+        ),
+        // A bad k_motif_size does not make the lengths too short.
+        (
+            "{name: mad_fuzzy_in_context_recall, k_motif_size: 9, v_motif_size: 0, seq_len: 9}",
+            &["k_motif_size", "v_motif_size"],
+        ),
+        (
+            "{name: mad_fuzzy_in_context_recall, vocab_size: 2, seq_len: 12, eval_lengths: [12]}",
+            &["vocab_size", "seq_len", "eval_lengths"],
+        ),
+        // A bad noise vocabulary does not make vocab_size too small.
+        (
+            "{name: mad_noisy_in_context_recall, noise_vocab_size: 0, frac_noise: 1, vocab_size: 3, seq_len: 5}",
+            &["noise_vocab_size", "frac_noise", "seq_len"],
+        ),
+        (
+            "{name: mad_selective_copying, vocab_size: 3, num_tokens_to_copy: 0, seq_len: 3, eval_lengths: [3]}",
+            &["vocab_size", "num_tokens_to_copy", "seq_len", "eval_lengths"],
+        ),
+        (
+            "{name: mad_compression, vocab_size: 2, seq_len: 1, eval_lengths: [33]}",
+            &["vocab_size", "seq_len"],
+        ),
+        (
+            "{name: mad_memorization, vocab_size: 4, seq_len: 3, eval_lengths: [5]}",
+            &["vocab_size", "seq_len", "eval_lengths"],
+        ),
         // A repeated condition beside another mistake; a list out of range is one mistake.
         (
             "{name: copy, bits: 0, eval_lengths: [10, 10]}",
@@ -408,7 +449,8 @@ fn every_impossible_value_is_reported_once() {
             "task copy: `max_len` = 2: expected min_len (5)..=100000",
         ]
     );
-    let cfg: TaskConfig = serde_yaml::from_str(cases[13].0).unwrap();
+    let cfg: TaskConfig =
+        serde_yaml::from_str("{name: copy, bits: 0, eval_lengths: [10, 10]}").unwrap();
     assert_eq!(
         cfg.mistakes()[1].to_string(),
         "task copy: `eval_lengths` = 10: listed twice; expected distinct evaluation conditions"
