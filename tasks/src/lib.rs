@@ -25,9 +25,19 @@
 //! | `copy_memory` | Arjovsky et al. 2016 | delay T | token_acc ≥ 0.99 | 1 / alphabet (1/8) |
 //! | `adding` | Hochreiter & Schmidhuber 1997 | sequence length | within_tol ≥ 0.95 | 1 - (1 - τ)² (0.0784) |
 //! | `passkey` | Mohtashami & Jaggi 2023 | haystack length, with a depth | seq_acc ≥ 0.95 | key_vocab^-key_len (1e-5) |
+//! | `mad_in_context_recall` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / values (1/8) |
+//! | `mad_fuzzy_in_context_recall` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / values (1/8) |
+//! | `mad_noisy_in_context_recall` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / values (1/8) |
+//! | `mad_selective_copying` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / (V - 2) (1/14) |
+//! | `mad_compression` | Poli et al. 2024 (MAD) | sequence length (≤ seq_len) | bit_errors_per_seq ≤ 0.1 | L (32) |
+//! | `mad_memorization` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / ⌊(V-1)/2⌋ (1/127) |
 //!
 //! Chance is the expected success metric of the best predictor that ignores its input (zeros for
 //! bits, a uniform guess over the answer alphabet for classes, the constant 1 for adding).
+//!
+//! MAD's recall tasks train, as MAD does, on the next token at every step (`train_on_all_tokens`)
+//! and score only the recalled values on the valid and test splits; the other tasks train on what
+//! they score.
 
 pub mod adding;
 pub mod associative_recall;
