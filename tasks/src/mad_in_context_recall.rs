@@ -29,8 +29,9 @@
 //!
 //! Differences from MAD's code: MAD draws the pair that is never noise (`not_noise_idx`, noisy
 //! variant) from all N slots, including the probe's, so an all-noise sequence would leave nothing
-//! to probe and crash; here it is drawn from the N - 1 random pairs. MAD generates a finite pool of
-//! 12,800 training examples; membench draws fresh ones unless `train.train_examples` is set.
+//! to probe and crash; here it is drawn from the N - 1 random pairs. MAD trains on a finite pool of
+//! 12,800 sequences; that pool is the harness's `train.train_examples` (issue #26), not the
+//! task's: the task draws fresh sequences for every batch index.
 
 use crate::common::{
     each_even_in_range, even_in_range, first, in_range, length_points, Mistakes, MAX_STEPS,

@@ -20,10 +20,10 @@
 //!
 //! The length is `seq_len` in training; an `eval_lengths` entry sets L (more pairs, the same map).
 //!
-//! MAD trains this task on a small finite pool (256 sequences of its baseline) for many epochs;
-//! membench draws fresh sequences every step unless `train.train_examples` is set, so to reproduce
-//! MAD's setting run it with `train.train_examples: 256`. (Fresh keys from the same map make the
-//! task no easier to solve without memorizing, but the amount of data seen differs.)
+//! Meant to be run with a finite training pool, as MAD does: its baseline trains on 256 sequences
+//! for many epochs (`num_train_examples: 256`). A pool is the harness's `train.train_examples`
+//! (issue #26), not part of the task; with fresh sequences every step (the default) the map is
+//! still only learnable by memorizing, but the model sees far more key occurrences than MAD's.
 //!
 //! Chance: without the key, the best guess is any value in the map's image, uniform over its S/2
 //! values: token accuracy 1 / ⌊S/2⌋ (1/127 at MAD's V = 256).
