@@ -307,6 +307,7 @@ impl MambaLayer {
     }
 
     /// Δ's bias (before the softplus), [E]: dt_proj's bias (selective) or dt_bias.
+    #[cfg(test)]
     fn dt_bias(&self) -> Tensor {
         match &self.ssm {
             Ssm::Selective { dt_proj, .. } => dt_proj
