@@ -26,7 +26,7 @@
 //! [`crate::residual`]. The paper's gate is low-rank (d → 16 → d); ours is a full d × d map.
 
 use crate::residual::{
-    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
+    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, MlpKind, Scan, ShortConv, Stack,
 };
 use crate::{dense, first, init, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,10 @@ pub struct GlaConfig {
     /// MLP hidden width = mlp_ratio · d_model; 0 drops the MLP. Default 4.
     #[serde(default = "four")]
     pub mlp_ratio: i64,
+    /// The MLP's kind: `gelu` (default) or `swiglu` (SwiGLU, hidden width ⌈⌊2/3 · mlp_ratio ·
+    /// d_model⌋⌉₁₆ as MAD; see `residual::MlpKind`).
+    #[serde(default, skip_serializing_if = "MlpKind::is_gelu")]
+    pub mlp: MlpKind,
     /// Positions per chunk in the chunked form. Default 4: the pairwise decays cost T·C·d_k per
     /// head, and on CPU (d 128, L 2, T 128, B 32) a training step took 1.0 s at C = 4, 2.2–2.8 s
     /// at C = 16 and 1.15 s with the recurrent scan.
@@ -119,7 +123,7 @@ impl Gla {
             d_in,
             cfg.d_model,
             cfg.layers,
-            cfg.mlp_ratio,
+            (cfg.mlp_ratio, cfg.mlp),
             |p, _| GlaLayer::new(p, cfg),
         ))
     }
@@ -280,6 +284,7 @@ mod tests {
             heads: 2,
             gate_temperature: 16.0,
             mlp_ratio: 2,
+            mlp: MlpKind::Gelu,
             chunk_size,
             conv_kernel: 0,
             scan: Scan::Chunked,

@@ -24,7 +24,7 @@ pub mod rmt;
 pub mod rnn;
 pub mod transformer;
 
-pub use residual::Scan;
+pub use residual::{MlpKind, Scan};
 
 use membench_tasks::{InputKind, TaskIo};
 use serde::{Deserialize, Serialize};

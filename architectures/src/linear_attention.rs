@@ -18,7 +18,7 @@
 //! the block's norms, MLP and input projection as in [`crate::residual`].
 
 use crate::residual::{
-    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, Scan, ShortConv, Stack,
+    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, MlpKind, Scan, ShortConv, Stack,
 };
 use crate::{dense, first, init, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,10 @@ pub struct LinearAttentionConfig {
     /// MLP hidden width = mlp_ratio · d_model; 0 drops the MLP. Default 4.
     #[serde(default = "four")]
     pub mlp_ratio: i64,
+    /// The MLP's kind: `gelu` (default) or `swiglu` (SwiGLU, hidden width ⌈⌊2/3 · mlp_ratio ·
+    /// d_model⌋⌉₁₆ as MAD; see `residual::MlpKind`).
+    #[serde(default, skip_serializing_if = "MlpKind::is_gelu")]
+    pub mlp: MlpKind,
     /// Positions per chunk in the chunked form. Default 64.
     #[serde(default = "sixty_four")]
     pub chunk_size: i64,
@@ -122,7 +126,7 @@ impl LinearAttention {
             d_in,
             cfg.d_model,
             cfg.layers,
-            cfg.mlp_ratio,
+            (cfg.mlp_ratio, cfg.mlp),
             |p, _| LinearAttentionLayer::new(p, cfg),
         ))
     }
@@ -303,6 +307,7 @@ mod tests {
             feature_dim: 4,
             feature_map,
             mlp_ratio: 2,
+            mlp: MlpKind::Gelu,
             chunk_size,
             conv_kernel: 0,
             scan: Scan::Chunked,

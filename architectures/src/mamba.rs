@@ -32,7 +32,7 @@
 //! Unlike Mamba's fused CUDA kernel this materialises h for every step ([B, T, E, N] floats);
 //! fine at benchmark sizes on CPU.
 
-use crate::residual::{check_shape, pad_to_chunks, Mixer, Scan, ShortConv, Stack};
+use crate::residual::{check_shape, pad_to_chunks, Mixer, MlpKind, Scan, ShortConv, Stack};
 use crate::{dense, first, init, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -60,6 +60,10 @@ pub struct MambaConfig {
     /// MLP hidden width = mlp_ratio · d_model; 0 (Mamba's layout: mixer-only blocks). Default 0.
     #[serde(default)]
     pub mlp_ratio: i64,
+    /// The MLP's kind: `gelu` (default) or `swiglu` (SwiGLU, hidden width ⌈⌊2/3 · mlp_ratio ·
+    /// d_model⌋⌉₁₆ as MAD; see `residual::MlpKind`).
+    #[serde(default, skip_serializing_if = "MlpKind::is_gelu")]
+    pub mlp: MlpKind,
     /// Steps per chunk in the chunked scan, 1..=16 (see the module doc). Default 16.
     #[serde(default = "sixteen")]
     pub chunk_size: i64,
@@ -140,7 +144,7 @@ impl Mamba {
             d_in,
             cfg.d_model,
             cfg.layers,
-            cfg.mlp_ratio,
+            (cfg.mlp_ratio, cfg.mlp),
             |p, _| MambaLayer::new(p, cfg),
         ))
     }
@@ -307,6 +311,7 @@ impl MambaLayer {
     }
 
     /// Δ's bias (before the softplus), [E]: dt_proj's bias (selective) or dt_bias.
+    #[cfg(test)]
     fn dt_bias(&self) -> Tensor {
         match &self.ssm {
             Ssm::Selective { dt_proj, .. } => dt_proj
@@ -426,6 +431,7 @@ mod tests {
             conv_kernel: 4,
             dt_rank: 0,
             mlp_ratio: 0,
+            mlp: MlpKind::Gelu,
             chunk_size,
             scan: Scan::Chunked,
             selective: true,

@@ -1,9 +1,10 @@
 //! The pre-norm residual stack shared by the sequence-mixing families (linear attention, GLA,
-//! Mamba): x ← x + mixer(LN(x)); x ← x + MLP(LN(x)) per layer, then a final LayerNorm
-//! (the GPT-2 / Mamba layout). Each family only supplies its [`Mixer`]; the stack owns the
+//! Mamba, RMT): x ← x + mixer(LN(x)); x ← x + MLP(LN(x)) per layer, then a final LayerNorm
+//! (the GPT-2 / Mamba layout). The MLP is GPT-2's GELU MLP or a SwiGLU ([`MlpKind`]; MAD's
+//! layout is two blocks of [mixer, SwiGLU]). Each family only supplies its [`Mixer`]; the stack owns the
 //! input projection, norms, MLPs and the bookkeeping that [`Core`] asks for.
 //!
-//! **Initialisation**: input projection and MLP as PyTorch's `nn.Linear` (U(±1/√fan_in),
+//! **Initialisation**: input projection and MLP (either kind) as PyTorch's `nn.Linear` (U(±1/√fan_in),
 //! [`crate::init`]), LayerNorms weight 1 and bias 0, [`ShortConv`] as `nn.Conv1d`
 //! (U(±1/√K) for weight and bias); each family's mixer documents its own.
 
@@ -98,15 +99,82 @@ pub(crate) fn conv_state(conv: &Option<ShortConv>, channels: i64) -> i64 {
         .map_or(0, |c| c.state_per_channel() * channels)
 }
 
-/// Position-wise MLP d → r·d → d with GELU.
-struct Mlp {
+/// Which position-wise MLP a block has: `mlp:` in the configs of the families with `mlp_ratio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// GPT-2's: W2 GELU(W1 x + b1) + b2, hidden width h = round(mlp_ratio · d_model).
+    #[default]
+    Gelu,
+    /// SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer"): W2 (SiLU(W1 x) ⊙ W3 x), no
+    /// biases. As MAD's `SwiGLU` (mad-lab `mad/model/layers/mlp.py`, itself LLaMA's), the hidden
+    /// width is scaled by 2/3 so that its three matrices hold about the parameters of a GELU
+    /// MLP's two: h = ⌊2/3 · mlp_ratio · d_model⌋ rounded up to a multiple of 16 (MAD fixes
+    /// mlp_ratio = 4: d_model 128 → h = 352).
+    Swiglu,
+}
+
+impl MlpKind {
+    /// The default, left out of the canonical YAML so run ids of configs without `mlp` stay.
+    pub fn is_gelu(&self) -> bool {
+        *self == MlpKind::Gelu
+    }
+
+    /// Hidden width h for `ratio` at width `d`.
+    pub fn hidden(self, ratio: f64, d: i64) -> i64 {
+        match self {
+            MlpKind::Gelu => ((ratio * d as f64).round() as i64).max(1),
+            MlpKind::Swiglu => {
+                let h = ((2.0 * ratio * d as f64 / 3.0).floor() as i64).max(1);
+                (h + 15) / 16 * 16
+            }
+        }
+    }
+
+    /// Forward FLOPs per token of one MLP of width d and hidden width h: 2 per multiply-add of
+    /// its two (GELU) or three (SwiGLU) matrices; the activation and gate (O(h)) left out.
+    pub fn flops_per_token(self, d: i64, h: i64) -> f64 {
+        let matrices = match self {
+            MlpKind::Gelu => 2.0,
+            MlpKind::Swiglu => 3.0,
+        };
+        2.0 * matrices * d as f64 * h as f64
+    }
+}
+
+/// Position-wise MLP d → h → d of either kind.
+pub(crate) struct Mlp {
+    /// GELU: W1 (with bias); SwiGLU: W3, the value branch (no bias).
     up: nn::Linear,
+    /// SwiGLU's W1, the SiLU-gated branch; None for GELU.
+    gate: Option<nn::Linear>,
     down: nn::Linear,
 }
 
 impl Mlp {
+    /// Layers as PyTorch's `nn.Linear`, under `p` as `mlp_up`, `mlp_down` (and `mlp_gate`).
+    fn new(p: &nn::Path, kind: MlpKind, d: i64, hidden: i64) -> Self {
+        match kind {
+            MlpKind::Gelu => Mlp {
+                up: init::linear(p / "mlp_up", d, hidden),
+                gate: None,
+                down: init::linear(p / "mlp_down", hidden, d),
+            },
+            MlpKind::Swiglu => Mlp {
+                gate: Some(init::linear_no_bias(p / "mlp_gate", d, hidden)),
+                up: init::linear_no_bias(p / "mlp_up", d, hidden),
+                down: init::linear_no_bias(p / "mlp_down", hidden, d),
+            },
+        }
+    }
+
+    /// xs: [.., d] → [.., d]
     fn forward(&self, xs: &Tensor) -> Tensor {
-        dense::linear(&self.down, &dense::linear(&self.up, xs).gelu("none"))
+        let h = match &self.gate {
+            None => dense::linear(&self.up, xs).gelu("none"),
+            Some(gate) => dense::linear(gate, xs).silu() * dense::linear(&self.up, xs),
+        };
+        dense::linear(&self.down, &h)
     }
 }
 
@@ -126,7 +194,9 @@ pub struct Stack<M> {
     final_norm: nn::LayerNorm,
     d_in: i64,
     d_model: i64,
-    mlp_ratio: i64,
+    mlp: MlpKind,
+    /// MLP hidden width; 0 without MLPs.
+    mlp_hidden: i64,
 }
 
 /// Checks the fields every stacked family shares into `m`; true when `d_model` is valid (checks
@@ -159,19 +229,20 @@ impl<M: Mixer> Stack<M> {
         d_in: i64,
         d_model: i64,
         layers: i64,
-        mlp_ratio: i64,
+        (mlp_ratio, mlp_kind): (i64, MlpKind),
         mut make_mixer: impl FnMut(&nn::Path, i64) -> M,
     ) -> Self {
         let input = (d_in != d_model).then(|| init::linear(vs / "input", d_in, d_model));
+        let mlp_hidden = if mlp_ratio > 0 {
+            mlp_kind.hidden(mlp_ratio as f64, d_model)
+        } else {
+            0
+        };
         let blocks = (0..layers)
             .map(|l| {
                 let p = vs / format!("layer{l}");
                 let mlp = (mlp_ratio > 0).then(|| {
-                    let hidden = mlp_ratio * d_model;
-                    let mlp = Mlp {
-                        up: init::linear(&p / "mlp_up", d_model, hidden),
-                        down: init::linear(&p / "mlp_down", hidden, d_model),
-                    };
+                    let mlp = Mlp::new(&p, mlp_kind, d_model, mlp_hidden);
                     (
                         nn::layer_norm(&p / "norm_mlp", vec![d_model], Default::default()),
                         mlp,
@@ -191,7 +262,8 @@ impl<M: Mixer> Stack<M> {
             final_norm,
             d_in,
             d_model,
-            mlp_ratio,
+            mlp: mlp_kind,
+            mlp_hidden,
         }
     }
 }
@@ -223,7 +295,7 @@ impl<M: Mixer> Core for Stack<M> {
             .sum()
     }
 
-    /// Mixers + MLPs (2·2·r·d² per layer) + input projection; norms and residual adds (~10·d per
+    /// Mixers + MLPs ([`MlpKind::flops_per_token`]: 4·d·h GELU, 6·d·h SwiGLU) + input projection; norms and residual adds (~10·d per
     /// layer) included for honesty, though they are small.
     fn flops_per_token(&self, seq_len: i64) -> f64 {
         let d = self.d_model as f64;
@@ -232,7 +304,7 @@ impl<M: Mixer> Core for Stack<M> {
         } else {
             0.0
         };
-        let mlp = 4.0 * self.mlp_ratio as f64 * d * d;
+        let mlp = self.mlp.flops_per_token(self.d_model, self.mlp_hidden);
         input
             + self
                 .blocks
@@ -290,5 +362,147 @@ pub(crate) mod testing {
                 "{name}: gradient finite={finite}, |g|₁={norm}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{assert_causal, assert_grads, input, max_diff};
+    use super::*;
+    use crate::gla::{Gla, GlaConfig};
+    use crate::transformer::{PosEncoding, Transformer, TransformerConfig};
+    use tch::{nn::VarStore, Device, Kind};
+
+    #[test]
+    fn swiglu_hidden_width_is_mad_s() {
+        // MAD: int(2 · dim · 4 / 3) rounded up to a multiple of 16.
+        assert_eq!(MlpKind::Swiglu.hidden(4.0, 128), 352);
+        assert_eq!(MlpKind::Swiglu.hidden(4.0, 96), 256);
+        assert_eq!(MlpKind::Swiglu.hidden(2.0, 16), 32);
+        assert_eq!(MlpKind::Gelu.hidden(4.0, 128), 512);
+        assert_eq!(MlpKind::Gelu.hidden(2.5, 10), 25);
+    }
+
+    /// The module computes W2 (SiLU(W1 x) ⊙ W3 x), with three bias-free nn.Linear-init maps.
+    #[test]
+    fn a_swiglu_mlp_is_the_gated_formula() {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let (d, h) = (8, 16);
+        let mlp = Mlp::new(&vs.root(), MlpKind::Swiglu, d, h);
+        let names: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
+        assert_eq!(
+            names,
+            ["mlp_down.weight", "mlp_gate.weight", "mlp_up.weight"]
+                .map(String::from)
+                .into()
+        );
+        let bound = 1.0 / (d as f64).sqrt();
+        let w1 = &mlp.gate.as_ref().unwrap().ws;
+        assert!(w1.abs().max().double_value(&[]) <= bound);
+        let x = input(4, 2, 5, d, Kind::Float);
+        let y = mlp.forward(&x);
+        assert_eq!(y.size(), [2, 5, d]);
+        let expected =
+            (x.matmul(&w1.tr()).silu() * x.matmul(&mlp.up.ws.tr())).matmul(&mlp.down.ws.tr());
+        assert!(max_diff(&y, &expected) < 1e-5);
+    }
+
+    fn gla(mlp: MlpKind) -> GlaConfig {
+        serde_yaml::from_str::<GlaConfig>(
+            "{d_model: 16, layers: 2, heads: 2, mlp_ratio: 2, chunk_size: 4, conv_kernel: 3}",
+        )
+        .map(|c| GlaConfig { mlp, ..c })
+        .unwrap()
+    }
+
+    fn params(vs: &VarStore) -> i64 {
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
+    }
+
+    /// A stack with SwiGLU MLPs: d → d shapes, each layer's GELU MLP (2·d·h + h + d parameters)
+    /// replaced by three bias-free maps (3·d·h'), FLOPs to match, causal, every parameter trained.
+    #[test]
+    fn a_stack_with_swiglu_mlps() {
+        tch::set_num_threads(1);
+        let (d, layers) = (16, 2);
+        let build = |kind| {
+            let vs = VarStore::new(Device::Cpu);
+            let core = Gla::new(&vs.root(), &gla(kind), d).unwrap();
+            (vs, core)
+        };
+        let (vs_g, gelu) = build(MlpKind::Gelu);
+        let (vs_s, swiglu) = build(MlpKind::Swiglu);
+        let (h, h2) = (32, MlpKind::Swiglu.hidden(2.0, d));
+        assert_eq!(
+            params(&vs_s) - params(&vs_g),
+            layers * (3 * d * h2 - (2 * d * h + h + d))
+        );
+        let flops = swiglu.flops_per_token(20) - gelu.flops_per_token(20);
+        assert_eq!(flops, (layers * (6 * d * h2 - 4 * d * h)) as f64);
+        let x = input(1, 2, 11, d, Kind::Float);
+        assert_eq!(swiglu.forward_t(&x, false).size(), [2, 11, d]);
+        assert_grads(&vs_s, |x| swiglu.forward_t(x, true), d);
+        let (mut vs, core) = build(MlpKind::Swiglu);
+        vs.set_kind(Kind::Double);
+        assert_causal(|x| core.forward_t(x, false), d);
+    }
+
+    fn transformer(mlp: MlpKind) -> TransformerConfig {
+        TransformerConfig {
+            d_model: 16,
+            layers: 2,
+            heads: 2,
+            mlp_ratio: 4.0,
+            mlp,
+            dropout: 0.0,
+            pos_encoding: PosEncoding::Rope,
+            window: None,
+            max_len: 64,
+            conv_kernel: 0,
+        }
+    }
+
+    /// The Transformer's own MLP: fc1 and fc2 lose their biases and a gate joins them.
+    #[test]
+    fn a_transformer_with_swiglu_mlps() {
+        tch::set_num_threads(1);
+        let (d, layers) = (16, 2);
+        let build = |kind| {
+            let vs = VarStore::new(Device::Cpu);
+            let core = Transformer::new(&vs.root(), &transformer(kind), d).unwrap();
+            (vs, core)
+        };
+        let (vs_g, gelu) = build(MlpKind::Gelu);
+        let (vs_s, swiglu) = build(MlpKind::Swiglu);
+        let (h, h2) = (64, MlpKind::Swiglu.hidden(4.0, d));
+        assert_eq!(h2, 48);
+        assert_eq!(
+            params(&vs_s) - params(&vs_g),
+            layers * (3 * d * h2 - (2 * d * h + h + d))
+        );
+        let flops = swiglu.flops_per_token(20) - gelu.flops_per_token(20);
+        assert_eq!(flops, (layers * (6 * d * h2 - 4 * d * h)) as f64);
+        let x = input(1, 2, 11, d, Kind::Float);
+        assert_eq!(swiglu.forward_t(&x, false).size(), [2, 11, d]);
+        assert_grads(&vs_s, |x| swiglu.forward_t(x, true), d);
+        let (mut vs, core) = build(MlpKind::Swiglu);
+        vs.set_kind(Kind::Double);
+        assert_causal(|x| core.forward_t(x, false), d);
+    }
+
+    /// `mlp` is left out of the canonical YAML at its default (run ids of existing configs stay)
+    /// and written when it is `swiglu`.
+    #[test]
+    fn the_default_mlp_is_not_serialized() {
+        let gelu = serde_yaml::to_string(&gla(MlpKind::Gelu)).unwrap();
+        assert!(!gelu.contains("mlp:"), "{gelu}");
+        let swiglu = serde_yaml::to_string(&transformer(MlpKind::Swiglu)).unwrap();
+        assert!(swiglu.contains("mlp: swiglu"), "{swiglu}");
+        let back: TransformerConfig = serde_yaml::from_str(&swiglu).unwrap();
+        assert_eq!(back.mlp, MlpKind::Swiglu);
     }
 }

@@ -12,7 +12,7 @@
 //! [`crate::init`]), norms 1 and 0; the memory tokens and the position table N(0, 0.02), GPT-2's
 //! scale for embeddings (Bulatov et al. start from a pretrained model and do not specify one).
 
-use crate::residual::{check_heads, check_shape, Mixer, Stack};
+use crate::residual::{check_heads, check_shape, Mixer, MlpKind, Stack};
 use crate::{dense, first, init, ArchError, Core, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -31,6 +31,10 @@ pub struct RmtConfig {
     /// MLP hidden width = mlp_ratio · d_model; 0 drops the MLP. Default 4.
     #[serde(default = "four")]
     pub mlp_ratio: i64,
+    /// The MLP's kind: `gelu` (default) or `swiglu` (SwiGLU, hidden width ⌈⌊2/3 · mlp_ratio ·
+    /// d_model⌋⌉₁₆ as MAD; see `residual::MlpKind`).
+    #[serde(default, skip_serializing_if = "MlpKind::is_gelu")]
+    pub mlp: MlpKind,
     /// Steps per segment, S. Default 16.
     #[serde(default = "sixteen")]
     pub segment_len: i64,
@@ -130,7 +134,7 @@ impl Rmt {
             d,
             d,
             cfg.layers,
-            cfg.mlp_ratio,
+            (cfg.mlp_ratio, cfg.mlp),
             |p, _| CausalAttention {
                 qkv: init::linear(p / "qkv", d, 3 * d),
                 out: init::linear(p / "out", d, d),
@@ -221,6 +225,7 @@ mod tests {
             layers: 2,
             heads: 2,
             mlp_ratio: 2,
+            mlp: MlpKind::Gelu,
             segment_len: 4,
             memory_tokens: 2,
         }

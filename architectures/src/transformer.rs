@@ -34,7 +34,7 @@
 //! computed on first use and cached in the model (a `LengthCache` keyed by (T, device)), so a
 //! training step allocates none of them.
 
-use crate::residual::{conv_state, ShortConv};
+use crate::residual::{conv_state, MlpKind, ShortConv};
 use crate::{dense, first, init, ArchError, Core, LengthCache, Mistakes, Shallow};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
@@ -64,6 +64,11 @@ pub struct TransformerConfig {
     /// MLP hidden width = round(mlp_ratio · d_model). Default 4.
     #[serde(default = "default_mlp_ratio")]
     pub mlp_ratio: f64,
+    /// The MLP's kind: `gelu` (default, GPT-2's) or `swiglu` (SwiGLU without biases, hidden
+    /// width ⌈⌊2/3 · mlp_ratio · d_model⌋⌉₁₆ as MAD; see `residual::MlpKind`). Its matrices take
+    /// the GPT-2 init of the GELU MLP's: N(0, 0.02) in, residual-scaled out.
+    #[serde(default, skip_serializing_if = "MlpKind::is_gelu")]
+    pub mlp: MlpKind,
     /// Dropout on attention weights, residual branches and the embedding (training only). Default 0.
     #[serde(default)]
     pub dropout: f64,
@@ -163,7 +168,7 @@ impl TransformerConfig {
     }
 
     fn mlp_width(&self) -> i64 {
-        ((self.mlp_ratio * self.d_model as f64).round() as i64).max(1)
+        self.mlp.hidden(self.mlp_ratio, self.d_model)
     }
 
     fn head_width(&self) -> i64 {
@@ -179,7 +184,10 @@ struct Block {
     qkv: nn::Linear,
     proj: nn::Linear,
     ln2: nn::LayerNorm,
+    /// GELU: the MLP's input layer; SwiGLU: its value branch W3.
     fc1: nn::Linear,
+    /// SwiGLU's SiLU-gated branch W1; None for GELU.
+    gate: Option<nn::Linear>,
     fc2: nn::Linear,
 }
 
@@ -217,10 +225,15 @@ pub struct Transformer {
 }
 
 fn gpt2_linear(vs: nn::Path, d_in: i64, d_out: i64, stdev: f64) -> nn::Linear {
+    gpt2_linear_bias(vs, d_in, d_out, stdev, true)
+}
+
+/// GPT-2's init, N(0, stdev) weights and zero bias; `bias` false leaves the bias out (SwiGLU).
+fn gpt2_linear_bias(vs: nn::Path, d_in: i64, d_out: i64, stdev: f64, bias: bool) -> nn::Linear {
     let cfg = nn::LinearConfig {
         ws_init: nn::Init::Randn { mean: 0.0, stdev },
         bs_init: Some(nn::Init::Const(0.0)),
-        bias: true,
+        bias,
     };
     nn::linear(vs, d_in, d_out, cfg)
 }
@@ -259,6 +272,7 @@ impl Transformer {
                 },
             )
         });
+        let swiglu = cfg.mlp == MlpKind::Swiglu;
         let blocks = (0..cfg.layers)
             .map(|l| {
                 let p = vs / "blocks" / l;
@@ -268,8 +282,10 @@ impl Transformer {
                     qkv: gpt2_linear(&p / "qkv", d, 3 * d, 0.02),
                     proj: gpt2_linear(&p / "proj", d, d, residual_std),
                     ln2: nn::layer_norm(&p / "ln2", vec![d], Default::default()),
-                    fc1: gpt2_linear(&p / "fc1", d, cfg.mlp_width(), 0.02),
-                    fc2: gpt2_linear(&p / "fc2", cfg.mlp_width(), d, residual_std),
+                    fc1: gpt2_linear_bias(&p / "fc1", d, cfg.mlp_width(), 0.02, !swiglu),
+                    gate: swiglu
+                        .then(|| gpt2_linear_bias(&p / "gate", d, cfg.mlp_width(), 0.02, false)),
+                    fc2: gpt2_linear_bias(&p / "fc2", cfg.mlp_width(), d, residual_std, !swiglu),
                 }
             })
             .collect();
@@ -376,7 +392,11 @@ impl Core for Transformer {
         hs = hs.dropout(p, train);
         for block in &self.blocks {
             hs = &hs + self.attention(block, &block.ln1.forward(&hs), tables, train);
-            let up = dense::linear(&block.fc1, &block.ln2.forward(&hs)).gelu("none");
+            let x = block.ln2.forward(&hs);
+            let up = match &block.gate {
+                None => dense::linear(&block.fc1, &x).gelu("none"),
+                Some(gate) => dense::linear(gate, &x).silu() * dense::linear(&block.fc1, &x),
+            };
             let mlp = dense::linear(&block.fc2, &up).dropout(p, train);
             hs = &hs + mlp;
         }
@@ -405,15 +425,19 @@ impl Core for Transformer {
     }
 
     /// Per token, with D = d_model, F = MLP width, L̄ = mean number of positions attended:
-    /// input 2·d_in·D + per layer [conv 2KD + qkv 6D² + proj 2D² + MLP 4DF + scores 2D·L̄ + weighted
-    /// sum 2D·L̄].
+    /// input 2·d_in·D + per layer [conv 2KD + qkv 6D² + proj 2D² + MLP 4DF (SwiGLU 6DF) + scores
+    /// 2D·L̄ + weighted sum 2D·L̄].
     /// Causal: L̄ = (len+1)/2; with a window w, L̄ = (1/len)·Σ_t min(t+1, w). Norms, softmax and
     /// GELU (O(D) per token) are left out.
     fn flops_per_token(&self, seq_len: i64) -> f64 {
-        let (d, f) = (self.cfg.d_model as f64, self.cfg.mlp_width() as f64);
+        let d = self.cfg.d_model as f64;
         let mean_attended = mean_attended(seq_len, self.cfg.window);
         let conv = 2.0 * self.cfg.conv_kernel as f64 * d;
-        let per_layer = conv + 8.0 * d * d + 4.0 * d * f + 4.0 * d * mean_attended;
+        let mlp = self
+            .cfg
+            .mlp
+            .flops_per_token(self.cfg.d_model, self.cfg.mlp_width());
+        let per_layer = conv + 8.0 * d * d + mlp + 4.0 * d * mean_attended;
         2.0 * self.d_in as f64 * d + self.cfg.layers as f64 * per_layer
     }
 }
@@ -441,6 +465,7 @@ mod tests {
             layers: 1,
             heads: 2,
             mlp_ratio: 2.0,
+            mlp: MlpKind::Gelu,
             dropout: 0.0,
             pos_encoding,
             window,

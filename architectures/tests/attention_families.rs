@@ -24,6 +24,7 @@ fn transformer(pos: PosEncoding, window: Option<i64>, layers: i64) -> ArchConfig
         layers,
         heads: 2,
         mlp_ratio: 2.0,
+        mlp: Default::default(),
         dropout: 0.0,
         pos_encoding: pos,
         window,

@@ -145,6 +145,7 @@ fn transformer_mqar_accuracy(pos_encoding: PosEncoding) -> f64 {
         layers: 2,
         heads: 2,
         mlp_ratio: 2.0,
+        mlp: Default::default(),
         dropout: 0.0,
         pos_encoding,
         window: None,

@@ -174,7 +174,7 @@ pub fn write_curve(path: &Path, curve: &[CurvePoint]) -> Result<()> {
         .map(String::from)
         .to_vec();
     header.extend(metric_header("valid_"));
-    header.extend(["lr", "grad_norm", "rss_bytes"].map(String::from));
+    header.extend(["lr", "grad_norm", "rss_bytes", "epoch"].map(String::from));
     let rows = curve.iter().map(|p| {
         let mut r = vec![
             p.step.to_string(),
@@ -183,7 +183,12 @@ pub fn write_curve(path: &Path, curve: &[CurvePoint]) -> Result<()> {
             fmt_f64(p.train_loss),
         ];
         r.extend(metric_cells(Some(&p.valid)));
-        r.extend([fmt_f64(p.lr), fmt_f64(p.grad_norm), p.rss_bytes.to_string()]);
+        r.extend([
+            fmt_f64(p.lr),
+            fmt_f64(p.grad_norm),
+            p.rss_bytes.to_string(),
+            p.epoch.map(|e| e.to_string()).unwrap_or_default(),
+        ]);
         r
     });
     write_atomic(

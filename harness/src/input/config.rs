@@ -109,7 +109,16 @@ pub struct TrainConfig {
     pub success_threshold: Option<f64>,
     #[serde(default = "default_selection")]
     pub selection: Selection,
+    /// A finite training set: epochs over a fixed pool of this many examples, reshuffled every
+    /// epoch (`run::pool`). Absent: fresh data every step. Absent from the canonical YAML when
+    /// absent, so the ids of runs without it do not depend on this field's existence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_examples: Option<u64>,
 }
+
+/// Most examples a finite training pool may hold; a larger pool is fresh data in all but cost
+/// (its epoch order takes 4 bytes per example).
+pub const MAX_TRAIN_EXAMPLES: u64 = 100_000_000;
 
 fn default_batch_size() -> usize {
     32
@@ -208,6 +217,15 @@ impl TrainConfig {
         }
         if self.test_batches == 0 {
             bad("test_batches", "0".into(), "expected >= 1");
+        }
+        if let Some(n) = self.train_examples {
+            if !(1..=MAX_TRAIN_EXAMPLES).contains(&n) {
+                bad(
+                    "train_examples",
+                    n.to_string(),
+                    &format!("expected 1..={MAX_TRAIN_EXAMPLES} (leave it out for fresh data every step)"),
+                );
+            }
         }
         // Against a steps value that is itself out of range, the comparison says nothing.
         if self.warmup_steps > self.steps && self.steps != 0 {
@@ -310,5 +328,33 @@ pub fn canonical(spec: &str) -> Result<String, String> {
             Ok(s.into())
         }
         s => Err(format!("device `{s}`: expected auto, cpu, cuda or cuda:N")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every committed reference run's saved config still hashes to its run id: fields added to
+    /// the configs since (`train.train_examples`, `tune`, architecture options) are left out of
+    /// the canonical YAML at their defaults.
+    #[test]
+    fn the_reference_runs_keep_their_ids() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/reference");
+        let mut checked = 0;
+        for experiment in std::fs::read_dir(&root).unwrap() {
+            let runs = experiment.unwrap().path().join("runs");
+            let Ok(dirs) = std::fs::read_dir(&runs) else {
+                continue;
+            };
+            for dir in dirs {
+                let dir = dir.unwrap().path();
+                let cfg = load_run_config(&dir.join("config.yaml")).unwrap();
+                let id = dir.file_name().unwrap().to_str().unwrap();
+                assert_eq!(cfg.run_id(), id, "{}", dir.display());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 100, "only {checked} reference runs found");
     }
 }

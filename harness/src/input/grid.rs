@@ -1097,6 +1097,67 @@ mod tests {
     }
 
     #[test]
+    fn a_run_without_train_examples_has_none_in_its_canonical_yaml() {
+        // Run ids of files written before finite pools existed stay what they were.
+        let run = &expand_file("f.yaml", BASE).unwrap()[0];
+        assert!(!serde_yaml::to_string(run)
+            .unwrap()
+            .contains("train_examples"));
+        let pooled = format!("{BASE}    train: {{train_examples: 64}}\n");
+        let pooled = &expand_file("f.yaml", &pooled).unwrap()[0];
+        assert_eq!(pooled.train.train_examples, Some(64));
+        assert!(serde_yaml::to_string(pooled)
+            .unwrap()
+            .contains("train_examples: 64"));
+        assert_ne!(run.run_id(), pooled.run_id());
+    }
+
+    /// A pool needs at least one example; one smaller than a batch is allowed (every step is the
+    /// whole pool, `run::pool`).
+    #[test]
+    fn train_examples_out_of_range_is_refused_where_written() {
+        let text = format!("{BASE}    train: {{train_examples: 0}}\n    grid: {{train.train_examples: [4, 200000000]}}\n");
+        let e = err(&text);
+        let at: Vec<(usize, usize, &str)> = e
+            .issues
+            .iter()
+            .map(|i| (i.line, i.col, i.key.as_str()))
+            .collect();
+        assert_eq!(
+            at,
+            [(8, 12, "experiments[0].grid.train.train_examples")],
+            "{e}"
+        );
+        assert!(
+            e.issues[0]
+                .message
+                .contains("200000000: expected 1..=100000000"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}    train: {{train_examples: 0}}\n"));
+        let at: Vec<(usize, usize, &str)> = e
+            .issues
+            .iter()
+            .map(|i| (i.line, i.col, i.key.as_str()))
+            .collect();
+        assert_eq!(at, [(7, 13, "experiments[0].train.train_examples")], "{e}");
+        assert!(e.issues[0].message.contains("0: expected 1..="), "{e}");
+        let e = err(&format!("{BASE}    train: {{train_examples: -3}}\n"));
+        assert_eq!(
+            e.issues[0].key, "experiments[0].train.train_examples",
+            "{e}"
+        );
+        // Smaller than the batch (32 by default): allowed.
+        let small = format!("{BASE}    train: {{train_examples: 5}}\n");
+        assert_eq!(
+            expand_file("f.yaml", &small).unwrap()[0]
+                .train
+                .train_examples,
+            Some(5)
+        );
+    }
+
+    #[test]
     fn an_experiments_tune_list_wins_over_the_defaults_key_by_key() {
         let text = "defaults:\n  train: {steps: 10, eval_interval: 5}\n  tune: {train.lr: [0.1, 0.01], train.weight_decay: [0, 0.1]}\nexperiments:\n  - name: a\n    task: {name: copy, bits: 4, max_len: 5}\n    arch: {name: lstm, hidden_size: 8}\n    tune: {train.lr: [0.003]}\n  - name: b\n    task: {name: copy, bits: 4, max_len: 5}\n    arch: {name: gru, hidden_size: 8}\n";
         let runs = expand_file("f.yaml", text).unwrap();

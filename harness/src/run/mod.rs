@@ -1,4 +1,5 @@
-//! One run in this process: the training loop and checkpoint selection (`train`), the metrics
+//! One run in this process: the training loop and checkpoint selection (`train`), the training
+//! data stream, fresh or a finite pool (`pool`), the metrics
 //! (`eval`), the device and its memory (`device`), and the timing of training steps (`bench`).
 //! Depends on `input` and `sys`; knows nothing of results directories, sweeps or reports. Owns
 //! the command `bench` (its `BenchArgs` and entry function) and the `--threads` parser.
@@ -8,6 +9,7 @@ pub mod device;
 pub mod eval;
 pub mod init_stats;
 pub mod parity;
+pub mod pool;
 pub mod train;
 
 /// Most LibTorch intra-op threads a run may ask for (command line, or a runs.csv row to reproduce).

@@ -1,7 +1,8 @@
 //! The training loop of one run: the only place that owns an optimizer and steps it.
 //!
 //! Per step: take the next training batch (generated ahead on a second thread, a pure function of
-//! (seed, step) so prefetching cannot change the numbers), forward, masked loss, backward, optional
+//! (seed, step) so prefetching cannot change the numbers; fresh, or from a finite pool, see
+//! `run::pool`), forward, masked loss, backward, optional
 //! global-norm clipping, optimizer step. Every `eval_interval` steps the model is scored on the
 //! valid split; with `selection: best_valid` the best parameters are kept in memory. At the end the
 //! last and the best-valid checkpoints are both scored on the test split, at the training
@@ -9,6 +10,7 @@
 
 use crate::input::config::{Optimizer, RunConfig, Selection, TrainConfig};
 use crate::run::eval::{self, BatchTensors, MetricSums, Metrics};
+use crate::run::pool::{Pool, TrainStream};
 use anyhow::{Context, Result};
 use membench_architectures::Network;
 use membench_tasks::{Batch, EvalPoint, OutputKind, Split, SuccessCriterion, Task};
@@ -53,6 +55,11 @@ pub struct CurvePoint {
     pub lr: f64,
     pub grad_norm: f64,
     pub rss_bytes: u64,
+    /// The 1-based epoch over the finite training pool of this step's batch (at a step that ends
+    /// an epoch, the number of complete passes); None with fresh data every step, and in records
+    /// written before membench had pools.
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// One row of eval.csv: a checkpoint scored on the test split at one condition.
@@ -116,6 +123,20 @@ const PREFETCH: usize = 8;
 fn train_data_seed(cfg: &RunConfig) -> u64 {
     let h = blake3::hash(&[cfg.data_seed.to_le_bytes(), cfg.seed.to_le_bytes()].concat());
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// The run's training stream: fresh batches from the model seed's stream, or epochs over the
+/// finite pool of `train.train_examples`, drawn from the data seed.
+pub(crate) fn train_stream<'a>(cfg: &RunConfig, task: &'a dyn Task) -> TrainStream<'a> {
+    let batch_size = cfg.train.batch_size;
+    match cfg.train.train_examples {
+        None => TrainStream::Fresh {
+            task,
+            seed: train_data_seed(cfg),
+            batch_size,
+        },
+        Some(n) => TrainStream::Pool(Pool::new(task, cfg.data_seed, n as usize, batch_size)),
+    }
 }
 
 /// The optimizer of `t` over every trainable variable of `vs` (also `membench parity`'s).
@@ -320,6 +341,7 @@ struct StepTimer {
     overhead_s: f64,
     wait_s: f64,
     tokens: u64,
+    samples: u64,
 }
 
 impl StepTimer {
@@ -331,6 +353,7 @@ impl StepTimer {
             overhead_s: 0.0,
             wait_s: 0.0,
             tokens: 0,
+            samples: 0,
         }
     }
 
@@ -340,8 +363,9 @@ impl StepTimer {
 
     /// Adds one step. Clipping is part of the training algorithm the run is configured with, like
     /// the optimizer step; a norm computed only to be logged is harness work.
-    fn record(&mut self, m: &StepMarks, clipping: bool, tokens: usize) {
-        self.tokens += tokens as u64;
+    fn record(&mut self, m: &StepMarks, clipping: bool, batch: &Batch) {
+        self.tokens += (batch.batch * batch.time) as u64;
+        self.samples += batch.batch as u64;
         self.step_ms
             .push((m.step - m.got_batch).as_secs_f64() * 1e3);
         let norm_s = (m.norm - m.backward).as_secs_f64();
@@ -357,12 +381,12 @@ impl StepTimer {
             (m.core - m.wait).as_secs_f64() + log_norm_s + m.step.elapsed().as_secs_f64();
     }
 
-    /// The timing columns of `out`, over its `steps` steps of `batch_size` sequences.
-    fn finish(&self, out: &mut TrainOutcome, batch_size: usize) {
+    /// The timing columns of `out`.
+    fn finish(&self, out: &mut TrainOutcome) {
         out.train_wall_s = self.elapsed_s();
         out.train_tokens = Some(self.tokens);
         let train_s: f64 = self.step_ms.iter().sum::<f64>() / 1e3;
-        out.train_samples_per_s = (out.steps as f64 * batch_size as f64) / train_s.max(1e-9);
+        out.train_samples_per_s = self.samples as f64 / train_s.max(1e-9);
         out.train_tokens_per_s = self.tokens as f64 / train_s.max(1e-9);
         out.step_ms_median = crate::run::median(&self.step_ms);
         out.harness_overhead_pct = 100.0 * self.overhead_s / self.core_s.max(1e-12);
@@ -590,7 +614,7 @@ pub fn train(
     let mut checkpoints = Checkpoints::new(t.selection);
     let mut timer = StepTimer::new(t.steps);
     let mut train_loss = RunningLoss::new(device);
-    let train_seed = train_data_seed(cfg);
+    let mut stream = train_stream(cfg, task_ref);
 
     std::thread::scope(|scope| -> Result<()> {
         // Batches are generated up to PREFETCH steps ahead; each is a pure function of (seed,
@@ -598,22 +622,21 @@ pub fn train(
         let (tx, rx) = mpsc::sync_channel(PREFETCH);
         scope.spawn(move || {
             for step in 0..t.steps {
-                let batch = task_ref.batch(Split::Train, train_seed, step, t.batch_size, None);
-                if tx.send(batch).is_err() {
+                if tx.send(stream.batch(step)).is_err() {
                     break;
                 }
             }
         });
         for step in 1..=t.steps {
             let wait = Instant::now();
-            let batch = rx.recv().context("batch generator stopped")?;
+            let (batch, epoch) = rx.recv().context("batch generator stopped")?;
             let lr = t.lr_at(step);
             // The norm is reported at evaluation points only; without clipping, other steps skip it.
             let is_eval = step % t.eval_interval == 0 || step == t.steps;
             let s = learner.step(&batch, lr, is_eval, wait);
             train_loss.add(&s.loss);
             out.steps = step;
-            timer.record(&s.marks, t.grad_clip.is_some(), batch.batch * batch.time);
+            timer.record(&s.marks, t.grad_clip.is_some(), &batch);
             if !s.loss_value.is_finite() {
                 out.diverged(format!(
                     "non-finite training loss {} at step {step}",
@@ -632,6 +655,7 @@ pub fn train(
                     lr,
                     grad_norm: s.norm.as_ref().map_or(f64::NAN, |n| n.double_value(&[])),
                     rss_bytes: crate::sys::peak_rss_bytes().unwrap_or(0),
+                    epoch,
                 };
                 progress(&point);
                 if out.validated(point, &mut checkpoints, &params, t.early_stop) {
@@ -642,7 +666,7 @@ pub fn train(
         Ok(())
     })?;
 
-    timer.finish(&mut out, t.batch_size);
+    timer.finish(&mut out);
     if out.status == Status::Diverged {
         return Ok(out);
     }
@@ -695,7 +719,89 @@ pub(crate) mod tests {
             lr: 0.01,
             grad_norm: 1.0,
             rss_bytes: 0,
+            epoch: None,
         }
+    }
+
+    /// The one run of an experiments file of one experiment (`train:` and the rest as given).
+    fn run_of(task: &str, arch: &str, train: &str) -> RunConfig {
+        let text = format!(
+            "experiments:\n  - name: t\n    task: {task}\n    arch: {arch}\n    train: {train}\n"
+        );
+        let mut runs = crate::input::grid::expand_file("t.yaml", &text).unwrap();
+        assert_eq!(runs.len(), 1);
+        runs.remove(0)
+    }
+
+    /// Through the run's own stream: with a pool of K batches, the batch of step s + K holds the
+    /// examples of step s's epoch again — every example of the epoch, reordered.
+    #[test]
+    fn a_run_with_a_pool_of_k_batches_trains_on_the_same_examples_every_epoch() {
+        let (k, b) = (3u64, 4u64);
+        let cfg = run_of(
+            "{name: copy_memory, num_symbols: 3, alphabet: 8, min_delay: 2, max_delay: 2}",
+            "{name: lstm, hidden_size: 8}",
+            &format!("{{steps: 10, batch_size: {b}, train_examples: {}}}", k * b),
+        );
+        let task = cfg.task.build().unwrap();
+        let mut stream = train_stream(&cfg, task.as_ref());
+        // The examples of a batch as a set of rows (the fixed length makes rows comparable).
+        let rows = |batch: &Batch| -> std::collections::BTreeSet<Vec<i64>> {
+            let membench_tasks::Inputs::Tokens(x) = &batch.inputs else {
+                panic!("copy_memory reads tokens")
+            };
+            x.chunks(batch.time).map(<[i64]>::to_vec).collect()
+        };
+        let mut epochs = vec![];
+        for epoch in 0..3 {
+            let mut seen = std::collections::BTreeSet::new();
+            for s in epoch * k..(epoch + 1) * k {
+                let (batch, e) = stream.batch(s);
+                assert_eq!(e, Some(epoch + 1), "1-based epoch of step {s}");
+                assert_eq!(batch.batch, b as usize);
+                seen.extend(rows(&batch));
+            }
+            assert_eq!(seen.len(), (k * b) as usize, "distinct examples");
+            epochs.push(seen);
+        }
+        assert!(epochs.iter().all(|e| *e == epochs[0]));
+        // The order differs: some step's batch is not the batch K steps earlier.
+        assert!((0..2 * k).any(|s| stream.batch(s).0 != stream.batch(s + k).0));
+        // Without the key the stream is fresh and its steps carry no epoch.
+        let mut fresh_cfg = cfg.clone();
+        fresh_cfg.train.train_examples = None;
+        let mut fresh = train_stream(&fresh_cfg, task.as_ref());
+        assert_eq!(fresh.batch(0).1, None);
+        assert!((0..k).all(|s| rows(&fresh.batch(s + k).0) != rows(&stream.batch(s).0)));
+    }
+
+    /// A small model trained for 300 epochs on a pool of 8 examples drives its training loss on
+    /// them to ~0 while its validation loss stays high, and on fresh data of the same task the
+    /// same budget leaves the training loss far from 0: the pool is learned by heart.
+    #[test]
+    fn a_small_model_memorizes_a_tiny_pool() {
+        let task = "{name: copy_memory, num_symbols: 4, alphabet: 8, min_delay: 4, max_delay: 4}";
+        let arch = "{name: lstm, hidden_size: 32}";
+        let train = |extra: &str| {
+            format!("{{steps: 300, batch_size: 8, lr: 0.01, eval_interval: 50, valid_batches: 1, test_batches: 1, selection: last{extra}}}")
+        };
+        let last_train_loss = |cfg: &RunConfig| {
+            tch::manual_seed(0);
+            let out = super::train(cfg, Device::Cpu, &mut |_| {}).unwrap();
+            assert_eq!(out.status, Status::Done);
+            out.curve.last().unwrap().clone()
+        };
+        let pool = last_train_loss(&run_of(task, arch, &train(", train_examples: 8")));
+        let fresh = last_train_loss(&run_of(task, arch, &train("")));
+        assert_eq!((pool.epoch, fresh.epoch), (Some(300), None));
+        assert!(pool.train_loss < 0.05, "pool: {}", pool.train_loss);
+        // Learned by heart: on unseen (valid) examples the loss stays far above.
+        assert!(pool.valid.loss > 1.0, "pool valid: {}", pool.valid.loss);
+        assert!(
+            fresh.train_loss > 10.0 * pool.train_loss,
+            "fresh: {}",
+            fresh.train_loss
+        );
     }
 
     #[test]
