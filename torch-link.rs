@@ -92,11 +92,6 @@ fn cpp_shim(lib: &Path, files: &[&str], name: &str) {
 /// The commit the binary was built from (`+dirty` when the work tree differed), for runs.csv.
 fn git_commit() {
     let root = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("..");
-    for f in [".git/HEAD", ".git/refs/heads", ".git/index"] {
-        if root.join(f).exists() {
-            println!("cargo:rerun-if-changed={}", root.join(f).display());
-        }
-    }
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")
@@ -107,6 +102,20 @@ fn git_commit() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
+    // Rebuild when HEAD, the branch it points to or the index moves. Asked of git rather than
+    // joined to `.git/`, which in a worktree is a file naming the real git directory.
+    // (Only files that exist: cargo reruns a build script every time for a missing one.)
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for f in ["HEAD", "index", "packed-refs"]
+        .into_iter()
+        .chain(branch.as_deref())
+    {
+        if let Some(path) = git(&["rev-parse", "--git-path", f]).map(|p| root.join(p)) {
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     let dirty =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
