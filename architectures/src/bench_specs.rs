@@ -152,6 +152,11 @@ impl StepBench {
                 Tensor::randint(n as i64, [b * t], (Kind::Int64, Device::Cpu))
             }
             OutputKind::Real { width, .. } => Tensor::zeros([b, t, width as i64], opts),
+            OutputKind::Blocks { blocks, n } => Tensor::randint(
+                n as i64,
+                [b * t * blocks as i64],
+                (Kind::Int64, Device::Cpu),
+            ),
         };
         StepBench {
             net,
@@ -168,7 +173,9 @@ impl StepBench {
     pub fn step(&mut self) -> f64 {
         let out = self.net.forward_t(&self.x, true);
         let loss = match self.io.output {
-            OutputKind::Classes { n } => out.view([-1, n as i64]).cross_entropy_for_logits(&self.y),
+            OutputKind::Classes { n } | OutputKind::Blocks { n, .. } => {
+                out.view([-1, n as i64]).cross_entropy_for_logits(&self.y)
+            }
             OutputKind::Bits { .. } => out
                 .binary_cross_entropy_with_logits::<Tensor>(&self.y, None, None, Reduction::None)
                 .sum_dim_intlist(-1, false, Kind::Float)

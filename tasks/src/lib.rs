@@ -9,7 +9,9 @@
 //! Shapes, with B = batch size and T = the batch's time steps (the longest example; shorter ones
 //! are padded with zeros and masked out):
 //! * inputs: `Dense` [B, T, width] floats, or `Tokens` [B, T] ids in `0..vocab`;
-//! * targets: `Bits` [B, T, width] in {0, 1}, `Classes` [B, T] ids, or `Real` [B, T, width];
+//! * targets: `Bits` [B, T, width] in {0, 1}, `Classes` [B, T] ids, or `Real` [B, T, width]
+//!   (an output of `Blocks` has `Bits` targets: one one-hot block per decoded token, all zero
+//!   where a block is not scored);
 //! * mask: [B, T], 1.0 where the position is scored (and trained on), 0.0 elsewhere.
 //!
 //! The tasks (`name:` in YAML; each file cites its source and documents layout and chance):
@@ -29,7 +31,7 @@
 //! | `mad_fuzzy_in_context_recall` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / values (1/8) |
 //! | `mad_noisy_in_context_recall` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / values (1/8) |
 //! | `mad_selective_copying` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / (V - 2) (1/14) |
-//! | `mad_compression` | Poli et al. 2024 (MAD) | sequence length (≤ seq_len) | bit_errors_per_seq ≤ 0.1 | L (32) |
+//! | `mad_compression` | Poli et al. 2024 (MAD) | sequence length (≤ seq_len) | token_acc ≥ 0.99 | (1 + (L-1)/(V-1)) / L (0.096) |
 //! | `mad_memorization` | Poli et al. 2024 (MAD) | sequence length | token_acc ≥ 0.99 | 1 / ⌊(V-1)/2⌋ (1/127) |
 //!
 //! Chance is the expected success metric of the best predictor that ignores its input (zeros for
@@ -92,6 +94,11 @@ pub enum OutputKind {
     Classes { n: usize },
     /// Real values: mean squared error, and the share of predictions within a tolerance.
     Real { width: usize, tolerance: f32 },
+    /// Several classes at one position: `blocks` softmaxes over `n` classes each, side by side
+    /// (MAD's compression decodes a whole sequence from one position). Targets are `Bits`, one
+    /// one-hot block of `n` per decoded token, all zero for a block that is not scored;
+    /// cross-entropy and accuracy count decoded tokens, not positions.
+    Blocks { blocks: usize, n: usize },
 }
 
 impl OutputKind {
@@ -100,6 +107,7 @@ impl OutputKind {
         match *self {
             OutputKind::Bits { width } | OutputKind::Real { width, .. } => width,
             OutputKind::Classes { n } => n,
+            OutputKind::Blocks { blocks, n } => blocks * n,
         }
     }
 }

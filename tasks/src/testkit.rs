@@ -5,7 +5,8 @@ use crate::{Batch, OutputKind, Split, Targets, Task};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// The harness's metrics (see harness/src/run/eval.rs) over scored positions, with a standard error
+/// The harness's metrics (see harness/src/run/eval.rs) over scored positions (over scored blocks,
+/// the decoded tokens, for a `Blocks` output), with a standard error
 /// for the one named `metric` (used to judge an empirical chance level):
 /// * `token_acc`, `within_tol`, `seq_acc`: binomial proportions, s.e. sqrt(c(1-c)/n) at the
 ///   claimed chance c, so the check is a z-test of "the claim is the true mean";
@@ -28,6 +29,27 @@ pub(crate) fn measure(
             for t in 0..b.time {
                 let p = e * b.time + t;
                 if b.mask[p] == 0.0 {
+                    continue;
+                }
+                if let OutputKind::Blocks { blocks, n } = kind {
+                    // Every block with a target is one decoded token: right when its argmax is.
+                    let (Targets::Bits(y), Targets::Bits(q)) = (&b.targets, pred) else {
+                        panic!("blocks are predicted and targeted as bits");
+                    };
+                    let argmax = |v: &[f32]| {
+                        (0..v.len()).fold(0, |best, k| if v[k] > v[best] { k } else { best })
+                    };
+                    for k in 0..blocks {
+                        let at = p * w + k * n;
+                        let (yk, qk) = (&y[at..at + n], &q[at..at + n]);
+                        if yk.iter().sum::<f32>() == 0.0 {
+                            continue;
+                        }
+                        let ok = argmax(yk) == argmax(qk);
+                        positions += 1.0;
+                        correct_positions += ok as u8 as f64;
+                        seq_ok &= ok;
+                    }
                     continue;
                 }
                 positions += 1.0;

@@ -85,6 +85,17 @@ fn batches_match_the_declared_io() {
                 (Targets::Real(y), OutputKind::Real { width, .. }) => {
                     assert_eq!(y.len(), n * width, "{name}")
                 }
+                (Targets::Bits(y), OutputKind::Blocks { blocks, n: classes }) => {
+                    assert_eq!(y.len(), n * blocks * classes, "{name}");
+                    // One-hot or all-zero (not scored) blocks.
+                    assert!(
+                        y.chunks(classes).all(|block| {
+                            block.iter().all(|&v| v == 0.0 || v == 1.0)
+                                && block.iter().sum::<f32>() <= 1.0
+                        }),
+                        "{name}: blocks are one-hot or zero"
+                    );
+                }
                 _ => panic!("{name}: targets differ from io().output"),
             }
         }
@@ -302,7 +313,7 @@ fn documented_default_chance_levels() {
         1.0 / 8.0,
         1.0 / 8.0,
         1.0 / 14.0,
-        32.0,
+        (1.0 + 31.0 / 15.0) / 32.0,
         1.0 / 127.0,
     ];
     assert_eq!(

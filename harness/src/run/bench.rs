@@ -83,6 +83,19 @@ pub fn random_batch(spec: &Spec) -> Batch {
             .expect("i64"),
         ),
         OutputKind::Real { width, .. } => Targets::Real(vec![0.5; b * t * width]),
+        OutputKind::Blocks { blocks, n } => Targets::Bits(
+            Vec::<f32>::try_from(
+                Tensor::randint(
+                    n as i64,
+                    [(b * t * blocks) as i64],
+                    (Kind::Int64, Device::Cpu),
+                )
+                .one_hot(n as i64)
+                .to_kind(Kind::Float)
+                .view([-1]),
+            )
+            .expect("f32"),
+        ),
     };
     Batch {
         batch: b,

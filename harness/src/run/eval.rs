@@ -1,8 +1,11 @@
 //! Loss and metrics from a task's batch and a model's outputs.
 //!
-//! Every sum runs over scored positions only (mask = 1). Definitions:
+//! Every sum runs over scored positions only (mask = 1); for a `Blocks` output, over the scored
+//! blocks of those positions (the decoded tokens: blocks whose one-hot target is not all zero),
+//! which then take the place of positions below. Definitions:
 //! * `loss`: the training loss averaged over scored positions (bits: BCE summed over the bits of a
-//!   position; classes: cross-entropy; real: squared error averaged over the output width);
+//!   position; classes and blocks: cross-entropy; real: squared error averaged over the output
+//!   width);
 //! * `token_acc`: share of scored positions whose whole output is right (every bit, or the argmax);
 //! * `seq_acc`: share of sequences with every scored position right;
 //! * `bit_errors_per_seq` (bits): wrong bits per sequence, summed over its scored positions;
@@ -51,10 +54,29 @@ impl BatchTensors {
     }
 }
 
-/// Scalar training loss, averaged over scored positions.
+/// The scored units: the mask [B, T], or for a `Blocks` output a [B, T, blocks] weight that is 1
+/// for each scored block (a one-hot target at a scored position).
+fn scored(kind: OutputKind, bt: &BatchTensors) -> Tensor {
+    match kind {
+        OutputKind::Blocks { blocks, n } => {
+            one_hot_blocks(&bt.y, blocks, n).sum_dim_intlist(-1, false, Kind::Float)
+                * bt.mask.unsqueeze(-1)
+        }
+        _ => bt.mask.shallow_clone(),
+    }
+}
+
+/// [B, T, blocks · n] viewed as [B, T, blocks, n].
+fn one_hot_blocks(t: &Tensor, blocks: usize, n: usize) -> Tensor {
+    let s = t.size();
+    t.view([s[0], s[1], blocks as i64, n as i64])
+}
+
+/// Scalar training loss, averaged over scored positions (scored blocks for `Blocks`).
 pub fn loss(kind: OutputKind, out: &Tensor, bt: &BatchTensors) -> Tensor {
-    let positions = bt.mask.sum(Kind::Float).clamp_min(1.0);
-    let per_position = match kind {
+    let units = scored(kind, bt);
+    let count = units.sum(Kind::Float).clamp_min(1.0);
+    let per_unit = match kind {
         OutputKind::Bits { .. } => out
             .binary_cross_entropy_with_logits::<Tensor>(&bt.y, None, None, tch::Reduction::None)
             .sum_dim_intlist(-1, false, out.kind()),
@@ -63,8 +85,11 @@ pub fn loss(kind: OutputKind, out: &Tensor, bt: &BatchTensors) -> Tensor {
             .cross_entropy_loss::<Tensor>(&bt.y.view([-1]), None, tch::Reduction::None, -100, 0.0)
             .view_as(&bt.mask),
         OutputKind::Real { .. } => (out - &bt.y).square().mean_dim(-1, false, out.kind()),
+        OutputKind::Blocks { blocks, n } => -(one_hot_blocks(&bt.y, blocks, n)
+            * one_hot_blocks(out, blocks, n).log_softmax(-1, out.kind()))
+        .sum_dim_intlist(-1, false, out.kind()),
     };
-    (per_position * &bt.mask).sum(out.kind()) / positions
+    (per_unit * &units).sum(out.kind()) / count
 }
 
 /// Running sums over evaluation batches; [`MetricSums::finish`] turns them into [`Metrics`].
@@ -85,7 +110,8 @@ impl MetricSums {
     pub fn add(&mut self, kind: OutputKind, out: &Tensor, bt: &BatchTensors) {
         let _guard = tch::no_grad_guard();
         let mask = &bt.mask;
-        let positions = mask.sum(Kind::Float).double_value(&[]);
+        let units = scored(kind, bt);
+        let positions = units.sum(Kind::Float).double_value(&[]);
         self.loss += loss(kind, out, bt).double_value(&[]) * positions;
         self.positions += positions;
         self.sequences += mask.size()[0] as f64;
@@ -115,10 +141,15 @@ impl MetricSums {
                     .to_kind(Kind::Float)
                     * mask
             }
+            OutputKind::Blocks { blocks, n } => one_hot_blocks(out, blocks, n)
+                .argmax(-1, false)
+                .ne_tensor(&one_hot_blocks(&bt.y, blocks, n).argmax(-1, false))
+                .to_kind(Kind::Float),
         };
-        let wrong_per_position = wrong_per_position * mask;
+        let wrong_per_position = wrong_per_position * &units;
         self.correct_positions += positions - wrong_per_position.sum(Kind::Float).double_value(&[]);
         let wrong_seqs = wrong_per_position
+            .view([mask.size()[0], -1])
             .sum_dim_intlist(-1, false, Kind::Float)
             .gt(0.0)
             .sum(Kind::Float);
@@ -262,5 +293,40 @@ mod tests {
         assert_eq!(m.seq_acc, 0.5);
         // Two near-certain right answers (~0) and one confident wrong one (~9 nats), over 3.
         assert!((m.loss - 3.0).abs() < 0.01, "{}", m.loss);
+    }
+
+    /// Blocks count decoded tokens: only scored blocks of scored positions, each by its argmax.
+    #[test]
+    fn block_metrics_and_loss_count_decoded_tokens() {
+        // Two blocks of 3 classes; step 1 scored. Seq 0 decodes (1, 2); seq 1 decodes (0) and its
+        // second block has no target (not scored).
+        let y = [
+            [0., 0., 0., 0., 0., 0.],
+            [0., 1., 0., 0., 0., 1.],
+            [0., 0., 0., 0., 0., 0.],
+            [1., 0., 0., 0., 0., 0.],
+        ];
+        let b = batch(Targets::Bits(y.concat()), vec![0., 1., 0., 1.]);
+        let bt = BatchTensors::new(&b, Device::Cpu);
+        // Seq 0: block 0 right, block 1 wrong (argmax 0); seq 1: block 0 right, the unscored
+        // block and the unscored steps are wrong and must not count.
+        let out = [
+            [0., 0., 9., 9., 0., 0.],
+            [0., 9., 0., 9., 0., 0.],
+            [0., 0., 9., 9., 0., 0.],
+            [9., 0., 0., 0., 9., 0.],
+        ];
+        let out = Tensor::from_slice(&out.concat()).view([2, 2, 6]);
+        let kind = OutputKind::Blocks { blocks: 2, n: 3 };
+        let mut sums = MetricSums::default();
+        sums.add(kind, &out.to_kind(Kind::Float), &bt);
+        let m = sums.finish(kind);
+        assert!((m.token_acc - 2.0 / 3.0).abs() < 1e-12, "{}", m.token_acc);
+        assert_eq!(m.seq_acc, 0.5);
+        assert_eq!(m.bit_errors_per_seq, None);
+        // Two near-certain right tokens and one confidently wrong (~9 nats), over 3 tokens.
+        assert!((m.loss - 3.0).abs() < 0.01, "{}", m.loss);
+        let l = loss(kind, &out.to_kind(Kind::Float), &bt).double_value(&[]);
+        assert!((l - m.loss).abs() < 1e-6);
     }
 }

@@ -213,6 +213,7 @@ pub(crate) fn io_json(io: TaskIo) -> serde_json::Value {
         OutputKind::Bits { width } => serde_json::json!(["bits", width]),
         OutputKind::Classes { n } => serde_json::json!(["classes", n]),
         OutputKind::Real { width, .. } => serde_json::json!(["real", width]),
+        OutputKind::Blocks { blocks, n } => serde_json::json!(["blocks", blocks, n]),
     };
     serde_json::json!({"input": input, "output": output})
 }
@@ -233,6 +234,14 @@ fn batches(spec: &Spec, steps: i64, kind: Kind) -> (Tensor, Tensor, Tensor) {
             Tensor::randint(n as i64, [steps, b, t], (Kind::Int64, Device::Cpu))
         }
         OutputKind::Real { width, .. } => Tensor::randn([steps, b, t, width as i64], opts),
+        OutputKind::Blocks { blocks, n } => Tensor::randint(
+            n as i64,
+            [steps, b, t, blocks as i64],
+            (Kind::Int64, Device::Cpu),
+        )
+        .one_hot(n as i64)
+        .to_kind(kind)
+        .view([steps, b, t, (blocks * n) as i64]),
     };
     let mask = Tensor::rand([steps, b, t], opts).ge(0.25).to_kind(kind);
     (x, y, mask)
