@@ -28,7 +28,7 @@ use crate::report::runs::{
     apply_filters, lookup, mode, parse_filter, read_eval, read_runs, resolve, Runs,
 };
 use crate::report::series::{write_curve_plot, write_x_plot, XAxis};
-use crate::report::spec::Spec;
+use crate::report::spec::{selection_of, Spec};
 use crate::report::summary::write_table;
 use crate::report::tune;
 use anyhow::{bail, Context, Result};
@@ -297,12 +297,7 @@ fn spec_of<'a>(
         None => mode(task_rows(), "success_metric")
             .with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
     };
-    let selection = match opts.selection {
-        Some(s) => s,
-        None => mode(task_rows(), "selection")
-            .and_then(|s| Selection::parse(&s))
-            .unwrap_or(Selection::BestValid),
-    };
+    let selection = selection_of(task_rows(), opts.selection);
     let spec = Spec {
         task,
         metric,
