@@ -12,7 +12,10 @@
 //! - `<task>_<metric>_<selection>_vs_<x>.{png,svg}`: metric against x (eval_len or depth from
 //!   eval.csv, or state_size / param_count / steps / train_flops / a config key from runs.csv), one line per
 //!   group, mean with a 95 % t band over seeds; and `.md`, the same numbers as a table;
-//! - `<task>_<metric>_<selection>_curve.{png,svg}`: validation metric against step, same band.
+//! - `<task>_<metric>_<selection>_curve.{png,svg}`: validation metric against step, same band;
+//! - `mad_summary.md` and `.csv` (when the runs include one of MAD's six `mad_*` tasks and every
+//!   task is reported at its default metric, or with `--mad` alone): per group the test token_acc
+//!   of each MAD task at its training length and the MAD mean over the six (protocol in mad.rs).
 //!
 //! Every file names the selection protocol (`last`: the final checkpoint, runs.csv `final_*` and
 //! eval.csv `checkpoint = last`; `best_valid`: the checkpoint with the best validation score,
@@ -24,11 +27,12 @@
 
 use crate::input::config::Selection;
 use crate::report::groups::{groups, median, Group};
+use crate::report::mad;
 use crate::report::runs::{
     apply_filters, lookup, mode, parse_filter, read_eval, read_runs, resolve, Runs,
 };
 use crate::report::series::{write_curve_plot, write_x_plot, XAxis};
-use crate::report::spec::Spec;
+use crate::report::spec::{selection_of, Spec};
 use crate::report::summary::write_table;
 use crate::report::tune;
 use anyhow::{bail, Context, Result};
@@ -72,6 +76,10 @@ pub struct CompareArgs {
     /// instead of the one with the best validation score per setting and seed.
     #[arg(long)]
     pub candidates: bool,
+    /// Only MAD's summary, mad_summary.{md,csv}: per group the test token_acc of each of MAD's six
+    /// mad_* tasks at its training length, and their mean (`report` writes it too).
+    #[arg(long, conflicts_with_all = ["task", "x", "metric", "all"])]
+    pub mad: bool,
 }
 
 impl CompareArgs {
@@ -89,6 +97,7 @@ impl CompareArgs {
             out,
             all: true,
             candidates: false,
+            mad: false,
         }
     }
 }
@@ -154,11 +163,28 @@ fn write_reports(opts: &CompareArgs, command: &str) -> Result<Vec<PathBuf>> {
     let mut runs = read_runs(&opts.results)?;
     resolve(&mut runs, &opts.results);
     apply_filters(&mut runs, &opts.filters)?;
-    let tasks = tasks_to_report(opts, &runs)?;
     let out = opts
         .out
         .clone()
         .unwrap_or_else(|| opts.results.join("reports"));
+    let mad_summary = |command: &str| {
+        mad::write_summary(
+            &runs,
+            &opts.by,
+            opts.selection,
+            opts.candidates,
+            &opts.results,
+            &out,
+            command,
+        )
+    };
+    if opts.mad {
+        if !mad::has_mad_task(&runs) {
+            return Err(no_mad_task(opts, &runs));
+        }
+        return mad_summary(command);
+    }
+    let tasks = tasks_to_report(opts, &runs)?;
     let mut written = vec![];
     for task in &tasks {
         let mut spec = spec_of(task, wanted_metric(opts), opts, &runs)?;
@@ -196,7 +222,31 @@ fn write_reports(opts: &CompareArgs, command: &str) -> Result<Vec<PathBuf>> {
             command,
         )?);
     }
+    // Every task at its default metric: MAD's summary too, when MAD's tasks are among them.
+    if opts.task.is_none() && opts.metric.is_none() && mad::has_mad_task(&runs) {
+        written.extend(mad_summary(command)?);
+    }
     Ok(written)
+}
+
+/// `--mad` on runs without a MAD task: bad input, naming the tasks there are.
+fn no_mad_task(opts: &CompareArgs, runs: &Runs) -> anyhow::Error {
+    let tasks = runs.tasks();
+    crate::input::strict::bad_option(anyhow::anyhow!(
+        "--mad: no runs of MAD's tasks ({}) in {}{}; tasks there: {}",
+        mad::MAD_TASKS.map(|(t, _)| t).join(", "),
+        opts.results.join("runs.csv").display(),
+        if opts.filters.is_empty() {
+            ""
+        } else {
+            " that match every --where"
+        },
+        if tasks.is_empty() {
+            "none".to_string()
+        } else {
+            tasks.join(", ")
+        }
+    ))
 }
 
 /// `--metric` without its checkpoint prefix (it may name one, `best_seq_acc`, or not).
@@ -297,12 +347,7 @@ fn spec_of<'a>(
         None => mode(task_rows(), "success_metric")
             .with_context(|| format!("task {task}: no success_metric; pass --metric"))?,
     };
-    let selection = match opts.selection {
-        Some(s) => s,
-        None => mode(task_rows(), "selection")
-            .and_then(|s| Selection::parse(&s))
-            .unwrap_or(Selection::BestValid),
-    };
+    let selection = selection_of(task_rows(), opts.selection);
     let spec = Spec {
         task,
         metric,
@@ -434,6 +479,7 @@ mod tests {
             out: None,
             all: false,
             candidates: false,
+            mad: false,
         };
         // No eval.csv / curve.csv exist: the table and the state-size plot are still written.
         let written = write_reports(&opts, "membench compare").unwrap();
@@ -559,6 +605,118 @@ mod tests {
                 && format!("{e:#}").contains("no train_flops column"),
             "{e:#}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `report` writes MAD's summary beside the per-task tables; `--mad` writes only it, with
+    /// `--where` and `--by` applied; a compare of one task writes none.
+    #[test]
+    fn mad_summary_is_written_with_every_task_or_alone_with_mad() {
+        let dir = fresh_dir("compare-mad");
+        let mut runs = vec![];
+        for t in 0..6 {
+            for (arch, score) in [("lstm", 0.9), ("gru", 0.5)] {
+                for seed in 0..2 {
+                    runs.push((arch, t, 32, seed, Some(score - 0.1 * seed as f64)));
+                }
+            }
+        }
+        mad::mad_like(&dir, &runs);
+        let written = write_reports(
+            &CompareArgs::every_task(dir.clone(), None),
+            "membench report",
+        )
+        .unwrap();
+        let reports = dir.join("reports");
+        assert!(
+            written.contains(&reports.join("mad_summary.md"))
+                && written.contains(&reports.join("mad_in_context_recall_token_acc_best_valid.md")),
+            "{written:?}"
+        );
+        let md = std::fs::read_to_string(reports.join("mad_summary.md")).unwrap();
+        assert!(
+            md.starts_with("<!-- generated by: membench report -->"),
+            "{md}"
+        );
+        // lstm: 0.9 and 0.8 on every task, so each seed's mean is its score.
+        assert!(
+            md.contains("| lstm | 0.85 [0.8, 0.9] n=2 |") && md.contains(", median 0.85 n=2 |"),
+            "{md}"
+        );
+        let out = dir.join("only-mad");
+        let opts = CompareArgs {
+            all: false,
+            mad: true,
+            filters: vec![("arch".into(), "gru".into())],
+            ..CompareArgs::every_task(dir.clone(), Some(out.clone()))
+        };
+        let written = write_reports(&opts, "membench compare --mad --where arch=gru").unwrap();
+        assert_eq!(
+            written,
+            [out.join("mad_summary.md"), out.join("mad_summary.csv")]
+        );
+        let csv = std::fs::read_to_string(out.join("mad_summary.csv")).unwrap();
+        let rows: Vec<&str> = csv
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .skip(1)
+            .collect();
+        assert!(rows.len() == 1 && rows[0].starts_with("gru,"), "{csv}");
+        // --by experiment: each experiment has one task, so no group has a MAD mean.
+        let by_experiment = CompareArgs {
+            by: "experiment".into(),
+            filters: vec![],
+            ..opts
+        };
+        write_reports(&by_experiment, "membench compare --mad --by experiment").unwrap();
+        let md = std::fs::read_to_string(out.join("mad_summary.md")).unwrap();
+        assert!(
+            md.contains("| mad_memorization_lstm | – | – | – | – | – | 0.85 [0.8, 0.9] n=2 | — (1/6 tasks) |"),
+            "{md}"
+        );
+        // One task asked for: no MAD summary.
+        std::fs::remove_dir_all(&reports).unwrap();
+        let one = CompareArgs {
+            task: Some("mad_memorization".into()),
+            all: false,
+            x: Some(XAxis::EvalLen),
+            ..CompareArgs::every_task(dir.clone(), None)
+        };
+        let written = write_reports(&one, "membench compare --task mad_memorization").unwrap();
+        assert!(
+            !written.iter().any(|p| p.ends_with("mad_summary.md"))
+                && !reports.join("mad_summary.md").exists(),
+            "{written:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--mad` on results without a MAD task is bad input (exit 2) naming the tasks there are.
+    #[test]
+    fn mad_without_mad_tasks_names_the_tasks_present() {
+        let dir = fresh_dir("compare-no-mad");
+        synthetic_results(&dir, false);
+        let opts = CompareArgs {
+            all: false,
+            mad: true,
+            ..CompareArgs::every_task(dir.clone(), None)
+        };
+        let e = write_reports(&opts, "membench compare --mad").unwrap_err();
+        assert!(
+            e.downcast_ref::<crate::input::strict::BadOption>()
+                .is_some(),
+            "{e:#}"
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "--mad: no runs of MAD's tasks (mad_in_context_recall, mad_fuzzy_in_context_recall, \
+                 mad_noisy_in_context_recall, mad_selective_copying, mad_compression, \
+                 mad_memorization) in {}; tasks there: copy",
+                dir.join("runs.csv").display()
+            )
+        );
+        assert!(!dir.join("reports").exists(), "nothing written");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -34,13 +34,19 @@ impl Group {
     }
 }
 
-pub(super) fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
+/// `--by` names a runs.csv column, or it is bad input.
+pub(super) fn check_by(runs: &Runs, by: &str) -> Result<()> {
     if !runs.header.iter().any(|h| h == by) {
         return Err(crate::input::strict::bad_option(anyhow::anyhow!(
             "--by {by}: no such column in runs.csv (columns: {})",
             runs.header.join(", ")
         )));
     }
+    Ok(())
+}
+
+pub(super) fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
+    check_by(runs, by)?;
     let task_rows: Vec<&Row> = runs.of_task(task);
     let cell = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
     let varies = |k: &str| {
@@ -75,18 +81,22 @@ pub(super) fn groups(runs: &Runs, task: &str, by: &str) -> Result<Vec<Group>> {
         .chain(experiment_needed.then(|| "experiment".to_string()))
         .chain(swept)
         .collect();
+    Ok(group_by(task_rows, &keys))
+}
+
+/// `rows` grouped by their cells of `keys` (an absent cell is empty), in key order.
+pub(super) fn group_by<'a>(rows: impl IntoIterator<Item = &'a Row>, keys: &[String]) -> Vec<Group> {
     let mut map: BTreeMap<Vec<(String, String)>, Vec<Row>> = BTreeMap::new();
-    for r in task_rows {
+    for r in rows {
         let key = keys
             .iter()
             .map(|k| (k.clone(), r.get(k).cloned().unwrap_or_default()))
             .collect();
         map.entry(key).or_default().push(r.clone());
     }
-    Ok(map
-        .into_iter()
+    map.into_iter()
         .map(|(key, rows)| Group { key, rows })
-        .collect())
+        .collect()
 }
 
 /// One table row's numbers.
