@@ -125,12 +125,14 @@ pub(super) fn choose(
         let rows = rows.into_iter().cloned().collect();
         return (Runs { header, rows }, protocol);
     }
-    // The setting of a candidate: its experiment, every other column between arch and seed, and
-    // the seed. Each experiment's candidate count: the product, over the keys it tunes, of the
+    // The setting of a candidate: its experiment, its arch (an experiment may sweep whole arch
+    // blocks whose parameters agree), every other column between arch and seed, and the seed. Each experiment's candidate count: the product, over the keys it tunes, of the
     // values that key takes in this task's runs (results do not hold the protocol itself; an
     // experiment whose runs have not all been made yet is then still counted short, and one that
     // tunes a shorter list than another experiment on the same key is counted short too).
-    let setting_columns: Vec<String> = std::iter::once("experiment".to_string())
+    let setting_columns: Vec<String> = ["experiment", "arch"]
+        .into_iter()
+        .map(String::from)
         .chain(runs.swept_keys().into_iter().filter(|k| !tuned.contains(k)))
         .chain(std::iter::once("seed".to_string()))
         .collect();
@@ -340,6 +342,29 @@ mod tests {
         }
         let (_, p) = choose(&runs, "mqar", Selection::BestValid, &dir, false);
         assert_eq!(p.unwrap().incomplete, 2);
+    }
+
+    #[test]
+    fn two_archs_of_one_experiment_are_never_candidates_of_each_other() {
+        let dir = fresh_dir("tune-archs");
+        let mut runs = tuned_results(
+            &dir,
+            &[
+                ("a0", "0.01", 0, "done", 0.9, 0.3, 0.9),
+                ("b0", "0.001", 0, "done", 0.8, 0.2, 0.8),
+                ("c0", "0.01", 0, "done", 0.2, 2.0, 0.2),
+                ("d0", "0.001", 0, "done", 0.3, 1.9, 0.3),
+            ],
+        );
+        // One experiment sweeping two arch blocks with the same parameters: only `arch` differs.
+        for r in runs.rows.iter_mut() {
+            if ["c0", "d0"].contains(&r["run_id"].as_str()) {
+                r.insert("arch".into(), "lstm".into());
+            }
+        }
+        let (chosen, p) = choose(&runs, "mqar", Selection::BestValid, &dir, false);
+        assert_eq!(chosen_ids(&chosen), ["a0", "d0"], "one choice per arch");
+        assert_eq!(p.unwrap().choices, 2);
     }
 
     #[test]

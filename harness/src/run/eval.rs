@@ -74,7 +74,11 @@ fn one_hot_blocks(t: &Tensor, blocks: usize, n: usize) -> Tensor {
 
 /// Scalar training loss, averaged over scored positions (scored blocks for `Blocks`).
 pub fn loss(kind: OutputKind, out: &Tensor, bt: &BatchTensors) -> Tensor {
-    let units = scored(kind, bt);
+    loss_over(kind, out, bt, &scored(kind, bt))
+}
+
+/// [`loss`] with the scored units already computed (`scored(kind, bt)`).
+fn loss_over(kind: OutputKind, out: &Tensor, bt: &BatchTensors, units: &Tensor) -> Tensor {
     let count = units.sum(Kind::Float).clamp_min(1.0);
     let per_unit = match kind {
         OutputKind::Bits { .. } => out
@@ -89,7 +93,7 @@ pub fn loss(kind: OutputKind, out: &Tensor, bt: &BatchTensors) -> Tensor {
             * one_hot_blocks(out, blocks, n).log_softmax(-1, out.kind()))
         .sum_dim_intlist(-1, false, out.kind()),
     };
-    (per_unit * &units).sum(out.kind()) / count
+    (per_unit * units).sum(out.kind()) / count
 }
 
 /// Running sums over evaluation batches; [`MetricSums::finish`] turns them into [`Metrics`].
@@ -112,7 +116,7 @@ impl MetricSums {
         let mask = &bt.mask;
         let units = scored(kind, bt);
         let positions = units.sum(Kind::Float).double_value(&[]);
-        self.loss += loss(kind, out, bt).double_value(&[]) * positions;
+        self.loss += loss_over(kind, out, bt, &units).double_value(&[]) * positions;
         self.positions += positions;
         self.sequences += mask.size()[0] as f64;
         let wrong_per_position = match kind {
