@@ -126,8 +126,9 @@ pub(super) fn choose(
         return (Runs { header, rows }, protocol);
     }
     // The setting of a candidate: its experiment, its arch (an experiment may sweep whole arch
-    // blocks whose parameters agree), every other column between arch and seed, and the seed. Each experiment's candidate count: the product, over the keys it tunes, of the
-    // values that key takes in this task's runs (results do not hold the protocol itself; an
+    // blocks whose parameters agree), every other column between arch and seed, and the seed.
+    // Each experiment's candidate count: the product, over the keys it tunes, of the values that
+    // key takes in this task's runs (results do not hold the protocol itself; an
     // experiment whose runs have not all been made yet is then still counted short, and one that
     // tunes a shorter list than another experiment on the same key is counted short too).
     let setting_columns: Vec<String> = ["experiment", "arch"]
