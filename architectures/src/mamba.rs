@@ -332,14 +332,15 @@ impl MambaLayer {
         // unbind, not select: select's backward writes a full-size [B, T, E, N] zero tensor per
         // step (T of them), which dominated the training step.
         let (decays, inputs) = (decay.unbind(1), input.unbind(1));
+        // PerStep: C of each step; Fixed: none (its read ignores the step argument).
         let cs = match &read {
             ReadOut::PerStep(c) => c.unbind(1),
-            ReadOut::Fixed(c) => (0..t).map(|_| c.shallow_clone()).collect(),
+            ReadOut::Fixed(_) => Vec::new(),
         };
         let ys: Vec<Tensor> = (0..t as usize)
             .map(|i| {
                 h = &h * &decays[i] + &inputs[i];
-                read.read(&h, &cs[i]) // [B, E]
+                read.read(&h, cs.get(i).unwrap_or(read.c())) // [B, E]
             })
             .collect();
         self.finish(&x, &z, Tensor::stack(&ys, 1))

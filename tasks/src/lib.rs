@@ -332,9 +332,9 @@ impl TaskConfig {
             TaskConfig::MadInContextRecall(c) => {
                 Box::new(mad_in_context_recall::MadInContextRecall::new(c.clone())?)
             }
-            TaskConfig::MadNoisyInContextRecall(c) => Box::new(
-                mad_noisy_in_context_recall::MadNoisyInContextRecall::new(c.clone())?,
-            ),
+            TaskConfig::MadNoisyInContextRecall(c) => {
+                Box::new(mad_in_context_recall::MadInContextRecall::noisy(c.clone())?)
+            }
             TaskConfig::MadFuzzyInContextRecall(c) => Box::new(
                 mad_fuzzy_in_context_recall::MadFuzzyInContextRecall::new(c.clone())?,
             ),

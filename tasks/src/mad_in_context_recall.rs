@@ -104,17 +104,6 @@ impl MadInContextRecallConfig {
         );
         m.into_vec()
     }
-
-    fn recall(&self) -> Recall {
-        Recall {
-            vocab_size: self.vocab_size,
-            seq_len: self.seq_len,
-            multi_query: self.multi_query,
-            train_on_all_tokens: self.train_on_all_tokens,
-            noise_vocab_size: 0,
-            frac_noise: 0.0,
-        }
-    }
 }
 
 /// The checks of the recall layout shared with the noisy variant: the vocabulary holds at least
@@ -149,18 +138,33 @@ pub(crate) fn recall_mistakes(
     ));
 }
 
-/// MAD's in-context recall generator with its noise option (`generate_in_context_recall_instance`),
-/// shared by `mad_in_context_recall` and `mad_noisy_in_context_recall`.
-pub(crate) struct Recall {
-    pub vocab_size: usize,
-    pub seq_len: usize,
-    pub multi_query: bool,
-    pub train_on_all_tokens: bool,
-    pub noise_vocab_size: usize,
-    pub frac_noise: f64,
+/// MAD's in-context recall generator with its noise option (`generate_in_context_recall_instance`):
+/// the task `mad_in_context_recall` ([`MadInContextRecall::new`], no noise) and
+/// `mad_noisy_in_context_recall` ([`MadInContextRecall::noisy`], in that task's file).
+pub struct MadInContextRecall {
+    pub(crate) vocab_size: usize,
+    pub(crate) seq_len: usize,
+    pub(crate) multi_query: bool,
+    pub(crate) train_on_all_tokens: bool,
+    pub(crate) noise_vocab_size: usize,
+    pub(crate) frac_noise: f64,
+    pub(crate) eval_lengths: Vec<usize>,
 }
 
-impl Recall {
+impl MadInContextRecall {
+    pub fn new(cfg: MadInContextRecallConfig) -> Result<Self, TaskError> {
+        first(cfg.mistakes())?;
+        Ok(MadInContextRecall {
+            vocab_size: cfg.vocab_size,
+            seq_len: cfg.seq_len,
+            multi_query: cfg.multi_query,
+            train_on_all_tokens: cfg.train_on_all_tokens,
+            noise_vocab_size: 0,
+            frac_noise: 0.0,
+            eval_lengths: cfg.eval_lengths,
+        })
+    }
+
     /// Non-special tokens S: keys 0..S/2, values S/2..S; noise S..S+noise; prefix V - 1.
     fn plain_tokens(&self) -> usize {
         self.vocab_size - usize::from(!self.multi_query) - self.noise_vocab_size
@@ -168,14 +172,6 @@ impl Recall {
 
     fn copy_prefix(&self) -> i64 {
         self.vocab_size as i64 - 1
-    }
-
-    pub(crate) fn io(&self) -> TaskIo {
-        let v = self.vocab_size;
-        TaskIo {
-            input: InputKind::Tokens { vocab: v },
-            output: OutputKind::Classes { n: v },
-        }
     }
 
     /// One example's full token stream S (L tokens, L + 1 with a copy prefix) and whether each
@@ -224,8 +220,28 @@ impl Recall {
     fn time(&self, len: usize) -> usize {
         len - usize::from(self.multi_query)
     }
+}
 
-    pub(crate) fn batch(
+/// MAD reports accuracy on the scored steps, with no bar; 0.99 counts only near-perfect recall, as
+/// for MQAR.
+pub(crate) fn token_acc_success() -> SuccessCriterion {
+    SuccessCriterion {
+        metric: "token_acc".into(),
+        threshold: 0.99,
+        lower_is_better: false,
+    }
+}
+
+impl Task for MadInContextRecall {
+    fn io(&self) -> TaskIo {
+        let v = self.vocab_size;
+        TaskIo {
+            input: InputKind::Tokens { vocab: v },
+            output: OutputKind::Classes { n: v },
+        }
+    }
+
+    fn batch(
         &self,
         split: Split,
         seed: u64,
@@ -259,65 +275,21 @@ impl Recall {
         }
     }
 
-    pub(crate) fn chance(&self) -> f64 {
+    fn chance(&self) -> f64 {
         let s = self.plain_tokens();
         1.0 / (s - s / 2) as f64
     }
-}
-
-/// MAD reports accuracy on the scored steps, with no bar; 0.99 counts only near-perfect recall, as
-/// for MQAR.
-pub(crate) fn token_acc_success() -> SuccessCriterion {
-    SuccessCriterion {
-        metric: "token_acc".into(),
-        threshold: 0.99,
-        lower_is_better: false,
-    }
-}
-
-pub struct MadInContextRecall {
-    cfg: MadInContextRecallConfig,
-    recall: Recall,
-}
-
-impl MadInContextRecall {
-    pub fn new(cfg: MadInContextRecallConfig) -> Result<Self, TaskError> {
-        first(cfg.mistakes())?;
-        let recall = cfg.recall();
-        Ok(MadInContextRecall { cfg, recall })
-    }
-}
-
-impl Task for MadInContextRecall {
-    fn io(&self) -> TaskIo {
-        self.recall.io()
-    }
-
-    fn batch(
-        &self,
-        split: Split,
-        seed: u64,
-        index: u64,
-        batch_size: usize,
-        point: Option<EvalPoint>,
-    ) -> Batch {
-        self.recall.batch(split, seed, index, batch_size, point)
-    }
 
     fn train_max_length(&self) -> usize {
-        self.cfg.seq_len
+        self.seq_len
     }
 
     fn eval_points(&self) -> Vec<EvalPoint> {
-        length_points(&self.cfg.eval_lengths, self.cfg.seq_len)
+        length_points(&self.eval_lengths, self.seq_len)
     }
 
     fn success(&self) -> SuccessCriterion {
         token_acc_success()
-    }
-
-    fn chance(&self) -> f64 {
-        self.recall.chance()
     }
 }
 

@@ -19,9 +19,9 @@
 //!
 //! Chance: a uniform guess over the S - S/2 values, 1/8 at the defaults.
 
-use crate::common::{first, fraction_below_one, in_range, length_points, Mistakes};
-use crate::mad_in_context_recall::{recall_mistakes, token_acc_success, yes, Recall};
-use crate::{Batch, EvalPoint, Split, SuccessCriterion, Task, TaskError, TaskIo};
+use crate::common::{first, fraction_below_one, in_range, Mistakes};
+use crate::mad_in_context_recall::{recall_mistakes, yes, MadInContextRecall};
+use crate::TaskError;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,56 +104,19 @@ impl MadNoisyInContextRecallConfig {
     }
 }
 
-pub struct MadNoisyInContextRecall {
-    cfg: MadNoisyInContextRecallConfig,
-    recall: Recall,
-}
-
-impl MadNoisyInContextRecall {
-    pub fn new(cfg: MadNoisyInContextRecallConfig) -> Result<Self, TaskError> {
+/// The task is [`MadInContextRecall`] with noise tokens; this is its constructor.
+impl MadInContextRecall {
+    pub fn noisy(cfg: MadNoisyInContextRecallConfig) -> Result<Self, TaskError> {
         first(cfg.mistakes())?;
-        let recall = Recall {
+        Ok(MadInContextRecall {
             vocab_size: cfg.vocab_size,
             seq_len: cfg.seq_len,
             multi_query: cfg.multi_query,
             train_on_all_tokens: cfg.train_on_all_tokens,
             noise_vocab_size: cfg.noise_vocab_size,
             frac_noise: cfg.frac_noise,
-        };
-        Ok(MadNoisyInContextRecall { cfg, recall })
-    }
-}
-
-impl Task for MadNoisyInContextRecall {
-    fn io(&self) -> TaskIo {
-        self.recall.io()
-    }
-
-    fn batch(
-        &self,
-        split: Split,
-        seed: u64,
-        index: u64,
-        batch_size: usize,
-        point: Option<EvalPoint>,
-    ) -> Batch {
-        self.recall.batch(split, seed, index, batch_size, point)
-    }
-
-    fn train_max_length(&self) -> usize {
-        self.cfg.seq_len
-    }
-
-    fn eval_points(&self) -> Vec<EvalPoint> {
-        length_points(&self.cfg.eval_lengths, self.cfg.seq_len)
-    }
-
-    fn success(&self) -> SuccessCriterion {
-        token_acc_success()
-    }
-
-    fn chance(&self) -> f64 {
-        self.recall.chance()
+            eval_lengths: cfg.eval_lengths,
+        })
     }
 }
 
@@ -161,10 +124,10 @@ impl Task for MadNoisyInContextRecall {
 mod tests {
     use super::*;
     use crate::mad_in_context_recall::testing::recall_oracle;
-    use crate::{testkit, Inputs};
+    use crate::{testkit, Inputs, Split, Task};
 
-    fn task(frac_noise: f64) -> MadNoisyInContextRecall {
-        MadNoisyInContextRecall::new(MadNoisyInContextRecallConfig {
+    fn task(frac_noise: f64) -> MadInContextRecall {
+        MadInContextRecall::noisy(MadNoisyInContextRecallConfig {
             frac_noise,
             train_on_all_tokens: false,
             eval_lengths: vec![4, 256],
@@ -214,7 +177,7 @@ mod tests {
         // One pair per sequence is kept, so the rate is 0.4 · 62/63; s.e. ≈ 0.004.
         let rate = noise_pairs as f64 / pairs as f64;
         assert!((rate - 0.4 * 62.0 / 63.0).abs() < 0.02, "{rate}");
-        let default = MadNoisyInContextRecall::new(Default::default()).unwrap();
+        let default = MadInContextRecall::noisy(Default::default()).unwrap();
         let train = default.batch(Split::Train, 1, 0, 4, None);
         assert!(
             train.mask.iter().all(|&m| m == 1.0),
@@ -225,7 +188,7 @@ mod tests {
     #[test]
     fn bad_parameters_name_the_field() {
         let bad =
-            |cfg: MadNoisyInContextRecallConfig| MadNoisyInContextRecall::new(cfg).err().unwrap();
+            |cfg: MadNoisyInContextRecallConfig| MadInContextRecall::noisy(cfg).err().unwrap();
         let e = bad(MadNoisyInContextRecallConfig {
             vocab_size: 17,
             ..Default::default()

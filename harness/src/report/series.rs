@@ -291,8 +291,11 @@ fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) 
         else {
             return BTreeMap::new();
         };
+        // A tuned setting (`chosen:K`, each seed's choice of the tuning protocol) is not a setting
+        // of the line: taken from one row, it would split a family's line by its first seed's lr.
         let keep = |k: &str| {
             k != xcol
+                && !r.contains_key(&k.replacen("cfg:", "chosen:", 1))
                 && (k.starts_with("cfg:task.")
                     || k.starts_with("cfg:train.")
                     || (matches!(x, XAxis::Key(_)) && k.starts_with("cfg:arch.")))
@@ -446,6 +449,51 @@ mod tests {
             vec![(2.0, 0.85), (8.0, 0.25)]
         );
         assert_eq!(lines["transformer d_model=128"], vec![(8.0, 0.55)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Seeds of a tuned group chose different lrs: one line still, labelled without an lr.
+    #[test]
+    fn a_tuned_setting_neither_splits_nor_labels_a_line() {
+        let dir = fresh_dir("compare-lines-tuned");
+        let mut runs = mqar_like(&dir);
+        for r in runs.rows.iter_mut() {
+            let lr = if r["seed"] == "0" { "0.01" } else { "0.001" };
+            r.insert("cfg:train.lr".into(), lr.into());
+            r.insert("chosen:train.lr".into(), lr.into());
+        }
+        let g = groups(&runs, "mqar", "arch").unwrap();
+        let lines: BTreeMap<String, usize> =
+            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
+                .into_iter()
+                .map(|s| (s.label, s.points.len()))
+                .collect();
+        let want: BTreeMap<String, usize> = [
+            ("transformer num_kv_pairs=2".to_string(), 1),
+            ("transformer num_kv_pairs=8".to_string(), 2),
+        ]
+        .into();
+        assert_eq!(lines, want);
+        // Where the lr is a setting of each group (candidates shown, no `chosen:`), lines differ.
+        for r in runs.rows.iter_mut() {
+            r.remove("chosen:train.lr");
+            let lr = if r["cfg:arch.d_model"] == "128" {
+                "0.001"
+            } else {
+                "0.01"
+            };
+            r.insert("cfg:train.lr".into(), lr.into());
+        }
+        let g = groups(&runs, "mqar", "arch").unwrap();
+        let labels: BTreeSet<String> =
+            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
+                .into_iter()
+                .map(|s| s.label)
+                .collect();
+        assert!(
+            labels.contains("transformer num_kv_pairs=8 lr=0.001"),
+            "{labels:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
