@@ -277,11 +277,15 @@ fn write_x_table(
 
 /// Metric against a per-run x (state size, parameter count, steps, training FLOPs or a config
 /// key): one point per group at its median x, with the t band over its seeds.
+/// A numeric arch setting on a size or compute plot: given, whatever its value.
+const SET: &str = "set";
+
 fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) -> Vec<Series> {
     // One point per group at its x. Points join into one line when they share the `by`
-    // value and every resolved task and train setting (against a config key, also every
-    // arch setting but that key), so that along a line only x varies: MQAR runs with 2, 4
-    // and 8 pairs at one width are three points on three lines, never one pooled point.
+    // value, every resolved task and train setting and every arch setting but the sizes (against
+    // a config key, every arch setting but that key), so that along a line only x varies: MQAR
+    // runs with 2, 4 and 8 pairs at one width are three points on three lines, never one pooled
+    // point.
     let xcol = x.run_column();
     let fixed = |g: &Group| -> BTreeMap<String, String> {
         let Some(r) = g
@@ -298,24 +302,66 @@ fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) 
                 && !r.contains_key(&k.replacen("cfg:", "chosen:", 1))
                 && (k.starts_with("cfg:task.")
                     || k.starts_with("cfg:train.")
-                    || (matches!(x, XAxis::Key(_)) && k.starts_with("cfg:arch.")))
+                    || k.starts_with("cfg:arch."))
         };
         r.iter()
             .filter(|(k, _)| keep(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| {
+                // Against a size or compute, a line may run through the numeric arch settings
+                // (widths, slots, layers), but not join a variant with another: a flag or a
+                // named option (`selective: false`, `mlp: swiglu`) and whether a setting is
+                // given at all (a short convolution) stay fixed along it.
+                let free = k.starts_with("cfg:arch.")
+                    && !matches!(x, XAxis::Key(_))
+                    && v.parse::<f64>().is_ok();
+                (k.clone(), if free { SET.to_string() } else { v.clone() })
+            })
             .collect()
     };
-    // (line label, its fixed columns) → x → the y values at x.
-    type Lines = BTreeMap<(String, BTreeMap<String, String>), BTreeMap<OrdF64, Vec<f64>>>;
-    let mut lines: Lines = BTreeMap::new();
-    for g in groups {
-        let Some(xv) = median(&g.values(&xcol)) else {
-            continue;
-        };
+    // Each group's x and line: its `by` value and fixed columns.
+    type LineKey = (String, BTreeMap<String, String>);
+    let mut placed: Vec<(&Group, OrdF64, LineKey)> = groups
+        .iter()
+        .filter_map(|g| {
+            let xv = median(&g.values(&xcol))?;
+            Some((g, OrdF64(xv), (pretty(&g.key[0].1), fixed(g))))
+        })
+        .collect();
+    // A line never pools two groups at one x (Mamba and its time-invariant ablation have one
+    // state size and the same task and train settings): where two would meet, that line splits by
+    // experiment, and where they still meet, by group.
+    let experiment = |g: &Group| {
+        g.rows
+            .first()
+            .and_then(|r| r.get("experiment"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let tellers: [(&str, &dyn Fn(&Group) -> String); 2] =
+        [("experiment", &experiment), ("group", &Group::label)];
+    for (name, tell) in tellers {
+        let mut at: BTreeMap<(&LineKey, OrdF64), usize> = BTreeMap::new();
+        for (_, xv, line) in &placed {
+            *at.entry((line, *xv)).or_default() += 1;
+        }
+        let met: BTreeSet<LineKey> = at
+            .into_iter()
+            .filter(|&(_, n)| n > 1)
+            .map(|((line, _), _)| line.clone())
+            .collect();
+        for (g, _, line) in placed.iter_mut() {
+            if met.contains(line) {
+                line.1.insert(name.to_string(), tell(g));
+            }
+        }
+    }
+    // Line → x → the y values at x.
+    let mut lines: BTreeMap<LineKey, BTreeMap<OrdF64, Vec<f64>>> = BTreeMap::new();
+    for (g, xv, line) in placed {
         lines
-            .entry((pretty(&g.key[0].1), fixed(g)))
+            .entry(line)
             .or_default()
-            .entry(OrdF64(xv))
+            .entry(xv)
             .or_default()
             .extend(g.values(column));
     }
@@ -337,6 +383,10 @@ fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) 
         .map(|((by_value, settings), pts)| {
             let mut label = by_value.clone();
             for k in varying.get(by_value.as_str()).into_iter().flatten() {
+                // Only the lines that met another carry an experiment or group.
+                if !k.starts_with("cfg:") && !settings.contains_key(*k) {
+                    continue;
+                }
                 let short = k.rsplit('.').next().unwrap_or(k);
                 label += &format!(
                     " {short}={}",
@@ -449,6 +499,61 @@ mod tests {
             vec![(2.0, 0.85), (8.0, 0.25)]
         );
         assert_eq!(lines["transformer d_model=128"], vec![(8.0, 0.55)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two experiments of one family at one size (Mamba and its time-invariant ablation): two
+    /// lines, told apart by experiment, never one pooled point.
+    #[test]
+    fn groups_at_one_x_are_never_pooled_into_one_point() {
+        let dir = fresh_dir("compare-lines-apart");
+        let mut runs = mqar_like(&dir);
+        for r in runs.rows.iter_mut().filter(|r| r["experiment"] == "width") {
+            r.insert("state_size".into(), "100".into());
+        }
+        let g = groups(&runs, "mqar", "arch").unwrap();
+        let lines: BTreeMap<String, Vec<(f64, f64)>> =
+            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.label,
+                        s.points
+                            .iter()
+                            .map(|p| (p.0, (p.1 * 1e6).round() / 1e6))
+                            .collect(),
+                    )
+                })
+                .collect();
+        assert_eq!(
+            lines["transformer num_kv_pairs=8 experiment=pairs"],
+            vec![(100.0, 0.25)]
+        );
+        assert_eq!(
+            lines["transformer num_kv_pairs=8 experiment=width"],
+            vec![(100.0, 0.55)]
+        );
+        assert_eq!(lines["transformer num_kv_pairs=2"], vec![(100.0, 0.85)]);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        // A variant (a flag, here on the wider runs) is not a size: its own line, named.
+        for r in runs.rows.iter_mut().filter(|r| r["experiment"] == "width") {
+            r.insert("state_size".into(), "400".into());
+            r.insert("cfg:arch.selective".into(), "false".into());
+        }
+        let g = groups(&runs, "mqar", "arch").unwrap();
+        let labels: BTreeSet<String> =
+            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
+                .into_iter()
+                .map(|s| s.label)
+                .collect();
+        assert!(
+            labels.contains("transformer selective=false num_kv_pairs=8"),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains("transformer selective=– num_kv_pairs=8"),
+            "{labels:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
