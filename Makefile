@@ -48,7 +48,7 @@ report: build
 # Every reference grid of docs/reference-results.md, resumably (a finished run is never redone):
 # sweep, then regenerate its tables and plots; mqar also gets its 8-pair state-size comparison.
 # Hours on 2 cores; `make reference GRIDS=mqar_tuned` does one.
-GRIDS ?= copy_ntm mqar mqar_tuned passkey long_dependency adding_tuned selective_copy_tuned passkey_tuned induction_heads_tuned copy_tuned mad
+GRIDS ?= copy_ntm mqar mqar_tuned passkey long_dependency adding_tuned selective_copy_tuned passkey_tuned induction_heads_tuned copy_tuned zoology_mqar_tuned mad
 reference: build
 	for g in $(GRIDS); do \
 	  ./target/release/membench sweep experiments/$$g.yaml --out results/reference/$$g --jobs 2 --threads 1; \
