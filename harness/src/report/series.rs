@@ -275,11 +275,11 @@ fn write_x_table(
     Ok(path.to_path_buf())
 }
 
-/// Metric against a per-run x (state size, parameter count, steps, training FLOPs or a config
-/// key): one point per group at its median x, with the t band over its seeds.
 /// A numeric arch setting on a size or compute plot: given, whatever its value.
 const SET: &str = "set";
 
+/// Metric against a per-run x (state size, parameter count, steps, training FLOPs or a config
+/// key): one point per group at its median x, with the t band over its seeds.
 fn joined_series(groups: &[Group], x: &XAxis, column: &str, bounds: (f64, f64)) -> Vec<Series> {
     // One point per group at its x. Points join into one line when they share the `by`
     // value, every resolved task and train setting and every arch setting but the sizes (against
