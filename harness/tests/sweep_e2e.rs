@@ -572,6 +572,24 @@ fn merge_never_overwrites_or_mixes_versions_in_its_out_directory() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!fresh.exists(), "nothing created");
 
+    // Rows of the other CPU GEMM path (oneDNN or LibTorch's own): refused, nothing written.
+    let here = rows(&a)[0]["gemm_path"].clone();
+    let there = if here == "libtorch" {
+        "onednn"
+    } else {
+        "libtorch"
+    };
+    let other = input("other-gemm", &with_cell(&text, "gemm_path", there));
+    let o = merge_into(&[&other], &a);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("gemm {there}"))
+            && stderr(&o).contains(&format!("gemm {here}")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(dir_digest(&a), before, "nothing written");
+
     // A done row from an input replaces --out's failed one, with its run directory.
     let g = input("g", &with_cell(&text, "status", "failed"));
     let o = merge_into(&[&a], &g);

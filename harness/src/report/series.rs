@@ -455,32 +455,30 @@ mod tests {
     use crate::report::runs::mqar_like;
     use crate::test_support::fresh_dir;
 
+    /// The lines `joined_series` draws of `best_token_acc` against `x`: label → points, each value
+    /// rounded to 6 decimals.
+    fn lines_of(g: &[Group], x: &XAxis) -> BTreeMap<String, Vec<(f64, f64)>> {
+        joined_series(g, x, "best_token_acc", (0.0, 1.0))
+            .into_iter()
+            .map(|s| {
+                let points = s.points.iter().map(|p| (p.0, (p.1 * 1e6).round() / 1e6));
+                (s.label, points.collect())
+            })
+            .collect()
+    }
+
+    /// The labels of [`lines_of`].
+    fn labels_of(g: &[Group], x: &XAxis) -> BTreeSet<String> {
+        lines_of(g, x).into_keys().collect()
+    }
+
     #[test]
     fn size_plots_join_only_runs_that_differ_in_size_and_key_plots_only_in_that_key() {
         let dir = fresh_dir("compare-lines");
         let runs = mqar_like(&dir);
         let g = groups(&runs, "mqar", "arch").unwrap();
-        let by_label = |series: Vec<Series>| -> BTreeMap<String, Vec<(f64, f64)>> {
-            series
-                .into_iter()
-                .map(|s| {
-                    (
-                        s.label,
-                        s.points
-                            .iter()
-                            .map(|p| (p.0, (p.1 * 1e6).round() / 1e6))
-                            .collect(),
-                    )
-                })
-                .collect()
-        };
         // Against state size: the 2-pair run is never pooled with the 8-pair runs at the same size.
-        let lines = by_label(joined_series(
-            &g,
-            &XAxis::StateSize,
-            "best_token_acc",
-            (0.0, 1.0),
-        ));
+        let lines = lines_of(&g, &XAxis::StateSize);
         assert_eq!(lines["transformer num_kv_pairs=2"], vec![(100.0, 0.85)]);
         assert_eq!(
             lines["transformer num_kv_pairs=8"],
@@ -488,12 +486,7 @@ mod tests {
         );
         assert_eq!(lines.len(), 2);
         // Against the number of pairs: one line per width.
-        let lines = by_label(joined_series(
-            &g,
-            &XAxis::Key("task.num_kv_pairs".into()),
-            "best_token_acc",
-            (0.0, 1.0),
-        ));
+        let lines = lines_of(&g, &XAxis::Key("task.num_kv_pairs".into()));
         assert_eq!(
             lines["transformer d_model=64"],
             vec![(2.0, 0.85), (8.0, 0.25)]
@@ -512,19 +505,7 @@ mod tests {
             r.insert("state_size".into(), "100".into());
         }
         let g = groups(&runs, "mqar", "arch").unwrap();
-        let lines: BTreeMap<String, Vec<(f64, f64)>> =
-            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
-                .into_iter()
-                .map(|s| {
-                    (
-                        s.label,
-                        s.points
-                            .iter()
-                            .map(|p| (p.0, (p.1 * 1e6).round() / 1e6))
-                            .collect(),
-                    )
-                })
-                .collect();
+        let lines = lines_of(&g, &XAxis::StateSize);
         assert_eq!(
             lines["transformer num_kv_pairs=8 experiment=pairs"],
             vec![(100.0, 0.25)]
@@ -541,11 +522,7 @@ mod tests {
             r.insert("cfg:arch.selective".into(), "false".into());
         }
         let g = groups(&runs, "mqar", "arch").unwrap();
-        let labels: BTreeSet<String> =
-            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
-                .into_iter()
-                .map(|s| s.label)
-                .collect();
+        let labels = labels_of(&g, &XAxis::StateSize);
         assert!(
             labels.contains("transformer selective=false num_kv_pairs=8"),
             "{labels:?}"
@@ -568,11 +545,10 @@ mod tests {
             r.insert("chosen:train.lr".into(), lr.into());
         }
         let g = groups(&runs, "mqar", "arch").unwrap();
-        let lines: BTreeMap<String, usize> =
-            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
-                .into_iter()
-                .map(|s| (s.label, s.points.len()))
-                .collect();
+        let lines: BTreeMap<String, usize> = lines_of(&g, &XAxis::StateSize)
+            .into_iter()
+            .map(|(label, points)| (label, points.len()))
+            .collect();
         let want: BTreeMap<String, usize> = [
             ("transformer num_kv_pairs=2".to_string(), 1),
             ("transformer num_kv_pairs=8".to_string(), 2),
@@ -590,11 +566,7 @@ mod tests {
             r.insert("cfg:train.lr".into(), lr.into());
         }
         let g = groups(&runs, "mqar", "arch").unwrap();
-        let labels: BTreeSet<String> =
-            joined_series(&g, &XAxis::StateSize, "best_token_acc", (0.0, 1.0))
-                .into_iter()
-                .map(|s| s.label)
-                .collect();
+        let labels = labels_of(&g, &XAxis::StateSize);
         assert!(
             labels.contains("transformer num_kv_pairs=8 lr=0.001"),
             "{labels:?}"
