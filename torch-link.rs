@@ -50,6 +50,7 @@ fn main() {
                 "src/onednn_linear.cpp",
                 "src/dnc_links.cpp",
                 "src/batch_shards.cpp",
+                "src/selective_scan.cpp",
                 "src/ffi_guard.h",
             ],
             "membench_kernels",

@@ -1,8 +1,8 @@
 //! One full training step (forward, loss, backward, Adam, host read of the loss) of every family
 //! at the reference sizes of `membench bench` (`membench_architectures::bench_specs::SPECS`, the
-//! one table both use), on one libtorch thread, plus the chunked/recurrent scan variants of the
-//! linear-attention family and the recurrent memory transformer (no PyTorch reference yet) at
-//! the same sizes.
+//! one table both use), on one libtorch thread, plus variants at the same sizes: the other scans of
+//! the linear-attention, GLA and Mamba families (the specs time each family's default) and the
+//! Taylor feature map. Names must be unique across both tables (criterion refuses a repeated one).
 //!
 //! `source scripts/env.sh && cargo bench -p membench-architectures --bench step [-- <filter>]`
 //!
@@ -45,15 +45,15 @@ const VARIANTS: &[Spec] = &[
         time: 128,
     },
     Spec {
-        name: "rmt",
-        arch_yaml: "{name: rmt, d_model: 128, layers: 2, heads: 4}",
+        name: "mamba_chunked",
+        arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: chunked}",
         io: TOKENS,
         batch: 32,
         time: 128,
     },
     Spec {
-        name: "mamba_recurrent",
-        arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: recurrent}",
+        name: "mamba_fused",
+        arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: fused}",
         io: TOKENS,
         batch: 32,
         time: 128,

@@ -3,7 +3,8 @@
 //! - `fused_rnn.cpp`: the CPU GRU recurrence;
 //! - `onednn_linear.cpp`: float32 `x·Wᵀ` and batched `a·b` through oneDNN's GEMM on the CPU;
 //! - `dnc_links.cpp`: the DNC's temporal links (update and reads) in one pass each way on the CPU;
-//! - `batch_shards.cpp`: a core run as batch shards, one per intra-op thread.
+//! - `batch_shards.cpp`: a core run as batch shards, one per intra-op thread;
+//! - `selective_scan.cpp`: Mamba's selective scan in one pass each way on the CPU.
 
 use crate::Core;
 use std::ffi::{c_char, c_void, CStr};
@@ -30,6 +31,14 @@ extern "C" {
         read_w: *const c_void,
         out: *mut *mut c_void,
     ) -> i32;
+    fn membench_selective_scan(
+        dt: *const c_void,
+        x: *const c_void,
+        a: *const c_void,
+        bm: *const c_void,
+        cm: *const c_void,
+        floor: f64,
+    ) -> *mut c_void;
     fn membench_batch_shards(
         x: *const c_void,
         params: *const *const c_void,
@@ -136,6 +145,21 @@ pub fn dnc_link_step(
     }
     let [l, f, b] = out.map(owned);
     (l, f, b)
+}
+
+/// Mamba's selective scan (see `selective_scan.cpp`): dt (Δ after the softplus) and x [B, T, E],
+/// a (A, ≤ 0) [E, N], bm and cm (B and C) [B, T, N], with the per-step log-decay Δ·A floored at
+/// −`floor` → y [B, T, E] (y_t = h_t·C_t, without the D skip). CPU, float or double.
+pub fn selective_scan(
+    dt: &Tensor,
+    x: &Tensor,
+    a: &Tensor,
+    bm: &Tensor,
+    cm: &Tensor,
+    floor: f64,
+) -> Tensor {
+    // SAFETY: as in `gru`.
+    owned(unsafe { membench_selective_scan(raw(dt), raw(x), raw(a), raw(bm), raw(cm), floor) })
 }
 
 /// What `batch_shards` hands its C++ side as the callback's context: the core, and the message of

@@ -29,11 +29,15 @@
 //! Parameterization and Initialization of Diagonal State Space Models") — so the scan is a linear
 //! time-invariant system; the block around it (in_proj, conv, gate, out_proj) is unchanged.
 //!
-//! Unlike Mamba's fused CUDA kernel this materialises h for every step ([B, T, E, N] floats);
-//! fine at benchmark sizes on CPU.
+//! Those two materialise h for every step ([B, T, E, N] floats). The third, **`scan: fused`**, is
+//! the recurrent scan as one CPU kernel with its own backward pass (`selective_scan.cpp`, like
+//! Mamba's fused CUDA kernel it keeps no per-step state and recomputes h in the backward pass), for
+//! the selective layer on the CPU; it computes the same function as the other two (tested in
+//! float64) with its own rounding, so it is a kernel path of its own: a run reproduces with the scan
+//! it was made with.
 
-use crate::residual::{check_shape, pad_to_chunks, Mixer, MlpKind, Scan, ShortConv, Stack};
-use crate::{dense, first, init, ArchError, Mistakes};
+use crate::residual::{check_shape, pad_to_chunks, Mixer, MlpKind, ShortConv, Stack};
+use crate::{dense, first, init, kernels, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -67,11 +71,9 @@ pub struct MambaConfig {
     /// Steps per chunk in the chunked scan, 1..=16 (see the module doc). Default 16.
     #[serde(default = "sixteen")]
     pub chunk_size: i64,
-    /// Default `recurrent`: on CPU it is the faster of the two, because the chunked scan
-    /// materialises several [B, T, E, N] tensors (at d 128, L 2, T 128, B 32 a training step took
-    /// 4.3 s recurrent vs 8.3 s chunked, and the same in PyTorch eager).
-    #[serde(default = "recurrent")]
-    pub scan: Scan,
+    /// `recurrent` (default), `chunked` or `fused` (see [`MambaScan`]).
+    #[serde(default)]
+    pub scan: MambaScan,
     /// Δ, B, C functions of the input (S6, Mamba) or parameters (`false`: the LTI ablation of
     /// the module doc). Default true, and then absent from the resolved config, so run ids of
     /// configs without it are unchanged.
@@ -96,8 +98,20 @@ fn sixteen() -> i64 {
     16
 }
 
-fn recurrent() -> Scan {
-    Scan::Recurrent
+/// Which of Mamba's three forms of the scan runs; the same function (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MambaScan {
+    /// One step at a time in tensor ops (`forward_recurrent`). The default: on CPU it is faster
+    /// than `chunked`, which materialises several [B, T, E, N] tensors (at d 128, L 2, T 128,
+    /// B 32 a training step took 4.3 s recurrent vs 8.3 s chunked, and the same in PyTorch eager).
+    #[default]
+    Recurrent,
+    /// Parallel within chunks of `chunk_size` steps (`forward_chunked`).
+    Chunked,
+    /// The recurrence as one CPU kernel each way (`selective_scan.cpp`); selective layers on the
+    /// CPU only.
+    Fused,
 }
 
 const ARCH: &str = "mamba";
@@ -129,6 +143,13 @@ impl MambaConfig {
             );
         }
         m.range("chunk_size", self.chunk_size, 1, MAX_CHUNK);
+        if self.scan == MambaScan::Fused && !self.selective {
+            m.bad(
+                "scan",
+                "fused",
+                "the fused kernel scans the selective layer only: with `selective: false` use `recurrent` or `chunked`",
+            );
+        }
         m.into_vec()
     }
 }
@@ -284,10 +305,7 @@ impl MambaLayer {
         let a = -self.a_log.exp(); // [E, N]
         match &self.ssm {
             Ssm::Selective { x_proj, dt_proj } => {
-                let proj = dense::linear(x_proj, &x);
-                let dt = dense::linear(dt_proj, &proj.narrow(-1, 0, self.dt_rank)).softplus(); // [B, T, E]
-                let bmat = proj.narrow(-1, self.dt_rank, n);
-                let cmat = proj.narrow(-1, self.dt_rank + n, n);
+                let (dt, bmat, cmat) = self.selection(x_proj, dt_proj, &x);
                 let log_decay = (dt.unsqueeze(-1) * a).clamp_min(-LOG_DECAY_FLOOR);
                 let input = (&dt * &x).unsqueeze(-1) * bmat.unsqueeze(2);
                 (x, z, log_decay, input, ReadOut::PerStep(cmat))
@@ -303,6 +321,21 @@ impl MambaLayer {
                 (x, z, log_decay, input, ReadOut::Fixed(c.shallow_clone()))
             }
         }
+    }
+
+    /// S6's input-dependent parameters of x [B, T, E]: (Δ [B, T, E], B [B, T, N], C [B, T, N]).
+    fn selection(
+        &self,
+        x_proj: &nn::Linear,
+        dt_proj: &nn::Linear,
+        x: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let n = self.cfg.state_dim;
+        let proj = dense::linear(x_proj, x);
+        let dt = dense::linear(dt_proj, &proj.narrow(-1, 0, self.dt_rank)).softplus();
+        let bmat = proj.narrow(-1, self.dt_rank, n);
+        let cmat = proj.narrow(-1, self.dt_rank + n, n);
+        (dt, bmat, cmat)
     }
 
     /// y: [B, T, E] → out: [B, T, d]
@@ -346,6 +379,24 @@ impl MambaLayer {
         self.finish(&x, &z, Tensor::stack(&ys, 1))
     }
 
+    /// The recurrent scan as one kernel each way (`selective_scan.cpp`); selective layers only
+    /// (`validate` rejects the other).
+    pub fn forward_fused(&self, u: &Tensor) -> Tensor {
+        let Ssm::Selective { x_proj, dt_proj } = &self.ssm else {
+            panic!(
+                "mamba: the fused scan needs the selective layer (validate rejects this config)"
+            );
+        };
+        let e = self.e;
+        let xz = dense::linear(&self.in_proj, u);
+        let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
+        let x = self.conv.forward(&x).silu(); // [B, T, E]
+        let (dt, bmat, cmat) = self.selection(x_proj, dt_proj, &x);
+        let a = -self.a_log.exp(); // [E, N]
+        let y = kernels::selective_scan(&dt, &x, &a, &bmat, &cmat, LOG_DECAY_FLOOR);
+        self.finish(&x, &z, y)
+    }
+
     /// Chunked scan; see the module doc.
     pub fn forward_chunked(&self, u: &Tensor) -> Tensor {
         let (x, z, log_decay, input, read) = self.prepare(u);
@@ -386,8 +437,9 @@ impl MambaLayer {
 impl Mixer for MambaLayer {
     fn forward(&self, u: &Tensor) -> Tensor {
         match self.cfg.scan {
-            Scan::Chunked => self.forward_chunked(u),
-            Scan::Recurrent => self.forward_recurrent(u),
+            MambaScan::Chunked => self.forward_chunked(u),
+            MambaScan::Recurrent => self.forward_recurrent(u),
+            MambaScan::Fused => self.forward_fused(u),
         }
     }
 
@@ -434,7 +486,7 @@ mod tests {
             mlp_ratio: 0,
             mlp: MlpKind::Gelu,
             chunk_size,
-            scan: Scan::Chunked,
+            scan: MambaScan::Chunked,
             selective: true,
         }
     }
@@ -503,6 +555,84 @@ mod tests {
                 "dt bias {bias:?}: max |chunked − recurrent| = {d}"
             );
         }
+    }
+
+    /// The fused kernel against the recurrent scan in float64, on T = 29 with and without the
+    /// decay floor binding: the outputs, the input's gradient and every parameter's gradient.
+    /// In float32 (the training kind) the outputs agree to float rounding.
+    #[test]
+    fn fused_equals_recurrent_with_gradients() {
+        tch::set_num_threads(1);
+        for (kind, tol) in [(Kind::Double, 1e-10), (Kind::Float, 1e-4)] {
+            for bias in [None, Some(5.0)] {
+                let mut vs = VarStore::new(Device::Cpu);
+                let m = MambaLayer::new(&vs.root(), &cfg(4));
+                if let Some(bias) = bias {
+                    tch::no_grad(|| {
+                        let _ = m.dt_bias().fill_(bias);
+                    });
+                }
+                vs.set_kind(kind);
+                let x = input(4, 3, 29, 8, kind).set_requires_grad(true);
+                let w = Tensor::randn([3, 29, 8], (kind, Device::Cpu));
+                let mut grads = Vec::new();
+                for forward in [MambaLayer::forward_recurrent, MambaLayer::forward_fused] {
+                    for mut v in vs.trainable_variables() {
+                        v.zero_grad();
+                    }
+                    let mut x = x.shallow_clone();
+                    x.zero_grad();
+                    let y = forward(&m, &x);
+                    (&y * &w).sum(kind).backward();
+                    let mut g: Vec<(String, Tensor)> = vs
+                        .variables()
+                        .into_iter()
+                        .map(|(name, v)| (name, v.grad().copy()))
+                        .collect();
+                    g.sort_by(|a, b| a.0.cmp(&b.0));
+                    g.push(("input".into(), x.grad().copy()));
+                    grads.push((y.detach(), g));
+                }
+                let (out_diff, (g_rec, g_fused)) = (
+                    max_diff(&grads[0].0, &grads[1].0),
+                    (&grads[0].1, &grads[1].1),
+                );
+                assert!(
+                    out_diff < tol,
+                    "{kind:?} bias {bias:?}: outputs differ by {out_diff}"
+                );
+                for ((name, a), (_, b)) in g_rec.iter().zip(g_fused) {
+                    // Relative to the gradient's own scale: float32 sums over 29 steps.
+                    let scale = a.abs().max().double_value(&[]).max(1.0);
+                    let d = max_diff(a, b) / scale;
+                    assert!(d < tol, "{kind:?} bias {bias:?}: ∂/∂{name} differs by {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_scan_needs_the_selective_layer() {
+        let bad = MambaConfig {
+            scan: MambaScan::Fused,
+            ..lti(4)
+        };
+        let err = bad.validate().expect_err("fused LTI").to_string();
+        assert!(err.contains("scan") && err.contains("selective"), "{err}");
+        assert!(MambaConfig {
+            scan: MambaScan::Fused,
+            ..cfg(4)
+        }
+        .validate()
+        .is_ok());
+        // As YAML: `fused` is Mamba's; the other families' `scan` knows only their two forms.
+        let yaml: crate::ArchConfig =
+            serde_yaml::from_str("{name: mamba, d_model: 8, scan: fused}").unwrap();
+        assert!(matches!(yaml, crate::ArchConfig::Mamba(c) if c.scan == MambaScan::Fused));
+        let err = serde_yaml::from_str::<crate::ArchConfig>("{name: gla, d_model: 8, scan: fused}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fused"), "{err}");
     }
 
     #[test]

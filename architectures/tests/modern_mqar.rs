@@ -111,3 +111,16 @@ fn mamba_learns_mqar() {
     eprintln!("Mamba MQAR accuracy {acc:.3}");
     assert!(acc > 0.6, "accuracy {acc}");
 }
+
+/// The same training through the fused CPU kernel (`scan: fused`, its own backward pass): it must
+/// learn as the tensor-op scans do.
+#[test]
+fn mamba_fused_learns_mqar() {
+    let acc = train_mqar(
+        "name: mamba\nd_model: 32\nlayers: 2\nstate_dim: 8\nscan: fused\n",
+        1200,
+        1e-2,
+    );
+    eprintln!("Mamba (fused scan) MQAR accuracy {acc:.3}");
+    assert!(acc > 0.6, "accuracy {acc}");
+}
