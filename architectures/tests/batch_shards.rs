@@ -1,15 +1,25 @@
 //! Batch shards (`batch_shards.cpp`): with 2 intra-op threads a network runs its core as two
 //! batch shards side by side. The sharded core must compute the unsharded core's function and
-//! gradients (float32, to rounding: every family at the bench sizes, shorter sequences), be deterministic, and
-//! pass a failing core's message back to the caller.
+//! gradients (float32, to rounding: every family at the bench sizes, shorter sequences, and Mamba's
+//! fused scan, whose kernel splits its own work over the threads), be deterministic, and pass a
+//! failing core's message back to the caller.
 
-use membench_architectures::bench_specs::SPECS;
+use membench_architectures::bench_specs::{Spec, SPECS, TOKENS};
 use membench_architectures::{ArchConfig, Network};
 use membench_tasks::{InputKind, TaskIo};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tch::{nn, Device, Kind, Tensor};
 
 const BATCH: i64 = 16;
+
+/// Mamba through its fused CPU kernel, at the bench spec's size.
+const FUSED_MAMBA: Spec = Spec {
+    name: "mamba (scan: fused)",
+    arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: fused}",
+    io: TOKENS,
+    batch: 32,
+    time: 128,
+};
 
 fn inputs(io: TaskIo, t: i64) -> Tensor {
     tch::manual_seed(1);
@@ -59,7 +69,7 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn sharded_cores_compute_the_unsharded_function_and_gradients() {
-    for spec in SPECS {
+    for spec in SPECS.iter().chain([&FUSED_MAMBA]) {
         let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).unwrap();
         let t = (spec.time as i64).min(24);
         let (vs, net) = build(&cfg, spec.io);
