@@ -299,9 +299,7 @@ impl MambaLayer {
     /// [B, T, E, N], C)
     fn prepare(&self, u: &Tensor) -> (Tensor, Tensor, Tensor, Tensor, ReadOut) {
         let (e, n) = (self.e, self.cfg.state_dim);
-        let xz = dense::linear(&self.in_proj, u);
-        let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
-        let x = self.conv.forward(&x).silu(); // [B, T, E]
+        let (x, z) = self.branches(u);
         let a = -self.a_log.exp(); // [E, N]
         match &self.ssm {
             Ssm::Selective { x_proj, dt_proj } => {
@@ -321,6 +319,15 @@ impl MambaLayer {
                 (x, z, log_decay, input, ReadOut::Fixed(c.shallow_clone()))
             }
         }
+    }
+
+    /// u [B, T, d] → the scan's input x = SiLU(conv(in_proj(u)_x)) and the gate branch z, each
+    /// [B, T, E].
+    fn branches(&self, u: &Tensor) -> (Tensor, Tensor) {
+        let e = self.e;
+        let xz = dense::linear(&self.in_proj, u);
+        let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
+        (self.conv.forward(&x).silu(), z)
     }
 
     /// S6's input-dependent parameters of x [B, T, E]: (Δ [B, T, E], B [B, T, N], C [B, T, N]).
@@ -387,10 +394,7 @@ impl MambaLayer {
                 "mamba: the fused scan needs the selective layer (validate rejects this config)"
             );
         };
-        let e = self.e;
-        let xz = dense::linear(&self.in_proj, u);
-        let (x, z) = (xz.narrow(-1, 0, e), xz.narrow(-1, e, e));
-        let x = self.conv.forward(&x).silu(); // [B, T, E]
+        let (x, z) = self.branches(u);
         let (dt, bmat, cmat) = self.selection(x_proj, dt_proj, &x);
         let a = -self.a_log.exp(); // [E, N]
         let y = kernels::selective_scan(&dt, &x, &a, &bmat, &cmat, LOG_DECAY_FLOOR);
