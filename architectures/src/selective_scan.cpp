@@ -46,14 +46,11 @@ struct Dims {
   Dims(const Tensor& dt, const Tensor& a) : b(dt.size(0)), t(dt.size(1)), e(dt.size(2)), n(a.size(1)) {}
 };
 
-// One example's forward through time. `decay` ([T][N][E]) receives e^{λ_t} of every step, the
-// exponentials taken by ATen's vectorised exp over the whole example at once (its kernel is chosen
-// at run time for the CPU's vector ISA, as for every other exp of the step); with `keep_h`
-// non-null, h_t of every step is stored there ([T][N][E]); `h` ([N][E]) and `u` ([E]) are scratch.
+// e^{λ_t} of every step of one example into `decay` ([T][N][E]), the exponentials taken by ATen's
+// vectorised exp over the whole example at once (its kernel is chosen at run time for the CPU's
+// vector ISA, as for every other exp of the step).
 template <typename scalar_t>
-void scan_example(const Dims& d, scalar_t floor, const scalar_t* dt, const scalar_t* x, const scalar_t* a_t,
-                  const scalar_t* bm, const scalar_t* cm, scalar_t* y, scalar_t* h, scalar_t* u, scalar_t* decay,
-                  scalar_t* keep_h) {
+void decays(const Dims& d, scalar_t floor, const scalar_t* dt, const scalar_t* a_t, scalar_t* decay) {
   const int64_t E = d.e, N = d.n;
   for (int64_t t = 0; t < d.t; ++t) {
     for (int64_t n = 0; n < N; ++n) {
@@ -63,6 +60,15 @@ void scan_example(const Dims& d, scalar_t floor, const scalar_t* dt, const scala
     }
   }
   at::from_blob(decay, {d.t * N * E}, at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value)).exp_();
+}
+
+// One example's forward through time: y ([T][E]) only; `h` ([N][E]), `u` ([E]) and `decay`
+// ([T][N][E]) are scratch.
+template <typename scalar_t>
+void scan_example(const Dims& d, scalar_t floor, const scalar_t* dt, const scalar_t* x, const scalar_t* a_t,
+                  const scalar_t* bm, const scalar_t* cm, scalar_t* y, scalar_t* h, scalar_t* u, scalar_t* decay) {
+  const int64_t E = d.e, N = d.n;
+  decays<scalar_t>(d, floor, dt, a_t, decay);
   std::fill(h, h + N * E, scalar_t(0));
   for (int64_t t = 0; t < d.t; ++t) {
     const scalar_t *dt_t = dt + t * E, *x_t = x + t * E, *b_t = bm + t * N, *c_t = cm + t * N;
@@ -79,21 +85,41 @@ void scan_example(const Dims& d, scalar_t floor, const scalar_t* dt, const scala
         h_n[e] = h_n[e] * dec_n[e] + u[e] * bn;
         y_t[e] += h_n[e] * cn;
       }
-      if (keep_h) std::copy(h_n, h_n + E, keep_h + (t * N + n) * E);
+    }
+  }
+}
+
+// The backward pass's recompute of one example: e^{λ_t} into `decay` and every h_t into `hs` (both
+// [T][N][E]), scanned in place in `hs` with the forward's arithmetic (same values, bit for bit); no
+// y. `h0` is N·E zeros for h_{−1}; `u` ([E]) is scratch.
+template <typename scalar_t>
+void states_example(const Dims& d, scalar_t floor, const scalar_t* dt, const scalar_t* x, const scalar_t* a_t,
+                    const scalar_t* bm, scalar_t* hs, const scalar_t* h0, scalar_t* u, scalar_t* decay) {
+  const int64_t E = d.e, N = d.n;
+  decays<scalar_t>(d, floor, dt, a_t, decay);
+  for (int64_t t = 0; t < d.t; ++t) {
+    const scalar_t *dt_t = dt + t * E, *x_t = x + t * E, *b_t = bm + t * N;
+    for (int64_t e = 0; e < E; ++e) u[e] = dt_t[e] * x_t[e];
+    for (int64_t n = 0; n < N; ++n) {
+      const scalar_t* dec_n = decay + (t * N + n) * E;
+      const scalar_t* prev = t > 0 ? hs + ((t - 1) * N + n) * E : h0;
+      scalar_t* h_n = hs + (t * N + n) * E;
+      const scalar_t bn = b_t[n];
+      for (int64_t e = 0; e < E; ++e) h_n[e] = prev[e] * dec_n[e] + u[e] * bn;
     }
   }
 }
 
 // One example's backward pass: recomputes h_t and e^{λ_t} (`hs`, `decay`: [T][N][E] scratch, `h0`:
 // N·E zeros for h_{−1}), then walks back through time. Writes dΔ, dx ([T][E]), dB, dC ([T][N]) and
-// this example's share of dA ([N][E]). `y`, `h`, `u`, `g`, `du`, `dd` are scratch.
+// this example's share of dA ([N][E]). `u`, `g`, `du`, `dd` are scratch.
 template <typename scalar_t>
 void backward_example(const Dims& d, scalar_t floor, const scalar_t* dt, const scalar_t* x, const scalar_t* a_t,
                       const scalar_t* bm, const scalar_t* cm, const scalar_t* dy, scalar_t* ddt, scalar_t* dx,
                       scalar_t* dbm, scalar_t* dcm, scalar_t* da, scalar_t* hs, scalar_t* decay, const scalar_t* h0,
-                      scalar_t* y, scalar_t* h, scalar_t* u, scalar_t* g, scalar_t* du, scalar_t* dd) {
+                      scalar_t* u, scalar_t* g, scalar_t* du, scalar_t* dd) {
   const int64_t E = d.e, N = d.n;
-  scan_example<scalar_t>(d, floor, dt, x, a_t, bm, cm, y, h, u, decay, hs);
+  states_example<scalar_t>(d, floor, dt, x, a_t, bm, hs, h0, u, decay);
   std::fill(g, g + N * E, scalar_t(0));  // e^{λ_{t+1}}·g_{t+1}: zero after the last step
   std::fill(da, da + N * E, scalar_t(0));
   for (int64_t t = d.t - 1; t >= 0; --t) {
@@ -153,7 +179,7 @@ struct SelectiveScan : public torch::autograd::Function<SelectiveScan> {
           scan_example<scalar_t>(d, scalar_t(floor), dt.data_ptr<scalar_t>() + b * TE, x.data_ptr<scalar_t>() + b * TE,
                                  a_t.data_ptr<scalar_t>(), bm.data_ptr<scalar_t>() + b * TN,
                                  cm.data_ptr<scalar_t>() + b * TN, y.data_ptr<scalar_t>() + b * TE, h.data(), u.data(),
-                                 decay.data(), nullptr);
+                                 decay.data());
         }
       });
     });
@@ -173,14 +199,14 @@ struct SelectiveScan : public torch::autograd::Function<SelectiveScan> {
     AT_DISPATCH_FLOATING_TYPES(dt.scalar_type(), "membench_selective_scan_backward", [&] {
       const int64_t E = d.e, N = d.n, T = d.t, TE = T * E, TN = T * N, NE = N * E;
       at::parallel_for(0, d.b, 1, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> hs(T * NE), decay(T * NE), h0(NE), y(TE), h(NE), u(E), g(NE), du(E), dd(E);
+        std::vector<scalar_t> hs(T * NE), decay(T * NE), h0(NE), u(E), g(NE), du(E), dd(E);
         for (int64_t b = begin; b < end; ++b) {
           backward_example<scalar_t>(
               d, scalar_t(floor), dt.data_ptr<scalar_t>() + b * TE, x.data_ptr<scalar_t>() + b * TE,
               a_t.data_ptr<scalar_t>(), bm.data_ptr<scalar_t>() + b * TN, cm.data_ptr<scalar_t>() + b * TN,
               dy.data_ptr<scalar_t>() + b * TE, ddt.data_ptr<scalar_t>() + b * TE, dx.data_ptr<scalar_t>() + b * TE,
               dbm.data_ptr<scalar_t>() + b * TN, dcm.data_ptr<scalar_t>() + b * TN, da_each.data_ptr<scalar_t>() + b * NE,
-              hs.data(), decay.data(), h0.data(), y.data(), h.data(), u.data(), g.data(), du.data(), dd.data());
+              hs.data(), decay.data(), h0.data(), u.data(), g.data(), du.data(), dd.data());
         }
       });
     });
