@@ -51,6 +51,7 @@ fn main() {
                 "src/dnc_links.cpp",
                 "src/batch_shards.cpp",
                 "src/selective_scan.cpp",
+                "src/gla_scan.cpp",
                 "src/ffi_guard.h",
             ],
             "membench_kernels",

@@ -45,6 +45,13 @@ const VARIANTS: &[Spec] = &[
         time: 128,
     },
     Spec {
+        name: "gla_fused",
+        arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, scan: fused}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
         name: "mamba_chunked",
         arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: chunked}",
         io: TOKENS,

@@ -20,15 +20,20 @@
 //! C²·d_k per chunk and head, hence the small default C = 4. The state recurrence runs once per
 //! chunk (T/C steps); everything else is batched.
 //!
+//! The third form, **`scan: fused`**, is the recurrence as one CPU kernel with its own backward
+//! pass (`gla_scan.cpp`: it keeps no per-step state and recomputes S in the backward pass). It
+//! computes the same function as the other two (tested in float64, gradients included) with its
+//! own rounding, so it is a kernel path of its own: a run reproduces with the scan it was made with.
+//!
 //! **Initialisation**: PyTorch's module defaults where the paper is silent: q, k, v, o as
 //! `nn.Linear(bias=False)`, the gate and output-gate projections as `nn.Linear` (U(±1/√d_model),
 //! [`crate::init`]); the short convolution as `nn.Conv1d`; norms, MLP and input projection as in
 //! [`crate::residual`]. The paper's gate is low-rank (d → 16 → d); ours is a full d × d map.
 
 use crate::residual::{
-    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, MlpKind, Scan, ShortConv, Stack,
+    check_heads, check_shape, conv_state, pad_to_chunks, Mixer, MlpKind, ShortConv, Stack,
 };
-use crate::{dense, first, init, ArchError, Mistakes};
+use crate::{dense, first, init, kernels, ArchError, Mistakes};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
@@ -64,9 +69,23 @@ pub struct GlaConfig {
     /// token just before it (MQAR). Default 0.
     #[serde(default)]
     pub conv_kernel: i64,
-    /// Default `chunked`.
+    /// `chunked` (default), `recurrent` or `fused` (see [`GlaScan`]).
     #[serde(default)]
-    pub scan: Scan,
+    pub scan: GlaScan,
+}
+
+/// Which of GLA's three forms runs; the same function (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlaScan {
+    /// Parallel within chunks of `chunk_size` steps (`forward_chunked`). The default.
+    #[default]
+    Chunked,
+    /// One step at a time in tensor ops (`forward_recurrent`), the definition the others are
+    /// tested against.
+    Recurrent,
+    /// The recurrence as one CPU kernel each way (`gla_scan.cpp`); CPU only.
+    Fused,
 }
 
 fn two() -> i64 {
@@ -221,6 +240,12 @@ impl GlaLayer {
         self.output(xs, &o)
     }
 
+    /// Fused form: the recurrence in `gla_scan.cpp`, one pass each way.
+    pub fn forward_fused(&self, xs: &Tensor) -> Tensor {
+        let (q, k, v, log_alpha) = self.project(xs);
+        self.output(xs, &kernels::gla_scan(&q, &k, &v, &log_alpha))
+    }
+
     /// Recurrent form: one position at a time, carrying S.
     pub fn forward_recurrent(&self, xs: &Tensor) -> Tensor {
         let (q, k, v, log_alpha) = self.project(xs);
@@ -241,8 +266,9 @@ impl GlaLayer {
 impl Mixer for GlaLayer {
     fn forward(&self, xs: &Tensor) -> Tensor {
         match self.cfg.scan {
-            Scan::Chunked => self.forward_chunked(xs),
-            Scan::Recurrent => self.forward_recurrent(xs),
+            GlaScan::Chunked => self.forward_chunked(xs),
+            GlaScan::Recurrent => self.forward_recurrent(xs),
+            GlaScan::Fused => self.forward_fused(xs),
         }
     }
 
@@ -253,15 +279,15 @@ impl Mixer for GlaLayer {
     }
 
     /// Six d×d projections (12·d²); per head the state update and read-out (4·d_k·d_v) in the
-    /// recurrent form, or in the chunked form the pairwise-decay scores (3·C·d_k), their product
+    /// recurrent and fused forms, or in the chunked form the pairwise-decay scores (3·C·d_k), their product
     /// with V (2·C·d_v) and the per-chunk state work (≈ 6·d_k·d_v); norm and gates ≈ 10·d.
     fn flops_per_token(&self, seq_len: i64) -> f64 {
         let c = &self.cfg;
         let (d, h) = (c.d_model as f64, c.heads as f64);
         let dh = d / h;
         let mix = match c.scan {
-            Scan::Recurrent => h * 4.0 * dh * dh,
-            Scan::Chunked => {
+            GlaScan::Recurrent | GlaScan::Fused => h * 4.0 * dh * dh,
+            GlaScan::Chunked => {
                 let chunk = c.chunk_size.min(seq_len) as f64;
                 h * (3.0 * chunk * dh + 2.0 * chunk * dh + 6.0 * dh * dh)
             }
@@ -273,7 +299,9 @@ impl Mixer for GlaLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::residual::testing::{assert_causal, assert_grads, input, max_diff};
+    use crate::residual::testing::{
+        assert_causal, assert_grads, assert_same_function_and_grads, input, max_diff,
+    };
     use crate::Core;
     use tch::{nn::VarStore, Device};
 
@@ -287,7 +315,7 @@ mod tests {
             mlp: MlpKind::Gelu,
             chunk_size,
             conv_kernel: 0,
-            scan: Scan::Chunked,
+            scan: GlaScan::Chunked,
         }
     }
 
@@ -343,6 +371,59 @@ mod tests {
                 "τ {tau}, gate bias {bias}: max |chunked − recurrent| = {d}"
             );
         }
+    }
+
+    /// The fused kernel against the recurrent form, on T = 29 with the gates open (τ 16) and
+    /// closed hard (τ 1, bias −30) or nearly shut (bias 5 at τ 1: α ≈ 1): the outputs, the input's
+    /// gradient and every parameter's gradient, in float64 and float32 (the training kind).
+    #[test]
+    fn fused_equals_recurrent_with_gradients() {
+        tch::set_num_threads(1);
+        for (kind, tol) in [(Kind::Double, 1e-10), (Kind::Float, 1e-4)] {
+            for (tau, bias) in [(16.0, None), (1.0, Some(-30.0)), (1.0, Some(5.0))] {
+                let mut vs = VarStore::new(Device::Cpu);
+                let c = GlaConfig {
+                    gate_temperature: tau,
+                    conv_kernel: 2,
+                    ..cfg(4)
+                };
+                let m = GlaLayer::new(&vs.root(), &c);
+                if let Some(bias) = bias {
+                    tch::no_grad(|| {
+                        let _ = m.wa.bs.as_ref().unwrap().shallow_clone().fill_(bias);
+                    });
+                }
+                vs.set_kind(kind);
+                assert_same_function_and_grads(
+                    &vs,
+                    &m,
+                    [GlaLayer::forward_recurrent, GlaLayer::forward_fused],
+                    &input(5, 3, 29, 16, kind),
+                    tol,
+                    &format!("{kind:?} τ {tau} gate bias {bias:?}"),
+                );
+            }
+        }
+    }
+
+    /// `scan: fused` parses as GLA's and is kept in the resolved config; the other two forms'
+    /// YAML spelling is unchanged (run ids of committed configs depend on it).
+    #[test]
+    fn scan_names_round_trip() {
+        for (name, scan) in [
+            ("chunked", GlaScan::Chunked),
+            ("recurrent", GlaScan::Recurrent),
+            ("fused", GlaScan::Fused),
+        ] {
+            let c: GlaConfig =
+                serde_yaml::from_str(&format!("{{d_model: 8, scan: {name}}}")).unwrap();
+            assert_eq!(c.scan, scan);
+            assert!(serde_yaml::to_string(&c).unwrap().contains(&format!("scan: {name}")));
+        }
+        assert_eq!(
+            serde_yaml::from_str::<GlaConfig>("{d_model: 8}").unwrap().scan,
+            GlaScan::Chunked
+        );
     }
 
     #[test]

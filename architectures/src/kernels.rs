@@ -4,7 +4,8 @@
 //! - `onednn_linear.cpp`: float32 `x·Wᵀ` and batched `a·b` through oneDNN's GEMM on the CPU;
 //! - `dnc_links.cpp`: the DNC's temporal links (update and reads) in one pass each way on the CPU;
 //! - `batch_shards.cpp`: a core run as batch shards, one per intra-op thread;
-//! - `selective_scan.cpp`: Mamba's selective scan in one pass each way on the CPU.
+//! - `selective_scan.cpp`: Mamba's selective scan in one pass each way on the CPU;
+//! - `gla_scan.cpp`: gated linear attention's recurrence in one pass each way on the CPU.
 
 use crate::Core;
 use std::ffi::{c_char, c_void, CStr};
@@ -38,6 +39,12 @@ extern "C" {
         bm: *const c_void,
         cm: *const c_void,
         floor: f64,
+    ) -> *mut c_void;
+    fn membench_gla_scan(
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        log_alpha: *const c_void,
     ) -> *mut c_void;
     fn membench_batch_shards(
         x: *const c_void,
@@ -160,6 +167,14 @@ pub fn selective_scan(
 ) -> Tensor {
     // SAFETY: as in `gru`.
     owned(unsafe { membench_selective_scan(raw(dt), raw(x), raw(a), raw(bm), raw(cm), floor) })
+}
+
+/// Gated linear attention's recurrence (see `gla_scan.cpp`): q (scaled), k and log α [B, H, T,
+/// K], v [B, H, T, V] → o [B, H, T, V] with S_t = diag(α_t)·S_{t−1} + k_t v_tᵀ and o_t = S_tᵀ q_t.
+/// CPU, float or double.
+pub fn gla_scan(q: &Tensor, k: &Tensor, v: &Tensor, log_alpha: &Tensor) -> Tensor {
+    // SAFETY: as in `gru`.
+    owned(unsafe { membench_gla_scan(raw(q), raw(k), raw(v), raw(log_alpha)) })
 }
 
 /// What `batch_shards` hands its C++ side as the callback's context: the core, and the message of

@@ -475,7 +475,9 @@ impl Mixer for MambaLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::residual::testing::{assert_causal, assert_grads, input, max_diff};
+    use crate::residual::testing::{
+        assert_causal, assert_grads, assert_same_function_and_grads, input, max_diff,
+    };
     use crate::Core;
     use tch::{nn::VarStore, Device};
 
@@ -577,40 +579,14 @@ mod tests {
                     });
                 }
                 vs.set_kind(kind);
-                let x = input(4, 3, 29, 8, kind).set_requires_grad(true);
-                let w = Tensor::randn([3, 29, 8], (kind, Device::Cpu));
-                let mut grads = Vec::new();
-                for forward in [MambaLayer::forward_recurrent, MambaLayer::forward_fused] {
-                    for mut v in vs.trainable_variables() {
-                        v.zero_grad();
-                    }
-                    let mut x = x.shallow_clone();
-                    x.zero_grad();
-                    let y = forward(&m, &x);
-                    (&y * &w).sum(kind).backward();
-                    let mut g: Vec<(String, Tensor)> = vs
-                        .variables()
-                        .into_iter()
-                        .map(|(name, v)| (name, v.grad().copy()))
-                        .collect();
-                    g.sort_by(|a, b| a.0.cmp(&b.0));
-                    g.push(("input".into(), x.grad().copy()));
-                    grads.push((y.detach(), g));
-                }
-                let (out_diff, (g_rec, g_fused)) = (
-                    max_diff(&grads[0].0, &grads[1].0),
-                    (&grads[0].1, &grads[1].1),
+                assert_same_function_and_grads(
+                    &vs,
+                    &m,
+                    [MambaLayer::forward_recurrent, MambaLayer::forward_fused],
+                    &input(4, 3, 29, 8, kind),
+                    tol,
+                    &format!("{kind:?} dt bias {bias:?}"),
                 );
-                assert!(
-                    out_diff < tol,
-                    "{kind:?} bias {bias:?}: outputs differ by {out_diff}"
-                );
-                for ((name, a), (_, b)) in g_rec.iter().zip(g_fused) {
-                    // Relative to the gradient's own scale: float32 sums over 29 steps.
-                    let scale = a.abs().max().double_value(&[]).max(1.0);
-                    let d = max_diff(a, b) / scale;
-                    assert!(d < tol, "{kind:?} bias {bias:?}: ∂/∂{name} differs by {d}");
-                }
             }
         }
     }
@@ -629,11 +605,13 @@ mod tests {
         }
         .validate()
         .is_ok());
-        // As YAML: `fused` is Mamba's; the other families' `scan` knows only their two forms.
+        // As YAML: `fused` is Mamba's and GLA's; linear attention's `scan` knows only its two forms.
         let yaml: crate::ArchConfig =
             serde_yaml::from_str("{name: mamba, d_model: 8, scan: fused}").unwrap();
         assert!(matches!(yaml, crate::ArchConfig::Mamba(c) if c.scan == MambaScan::Fused));
-        let err = serde_yaml::from_str::<crate::ArchConfig>("{name: gla, d_model: 8, scan: fused}")
+        let err = serde_yaml::from_str::<crate::ArchConfig>(
+            "{name: linear_attention, d_model: 8, scan: fused}",
+        )
             .unwrap_err()
             .to_string();
         assert!(err.contains("fused"), "{err}");

@@ -343,6 +343,48 @@ pub(crate) mod testing {
         assert!(at > 1e-6, "output at t0 did not react ({at})");
     }
 
+    /// Two forms of one layer (`forms[0]` the reference) compute the same function: on `x` ([B, T,
+    /// d] of `kind`), the outputs, the input's gradient and every variable's gradient agree to
+    /// `tol` (gradients relative to their own scale, at least 1). The loss is a fixed random
+    /// projection of the outputs, so no gradient vanishes by symmetry. `what` names the case.
+    pub fn assert_same_function_and_grads<M>(
+        store: &nn::VarStore,
+        layer: &M,
+        forms: [fn(&M, &Tensor) -> Tensor; 2],
+        x: &Tensor,
+        tol: f64,
+        what: &str,
+    ) {
+        let x = x.detach().set_requires_grad(true);
+        let mut w = None;
+        let mut runs = Vec::new();
+        for forward in forms {
+            for mut v in store.trainable_variables() {
+                v.zero_grad();
+            }
+            let mut x = x.shallow_clone();
+            x.zero_grad();
+            let y = forward(layer, &x);
+            let w = w.get_or_insert_with(|| Tensor::randn(y.size(), (y.kind(), y.device())));
+            (&y * &*w).sum(y.kind()).backward();
+            let mut grads: Vec<(String, Tensor)> = store
+                .variables()
+                .into_iter()
+                .map(|(name, v)| (name, v.grad().copy()))
+                .collect();
+            grads.sort_by(|a, b| a.0.cmp(&b.0));
+            grads.push(("input".into(), x.grad().copy()));
+            runs.push((y.detach(), grads));
+        }
+        let out = max_diff(&runs[0].0, &runs[1].0);
+        assert!(out < tol, "{what}: outputs differ by {out}");
+        for ((name, a), (_, b)) in runs[0].1.iter().zip(&runs[1].1) {
+            let scale = a.abs().max().double_value(&[]).max(1.0);
+            let d = max_diff(a, b) / scale;
+            assert!(d < tol, "{what}: ∂/∂{name} differs by {d}");
+        }
+    }
+
     /// Every trainable variable gets a finite gradient that is not all zeros.
     pub fn assert_grads(store: &nn::VarStore, f: impl Fn(&Tensor) -> Tensor, d: i64) {
         let x = input(2, 2, 19, d, Kind::Float);

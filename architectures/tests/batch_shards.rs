@@ -1,8 +1,8 @@
 //! Batch shards (`batch_shards.cpp`): with 2 intra-op threads a network runs its core as two
 //! batch shards side by side. The sharded core must compute the unsharded core's function and
-//! gradients (float32, to rounding: every family at the bench sizes, shorter sequences, and Mamba's
-//! fused scan, whose kernel splits its own work over the threads), be deterministic, and pass a
-//! failing core's message back to the caller.
+//! gradients (float32, to rounding: every family at the bench sizes, shorter sequences, and the
+//! fused scans of Mamba and GLA, whose kernels split their own work over the threads), be
+//! deterministic, and pass a failing core's message back to the caller.
 
 use membench_architectures::bench_specs::{Spec, SPECS, TOKENS};
 use membench_architectures::{ArchConfig, Network};
@@ -16,6 +16,15 @@ const BATCH: i64 = 16;
 const FUSED_MAMBA: Spec = Spec {
     name: "mamba (scan: fused)",
     arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: fused}",
+    io: TOKENS,
+    batch: 32,
+    time: 128,
+};
+
+/// GLA through its fused CPU kernel, at the bench spec's size.
+const FUSED_GLA: Spec = Spec {
+    name: "gla (scan: fused)",
+    arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, scan: fused}",
     io: TOKENS,
     batch: 32,
     time: 128,
@@ -69,7 +78,7 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn sharded_cores_compute_the_unsharded_function_and_gradients() {
-    for spec in SPECS.iter().chain([&FUSED_MAMBA]) {
+    for spec in SPECS.iter().chain([&FUSED_MAMBA, &FUSED_GLA]) {
         let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).unwrap();
         let t = (spec.time as i64).min(24);
         let (vs, net) = build(&cfg, spec.io);

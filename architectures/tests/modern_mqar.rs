@@ -138,3 +138,16 @@ fn mamba_fused_learns_mqar() {
         0.6,
     );
 }
+
+/// GLA through its fused CPU kernel (`scan: fused`, `gla_scan.cpp`): it must learn as the chunked
+/// form does, at the same size, steps and threshold.
+#[test]
+fn gla_fused_learns_mqar() {
+    assert_learns(
+        "GLA (fused scan)",
+        "name: gla\nd_model: 32\nlayers: 2\nheads: 2\nmlp_ratio: 2\nconv_kernel: 3\nscan: fused\n",
+        600,
+        3e-3,
+        0.8,
+    );
+}
