@@ -1112,6 +1112,23 @@ mod tests {
         assert_ne!(run.run_id(), pooled.run_id());
     }
 
+    #[test]
+    fn flush_denormals_is_in_the_canonical_yaml_only_when_set() {
+        // Run ids of files written before the key existed stay what they were.
+        let run = &expand_file("f.yaml", BASE).unwrap()[0];
+        assert!(!run.train.flush_denormals);
+        assert!(!serde_yaml::to_string(run).unwrap().contains("flush_denormals"));
+        let flushed = format!("{BASE}    train: {{flush_denormals: true}}\n");
+        let flushed = &expand_file("f.yaml", &flushed).unwrap()[0];
+        assert!(flushed.train.flush_denormals);
+        assert!(serde_yaml::to_string(flushed)
+            .unwrap()
+            .contains("flush_denormals: true"));
+        assert_ne!(run.run_id(), flushed.run_id());
+        let off = format!("{BASE}    train: {{flush_denormals: false}}\n");
+        assert_eq!(expand_file("f.yaml", &off).unwrap()[0].run_id(), run.run_id());
+    }
+
     /// A pool needs at least one example; one smaller than a batch is allowed (every step is the
     /// whole pool, `run::pool`).
     #[test]

@@ -618,6 +618,9 @@ pub fn run_one(args: &RunArgs) -> Result<RunRecord> {
     let dir = config_path.parent().context("config has no directory")?;
     let started = Instant::now();
     let started_at = crate::sys::now_rfc3339();
+    if cfg.train.flush_denormals {
+        crate::sys::flush_denormals()?; // before any intra-op thread exists: they inherit it
+    }
     tch::set_num_threads(threads);
     tch::set_num_interop_threads(1);
     tch::manual_seed(cfg.seed as i64);
