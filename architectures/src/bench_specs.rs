@@ -6,7 +6,8 @@
 //! NTM B16 T20 N128 M20 controller 100 (Graves et al. 2014 copy sizes) and a DNC of the same
 //! memory; MemN2N 3 hops d64 over 50 memories; the key-value memory, linear attention, GLA and
 //! Mamba at d128 L2 (kv_memory: 2 hops) T128 B32; the Recurrent Memory Transformer at d128 L2 H4
-//! with 16-step segments and 4 memory tokens, T128 B32.
+//! with 16-step segments and 4 memory tokens, T128 B32. GLA and Mamba are timed twice: with their
+//! default scans (`gla`, `mamba`) and with their fused CPU kernels (`gla_fused`, `mamba_fused`).
 
 use crate::{ArchConfig, Network};
 use membench_tasks::{InputKind, OutputKind, TaskIo};
@@ -101,6 +102,23 @@ pub const SPECS: &[Spec] = &[
     Spec {
         name: "mamba",
         arch_yaml: "{name: mamba, d_model: 128, layers: 2}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    // The fused CPU scans (`scan: fused`: gla_scan.cpp, selective_scan.cpp) at the same sizes.
+    // Their PyTorch eager reference is the same model as `gla` / `mamba`: eager PyTorch has no
+    // fused scan, so the ratio is the kernel's gain over what a PyTorch user would write.
+    Spec {
+        name: "gla_fused",
+        arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, scan: fused}",
+        io: TOKENS,
+        batch: 32,
+        time: 128,
+    },
+    Spec {
+        name: "mamba_fused",
+        arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: fused}",
         io: TOKENS,
         batch: 32,
         time: 128,
@@ -231,7 +249,14 @@ mod tests {
         for s in SPECS {
             let cfg: ArchConfig =
                 serde_yaml::from_str(s.arch_yaml).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-            assert_eq!(cfg.name(), s.name);
+            // A variant of a family (`gla_fused`) is named by the family, `_`, the variant.
+            let variant = s.name.strip_prefix(cfg.name());
+            assert!(
+                variant.is_some_and(|v| v.is_empty() || v.starts_with('_')),
+                "{} is not named by its family {}",
+                s.name,
+                cfg.name()
+            );
             Network::new(&nn::VarStore::new(Device::Cpu), &cfg, s.io)
                 .unwrap_or_else(|e| panic!("{}: {e}", s.name));
         }

@@ -4,31 +4,13 @@
 //! fused scans of Mamba and GLA, whose kernels split their own work over the threads), be
 //! deterministic, and pass a failing core's message back to the caller.
 
-use membench_architectures::bench_specs::{Spec, SPECS, TOKENS};
+use membench_architectures::bench_specs::SPECS;
 use membench_architectures::{ArchConfig, Network};
 use membench_tasks::{InputKind, TaskIo};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tch::{nn, Device, Kind, Tensor};
 
 const BATCH: i64 = 16;
-
-/// Mamba through its fused CPU kernel, at the bench spec's size.
-const FUSED_MAMBA: Spec = Spec {
-    name: "mamba (scan: fused)",
-    arch_yaml: "{name: mamba, d_model: 128, layers: 2, scan: fused}",
-    io: TOKENS,
-    batch: 32,
-    time: 128,
-};
-
-/// GLA through its fused CPU kernel, at the bench spec's size.
-const FUSED_GLA: Spec = Spec {
-    name: "gla (scan: fused)",
-    arch_yaml: "{name: gla, d_model: 128, layers: 2, heads: 4, scan: fused}",
-    io: TOKENS,
-    batch: 32,
-    time: 128,
-};
 
 fn inputs(io: TaskIo, t: i64) -> Tensor {
     tch::manual_seed(1);
@@ -78,7 +60,8 @@ fn max_rel_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn sharded_cores_compute_the_unsharded_function_and_gradients() {
-    for spec in SPECS.iter().chain([&FUSED_MAMBA, &FUSED_GLA]) {
+    // GLA and Mamba run with their default and with their fused scans (`gla_fused`, `mamba_fused`).
+    for spec in SPECS {
         let cfg: ArchConfig = serde_yaml::from_str(spec.arch_yaml).unwrap();
         let t = (spec.time as i64).min(24);
         let (vs, net) = build(&cfg, spec.io);
