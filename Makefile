@@ -46,9 +46,10 @@ report: build
 	./target/release/membench report
 
 # Every reference grid of docs/reference-results.md, resumably (a finished run is never redone):
-# sweep, then regenerate its tables and plots; mqar also gets its 8-pair state-size comparison.
+# sweep, then regenerate its tables and plots; mqar also gets its 8-pair state-size comparison, and
+# zoology_mqar_frontier the frontier plot over both zoology grids' runs.
 # Hours on 2 cores; `make reference GRIDS=mqar_tuned` does one.
-GRIDS ?= copy_ntm mqar mqar_tuned passkey long_dependency adding_tuned selective_copy_tuned passkey_tuned induction_heads_tuned copy_tuned zoology_mqar_tuned mad
+GRIDS ?= copy_ntm mqar mqar_tuned passkey long_dependency adding_tuned selective_copy_tuned passkey_tuned induction_heads_tuned copy_tuned zoology_mqar_tuned zoology_mqar_frontier mad
 reference: build
 	for g in $(GRIDS); do \
 	  ./target/release/membench sweep experiments/$$g.yaml --out results/reference/$$g --jobs 2 --threads 1; \
@@ -57,3 +58,8 @@ reference: build
 	if [[ " $(GRIDS) " == *" mqar "* ]]; then \
 	  ./target/release/membench compare --results results/reference/mqar --where task.num_kv_pairs=8 \
 	    --x state_size --out results/reference/mqar/reports/8_pairs; fi
+	if [[ " $(GRIDS) " == *" zoology_mqar_frontier "* ]]; then \
+	  rm -rf scratch/zoology_mqar && ./target/release/membench merge --out scratch/zoology_mqar \
+	    results/reference/zoology_mqar_tuned results/reference/zoology_mqar_frontier && \
+	  ./target/release/membench compare --results scratch/zoology_mqar --x state_size \
+	    --out results/reference/zoology_mqar_frontier/reports/frontier; fi
