@@ -1379,4 +1379,43 @@ mod tests {
         ));
         assert!(e.to_string().contains("1000000 runs"), "{e}");
     }
+
+    /// Every committed reference grid holds exactly the runs its experiments file expands to:
+    /// none missing (a table would silently lose a family or a seed) and none left over from an
+    /// earlier version of the file (a report reads every row of runs.csv). `results/reference/<g>`
+    /// belongs to `experiments/<g>.yaml`.
+    #[test]
+    fn every_reference_grid_holds_exactly_its_runs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut grids = 0;
+        for dir in std::fs::read_dir(root.join("results/reference")).unwrap() {
+            let dir = dir.unwrap().path();
+            let Ok(rows) = std::fs::read_to_string(dir.join("runs.csv")) else {
+                continue;
+            };
+            let name = dir.file_name().unwrap().to_str().unwrap().to_string();
+            let file = root.join("experiments").join(format!("{name}.yaml"));
+            let expected: std::collections::BTreeSet<String> = load(&file)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .iter()
+                .map(|r| r.run_id())
+                .collect();
+            let held: std::collections::BTreeSet<String> = rows
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').next().unwrap().to_string())
+                .collect();
+            let missing: Vec<_> = expected.difference(&held).collect();
+            let extra: Vec<_> = held.difference(&expected).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "results/reference/{name}: {} runs of {} missing {missing:?}, {} not in it {extra:?}",
+                missing.len(),
+                file.display(),
+                extra.len()
+            );
+            grids += 1;
+        }
+        assert!(grids >= 10, "only {grids} reference grids found");
+    }
 }
