@@ -1390,9 +1390,12 @@ mod tests {
         let mut grids = 0;
         for dir in std::fs::read_dir(root.join("results/reference")).unwrap() {
             let dir = dir.unwrap().path();
-            let Ok(rows) = std::fs::read_to_string(dir.join("runs.csv")) else {
+            if !dir.join("runs.csv").exists() {
                 continue;
-            };
+            }
+            // The checked reader: a malformed row or a duplicated run id fails here too.
+            let runs = crate::record::RunsCsv::read_only(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
             let name = dir.file_name().unwrap().to_str().unwrap().to_string();
             let file = root.join("experiments").join(format!("{name}.yaml"));
             let expected: std::collections::BTreeSet<String> = load(&file)
@@ -1400,11 +1403,8 @@ mod tests {
                 .iter()
                 .map(|r| r.run_id())
                 .collect();
-            let held: std::collections::BTreeSet<String> = rows
-                .lines()
-                .skip(1)
-                .map(|l| l.split(',').next().unwrap().to_string())
-                .collect();
+            let held: std::collections::BTreeSet<String> =
+                runs.rows().iter().map(|r| r["run_id"].clone()).collect();
             let missing: Vec<_> = expected.difference(&held).collect();
             let extra: Vec<_> = held.difference(&expected).collect();
             assert!(
