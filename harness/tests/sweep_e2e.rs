@@ -665,3 +665,124 @@ fn a_damaged_runs_csv_is_refused_and_lost_rows_are_recovered_not_retrained() {
         assert_eq!(by_id(&rows(&a)), original, "rows as they were");
     }
 }
+
+/// The validation score a copy run is chosen by: (−bit errors, −loss) at its best step.
+fn valid_score(out: &std::path::Path, row: &Row) -> (f64, f64) {
+    let curve = rows_of(&out.join("runs").join(&row["run_id"]).join("curve.csv"));
+    let p = curve
+        .iter()
+        .find(|p| p["step"] == row["best_step"])
+        .expect("the best step is a curve point");
+    let num = |k: &str| -p[k].parse::<f64>().unwrap();
+    (num("valid_bit_errors_per_seq"), num("valid_loss"))
+}
+
+#[test]
+fn tune_seeds_runs_only_the_candidate_chosen_on_the_first_seed() {
+    let d = temp_dir("tune-seeds");
+    let extra = "    tune: {train.lr: [0.01, 0.0003]}\n    tune_seeds: 1\n";
+    let f = write(&d.join("e.yaml"), &tiny_yaml("3", extra));
+    let out = d.join("results");
+    let statuses = |l: &[(String, String)], s: &str| l.iter().filter(|(_, x)| x == s).count();
+    let l = listed(&f, &out);
+    assert_eq!(
+        (statuses(&l, "pending"), statuses(&l, "awaits choice")),
+        (2, 4),
+        "{l:?}"
+    );
+    let o = sweep_ok(&f, &out, &[], &[]);
+    let err = stderr(&o);
+    assert!(err.contains("2 to run (and 4 await"), "{err}");
+    assert!(err.contains("2 runs on later seeds are not made"), "{err}");
+    let rs = rows(&out);
+    assert_eq!(rs.len(), 4, "2 candidates on seed 0, the chosen one on seeds 1 and 2");
+    assert!(rs.iter().all(|r| r["tune_seeds"] == "0" && r["status"] == "done"));
+    // The followers run the candidate whose seed-0 run validated better.
+    let seed0: Vec<&Row> = rs.iter().filter(|r| r["seed"] == "0").collect();
+    let winner = if valid_score(&out, seed0[1]) > valid_score(&out, seed0[0]) {
+        seed0[1]
+    } else {
+        seed0[0]
+    };
+    let followers: Vec<&Row> = rs.iter().filter(|r| r["seed"] != "0").collect();
+    assert!(
+        followers
+            .iter()
+            .all(|r| r["tune:train.lr"] == winner["tune:train.lr"]),
+        "{rs:?}"
+    );
+    let l = listed(&f, &out);
+    assert_eq!((statuses(&l, "done"), statuses(&l, "not chosen")), (4, 2));
+    // Resumed: nothing to do; the report makes the same choice and says how it was made.
+    let o = sweep_ok(&f, &out, &[], &[]);
+    assert!(stderr(&o).contains("4 already finished, 0 to run"), "{}", stderr(&o));
+    let reports = d.join("reports");
+    let o = membench(
+        &["compare", "--results", out.to_str().unwrap(), "--out", reports.to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_dir(&reports)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .find(|t| t.contains("Tuning protocol"))
+        .expect("a table names the tuning protocol");
+    assert!(md.contains("on seed 0, the only candidate run on the other seeds"), "{md}");
+    assert!(!md.contains("fewer candidates"), "no choice is short: {md}");
+}
+
+#[test]
+fn a_setting_s_tuning_runs_and_followers_share_a_shard() {
+    let d = temp_dir("tune-seeds-shards");
+    let extra = "    grid: {arch.hidden_size: [8, 16, 24, 32]}\n    tune: {train.lr: [0.01, 0.0003]}\n    tune_seeds: 1\n";
+    let f = write(&d.join("e.yaml"), &tiny_yaml("3", extra));
+    let mut seen = 0;
+    for i in ["0/3", "1/3", "2/3"] {
+        let o = membench(
+            &["sweep", f.to_str().unwrap(), "--dry-run", "--out", "unused", "--shard", i],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        // Whole settings only: each hidden size in a shard brings its 2 × 3 runs.
+        for size in ["8", "16", "24", "32"] {
+            let n = text.lines().filter(|l| l.contains(&format!("arch.hidden_size={size} "))).count();
+            assert!(n == 0 || n == 6, "shard {i}, hidden {size}: {n} runs\n{text}");
+            seen += n;
+        }
+    }
+    assert_eq!(seen, 24);
+}
+
+#[test]
+fn runs_made_before_tune_seeds_take_the_protocol_and_still_reproduce() {
+    let d = temp_dir("tune-seeds-later");
+    let tuned = tiny_yaml("2", "    tune: {train.lr: [0.01, 0.0003]}\n");
+    let out = d.join("results");
+    sweep_ok(&write(&d.join("a.yaml"), &tuned), &out, &[], &[]);
+    let before = rows(&out);
+    assert_eq!(before.len(), 4);
+    assert!(before.iter().all(|r| !r.contains_key("tune_seeds")));
+    // The same grid choosing on seed 0: the same run ids, nothing retrained, the rows take the key.
+    let later = write(&d.join("b.yaml"), &format!("{tuned}    tune_seeds: 1\n"));
+    let o = sweep_ok(&later, &out, &[], &[]);
+    assert!(stderr(&o).contains("4 already finished, 0 to run"), "{}", stderr(&o));
+    let after = rows(&out);
+    assert!(after.iter().all(|r| r["tune_seeds"] == "0"), "{after:?}");
+    assert_eq!(
+        before.iter().map(deterministic).collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|r| {
+                let mut r = deterministic(r);
+                r.remove("tune_seeds");
+                r
+            })
+            .collect::<Vec<_>>(),
+        "only the protocol column changed"
+    );
+    // Its saved config has no tune_seeds; the rerun's row lacks the column, and that is no failure.
+    let id = &after[0]["run_id"];
+    let o = membench(&["reproduce", id, "--results", out.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}

@@ -275,6 +275,12 @@ pub struct RunConfig {
     /// empty, so the ids of untuned runs do not depend on this field's existence.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tune: BTreeMap<String, serde_yaml::Value>,
+    /// The experiment's tuning seeds (`tune_seeds: K`, its first K seeds): one candidate is chosen
+    /// per setting on these seeds, and only that candidate runs on the other seeds (see
+    /// `record::choice`). Empty: each seed chooses its own. The protocol, not the training: left
+    /// out of the run id, so a run made under either protocol is the same run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tune_seeds: Vec<u64>,
 }
 
 fn default_device() -> String {
@@ -286,10 +292,30 @@ fn is_cpu(device: &String) -> bool {
 }
 
 impl RunConfig {
-    /// Short blake3 of the canonical YAML of the resolved config (which includes the seed).
+    /// Short blake3 of the canonical YAML of the resolved config (which includes the seed),
+    /// without `tune_seeds` (how the candidate was chosen is not part of what it trains).
     pub fn run_id(&self) -> String {
-        let canonical = serde_yaml::to_string(self).expect("a RunConfig always serializes");
+        let trained = RunConfig {
+            tune_seeds: vec![],
+            ..self.clone()
+        };
+        let canonical = serde_yaml::to_string(&trained).expect("a RunConfig always serializes");
         blake3::hash(canonical.as_bytes()).to_hex()[..12].to_string()
+    }
+
+    /// Whether this run follows a choice made on other seeds: its experiment is tuned on its first
+    /// seeds and this run's seed is not one of them.
+    pub fn follows_choice(&self) -> bool {
+        !self.tune_seeds.is_empty() && !self.tune_seeds.contains(&self.seed)
+    }
+
+    /// The run's setting: its experiment and swept values, shared by its candidates and seeds.
+    pub fn setting_key(&self) -> String {
+        format!(
+            "{}\u{0}{}",
+            self.experiment,
+            serde_json::to_string(&self.swept).unwrap_or_default()
+        )
     }
 }
 

@@ -14,8 +14,10 @@
 //!     zip: {task.max_len: [10, 20], train.steps: [500, 1000]}   # advanced together
 //!     seeds: 3                                   # or a list: [0, 7, 42]; model seeds
 //!     tune: {train.lr: [1e-4, 1e-3, 1e-2]}       # candidates: reports keep the best on valid
+//!     tune_seeds: 1                              # optional: choose on the first seed only
 //! ```
-//! Allowed keys: `defaults` takes `task`, `arch`, `train`, `data_seed`, `device`, `seeds`, `tune`; an
+//! Allowed keys: `defaults` takes `task`, `arch`, `train`, `data_seed`, `device`, `seeds`, `tune`,
+//! `tune_seeds`; an
 //! experiment takes those plus `name`, `grid`, `zip`. Dotted keys of `grid`/`zip` start with `task.`,
 //! `arch.`, `train.` or are `data_seed` or `device`. Runs come out in a fixed order: experiments in
 //! file order, then grid combinations (keys sorted, last key fastest) with the tuned keys after the
@@ -27,6 +29,12 @@
 //! are merged over the defaults' (the experiment's list of a key wins). A tuned key may not also
 //! be swept, and `task.`, `data_seed` and `device` cannot be tuned: a choice among tasks or data
 //! made on their own scores would compare different problems.
+//!
+//! `tune_seeds: K` (1 <= K <= the number of seeds; needs `tune`) makes the choice once per setting,
+//! on the experiment's first K seeds (by the mean of their validation scores), and runs only the
+//! chosen candidate on the other seeds (`record::choice`): the grid still lists every candidate at
+//! every seed, and the sweep skips the followers whose candidate was not chosen. With seeds 3 and
+//! two candidates that is 4 runs per setting instead of 6.
 //!
 //! Every mistake is an error located in the file ([`crate::input::strict`]), and every mistake is
 //! reported in one pass: the defaults, each experiment and each of their sections are read on
@@ -66,6 +74,7 @@ struct Defaults {
     device: Option<Value>,
     seeds: Option<Value>,
     tune: Option<Mapping>,
+    tune_seeds: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +91,7 @@ struct Experiment {
     grid: Option<Mapping>,
     zip: Option<Mapping>,
     tune: Option<Mapping>,
+    tune_seeds: Option<Value>,
 }
 
 /// Recursively merges `over` onto `base`: mappings merge key by key, anything else replaces.
@@ -258,6 +268,29 @@ fn seeds_of(v: Option<&Value>, loc: &Locator, path: &[String]) -> Result<Vec<u64
             ),
         )),
     }
+}
+
+/// `tune_seeds: K`: the first K of `seeds`, the seeds the tuning choice is made on.
+fn tune_seeds_of(v: &Value, seeds: &[u64], tuned: bool) -> Result<Vec<u64>, String> {
+    let n = seeds.len();
+    let k = match v.as_u64() {
+        Some(k) if (1..=n as u64).contains(&k) => k as usize,
+        _ => {
+            return Err(format!(
+                "{}: expected a count of seeds 1..={n} (the experiment has {n} seeds): the choice \
+                 among candidates is made on the first K seeds, and the others run the chosen one",
+                serde_yaml::to_string(v).unwrap_or_default().trim()
+            ))
+        }
+    };
+    if !tuned {
+        return Err(
+            "`tune_seeds` without `tune`: there are no candidates to choose among (add a `tune:` \
+             list, or remove `tune_seeds`)"
+                .into(),
+        );
+    }
+    Ok(seeds[..k].to_vec())
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -628,7 +661,21 @@ pub struct ValidateArgs {
 /// `membench validate`: every mistake of the file with file:line:col (bad input), or its run count.
 pub fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
     let runs = load(&args.file)?;
-    println!("{}: ok, {} runs", args.file.display(), runs.len());
+    // Followers of a `tune_seeds` choice: of each setting's candidates on a later seed, one runs.
+    let mut followers: BTreeMap<(String, u64), usize> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.follows_choice()) {
+        *followers.entry((r.setting_key(), r.seed)).or_default() += 1;
+    }
+    let skipped: usize = followers.values().map(|n| n - 1).sum();
+    let made = if skipped > 0 {
+        format!(
+            " ({} made: with tune_seeds, the later seeds run only the chosen candidate)",
+            runs.len() - skipped
+        )
+    } else {
+        String::new()
+    };
+    println!("{}: ok, {} runs{made}", args.file.display(), runs.len());
     Ok(())
 }
 
@@ -658,6 +705,8 @@ struct Plan {
     /// The tuned keys: each with its candidate values and where its list is written.
     tune: Vec<(String, Vec<Value>, Vec<String>)>,
     seeds: Vec<u64>,
+    /// The seeds the choice among candidates is made on (`tune_seeds`); empty: every seed's own.
+    tune_seeds: Vec<u64>,
     count: u64,
     /// Sections whose mistakes were reported where they are written; not checked in the runs.
     tainted: Tainted,
@@ -766,6 +815,17 @@ fn plan(
         issues.push(i);
         vec![0]
     });
+    let tune_seeds = match (&exp.tune_seeds, &d.tune_seeds) {
+        (Some(k), _) => Some((k, [ep, &["tune_seeds".to_string()]].concat())),
+        (None, Some(k)) => Some((k, segs(&["defaults", "tune_seeds"]))),
+        (None, None) => None,
+    }
+    .map_or_else(Vec::new, |(k, at)| {
+        tune_seeds_of(k, &seeds, !tune.is_empty()).unwrap_or_else(|m| {
+            issues.push(loc.at(&at, m));
+            vec![]
+        })
+    });
     let count = grid
         .iter()
         .map(|(_, v)| v.len() as u64)
@@ -793,6 +853,7 @@ fn plan(
         zip_len,
         tune,
         seeds,
+        tune_seeds,
         count,
         tainted,
     })
@@ -996,6 +1057,7 @@ impl Plan {
                     device,
                     swept: swept.clone(),
                     tune: tune.clone(),
+                    tune_seeds: self.tune_seeds.clone(),
                 })
             }
             _ => Err(issues),
@@ -1083,6 +1145,50 @@ mod tests {
         assert_eq!(runs[4].tune["train.lr"], Value::from(0.01));
         let ids: std::collections::HashSet<_> = runs.iter().map(|r| r.run_id()).collect();
         assert_eq!(ids.len(), runs.len());
+    }
+
+    #[test]
+    fn tune_seeds_marks_the_choosing_seeds_and_leaves_run_ids_as_they_were() {
+        let tuned = format!("{BASE}    tune: {{train.lr: [0.1, 0.01]}}\n    seeds: [5, 3, 9]\n");
+        let plain = expand_file("f.yaml", &tuned).unwrap();
+        let first = expand_file("f.yaml", &format!("{tuned}    tune_seeds: 1\n")).unwrap();
+        // Every candidate at every seed is still listed, with the same ids.
+        let ids = |runs: &[RunConfig]| runs.iter().map(RunConfig::run_id).collect::<Vec<_>>();
+        assert_eq!(ids(&plain), ids(&first));
+        assert!(plain.iter().all(|r| r.tune_seeds.is_empty() && !r.follows_choice()));
+        // The first seed *listed* chooses; the others follow.
+        assert!(first.iter().all(|r| r.tune_seeds == [5]));
+        let followers: Vec<u64> = first.iter().filter(|r| r.follows_choice()).map(|r| r.seed).collect();
+        assert_eq!(followers, [3, 9, 3, 9]);
+        // The protocol is in the saved config (the row and the reports read it), not in the id.
+        assert!(serde_yaml::to_string(&first[0]).unwrap().contains("tune_seeds"));
+        // From the defaults, two seeds.
+        let two = format!(
+            "defaults:\n  tune_seeds: 2\n  tune: {{train.lr: [0.1, 0.01]}}\n  seeds: 3\n{}",
+            &BASE["defaults:\n".len()..]
+        );
+        let runs = expand_file("f.yaml", &two).unwrap();
+        assert!(runs.iter().all(|r| r.tune_seeds == [0, 1]));
+        assert_eq!(runs.iter().filter(|r| r.follows_choice()).count(), 2);
+    }
+
+    #[test]
+    fn tune_seeds_mistakes_are_located() {
+        let at = |text: String| {
+            let e = err(&text);
+            (e.issues[0].line, e.issues[0].key.clone(), e.to_string())
+        };
+        let tuned = format!("{BASE}    tune: {{train.lr: [0.1, 0.01]}}\n    seeds: 2\n");
+        for bad in ["0", "3", "-1", "one", "[0]"] {
+            let (line, key, e) = at(format!("{tuned}    tune_seeds: {bad}\n"));
+            assert_eq!((line, key.as_str()), (9, "experiments[0].tune_seeds"), "{e}");
+            assert!(e.contains("expected a count of seeds 1..=2"), "{e}");
+        }
+        let (line, _, e) = at(format!("{BASE}    seeds: 2\n    tune_seeds: 1\n"));
+        assert_eq!(line, 8);
+        assert!(e.contains("`tune_seeds` without `tune`"), "{e}");
+        let (_, _, e) = at(format!("{tuned}    tune_seed: 1\n"));
+        assert!(e.contains("tune_seeds"), "a misspelling suggests the key: {e}");
     }
 
     #[test]
@@ -1398,10 +1504,15 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
             let name = dir.file_name().unwrap().to_str().unwrap().to_string();
             let file = root.join("experiments").join(format!("{name}.yaml"));
-            let expected: std::collections::BTreeSet<String> = load(&file)
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
+            // Every run of the grid but the candidates not chosen on their tuning seeds
+            // (`tune_seeds`), which the sweep never makes on the other seeds.
+            let grid = load(&file).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let roles = crate::sweep::follow::roles(&grid, &runs, &dir);
+            let expected: std::collections::BTreeSet<String> = grid
                 .iter()
-                .map(|r| r.run_id())
+                .zip(&roles)
+                .filter(|(_, role)| **role != crate::sweep::follow::Role::NotChosen)
+                .map(|(r, _)| r.run_id())
                 .collect();
             let held: std::collections::BTreeSet<String> =
                 runs.rows().iter().map(|r| r["run_id"].clone()).collect();

@@ -1,6 +1,6 @@
 //! `membench compare` and `membench report`: tables and plots that compare architectures over seeds.
 //!
-//! Reads `<results>/runs.csv` and each run's `eval.csv` / `curve.csv` (layout in record.rs), groups
+//! Reads `<results>/runs.csv` and each run's `eval.csv` / `curve.csv` (layout in record/mod.rs), groups
 //! the runs of a task by `--by` (default `arch`) plus every swept key other than the seed, and writes
 //! under `<results>/reports/` (or `--out`):
 //! - `<task>_<metric>_<selection>.md` and `.csv`: one row per group with n, median and the 95 %

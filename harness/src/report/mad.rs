@@ -10,8 +10,8 @@
 //!   checkpoint and the task's training length, where MAD evaluates: the eval.csv row at
 //!   `eval_len` = the run's `task.seq_len` (or, where `eval_lengths` leaves that length out, the
 //!   `train` row: the training distribution, of that same length).
-//! - Tuning: per setting and seed the candidate `tune::choose` keeps (best validation score),
-//!   scored on test. MAD keeps the best of its grid by test score, never lower on the same runs.
+//! - Tuning: per setting and seed the candidate `tune::choose` keeps (best validation score; with
+//!   `tune_seeds`, the one chosen on those seeds for every seed), scored on test. MAD keeps the best of its grid by test score, never lower on the same runs.
 //! - A seed's task score: the mean over the task's settings in the group (its experiments and
 //!   `task.*` values), as MAD's task score averages its settings; a seed without a score at one of
 //!   them has none for the task.

@@ -1,4 +1,4 @@
-//! Line plots with confidence bands (plotters), written as PNG and SVG through record.rs.
+//! Line plots with confidence bands (plotters), written as PNG and SVG through record/mod.rs.
 //!
 //! Text is drawn with DejaVu Sans embedded in the binary (the `dejavu` crate, plotters' `ab_glyph`
 //! feature), so rendering needs no system font or fontconfig. Both files carry the command that

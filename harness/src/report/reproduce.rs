@@ -9,7 +9,7 @@
 //! columns added since (curve.csv `train_tokens`), which are named, not compared.
 //!
 //! Equality rule:
-//! - CPU runs (`device` = cpu): cells must be identical strings. record.rs writes floats in their
+//! - CPU runs (`device` = cpu): cells must be identical strings. record/mod.rs writes floats in their
 //!   shortest round-trip form, so this is bit-for-bit equality of the numbers.
 //! - GPU runs (`device` = cuda*): numbers may differ by |a − b| ≤ 1e-3 · max(|a|, |b|) + 1e-6
 //!   ([`GPU_REL_TOL`], [`GPU_ABS_TOL`]), because cuDNN/cuBLAS kernels are not bit-deterministic; the
@@ -29,9 +29,13 @@ pub const GPU_REL_TOL: f64 = 1e-3;
 pub const GPU_ABS_TOL: f64 = 1e-6;
 
 /// runs.csv columns that a rerun may legitimately change: timings, memory, and provenance.
-/// Versions are checked separately, before rerunning.
+/// Versions are checked separately, before rerunning. `tune_seeds` is the experiment's tuning
+/// protocol, not part of the run (nor of its id): a run made before its experiment chose on its
+/// first seeds reruns from a saved config without it.
 pub fn is_unchecked(column: &str) -> bool {
-    record::MEASURED_COLUMNS.contains(&column) || record::PROVENANCE_COLUMNS.contains(&column)
+    record::MEASURED_COLUMNS.contains(&column)
+        || record::PROVENANCE_COLUMNS.contains(&column)
+        || column == record::TUNE_SEEDS
 }
 
 /// curve.csv columns that are timings or memory, not results.
@@ -466,6 +470,7 @@ mod tests {
             "peak_rss_bytes",
             "host",
             "started_at",
+            "tune_seeds",
         ] {
             assert!(is_unchecked(c), "{c}");
         }

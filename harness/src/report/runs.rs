@@ -1,7 +1,7 @@
 //! The results as the reports read them: `<results>/runs.csv` read strictly (`Runs`, `read_runs`),
 //! each row completed from its run's resolved config (`resolve`), the `--where` filters, the rows
 //! of a run's eval.csv and curve.csv, and the helpers that read one cell (`lookup`, `num`, `mode`,
-//! `pretty`). The files' layout is in record.rs.
+//! `pretty`). The files' layout is in record/mod.rs.
 
 use crate::record;
 use anyhow::{Context, Result};
@@ -35,12 +35,16 @@ pub(super) fn read_runs(results: &Path) -> Result<Runs> {
 }
 
 impl Runs {
-    /// Swept keys: the columns between `arch` and `seed` (record.rs puts them there; a whole
+    /// Swept keys: the columns between `arch` and `seed` (record/mod.rs puts them there; a whole
     /// swept section is named `<section>_config`).
     pub(super) fn swept_keys(&self) -> Vec<String> {
         let pos = |c: &str| self.header.iter().position(|h| h == c);
         match (pos("arch"), pos("seed")) {
-            (Some(a), Some(s)) if a < s => self.header[a + 1..s].to_vec(),
+            (Some(a), Some(s)) if a < s => self.header[a + 1..s]
+                .iter()
+                .filter(|h| *h != crate::record::TUNE_SEEDS)
+                .cloned()
+                .collect(),
             _ => vec![],
         }
     }

@@ -67,10 +67,7 @@ pub(super) fn selection_of<'a>(
     })
 }
 
-/// Metrics where smaller is better (the rest, accuracies, grow).
-pub(super) fn lower_is_better(metric: &str) -> bool {
-    matches!(metric, "loss" | "bit_errors_per_seq" | "mse")
-}
+pub(super) use crate::run::eval::lower_is_better;
 
 /// Range a metric can take ([`crate::run::eval::Metrics::RANGES`]), to clip intervals and bands that
 /// would leave it.

@@ -3,17 +3,20 @@
 //! setting and seed, the tables keep the one with the best **validation** score at the checkpoint
 //! they report (the success metric, then the lower validation loss, as `run::train` chooses its
 //! best_valid checkpoint) and score it on test. Test scores never take part in the choice.
+//! An experiment with `tune_seeds` (its rows' `tune_seeds` column) chooses once per setting, on
+//! those seeds, and every seed of the setting reports that candidate (`record::choice`, the same
+//! choice the sweep made when it ran the chosen candidate alone on the other seeds).
 //!
 //! A chosen row keeps its candidate values under `chosen:<key>` instead of `tune:<key>`, so that
 //! the grouping (which splits on every varying column between `arch` and `seed`) pools the
 //! seeds of a setting whatever each chose, and the summary can still say what was chosen. With
 //! `--candidates` nothing is chosen: each candidate is a group of its own.
 
+use crate::record::choice::{best, pooled, validation_score, Score};
 use crate::input::config::Selection;
-use crate::record::{self, TUNE_PREFIX};
-use crate::report::runs::{mode, num, read_csv_rows, Row, Runs};
+use crate::record::{TUNE_PREFIX, TUNE_SEEDS};
+use crate::report::runs::{mode, Row, Runs};
 use crate::report::spec::lower_is_better;
-use crate::run::train::{improves, selection_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -33,6 +36,9 @@ pub(super) struct Protocol {
     pub(super) incomplete: usize,
     /// True with `--candidates`: every candidate shown, none chosen.
     pub(super) every_candidate: bool,
+    /// The `tune_seeds` cells of the task's rows: empty for a choice per seed, else the seeds one
+    /// choice per setting was made on (`0`, `0 1`).
+    tune_seeds: BTreeSet<String>,
 }
 
 impl Protocol {
@@ -63,11 +69,37 @@ impl Protocol {
         } else {
             "highest"
         };
-        let mut s = format!(
-            "Tuning protocol {grid}: per setting and seed, the candidate with the {order} validation {metric} \
-             (ties: lowest validation loss) at the {} checkpoint, scored on test",
-            selection.as_str()
+        let on = |seeds: &str| match seeds.split_whitespace().count() {
+            1 => format!("on seed {seeds}"),
+            _ => format!("on the mean over seeds {}", seeds.split_whitespace().collect::<Vec<_>>().join(", ")),
+        };
+        let sel = selection.as_str();
+        let per_seed = format!(
+            "per setting and seed, the candidate with the {order} validation {metric} (ties: lowest \
+             validation loss) at the {sel} checkpoint, scored on test"
         );
+        let pooled_text = |seeds: &str| {
+            format!(
+                "per setting, the candidate with the {order} validation {metric} (ties: lowest validation \
+                 loss) at the {sel} checkpoint {}, the only candidate run on the other seeds; every seed \
+                 scored on test",
+                on(seeds)
+            )
+        };
+        let modes: Vec<&String> = self.tune_seeds.iter().collect();
+        let mut s = match modes.as_slice() {
+            [one] if !one.is_empty() => format!("Tuning protocol {grid}: {}", pooled_text(one)),
+            [_] | [] => format!("Tuning protocol {grid}: {per_seed}"),
+            _ => format!(
+                "Tuning protocol {grid}: {per_seed}; in the experiments with `tune_seeds`, {}",
+                modes
+                    .iter()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| pooled_text(m))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
         if self.incomplete > 0 {
             s += &format!(
                 "; {} of {} choices were made among fewer candidates than the protocol has (runs pending or failed)",
@@ -121,6 +153,7 @@ pub(super) fn choose(
             choices: 0,
             incomplete: 0,
             every_candidate: true,
+            tune_seeds: BTreeSet::new(),
         });
         let rows = rows.into_iter().cloned().collect();
         return (Runs { header, rows }, protocol);
@@ -135,21 +168,29 @@ pub(super) fn choose(
         .into_iter()
         .map(String::from)
         .chain(runs.swept_keys().into_iter().filter(|k| !tuned.contains(k)))
-        .chain(std::iter::once("seed".to_string()))
         .collect();
     let mut per_experiment: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut settings: BTreeMap<Vec<String>, Vec<&Row>> = BTreeMap::new();
-    let mut order = vec![];
+    // Setting (without the seed) → seed → its rows, both in file order.
+    let mut settings: Vec<(Vec<String>, Vec<SeedRows>)> = vec![];
     for r in &rows {
         per_experiment
             .entry(cell(r, "experiment"))
             .or_default()
             .extend(tuned.iter().filter(|k| !cell(r, k).is_empty()).cloned());
         let key: Vec<String> = setting_columns.iter().map(|k| cell(r, k)).collect();
-        if !settings.contains_key(&key) {
-            order.push(key.clone());
+        let at = match settings.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                settings.push((key, vec![]));
+                settings.len() - 1
+            }
+        };
+        let seeds = &mut settings[at].1;
+        let seed = cell(r, "seed");
+        match seeds.iter_mut().find(|(s, _)| *s == seed) {
+            Some((_, group)) => group.push(r),
+            None => seeds.push((seed, vec![r])),
         }
-        settings.entry(key).or_default().push(r);
     }
     let mut protocol = Protocol {
         metric,
@@ -157,33 +198,42 @@ pub(super) fn choose(
         choices: 0,
         incomplete: 0,
         every_candidate: false,
+        tune_seeds: rows
+            .iter()
+            .filter(|r| tuned.iter().any(|k| !cell(r, k).is_empty()))
+            .map(|r| cell(r, TUNE_SEEDS))
+            .collect(),
+    };
+    let ctx = Scoring {
+        tuned: &tuned,
+        selection,
+        results,
     };
     let mut chosen_rows = vec![];
-    for key in order {
-        let group = &settings[&key];
-        let expected: usize = per_experiment[&cell(group[0], "experiment")]
+    for (_, seeds) in settings {
+        let first = seeds[0].1[0];
+        let expected: usize = per_experiment[&cell(first, "experiment")]
             .iter()
             .map(|k| protocol.candidates[&k[TUNE_PREFIX.len()..]].len())
             .product();
-        let scored: Vec<(&Row, Score)> = group
-            .iter()
-            .filter(|r| crate::run::train::is_final(&cell(r, "status")))
-            .map(|r| (*r, validation_score(r, selection, results)))
+        let tune_seeds: Vec<String> = cell(first, TUNE_SEEDS)
+            .split_whitespace()
+            .map(String::from)
             .collect();
-        protocol.choices += 1;
-        if scored.len() < expected {
-            protocol.incomplete += 1;
-        }
-        // No finished candidate: the first row stands for the setting (the table counts it as
-        // not done).
-        let pick = best(&scored).unwrap_or(group[0]);
-        let mut row = pick.clone();
-        for k in &tuned {
-            if let Some(v) = row.remove(k) {
-                row.insert(format!("{CHOSEN_PREFIX}{}", &k[TUNE_PREFIX.len()..]), v);
+        let picks = if tune_seeds.is_empty() {
+            ctx.per_seed(&seeds, expected, &mut protocol)
+        } else {
+            ctx.on_tuning_seeds(&seeds, &tune_seeds, expected, &mut protocol)
+        };
+        for pick in picks {
+            let mut row = pick.clone();
+            for k in &tuned {
+                if let Some(v) = row.remove(k) {
+                    row.insert(format!("{CHOSEN_PREFIX}{}", &k[TUNE_PREFIX.len()..]), v);
+                }
             }
+            chosen_rows.push(row);
         }
-        chosen_rows.push(row);
     }
     (
         Runs {
@@ -194,43 +244,106 @@ pub(super) fn choose(
     )
 }
 
-/// A candidate's validation score: `run::train::selection_key`, the key best_valid ranks
-/// checkpoints by (NaN, missing or diverged, ranks worst).
-type Score = (f64, f64);
+/// One seed of a setting and its rows (its candidates), in file order.
+type SeedRows<'a> = (String, Vec<&'a Row>);
 
-/// The validation metrics of `run` at the checkpoint `selection` reports: the curve point at its
-/// best_step (best_valid) or the last one (last). Missing values are NaN.
-fn validation_score(run: &Row, selection: Selection, results: &Path) -> Score {
-    let nan = selection_key(f64::NAN, f64::NAN);
-    let Some(id) = run.get("run_id") else {
-        return nan;
-    };
-    let curve = read_csv_rows(&record::run_dir(results, id).join("curve.csv")).unwrap_or_default();
-    let point = match selection {
-        Selection::Last => curve.last(),
-        Selection::BestValid => {
-            num(run, "best_step").and_then(|s| curve.iter().find(|p| num(p, "step") == Some(s)))
-        }
-    };
-    let Some(point) = point else { return nan };
-    let metric = run.get("success_metric").cloned().unwrap_or_default();
-    let sign = if lower_is_better(&metric) { -1.0 } else { 1.0 };
-    let value = num(point, &format!("valid_{metric}")).unwrap_or(f64::NAN);
-    let loss = num(point, "valid_loss").unwrap_or(f64::NAN);
-    selection_key(sign * value, loss)
+/// A setting's rows, seed by seed.
+type Seeds<'a> = [SeedRows<'a>];
+
+/// How candidates are told apart and scored.
+struct Scoring<'a> {
+    /// The `tune:` columns.
+    tuned: &'a [String],
+    selection: Selection,
+    results: &'a Path,
 }
 
-/// The candidate with the greatest score, by best_valid's rule (`run::train::improves`): the
-/// metric decides, the loss breaks ties, an earlier candidate (in runs.csv order) wins a complete
-/// tie, and NaN never beats a number.
-fn best<'a>(scored: &[(&'a Row, Score)]) -> Option<&'a Row> {
-    let mut best: Option<(&Row, Score)> = None;
-    for &(r, s) in scored {
-        if best.is_none_or(|(_, b)| improves(s, b)) {
-            best = Some((r, s));
-        }
+impl Scoring<'_> {
+    fn candidate(&self, r: &Row) -> Vec<String> {
+        self.tuned
+            .iter()
+            .map(|k| r.get(k).cloned().unwrap_or_default())
+            .collect()
     }
-    best.map(|(r, _)| r)
+
+    fn finished(r: &&Row) -> bool {
+        r.get("status")
+            .is_some_and(|s| crate::run::train::is_final(s))
+    }
+
+    /// Each seed chooses its own candidate: the finished one with the best validation score. A
+    /// seed with no finished candidate is stood for by its first row (which the table counts as
+    /// not done).
+    fn per_seed<'r>(&self, seeds: &Seeds<'r>, expected: usize, p: &mut Protocol) -> Vec<&'r Row> {
+        seeds
+            .iter()
+            .map(|(_, group)| {
+                let scored: Vec<&Row> = group.iter().copied().filter(Self::finished).collect();
+                let scores: Vec<Score> = scored
+                    .iter()
+                    .map(|r| validation_score(r, self.selection, self.results))
+                    .collect();
+                p.choices += 1;
+                if scored.len() < expected {
+                    p.incomplete += 1;
+                }
+                best(&scores).map_or(group[0], |i| scored[i])
+            })
+            .collect()
+    }
+
+    /// One choice on the tuning seeds (the candidate with the best mean score there), reported on
+    /// every seed: each seed's run of the chosen candidate. A seed without one is left out and the
+    /// choice counted incomplete; with nothing chosen yet, the tuning seeds' first rows stand for
+    /// the setting (the table counts them as not done).
+    fn on_tuning_seeds<'r>(
+        &self,
+        seeds: &Seeds<'r>,
+        tune_seeds: &[String],
+        expected: usize,
+        p: &mut Protocol,
+    ) -> Vec<&'r Row> {
+        let tuning: Vec<&Row> = seeds
+            .iter()
+            .filter(|(s, _)| tune_seeds.contains(s))
+            .flat_map(|(_, g)| g.iter().copied())
+            .filter(Self::finished)
+            .collect();
+        let mut names: Vec<Vec<String>> = vec![];
+        for r in &tuning {
+            if !names.contains(&self.candidate(r)) {
+                names.push(self.candidate(r));
+            }
+        }
+        let scores: Vec<Score> = names
+            .iter()
+            .map(|c| {
+                let of_c: Vec<Score> = tuning
+                    .iter()
+                    .filter(|r| self.candidate(r) == *c)
+                    .map(|r| validation_score(r, self.selection, self.results))
+                    .collect();
+                pooled(&of_c)
+            })
+            .collect();
+        let chosen = best(&scores).map(|i| &names[i]);
+        let picks: Vec<&Row> = seeds
+            .iter()
+            .filter_map(|(seed, group)| match chosen {
+                Some(c) => {
+                    let mut of_chosen = group.iter().copied().filter(|r| self.candidate(r) == *c);
+                    let first = of_chosen.clone().next();
+                    of_chosen.find(Self::finished).or(first)
+                }
+                None => tune_seeds.contains(seed).then_some(group[0]),
+            })
+            .collect();
+        p.choices += 1;
+        if tuning.len() < expected * tune_seeds.len() || picks.len() < seeds.len() {
+            p.incomplete += 1;
+        }
+        picks
+    }
 }
 
 /// Each seed's chosen value of `key` in a group's rows, in row order, as written in runs.csv
@@ -248,6 +361,8 @@ pub(super) fn chosen_values(rows: &[Row], key: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record;
+    use crate::record::TUNE_SEEDS;
     use crate::report::runs::{read_runs, resolve};
     use crate::test_support::fresh_dir;
 
@@ -343,6 +458,47 @@ mod tests {
         }
         let (_, p) = choose(&runs, "mqar", Selection::BestValid, &dir, false);
         assert_eq!(p.unwrap().incomplete, 2);
+    }
+
+    #[test]
+    fn with_tune_seeds_one_choice_on_the_tuning_seeds_is_reported_on_every_seed() {
+        let dir = fresh_dir("tune-seeds");
+        let mut runs = tuned_results(
+            &dir,
+            &[
+                // Seed 0 chooses lr 0.01 on validation (lr 0.001 tests better: never looked at).
+                ("a0", "0.01", 0, "done", 0.9, 0.3, 0.5),
+                ("b0", "0.001", 0, "done", 0.8, 0.2, 0.99),
+                // Seed 1 follows: lr 0.01 is reported although a stale lr 0.001 run validates better.
+                ("a1", "0.01", 1, "done", 0.2, 2.0, 0.2),
+                ("b1", "0.001", 1, "done", 0.99, 0.1, 0.99),
+                // Seed 2 has no run of the chosen candidate: left out, the choice counted short.
+                ("b2", "0.001", 2, "done", 0.99, 0.1, 0.99),
+            ],
+        );
+        for r in runs.rows.iter_mut() {
+            r.insert(TUNE_SEEDS.into(), "0".into());
+        }
+        let (chosen, p) = choose(&runs, "mqar", Selection::BestValid, &dir, false);
+        assert_eq!(chosen_ids(&chosen), ["a0", "a1"]);
+        assert_eq!(chosen_values(&chosen.rows, "train.lr"), ["0.01", "0.01"]);
+        let p = p.unwrap();
+        assert_eq!((p.choices, p.incomplete), (1, 1), "one choice per setting");
+        let text = p.describe(Selection::BestValid);
+        assert!(
+            text.contains("per setting, the candidate with the highest validation token_acc")
+                && text.contains("on seed 0, the only candidate run on the other seeds"),
+            "{text}"
+        );
+        // Two tuning seeds: the mean decides (0.01: 0.9 and 0.2; 0.001: 0.8 and 0.99).
+        for r in runs.rows.iter_mut() {
+            r.insert(TUNE_SEEDS.into(), "0 1".into());
+        }
+        let (chosen, p) = choose(&runs, "mqar", Selection::BestValid, &dir, false);
+        assert_eq!(chosen_ids(&chosen), ["b0", "b1", "b2"]);
+        let p = p.unwrap();
+        assert_eq!((p.choices, p.incomplete), (1, 0));
+        assert!(p.describe(Selection::BestValid).contains("on the mean over seeds 0, 1"));
     }
 
     #[test]

@@ -187,6 +187,11 @@ pub struct Metrics {
     pub within_tol: Option<f64>,
 }
 
+/// Metrics where smaller is better (the rest, accuracies, grow).
+pub fn lower_is_better(metric: &str) -> bool {
+    matches!(metric, "loss" | "bit_errors_per_seq" | "mse")
+}
+
 impl Metrics {
     /// Names of the metric columns, in CSV order.
     pub const NAMES: [&'static str; 6] = [

@@ -9,6 +9,7 @@ use crate::input::config::load_run_config;
 use crate::input::config::RunConfig;
 use crate::record::{self, check_results_dir, log_tail, RunEnv, RunRecord, RunsCsv};
 use crate::run::train::{self, is_final, Status};
+use crate::sweep::follow::{self, Role};
 use crate::sweep::lock::DirLock;
 use crate::sweep::shard::Shard;
 use anyhow::{Context, Result};
@@ -136,7 +137,7 @@ fn planned_runs(file: &Path, shard: Option<Shard>) -> Result<Vec<RunConfig>> {
     Ok(match shard {
         Some(s) => runs
             .into_iter()
-            .filter(|r| s.contains(&r.run_id()))
+            .filter(|r| s.contains(&follow::shard_key(r)))
             .collect(),
         None => runs,
     })
@@ -162,10 +163,11 @@ pub fn list(args: &ListArgs) -> Result<()> {
     check_results_dir(out, "--out")?;
     let runs = crate::input::grid::load(file)?;
     let csv = RunsCsv::read_only(out)?;
+    let roles = follow::roles(&runs, &csv, out);
     let mut text = String::from("run_id\texperiment\tseed\tstatus\teval_lengths\tswept\n");
-    for r in &runs {
+    for (r, role) in runs.iter().zip(&roles) {
         let id = r.run_id();
-        let status = csv.status_of(&id).unwrap_or("pending");
+        let status = csv.status_of(&id).unwrap_or(role.pending_status());
         // The grid was checked: every task builds.
         let points = r.task.build().map(|t| t.eval_points()).unwrap_or_default();
         text.push_str(&format!(
@@ -214,6 +216,51 @@ fn eval_text(points: &[membench_tasks::EvalPoint]) -> String {
     }
 }
 
+/// `sweep --dry-run`: each run of the plan with its status in `--out`, and what a sweep would
+/// run; nothing is written.
+fn dry_run(runs: &[RunConfig], opts: &SweepArgs) -> Result<()> {
+    let csv = RunsCsv::read_only(&opts.out)?;
+    let orphans = orphaned_results(&csv, &opts.out)?;
+    let status_of = |id: &str| {
+        csv.status_of(id).or_else(|| {
+            orphans
+                .iter()
+                .find(|o| o.run_id == id)
+                .map(|o| o.status.as_str())
+        })
+    };
+    let roles = follow::roles(runs, &csv, &opts.out);
+    let unfinished = |role: Role| {
+        runs.iter()
+            .zip(&roles)
+            .filter(|(r, x)| **x == role && !status_of(&r.run_id()).is_some_and(is_final))
+            .count()
+    };
+    let (pending, waiting) = (unfinished(Role::Run), unfinished(Role::Waiting));
+    for (r, role) in runs.iter().zip(&roles) {
+        let status = status_of(&r.run_id())
+            .unwrap_or(role.pending_status())
+            .to_string();
+        println!(
+            "{}\t{}\t{}\t{status}\t{}",
+            r.run_id(),
+            r.experiment,
+            r.seed,
+            swept_text(r)
+        );
+    }
+    let waits = if waiting > 0 {
+        format!(", {waiting} more await their setting's choice on its tuning seeds (only the chosen candidate's will run)")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "dry run: {} runs, {pending} would run{waits}; nothing written",
+        runs.len()
+    );
+    Ok(())
+}
+
 pub fn sweep(opts: &SweepArgs) -> Result<()> {
     let shard = Shard::resolve(opts.shard.as_deref())?;
     let jobs = opts.jobs();
@@ -225,35 +272,7 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
         runs.iter_mut().for_each(|r| r.device = device.clone());
     }
     if opts.dry_run {
-        let csv = RunsCsv::read_only(&opts.out)?;
-        let orphans = orphaned_results(&csv, &opts.out)?;
-        let status_of = |id: &str| {
-            csv.status_of(id).or_else(|| {
-                orphans
-                    .iter()
-                    .find(|o| o.run_id == id)
-                    .map(|o| o.status.as_str())
-            })
-        };
-        let pending = runs
-            .iter()
-            .filter(|r| !status_of(&r.run_id()).is_some_and(is_final))
-            .count();
-        for r in &runs {
-            let status = status_of(&r.run_id()).unwrap_or("pending").to_string();
-            println!(
-                "{}\t{}\t{}\t{status}\t{}",
-                r.run_id(),
-                r.experiment,
-                r.seed,
-                swept_text(r)
-            );
-        }
-        eprintln!(
-            "dry run: {} runs, {pending} would run; nothing written",
-            runs.len()
-        );
-        return Ok(());
+        return dry_run(&runs, opts);
     }
     // Checked before anything is created or locked, so a refused sweep leaves the directory as it was.
     let csv = RunsCsv::read_only(&opts.out)?;
@@ -277,23 +296,35 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
         );
         csv.upsert(&rec)?;
     }
+    if follow::refresh_protocol(&runs, &mut csv)? > 0 {
+        eprintln!("sweep: rows of finished runs now name their experiment's tune_seeds");
+    }
     let total = runs.len();
-    let pending: Vec<RunConfig> = runs
-        .into_iter()
-        .filter(|r| !csv.status_of(&r.run_id()).is_some_and(is_final))
-        .collect();
-    let skipped = total - pending.len();
+    let finished = |csv: &RunsCsv, r: &RunConfig| csv.status_of(&r.run_id()).is_some_and(is_final);
+    let roles = follow::roles(&runs, &csv, &opts.out);
+    let count = |role: Role| {
+        runs.iter()
+            .zip(&roles)
+            .filter(|(r, x)| **x == role && !finished(&csv, r))
+            .count()
+    };
+    let (to_run, waiting) = (count(Role::Run), count(Role::Waiting));
+    let skipped = runs.iter().filter(|r| finished(&csv, r)).count();
     let tty = std::io::stderr().is_terminal();
     if !tty {
+        let waits = if waiting > 0 {
+            format!(" (and {waiting} await their setting's choice on its tuning seeds)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "sweep: {total} runs, {skipped} already finished, {} to run, {} at once, in {}",
-            pending.len(),
+            "sweep: {total} runs, {skipped} already finished, {to_run} to run{waits}, {} at once, in {}",
             jobs,
             opts.out.display()
         );
     }
     let bar = if tty {
-        ProgressBar::new(total as u64)
+        ProgressBar::new((skipped + to_run + waiting) as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -306,18 +337,94 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
     bar.set_position(skipped as u64);
     let exe = std::env::current_exe().context("locating the membench binary")?;
     // The CPU's practical peak with the runs' thread count, measured once, for the mfu column.
-    let peak_flops = pending.iter().any(|r| r.device == "cpu").then(|| {
-        tch::set_num_threads(opts.threads);
-        crate::run::bench::matmul_peak_flops()
-    });
-    let (tx, rx) = mpsc::channel::<RunRecord>();
-    let queue = std::sync::Mutex::new(pending.into_iter());
-    let running = AtomicUsize::new(0);
+    let peak_flops = runs
+        .iter()
+        .any(|r| r.device == "cpu" && !finished(&csv, r))
+        .then(|| {
+            tch::set_num_threads(opts.threads);
+            crate::run::bench::matmul_peak_flops()
+        });
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Rounds: the runs that can run now; then the followers whose setting's choice the finished
+    // tuning runs have made. A run is tried at most once per sweep.
+    let mut tried = std::collections::HashSet::new();
+    loop {
+        let roles = follow::roles(&runs, &csv, &opts.out);
+        let batch: Vec<RunConfig> = runs
+            .iter()
+            .zip(&roles)
+            .filter(|(r, role)| {
+                **role == Role::Run && !finished(&csv, r) && !tried.contains(&r.run_id())
+            })
+            .map(|(r, _)| r.clone())
+            .collect();
+        let not_chosen = roles.iter().filter(|x| **x == Role::NotChosen).count();
+        bar.set_length((total - not_chosen) as u64);
+        if batch.is_empty() {
+            let waiting: Vec<&RunConfig> = runs
+                .iter()
+                .zip(&roles)
+                .filter(|(r, x)| **x == Role::Waiting && !finished(&csv, r))
+                .map(|(r, _)| r)
+                .collect();
+            if let Some(r) = waiting.first() {
+                eprintln!(
+                    "sweep: {} runs on later seeds were not run: the runs of their setting's tuning seeds \
+                     ({:?}) did not all finish (failed, timed out, or in another results directory), so \
+                     no candidate is chosen yet; first: experiment {}, seed {}. Run the sweep again.",
+                    waiting.len(),
+                    r.tune_seeds,
+                    r.experiment,
+                    r.seed
+                );
+            }
+            if not_chosen > 0 {
+                eprintln!(
+                    "sweep: {not_chosen} runs on later seeds are not made: their candidate was not the one \
+                     chosen on the tuning seeds (tune_seeds)"
+                );
+            }
+            break;
+        }
+        tried.extend(batch.iter().map(RunConfig::run_id));
+        run_batch(batch, jobs, &exe, opts, peak_flops, &mut csv, &bar, &mut counts)?;
+    }
+    bar.finish_and_clear();
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    eprintln!(
+        "sweep: finished ({}); {skipped} were already done; rows in {}",
+        if summary.is_empty() {
+            "nothing to run".into()
+        } else {
+            summary.join(", ")
+        },
+        opts.out.join("runs.csv").display()
+    );
+    Ok(())
+}
+
+/// Runs `batch`, `jobs` at a time, each in its child process, and writes each one's row as it
+/// ends; `counts` tallies their statuses.
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    batch: Vec<RunConfig>,
+    jobs: usize,
+    exe: &Path,
+    opts: &SweepArgs,
+    peak_flops: Option<f64>,
+    csv: &mut RunsCsv,
+    bar: &ProgressBar,
+    counts: &mut BTreeMap<&'static str, usize>,
+) -> Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let workers = jobs.min(batch.len()).max(1);
+    let (tx, rx) = mpsc::channel::<RunRecord>();
+    let queue = std::sync::Mutex::new(batch.into_iter());
+    let running = AtomicUsize::new(0);
     std::thread::scope(|scope| -> Result<()> {
         // No more workers than runs to do (a huge --jobs must not spawn idle threads).
-        for _ in 0..jobs.min(total - skipped).max(1) {
-            let (tx, queue, exe, running) = (tx.clone(), &queue, &exe, &running);
+        for _ in 0..workers {
+            let (tx, queue, running) = (tx.clone(), &queue, &running);
             scope.spawn(move || loop {
                 let Some(run) = queue.lock().expect("queue lock").next() else {
                     break;
@@ -357,19 +464,7 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
             }
         }
         Ok(())
-    })?;
-    bar.finish_and_clear();
-    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    eprintln!(
-        "sweep: finished ({}); {skipped} were already done; rows in {}",
-        if summary.is_empty() {
-            "nothing to run".into()
-        } else {
-            summary.join(", ")
-        },
-        opts.out.join("runs.csv").display()
-    );
-    Ok(())
+    })
 }
 
 /// Runs whose directory holds a result.json but which have no row in runs.csv: the sweep stopped

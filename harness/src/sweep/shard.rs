@@ -1,5 +1,6 @@
 //! Sharding a sweep over machines: `--shard I/N` keeps the runs whose id, read as a 48-bit
-//! hexadecimal number, is `I` modulo `N` (I is 0-based, 0 <= I < N).
+//! hexadecimal number, is `I` modulo `N` (I is 0-based, 0 <= I < N). For an experiment with
+//! `tune_seeds` the hash is its setting's (`follow::shard_key`), so a setting stays whole.
 //!
 //! Hashing the run id (rather than taking every N-th run in grid order) keeps a run on the same
 //! shard when experiments are added to or removed from the file, so shard directories stay

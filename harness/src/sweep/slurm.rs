@@ -381,9 +381,17 @@ pub fn check(file: &Path, out: &Path) -> Result<String> {
             ))
         })
         .collect();
+    let roles = crate::sweep::follow::roles(&runs, &csv, out);
     let mut missing = String::new();
     let mut n_missing = 0;
-    for r in &runs {
+    let not_chosen = roles
+        .iter()
+        .filter(|r| **r == crate::sweep::follow::Role::NotChosen)
+        .count();
+    for (r, role) in runs.iter().zip(&roles) {
+        if *role == crate::sweep::follow::Role::NotChosen {
+            continue; // a candidate the tuning seeds did not choose is never run on the others
+        }
         let id = r.run_id();
         match rows.get(id.as_str()) {
             Some(s) if is_final(s) => {}
@@ -398,16 +406,20 @@ pub fn check(file: &Path, out: &Path) -> Result<String> {
             }
         }
     }
+    let expected = runs.len() - not_chosen;
     if n_missing > 0 {
         bail!(
-            "{missing}{n_missing} of {} runs missing or unfinished in {}; submit again to run them",
-            runs.len(),
+            "{missing}{n_missing} of {expected} runs missing or unfinished in {}; submit again to run them",
             out.display()
         );
     }
+    let skipped = if not_chosen > 0 {
+        format!(" ({not_chosen} candidates not chosen on their tuning seeds are not made on the other seeds)")
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "check: all {} runs finished in {}\n",
-        runs.len(),
+        "check: all {expected} runs finished in {}{skipped}\n",
         out.display()
     ))
 }
