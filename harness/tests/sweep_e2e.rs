@@ -695,8 +695,14 @@ fn tune_seeds_runs_only_the_candidate_chosen_on_the_first_seed() {
     assert!(err.contains("2 to run (and 4 await"), "{err}");
     assert!(err.contains("2 runs on later seeds are not made"), "{err}");
     let rs = rows(&out);
-    assert_eq!(rs.len(), 4, "2 candidates on seed 0, the chosen one on seeds 1 and 2");
-    assert!(rs.iter().all(|r| r["tune_seeds"] == "0" && r["status"] == "done"));
+    assert_eq!(
+        rs.len(),
+        4,
+        "2 candidates on seed 0, the chosen one on seeds 1 and 2"
+    );
+    assert!(rs
+        .iter()
+        .all(|r| r["tune_seeds"] == "0" && r["status"] == "done"));
     // The followers run the candidate whose seed-0 run validated better.
     let seed0: Vec<&Row> = rs.iter().filter(|r| r["seed"] == "0").collect();
     let winner = if valid_score(&out, seed0[1]) > valid_score(&out, seed0[0]) {
@@ -715,10 +721,20 @@ fn tune_seeds_runs_only_the_candidate_chosen_on_the_first_seed() {
     assert_eq!((statuses(&l, "done"), statuses(&l, "not chosen")), (4, 2));
     // Resumed: nothing to do; the report makes the same choice and says how it was made.
     let o = sweep_ok(&f, &out, &[], &[]);
-    assert!(stderr(&o).contains("4 already finished, 0 to run"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4 already finished, 0 to run"),
+        "{}",
+        stderr(&o)
+    );
     let reports = d.join("reports");
     let o = membench(
-        &["compare", "--results", out.to_str().unwrap(), "--out", reports.to_str().unwrap()],
+        &[
+            "compare",
+            "--results",
+            out.to_str().unwrap(),
+            "--out",
+            reports.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -727,7 +743,10 @@ fn tune_seeds_runs_only_the_candidate_chosen_on_the_first_seed() {
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
         .find(|t| t.contains("Tuning protocol"))
         .expect("a table names the tuning protocol");
-    assert!(md.contains("on seed 0, the only candidate run on the other seeds"), "{md}");
+    assert!(
+        md.contains("on seed 0, the only candidate run on the other seeds"),
+        "{md}"
+    );
     assert!(!md.contains("fewer candidates"), "no choice is short: {md}");
 }
 
@@ -739,15 +758,29 @@ fn a_setting_s_tuning_runs_and_followers_share_a_shard() {
     let mut seen = 0;
     for i in ["0/3", "1/3", "2/3"] {
         let o = membench(
-            &["sweep", f.to_str().unwrap(), "--dry-run", "--out", "unused", "--shard", i],
+            &[
+                "sweep",
+                f.to_str().unwrap(),
+                "--dry-run",
+                "--out",
+                "unused",
+                "--shard",
+                i,
+            ],
             &[],
         );
         assert!(o.status.success(), "{}", stderr(&o));
         let text = stdout(&o);
         // Whole settings only: each hidden size in a shard brings its 2 × 3 runs.
         for size in ["8", "16", "24", "32"] {
-            let n = text.lines().filter(|l| l.contains(&format!("arch.hidden_size={size} "))).count();
-            assert!(n == 0 || n == 6, "shard {i}, hidden {size}: {n} runs\n{text}");
+            let n = text
+                .lines()
+                .filter(|l| l.contains(&format!("arch.hidden_size={size} ")))
+                .count();
+            assert!(
+                n == 0 || n == 6,
+                "shard {i}, hidden {size}: {n} runs\n{text}"
+            );
             seen += n;
         }
     }
@@ -766,7 +799,11 @@ fn runs_made_before_tune_seeds_take_the_protocol_and_still_reproduce() {
     // The same grid choosing on seed 0: the same run ids, nothing retrained, the rows take the key.
     let later = write(&d.join("b.yaml"), &format!("{tuned}    tune_seeds: 1\n"));
     let o = sweep_ok(&later, &out, &[], &[]);
-    assert!(stderr(&o).contains("4 already finished, 0 to run"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4 already finished, 0 to run"),
+        "{}",
+        stderr(&o)
+    );
     let after = rows(&out);
     assert!(after.iter().all(|r| r["tune_seeds"] == "0"), "{after:?}");
     assert_eq!(

@@ -1155,13 +1155,21 @@ mod tests {
         // Every candidate at every seed is still listed, with the same ids.
         let ids = |runs: &[RunConfig]| runs.iter().map(RunConfig::run_id).collect::<Vec<_>>();
         assert_eq!(ids(&plain), ids(&first));
-        assert!(plain.iter().all(|r| r.tune_seeds.is_empty() && !r.follows_choice()));
+        assert!(plain
+            .iter()
+            .all(|r| r.tune_seeds.is_empty() && !r.follows_choice()));
         // The first seed *listed* chooses; the others follow.
         assert!(first.iter().all(|r| r.tune_seeds == [5]));
-        let followers: Vec<u64> = first.iter().filter(|r| r.follows_choice()).map(|r| r.seed).collect();
+        let followers: Vec<u64> = first
+            .iter()
+            .filter(|r| r.follows_choice())
+            .map(|r| r.seed)
+            .collect();
         assert_eq!(followers, [3, 9, 3, 9]);
         // The protocol is in the saved config (the row and the reports read it), not in the id.
-        assert!(serde_yaml::to_string(&first[0]).unwrap().contains("tune_seeds"));
+        assert!(serde_yaml::to_string(&first[0])
+            .unwrap()
+            .contains("tune_seeds"));
         // From the defaults, two seeds.
         let two = format!(
             "defaults:\n  tune_seeds: 2\n  tune: {{train.lr: [0.1, 0.01]}}\n  seeds: 3\n{}",
@@ -1181,14 +1189,21 @@ mod tests {
         let tuned = format!("{BASE}    tune: {{train.lr: [0.1, 0.01]}}\n    seeds: 2\n");
         for bad in ["0", "3", "-1", "one", "[0]"] {
             let (line, key, e) = at(format!("{tuned}    tune_seeds: {bad}\n"));
-            assert_eq!((line, key.as_str()), (9, "experiments[0].tune_seeds"), "{e}");
+            assert_eq!(
+                (line, key.as_str()),
+                (9, "experiments[0].tune_seeds"),
+                "{e}"
+            );
             assert!(e.contains("expected a count of seeds 1..=2"), "{e}");
         }
         let (line, _, e) = at(format!("{BASE}    seeds: 2\n    tune_seeds: 1\n"));
         assert_eq!(line, 8);
         assert!(e.contains("`tune_seeds` without `tune`"), "{e}");
         let (_, _, e) = at(format!("{tuned}    tune_seed: 1\n"));
-        assert!(e.contains("tune_seeds"), "a misspelling suggests the key: {e}");
+        assert!(
+            e.contains("tune_seeds"),
+            "a misspelling suggests the key: {e}"
+        );
     }
 
     #[test]
@@ -1223,7 +1238,9 @@ mod tests {
         // Run ids of files written before the key existed stay what they were.
         let run = &expand_file("f.yaml", BASE).unwrap()[0];
         assert!(!run.train.flush_denormals);
-        assert!(!serde_yaml::to_string(run).unwrap().contains("flush_denormals"));
+        assert!(!serde_yaml::to_string(run)
+            .unwrap()
+            .contains("flush_denormals"));
         let flushed = format!("{BASE}    train: {{flush_denormals: true}}\n");
         let flushed = &expand_file("f.yaml", &flushed).unwrap()[0];
         assert!(flushed.train.flush_denormals);
@@ -1232,7 +1249,10 @@ mod tests {
             .contains("flush_denormals: true"));
         assert_ne!(run.run_id(), flushed.run_id());
         let off = format!("{BASE}    train: {{flush_denormals: false}}\n");
-        assert_eq!(expand_file("f.yaml", &off).unwrap()[0].run_id(), run.run_id());
+        assert_eq!(
+            expand_file("f.yaml", &off).unwrap()[0].run_id(),
+            run.run_id()
+        );
     }
 
     /// A pool needs at least one example; one smaller than a batch is allowed (every step is the

@@ -11,7 +11,7 @@
 //! last. Test scores never take part.
 
 use crate::input::config::Selection;
-use crate::record;
+use crate::record::{self, num, read_csv_rows};
 use crate::run::train::{improves, selection_key};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,12 +29,12 @@ pub fn validation_score(run: &Row, selection: Selection, results: &Path) -> Scor
     let Some(id) = run.get("run_id") else {
         return nan;
     };
-    let num = |row: &Row, col: &str| row.get(col).and_then(|s| s.parse::<f64>().ok());
-    let curve = read_curve(&record::run_dir(results, id).join("curve.csv"));
+    let curve = read_csv_rows(&record::run_dir(results, id).join("curve.csv")).unwrap_or_default();
     let point = match selection {
         Selection::Last => curve.last(),
-        Selection::BestValid => num(run, "best_step")
-            .and_then(|s| curve.iter().find(|p| num(p, "step") == Some(s))),
+        Selection::BestValid => {
+            num(run, "best_step").and_then(|s| curve.iter().find(|p| num(p, "step") == Some(s)))
+        }
     };
     let Some(point) = point else { return nan };
     let metric = run.get("success_metric").cloned().unwrap_or_default();
@@ -46,26 +46,6 @@ pub fn validation_score(run: &Row, selection: Selection, results: &Path) -> Scor
     let value = num(point, &format!("valid_{metric}")).unwrap_or(f64::NAN);
     let loss = num(point, "valid_loss").unwrap_or(f64::NAN);
     selection_key(sign * value, loss)
-}
-
-/// The rows of a curve.csv; none when it cannot be read.
-fn read_curve(path: &Path) -> Vec<Row> {
-    let Ok(mut r) = csv::Reader::from_path(path) else {
-        return vec![];
-    };
-    let Ok(header) = r.headers().cloned() else {
-        return vec![];
-    };
-    r.records()
-        .map_while(Result::ok)
-        .map(|rec| {
-            header
-                .iter()
-                .map(String::from)
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect()
 }
 
 /// The mean of several seeds' scores, key by key (a NaN, ranked as −∞, stays the worst).
@@ -91,6 +71,22 @@ pub fn best(scores: &[Score]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// The candidate chosen on pooled scores: `scored` holds each tuning run as (its candidate, its
+/// score); each candidate's score is the [`pooled`] mean over its runs, and the [`best`] candidate
+/// (the first to appear wins a tie) is returned. None without any runs.
+pub fn pooled_choice<K: PartialEq>(scored: impl IntoIterator<Item = (K, Score)>) -> Option<K> {
+    let mut candidates: Vec<(K, Vec<Score>)> = vec![];
+    for (k, s) in scored {
+        match candidates.iter_mut().find(|(c, _)| *c == k) {
+            Some((_, scores)) => scores.push(s),
+            None => candidates.push((k, vec![s])),
+        }
+    }
+    let means: Vec<Score> = candidates.iter().map(|(_, s)| pooled(s)).collect();
+    let i = best(&means)?;
+    candidates.into_iter().nth(i).map(|(k, _)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +105,19 @@ mod tests {
         assert_eq!(best(&[a, b]), Some(0), "mean 0.7 beats mean 0.65");
         let diverged = pooled(&[s(1.0, 0.0), s(f64::NAN, f64::NAN)]);
         assert_eq!(best(&[diverged, b]), Some(1));
-        assert_eq!(pooled(&[s(0.9, 2.0)]), s(0.9, 2.0), "one seed: its own score");
+        assert_eq!(
+            pooled(&[s(0.9, 2.0)]),
+            s(0.9, 2.0),
+            "one seed: its own score"
+        );
+        // Runs grouped by candidate, pooled, the best taken.
+        let runs = [
+            ("a", s(0.9, 1.0)),
+            ("b", s(0.6, 1.0)),
+            ("a", s(0.5, 1.0)),
+            ("b", s(0.7, 1.0)),
+        ];
+        assert_eq!(pooled_choice(runs), Some("a"));
+        assert_eq!(pooled_choice(Vec::<(&str, Score)>::new()), None);
     }
 }

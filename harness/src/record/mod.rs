@@ -281,6 +281,36 @@ fn tail_columns() -> Vec<String> {
 /// tuning protocol (see `input::grid`), and reports choose among the candidates.
 pub const TUNE_PREFIX: &str = "tune:";
 
+/// The rows of a CSV file written here (curve.csv, eval.csv), each a map from column to text.
+pub fn read_csv_rows(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
+    let mut rows = vec![];
+    for rec in r.records() {
+        let rec = rec.with_context(|| format!("reading {}", path.display()))?;
+        rows.push(
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect(),
+        );
+    }
+    Ok(rows)
+}
+
+/// The number in a row's cell `col`; None when it is missing or not a number.
+pub fn num(row: &BTreeMap<String, String>, col: &str) -> Option<f64> {
+    row.get(col).and_then(|s| s.parse::<f64>().ok())
+}
+
+/// The `tune_seeds` cell of a run: its tuning seeds, space-separated; empty without any.
+pub fn tune_seeds_cell(c: &crate::input::config::RunConfig) -> String {
+    let seeds: Vec<String> = c.tune_seeds.iter().map(u64::to_string).collect();
+    seeds.join(" ")
+}
+
 /// The runs.csv column of an experiment's tuning seeds (`tune_seeds`, e.g. `0` or `0 1`): the
 /// seeds its one choice per setting is made on. Present only in results that have such
 /// experiments, and empty in the rows of the others.
@@ -331,8 +361,7 @@ impl RunRecord {
             put(&format!("{TUNE_PREFIX}{k}"), swept_cell(v));
         }
         if !c.tune_seeds.is_empty() {
-            let seeds: Vec<String> = c.tune_seeds.iter().map(u64::to_string).collect();
-            put(TUNE_SEEDS, seeds.join(" "));
+            put(TUNE_SEEDS, tune_seeds_cell(c));
         }
         put("seed", c.seed.to_string());
         put("status", self.status.as_str().into());

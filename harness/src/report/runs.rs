@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 pub(super) type Row = BTreeMap<String, String>;
+pub(super) use crate::record::{num, read_csv_rows};
 
 /// runs.csv as the tables read it: header and rows, in file order.
 pub(super) struct Runs {
@@ -159,10 +160,6 @@ pub(super) fn parse_filter(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub(super) fn num(row: &Row, col: &str) -> Option<f64> {
-    row.get(col).and_then(|s| s.parse::<f64>().ok())
-}
-
 /// `{"name":"lstm","hidden_size":32}` (a swept mapping) → `lstm(hidden_size=32)`; other cells as is.
 pub(super) fn pretty(cell: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(cell) {
@@ -195,24 +192,6 @@ pub(super) fn mode<'a>(rows: impl Iterator<Item = &'a Row>, col: &str) -> Option
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
         .map(|(k, _)| k)
-}
-
-pub(super) fn read_csv_rows(path: &Path) -> Result<Vec<Row>> {
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
-    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
-    let mut rows = vec![];
-    for rec in r.records() {
-        let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-        rows.push(
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect(),
-        );
-    }
-    Ok(rows)
 }
 
 pub(super) fn read_eval(results: &Path, run: &Row) -> Result<Vec<Row>> {

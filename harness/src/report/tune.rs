@@ -12,8 +12,8 @@
 //! seeds of a setting whatever each chose, and the summary can still say what was chosen. With
 //! `--candidates` nothing is chosen: each candidate is a group of its own.
 
-use crate::record::choice::{best, pooled, validation_score, Score};
 use crate::input::config::Selection;
+use crate::record::choice::{best, pooled_choice, validation_score, Score};
 use crate::record::{TUNE_PREFIX, TUNE_SEEDS};
 use crate::report::runs::{mode, Row, Runs};
 use crate::report::spec::lower_is_better;
@@ -71,7 +71,10 @@ impl Protocol {
         };
         let on = |seeds: &str| match seeds.split_whitespace().count() {
             1 => format!("on seed {seeds}"),
-            _ => format!("on the mean over seeds {}", seeds.split_whitespace().collect::<Vec<_>>().join(", ")),
+            _ => format!(
+                "on the mean over seeds {}",
+                seeds.split_whitespace().collect::<Vec<_>>().join(", ")
+            ),
         };
         let sel = selection.as_str();
         let per_seed = format!(
@@ -309,27 +312,15 @@ impl Scoring<'_> {
             .flat_map(|(_, g)| g.iter().copied())
             .filter(Self::finished)
             .collect();
-        let mut names: Vec<Vec<String>> = vec![];
-        for r in &tuning {
-            if !names.contains(&self.candidate(r)) {
-                names.push(self.candidate(r));
-            }
-        }
-        let scores: Vec<Score> = names
-            .iter()
-            .map(|c| {
-                let of_c: Vec<Score> = tuning
-                    .iter()
-                    .filter(|r| self.candidate(r) == *c)
-                    .map(|r| validation_score(r, self.selection, self.results))
-                    .collect();
-                pooled(&of_c)
-            })
-            .collect();
-        let chosen = best(&scores).map(|i| &names[i]);
+        let chosen = pooled_choice(tuning.iter().map(|r| {
+            (
+                self.candidate(r),
+                validation_score(r, self.selection, self.results),
+            )
+        }));
         let picks: Vec<&Row> = seeds
             .iter()
-            .filter_map(|(seed, group)| match chosen {
+            .filter_map(|(seed, group)| match &chosen {
                 Some(c) => {
                     let mut of_chosen = group.iter().copied().filter(|r| self.candidate(r) == *c);
                     let first = of_chosen.clone().next();
@@ -498,7 +489,9 @@ mod tests {
         assert_eq!(chosen_ids(&chosen), ["b0", "b1", "b2"]);
         let p = p.unwrap();
         assert_eq!((p.choices, p.incomplete), (1, 0));
-        assert!(p.describe(Selection::BestValid).contains("on the mean over seeds 0, 1"));
+        assert!(p
+            .describe(Selection::BestValid)
+            .contains("on the mean over seeds 0, 1"));
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! Shards keep a setting whole (its candidates and seeds hash together, [`shard_key`]), so that
 //! every shard can make its own settings' choices.
 
-use crate::record::choice::{best, pooled, validation_score, Row, Score};
 use crate::input::config::RunConfig;
-use crate::record::{RunsCsv, TUNE_SEEDS};
+use crate::record::choice::{pooled_choice, validation_score, Row};
+use crate::record::{tune_seeds_cell, RunsCsv, TUNE_SEEDS};
 use crate::run::train::is_final;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -55,7 +55,10 @@ pub fn roles(runs: &[RunConfig], csv: &RunsCsv, out: &Path) -> Vec<Role> {
         .collect();
     // Each setting's tuning runs, in grid order.
     let mut tuning: BTreeMap<String, Vec<&RunConfig>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| !r.tune_seeds.is_empty() && !r.follows_choice()) {
+    for r in runs
+        .iter()
+        .filter(|r| !r.tune_seeds.is_empty() && !r.follows_choice())
+    {
         tuning.entry(r.setting_key()).or_default().push(r);
     }
     let mut chosen: HashMap<String, Option<&RunConfig>> = HashMap::new();
@@ -84,19 +87,26 @@ fn choose<'a>(
     rows: &HashMap<&str, &Row>,
     out: &Path,
 ) -> Option<&'a RunConfig> {
-    let mut candidates: Vec<(&RunConfig, Vec<Score>)> = vec![];
+    let mut scored = vec![];
     for run in tuning {
         let row = rows
             .get(run.run_id().as_str())
             .filter(|row| row.get("status").is_some_and(|s| is_final(s)))?;
-        let score = validation_score(row, run.train.selection, out);
-        match candidates.iter_mut().find(|(c, _)| c.tune == run.tune) {
-            Some((_, scores)) => scores.push(score),
-            None => candidates.push((run, vec![score])),
-        }
+        scored.push((
+            Candidate(run),
+            validation_score(row, run.train.selection, out),
+        ));
     }
-    let pooled: Vec<Score> = candidates.iter().map(|(_, s)| pooled(s)).collect();
-    best(&pooled).map(|i| candidates[i].0)
+    pooled_choice(scored).map(|c| c.0)
+}
+
+/// A tuning run standing for its candidate: two are equal when their tuned values are.
+struct Candidate<'a>(&'a RunConfig);
+
+impl PartialEq for Candidate<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.tune == other.0.tune
+    }
 }
 
 /// Writes each planned run's `tune_seeds` into its row where the row says otherwise: the protocol
@@ -115,8 +125,7 @@ pub fn refresh_protocol(runs: &[RunConfig], csv: &mut RunsCsv) -> anyhow::Result
         let Some(&i) = index.get(&run.run_id()) else {
             continue;
         };
-        let want: Vec<String> = run.tune_seeds.iter().map(u64::to_string).collect();
-        let want = want.join(" ");
+        let want = tune_seeds_cell(run);
         let row = &csv.rows()[i];
         if row.get(TUNE_SEEDS).map_or("", String::as_str) == want {
             continue;

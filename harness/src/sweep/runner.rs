@@ -301,7 +301,7 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
     }
     let total = runs.len();
     let finished = |csv: &RunsCsv, r: &RunConfig| csv.status_of(&r.run_id()).is_some_and(is_final);
-    let roles = follow::roles(&runs, &csv, &opts.out);
+    let mut roles = follow::roles(&runs, &csv, &opts.out);
     let count = |role: Role| {
         runs.iter()
             .zip(&roles)
@@ -349,7 +349,6 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
     // tuning runs have made. A run is tried at most once per sweep.
     let mut tried = std::collections::HashSet::new();
     loop {
-        let roles = follow::roles(&runs, &csv, &opts.out);
         let batch: Vec<RunConfig> = runs
             .iter()
             .zip(&roles)
@@ -387,7 +386,17 @@ pub fn sweep(opts: &SweepArgs) -> Result<()> {
             break;
         }
         tried.extend(batch.iter().map(RunConfig::run_id));
-        run_batch(batch, jobs, &exe, opts, peak_flops, &mut csv, &bar, &mut counts)?;
+        run_batch(
+            batch,
+            jobs,
+            &exe,
+            opts,
+            peak_flops,
+            &mut csv,
+            &bar,
+            &mut counts,
+        )?;
+        roles = follow::roles(&runs, &csv, &opts.out);
     }
     bar.finish_and_clear();
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
